@@ -1,1 +1,17 @@
 //! Caretaker: an edge daemon that turns building telemetry into time series, work orders and energy figures.
+//!
+//! Data flow (see ARCHITECTURE.md): sources (MQTT, Modbus) → bounded channel of `Batch` → pipeline (decode,
+//! map, route) → InfluxDB queue and writer, plus rules, work orders and energy.
+
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod pipeline;
+pub mod reading;
+pub mod sinks;
+pub mod sources;
+pub mod telemetry;
+pub mod tls;
+pub mod util;

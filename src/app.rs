@@ -1,0 +1,219 @@
+//! Wiring: load and validate everything (`caretaker check`), then start the tasks (`caretaker run`) and stop
+//! them in order on SIGINT/SIGTERM: sources first, then the pipeline drains, then the writer flushes.
+
+use crate::catalog::{Catalog, SharedCatalog, profile};
+use crate::config::SiteConfig;
+use crate::diag::Diagnostic;
+use crate::pipeline::{Batch, Pipeline};
+use crate::sinks::influx::queue::{ChunkQueue, MemQueue};
+use crate::sinks::influx::writer::HttpWriter;
+use crate::sinks::influx::{WriterLoop, WriterSettings};
+use crate::sources::mqtt::MqttSource;
+use crate::telemetry::{self, Health};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Everything a site is made of, validated.
+pub struct Loaded {
+    pub config: SiteConfig,
+    pub catalog: Catalog,
+}
+
+/// Loads the site config, its profiles and declared devices, listing every problem found.
+pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
+    let config = SiteConfig::load(config_file)?;
+    let (profiles, mut errs) = profile::load_dirs(&config.profile_dirs);
+    // Unknown profiles are only meaningful once every profile file loaded.
+    let catalog = if errs.is_empty() {
+        match Catalog::from_config(&config, profiles) {
+            Ok(c) => Some(c),
+            Err(es) => {
+                errs.extend(es);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match catalog {
+        Some(catalog) if errs.is_empty() => Ok(Loaded { config, catalog }),
+        _ => Err(errs),
+    }
+}
+
+/// Runs the daemon until a signal arrives.
+pub async fn run(config_file: &Path) -> anyhow::Result<()> {
+    let loaded = load(config_file).map_err(|errs| {
+        for e in &errs {
+            error!("{e}");
+        }
+        anyhow::anyhow!("{} error(s) in the configuration; nothing started (run `caretaker check` for the list)", errs.len())
+    })?;
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested");
+        signals.cancel();
+    });
+    run_until(loaded, shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs a loaded site until `shutdown` is cancelled, then stops in order.
+pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Loaded { config, catalog } = loaded;
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create state dir {} ([state] dir): {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let metrics = telemetry::install_metrics();
+    let health = Health::new();
+    info!(
+        site = %config.site.name,
+        devices = catalog.device_count(),
+        points = catalog.point_count(),
+        version = env!("CARGO_PKG_VERSION"),
+        "caretaker starting"
+    );
+    let catalog: SharedCatalog = catalog.shared();
+    let http_stop = CancellationToken::new();
+    if let Some(http) = &config.http {
+        telemetry::serve(
+            http.listen,
+            config.site.name.clone(),
+            health.clone(),
+            metrics,
+            http_stop.clone(),
+        )
+        .await?;
+    }
+
+    // InfluxDB: queue + writer.
+    let writer_drain = CancellationToken::new();
+    let writer_hard = CancellationToken::new();
+    let (queue, writer_task) = match &config.influxdb {
+        Some(influx) => {
+            health
+                .influx_configured
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let queue: Arc<dyn ChunkQueue> = Arc::new(MemQueue::new(influx.queue_max_bytes));
+            let writer = HttpWriter::new(influx)?;
+            info!(endpoint = %writer.endpoint(), "writing to InfluxDB");
+            let settings = WriterSettings {
+                batch_size: influx.batch_size,
+                flush_interval: influx.flush_interval,
+                max_retry_backoff: influx.max_retry_backoff,
+            };
+            let wl = WriterLoop::new(queue.clone(), writer, settings, health.clone());
+            let task = tokio::spawn(wl.run(writer_drain.clone(), writer_hard.clone()));
+            (Some(queue), Some(task))
+        }
+        None => {
+            warn!("no [influxdb] section: readings are not stored");
+            (None, None)
+        }
+    };
+
+    // Pipeline.
+    let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
+    let chunk_lines = config
+        .influxdb
+        .as_ref()
+        .map(|i| i.batch_size as u32)
+        .unwrap_or(5000);
+    let pipeline = Pipeline {
+        rx,
+        catalog: catalog.clone(),
+        queue: queue.clone(),
+        stages: Vec::new(),
+        chunk_lines,
+    };
+    let pipeline_task = tokio::spawn(pipeline.run());
+
+    // Sources.
+    let source_stop = CancellationToken::new();
+    let source_grace = CancellationToken::new();
+    let mut sources = Vec::new();
+    if let Some(mqtt) = &config.mqtt {
+        let src = MqttSource {
+            config: mqtt.clone(),
+            catalog: catalog.clone(),
+            tx: tx.clone(),
+            health: health.clone(),
+        };
+        let (stop, grace) = (source_stop.clone(), source_grace.clone());
+        sources.push(tokio::spawn(async move {
+            if let Err(e) = src.run(stop, grace).await {
+                error!(error = %e, "MQTT source failed");
+            }
+        }));
+    }
+
+    shutdown.cancelled().await;
+    let deadline = tokio::time::Instant::now() + config.pipeline.shutdown_timeout;
+
+    // 1. Sources stop accepting; the pipeline works through what they sent; the MQTT connection stays up a
+    //    moment longer so the acknowledgements of those messages reach the broker; then sources disconnect.
+    source_stop.cancel();
+    let probe = tx;
+    let _ = tokio::time::timeout_at(deadline, async {
+        while probe.capacity() < probe.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
+    drop(probe);
+    source_grace.cancel();
+    for s in sources {
+        let _ = tokio::time::timeout_at(deadline, s).await;
+    }
+    if tokio::time::timeout_at(deadline, pipeline_task)
+        .await
+        .is_err()
+    {
+        warn!("pipeline did not drain before shutdown_timeout");
+    }
+
+    // 2. The writer sends what is queued, until the deadline.
+    writer_drain.cancel();
+    if let Some(task) = writer_task {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            writer_hard.cancel();
+            if let Some(q) = &queue {
+                let st = q.stats();
+                if st.readings > 0 && !q.durable() {
+                    metrics::counter!("caretaker_readings_dropped_total", "stage" => "influx", "reason" => "shutdown")
+                        .increment(st.readings);
+                    error!(
+                        readings = st.readings,
+                        "InfluxDB unreachable at shutdown: queued readings are lost (no spool)"
+                    );
+                }
+            }
+        }
+    }
+    http_stop.cancel();
+    info!("caretaker stopped");
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The catalog: profiles plus devices, flattened into points with dense integer ids.
+//!
+//! Every point of every device gets a [`PointId`] when its device becomes known (declared in the site config,
+//! or first seen on an MQTT topic); hot paths carry ids, never strings. A device's points are contiguous ids in
+//! profile order. The catalog only grows while the daemon runs: ids are never reused, so a reading's id stays
+//! valid. It is shared as [`SharedCatalog`]; writers (sources meeting a new device) are rare, readers take the
+//! read lock once per batch.
+
+pub mod modbus_binding;
+pub mod profile;
+pub mod units;
+
+use crate::config::SiteConfig;
+use crate::diag::Diagnostic;
+use crate::sinks::influx::encode::{escape_key, escape_measurement, escape_tag_value};
+pub use profile::{PointDef, Profile, Profiles};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+pub use units::{Category, Kind, Unit};
+
+/// Dense id of one point of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PointId(pub u32);
+
+/// Dense id of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceIdx(pub u32);
+
+/// One installed device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub profile: Arc<Profile>,
+    /// Location tags (building, floor, room, ...).
+    pub location: BTreeMap<String, String>,
+    /// Declared in the site config (known before its first message).
+    pub declared: bool,
+    pub first_point: u32,
+    /// Line-protocol series key, escaped: `measurement,tag=value,...` with tags sorted by key.
+    pub series: String,
+    /// Escaped field key per point, in profile order.
+    pub field_keys: Vec<String>,
+}
+
+impl Device {
+    pub fn point_ids(&self) -> impl Iterator<Item = PointId> + '_ {
+        (self.first_point..self.first_point + self.profile.points.len() as u32).map(PointId)
+    }
+    pub fn point_id(&self, name: &str) -> Option<PointId> {
+        self.profile
+            .point_index(name)
+            .map(|i| PointId(self.first_point + i as u32))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PointRef {
+    device: u32,
+    index: u16,
+}
+
+/// All devices and points of the site.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub site: String,
+    pub profiles: Profiles,
+    devices: Vec<Device>,
+    by_id: HashMap<String, u32>,
+    points: Vec<PointRef>,
+}
+
+pub type SharedCatalog = Arc<RwLock<Catalog>>;
+
+/// Why a device could not be added.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CatalogError {
+    #[error("unknown profile `{0}`")]
+    UnknownProfile(String),
+    #[error("device `{id}` uses profile `{existing}`, not `{requested}`")]
+    ProfileConflict {
+        id: String,
+        existing: String,
+        requested: String,
+    },
+}
+
+impl Catalog {
+    pub fn new(site: &str, profiles: Profiles) -> Self {
+        Catalog {
+            site: site.to_string(),
+            profiles,
+            devices: Vec::new(),
+            by_id: HashMap::new(),
+            points: Vec::new(),
+        }
+    }
+
+    /// Builds the catalog of a site: its profiles and its declared devices.
+    pub fn from_config(cfg: &SiteConfig, profiles: Profiles) -> Result<Catalog, Vec<Diagnostic>> {
+        let mut cat = Catalog::new(&cfg.site.name, profiles);
+        let mut errs = Vec::new();
+        for d in &cfg.devices {
+            match cat.add_device(&d.id, &d.profile, d.location.clone(), true) {
+                Ok(_) => {}
+                Err(CatalogError::UnknownProfile(p)) => {
+                    let hint =
+                        crate::util::did_you_mean(&p, cat.profiles.keys().map(String::as_str))
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                    errs.push(cfg.diag(
+                        &format!("devices[{}].profile", d.index),
+                        format!("unknown profile `{p}`{hint}"),
+                    ));
+                }
+                Err(e) => errs.push(cfg.diag(&format!("devices[{}].id", d.index), e.to_string())),
+            }
+        }
+        if let Some(m) = &cfg.mqtt {
+            for s in &m.subscriptions {
+                match cat.profiles.get(&s.profile) {
+                    None => {
+                        let hint = crate::util::did_you_mean(
+                            &s.profile,
+                            cat.profiles.keys().map(String::as_str),
+                        )
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                        errs.push(cfg.diag(
+                            &format!("mqtt.subscriptions[{}].profile", s.index),
+                            format!("unknown profile `{}`{hint}", s.profile),
+                        ));
+                    }
+                    Some(p) if !p.has_mqtt() => errs.push(cfg.diag(
+                        &format!("mqtt.subscriptions[{}].profile", s.index),
+                        format!(
+                            "profile `{}` has no point with an `mqtt:` binding",
+                            s.profile
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if errs.is_empty() { Ok(cat) } else { Err(errs) }
+    }
+
+    /// Adds a device (or returns the existing one with the same id and profile).
+    pub fn add_device(
+        &mut self,
+        id: &str,
+        profile: &str,
+        location: BTreeMap<String, String>,
+        declared: bool,
+    ) -> Result<DeviceIdx, CatalogError> {
+        if let Some(&i) = self.by_id.get(id) {
+            let d = &self.devices[i as usize];
+            if d.profile.name != profile {
+                return Err(CatalogError::ProfileConflict {
+                    id: id.to_string(),
+                    existing: d.profile.name.clone(),
+                    requested: profile.to_string(),
+                });
+            }
+            return Ok(DeviceIdx(i));
+        }
+        let profile = self
+            .profiles
+            .get(profile)
+            .cloned()
+            .ok_or_else(|| CatalogError::UnknownProfile(profile.into()))?;
+        let idx = self.devices.len() as u32;
+        let first_point = self.points.len() as u32;
+        for index in 0..profile.points.len() {
+            self.points.push(PointRef {
+                device: idx,
+                index: index as u16,
+            });
+        }
+        let series = series_key(&self.site, id, &profile, &location);
+        let field_keys = profile.points.iter().map(|p| escape_key(&p.name)).collect();
+        self.devices.push(Device {
+            id: id.to_string(),
+            profile,
+            location,
+            declared,
+            first_point,
+            series,
+            field_keys,
+        });
+        self.by_id.insert(id.to_string(), idx);
+        Ok(DeviceIdx(idx))
+    }
+
+    pub fn device(&self, idx: DeviceIdx) -> &Device {
+        &self.devices[idx.0 as usize]
+    }
+    pub fn device_by_id(&self, id: &str) -> Option<(DeviceIdx, &Device)> {
+        self.by_id
+            .get(id)
+            .map(|&i| (DeviceIdx(i), &self.devices[i as usize]))
+    }
+    pub fn devices(&self) -> impl Iterator<Item = (DeviceIdx, &Device)> {
+        self.devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (DeviceIdx(i as u32), d))
+    }
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+    pub fn point_count(&self) -> usize {
+        self.points.len()
+    }
+
+    /// The device and definition of a point. Panics on an id this catalog never issued (a bug, not input).
+    #[inline]
+    pub fn point(&self, id: PointId) -> (DeviceIdx, &Device, &PointDef) {
+        let r = self.points[id.0 as usize];
+        let d = &self.devices[r.device as usize];
+        (DeviceIdx(r.device), d, &d.profile.points[r.index as usize])
+    }
+
+    /// Index of a point within its device's profile.
+    #[inline]
+    pub fn point_index(&self, id: PointId) -> (DeviceIdx, usize) {
+        let r = self.points[id.0 as usize];
+        (DeviceIdx(r.device), r.index as usize)
+    }
+
+    /// `device/point` for logs.
+    pub fn point_name(&self, id: PointId) -> String {
+        let (_, d, p) = self.point(id);
+        format!("{}/{}", d.id, p.name)
+    }
+
+    pub fn shared(self) -> SharedCatalog {
+        Arc::new(RwLock::new(self))
+    }
+}
+
+/// The escaped line-protocol series key of a device: measurement = category, tags sorted by key.
+fn series_key(
+    site: &str,
+    device: &str,
+    profile: &Profile,
+    location: &BTreeMap<String, String>,
+) -> String {
+    let mut tags: BTreeMap<&str, &str> = location
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    tags.insert("site", site);
+    tags.insert("device", device);
+    tags.insert("profile", &profile.name);
+    let mut s = escape_measurement(profile.category.as_str());
+    for (k, v) in tags {
+        if v.is_empty() {
+            continue; // line protocol has no empty tag values
+        }
+        s.push(',');
+        s.push_str(&escape_key(k));
+        s.push('=');
+        s.push_str(&escape_tag_value(v));
+    }
+    s
+}

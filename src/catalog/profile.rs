@@ -1,0 +1,577 @@
+//! Device profiles: what a model of device is (its points, units, and how to read each), loaded from
+//! `device_profiles/*.yaml`.
+//!
+//! Loading parses each file into raw serde structs (with line numbers), then validates them into [`Profile`].
+//! Every problem in every file is collected, so `caretaker check` lists them all at once. Nothing past this module
+//! sees raw YAML.
+
+use super::modbus_binding::{ModbusBinding, ModbusQuirks, RawModbusBinding, RawModbusQuirks};
+use super::units::{Category, Kind, Unit, parse_word};
+use crate::diag::Diagnostic;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The only profile schema this build reads.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    schema: Spanned<u32>,
+    name: Spanned<String>,
+    #[serde(default)]
+    manufacturer: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    category: Spanned<String>,
+    #[serde(default)]
+    timestamp: Option<Spanned<RawTimestamp>>,
+    #[serde(default)]
+    modbus: Option<Spanned<RawModbusQuirks>>,
+    points: Vec<Spanned<RawPoint>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimestamp {
+    json: String,
+    format: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoint {
+    name: Spanned<String>,
+    unit: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    scale: Option<f64>,
+    #[serde(default)]
+    offset: Option<f64>,
+    #[serde(default)]
+    valid_range: Option<Spanned<[f64; 2]>>,
+    #[serde(default)]
+    mqtt: Option<Spanned<RawMqttBinding>>,
+    #[serde(default)]
+    modbus: Option<Spanned<RawModbusBinding>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqttBinding {
+    #[serde(default)]
+    json: Option<String>,
+    #[serde(default)]
+    raw: Option<bool>,
+    /// Text states to numbers (`{ "ON": 1, "OFF": 0 }`) for payloads like Tasmota's `"POWER": "ON"`.
+    #[serde(default)]
+    map: Option<BTreeMap<String, f64>>,
+}
+
+/// How a reading's time is taken from an MQTT payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimestampSpec {
+    /// RFC 6901 JSON pointer.
+    pub json: String,
+    pub format: TimestampFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampFormat {
+    EpochS,
+    EpochMs,
+    EpochUs,
+    EpochNs,
+    Rfc3339,
+}
+
+impl TimestampFormat {
+    const ALL: &'static [&'static str] =
+        &["epoch_s", "epoch_ms", "epoch_us", "epoch_ns", "rfc3339"];
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "epoch_s" => Self::EpochS,
+            "epoch_ms" => Self::EpochMs,
+            "epoch_us" => Self::EpochUs,
+            "epoch_ns" => Self::EpochNs,
+            "rfc3339" => Self::Rfc3339,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a point's value is in an MQTT payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MqttValue {
+    /// RFC 6901 JSON pointer into a JSON payload.
+    Json(String),
+    /// The whole payload is the value (`21.5`, `true`, `ON` with a map).
+    Raw,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttBinding {
+    pub source: MqttValue,
+    pub map: BTreeMap<String, f64>,
+}
+
+/// One point of a profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointDef {
+    pub name: String,
+    pub unit: Unit,
+    pub kind: Kind,
+    pub description: Option<String>,
+    pub scale: f64,
+    pub offset: f64,
+    pub valid_range: Option<(f64, f64)>,
+    pub mqtt: Option<MqttBinding>,
+    pub modbus: Option<ModbusBinding>,
+    /// Line of the point in its profile file, for diagnostics that refer back to it.
+    pub line: u64,
+}
+
+impl PointDef {
+    /// Applies scale and offset to a raw value and checks the valid range.
+    #[inline]
+    pub fn convert(&self, raw: f64) -> Result<f64, f64> {
+        let v = raw * self.scale + self.offset;
+        if !v.is_finite() {
+            return Err(v);
+        }
+        match self.valid_range {
+            Some((lo, hi)) if v < lo || v > hi => Err(v),
+            _ => Ok(v),
+        }
+    }
+}
+
+/// A validated device profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub description: Option<String>,
+    pub category: Category,
+    pub timestamp: Option<TimestampSpec>,
+    pub modbus: ModbusQuirks,
+    pub points: Vec<PointDef>,
+    pub file: PathBuf,
+}
+
+impl Profile {
+    pub fn point_index(&self, name: &str) -> Option<usize> {
+        self.points.iter().position(|p| p.name == name)
+    }
+    pub fn has_mqtt(&self) -> bool {
+        self.points.iter().any(|p| p.mqtt.is_some())
+    }
+    pub fn has_modbus(&self) -> bool {
+        self.points.iter().any(|p| p.modbus.is_some())
+    }
+}
+
+fn valid_ident(s: &str, allow_dash: bool) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_dash && c == '-')
+        })
+}
+
+fn line_of<T>(s: &Spanned<T>) -> Option<u64> {
+    Some(s.referenced.line())
+}
+
+/// Parses and validates one profile file's text.
+pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>> {
+    let raw: RawProfile = match serde_saphyr::from_str(text) {
+        Ok(r) => r,
+        Err(e) => return Err(vec![yaml_error(file, &e)]),
+    };
+    let mut errs = Vec::new();
+    let mut err = |line: Option<u64>, key: &str, msg: String| {
+        errs.push(Diagnostic::new(file, line, key, msg))
+    };
+
+    if raw.schema.value != SCHEMA {
+        err(
+            line_of(&raw.schema),
+            "schema",
+            format!(
+                "unsupported schema {}; this Caretaker reads schema {SCHEMA}",
+                raw.schema.value
+            ),
+        );
+    }
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if raw.name.value != stem {
+        err(
+            line_of(&raw.name),
+            "name",
+            format!(
+                "profile name `{}` must equal the file name stem `{stem}`",
+                raw.name.value
+            ),
+        );
+    }
+    if !valid_ident(&raw.name.value, true) {
+        err(
+            line_of(&raw.name),
+            "name",
+            "use lowercase letters, digits, `-` and `_`, starting with a letter".into(),
+        );
+    }
+    let category = parse_word(
+        "category",
+        &raw.category.value,
+        Category::parse,
+        Category::ALL,
+    )
+    .unwrap_or_else(|e| {
+        err(line_of(&raw.category), "category", e);
+        Category::Other
+    });
+    let timestamp = raw.timestamp.as_ref().and_then(|t| {
+        if !(t.value.json.is_empty() || t.value.json.starts_with('/')) {
+            err(
+                line_of(t),
+                "timestamp.json",
+                format!(
+                    "`{}` is not a JSON pointer: it must start with `/`",
+                    t.value.json
+                ),
+            );
+        }
+        match parse_word(
+            "timestamp format",
+            &t.value.format,
+            TimestampFormat::parse,
+            TimestampFormat::ALL,
+        ) {
+            Ok(format) => Some(TimestampSpec {
+                json: t.value.json.clone(),
+                format,
+            }),
+            Err(e) => {
+                err(line_of(t), "timestamp.format", e);
+                None
+            }
+        }
+    });
+    let modbus = match &raw.modbus {
+        None => ModbusQuirks::default(),
+        Some(q) => q.value.validate().unwrap_or_else(|es| {
+            for (k, m) in es {
+                err(line_of(q), &k, m);
+            }
+            ModbusQuirks::default()
+        }),
+    };
+    if raw.points.is_empty() {
+        err(None, "points", "a profile needs at least one point".into());
+    }
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut points = Vec::with_capacity(raw.points.len());
+    for (i, sp) in raw.points.iter().enumerate() {
+        let p = &sp.value;
+        let line = line_of(sp);
+        let key = |k: &str| format!("points[{i}].{k}");
+        let name = p.name.value.clone();
+        if !valid_ident(&name, false) {
+            err(
+                line_of(&p.name),
+                &key("name"),
+                format!(
+                    "point name `{name}`: use lowercase letters, digits and `_`, starting with a letter"
+                ),
+            );
+        }
+        if let Some(first) = seen.insert(name.clone(), line.unwrap_or(0)) {
+            err(
+                line_of(&p.name),
+                &key("name"),
+                format!("duplicate point `{name}` (first defined on line {first})"),
+            );
+        }
+        let unit = parse_word("unit", &p.unit.value, Unit::parse, Unit::ALL).unwrap_or_else(|e| {
+            err(line_of(&p.unit), &key("unit"), e);
+            Unit::None
+        });
+        let kind = parse_word("kind", &p.kind.value, Kind::parse, Kind::ALL).unwrap_or_else(|e| {
+            err(line_of(&p.kind), &key("kind"), e);
+            Kind::Gauge
+        });
+        let scale = p.scale.unwrap_or(1.0);
+        if scale == 0.0 || !scale.is_finite() {
+            err(
+                line,
+                &key("scale"),
+                "scale must be a finite, non-zero number".into(),
+            );
+        }
+        let offset = p.offset.unwrap_or(0.0);
+        let valid_range = p.valid_range.as_ref().map(|r| {
+            let [lo, hi] = r.value;
+            if !(lo < hi) {
+                err(
+                    line_of(r),
+                    &key("valid_range"),
+                    format!("valid_range [{lo}, {hi}]: the first bound must be below the second"),
+                );
+            }
+            (lo, hi)
+        });
+        let mqtt = p.mqtt.as_ref().and_then(|b| {
+            let map = b.value.map.clone().unwrap_or_default();
+            match (&b.value.json, b.value.raw) {
+                (Some(ptr), None | Some(false)) => {
+                    if !(ptr.is_empty() || ptr.starts_with('/')) {
+                        err(line_of(b), &key("mqtt.json"), format!("`{ptr}` is not a JSON pointer: it must start with `/` (e.g. `/ENERGY/Power`)"));
+                        return None;
+                    }
+                    Some(MqttBinding { source: MqttValue::Json(ptr.clone()), map })
+                }
+                (None, Some(true)) => Some(MqttBinding { source: MqttValue::Raw, map }),
+                (Some(_), Some(true)) => {
+                    err(line_of(b), &key("mqtt"), "give either `json` or `raw: true`, not both".into());
+                    None
+                }
+                (None, _) => {
+                    err(line_of(b), &key("mqtt"), "an mqtt binding needs `json: /pointer` or `raw: true`".into());
+                    None
+                }
+            }
+        });
+        let modbus = p
+            .modbus
+            .as_ref()
+            .and_then(|b| match b.value.validate(modbus.address_base) {
+                Ok(m) => Some(m),
+                Err(es) => {
+                    for (k, m) in es {
+                        err(line_of(b), &key(&k), m);
+                    }
+                    None
+                }
+            });
+        if p.mqtt.is_none() && p.modbus.is_none() {
+            err(
+                line,
+                &key("mqtt"),
+                format!("point `{name}` has no binding: add `mqtt:` or `modbus:`"),
+            );
+        }
+        points.push(PointDef {
+            name,
+            unit,
+            kind,
+            description: p.description.clone(),
+            scale,
+            offset,
+            valid_range,
+            mqtt,
+            modbus,
+            line: line.unwrap_or(0),
+        });
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Profile {
+        name: raw.name.value,
+        manufacturer: raw.manufacturer,
+        model: raw.model,
+        description: raw.description,
+        category,
+        timestamp,
+        modbus,
+        points,
+        file: file.to_path_buf(),
+    })
+}
+
+/// Turns a YAML error into a diagnostic with its line, keeping the message to one line.
+pub fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+    let loc = e.location();
+    let text = e.to_string();
+    // serde-saphyr renders a snippet under the message; the first line is the message itself.
+    let msg = text
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string();
+    Diagnostic::new(file, loc.map(|l| l.line()), "", msg).with_column(loc.map(|l| l.column()))
+}
+
+/// All profiles of a site, by name.
+pub type Profiles = BTreeMap<String, Arc<Profile>>;
+
+/// Loads every `*.yaml` profile under the given folders. Returns the profiles that loaded and every problem.
+pub fn load_dirs(dirs: &[PathBuf]) -> (Profiles, Vec<Diagnostic>) {
+    let mut profiles = Profiles::new();
+    let mut errs = Vec::new();
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errs.push(Diagnostic::new(
+                    dir,
+                    None,
+                    "profiles.dirs",
+                    format!("cannot read profile folder: {e}"),
+                ));
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for path in files {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("yaml") => {}
+                Some("yml") => {
+                    errs.push(Diagnostic::new(
+                        &path,
+                        None,
+                        "",
+                        "profiles use the `.yaml` extension; rename this file",
+                    ));
+                    continue;
+                }
+                _ => continue,
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errs.push(Diagnostic::new(
+                        &path,
+                        None,
+                        "",
+                        format!("cannot read: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            match parse_profile(&path, &text) {
+                Ok(p) => {
+                    if let Some(prev) = profiles.get(&p.name) {
+                        errs.push(Diagnostic::new(
+                            &path,
+                            None,
+                            "name",
+                            format!(
+                                "profile `{}` is also defined in {}",
+                                p.name,
+                                prev.file.display()
+                            ),
+                        ));
+                    } else {
+                        profiles.insert(p.name.clone(), Arc::new(p));
+                    }
+                }
+                Err(es) => errs.extend(es),
+            }
+        }
+    }
+    (profiles, errs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile, Vec<Diagnostic>> {
+        parse_profile(Path::new("/p/generic-room-sensor.yaml"), text)
+    }
+
+    const GOOD: &str = "schema: 1
+name: generic-room-sensor
+category: environment
+timestamp: { json: /ts, format: epoch_ms }
+points:
+  - { name: temperature, unit: degC, kind: gauge, mqtt: { json: /temperature } }
+  - { name: humidity, unit: percent, kind: gauge, mqtt: { json: /humidity }, valid_range: [0, 100] }
+";
+
+    #[test]
+    fn the_documented_shape_loads() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.category, Category::Environment);
+        assert_eq!(p.points.len(), 2);
+        assert_eq!(p.points[1].valid_range, Some((0.0, 100.0)));
+        assert_eq!(
+            p.timestamp.as_ref().unwrap().format,
+            TimestampFormat::EpochMs
+        );
+        assert_eq!(p.points[0].line, 6);
+    }
+
+    #[test]
+    fn a_unit_typo_names_line_key_and_hint() {
+        let text = GOOD.replace("unit: percent", "unit: percnt");
+        let errs = parse(&text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        let e = &errs[0];
+        assert_eq!(e.line, Some(7));
+        assert_eq!(e.key, "points[1].unit");
+        assert!(
+            e.message.contains("did you mean `percent`"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn every_error_is_listed() {
+        let text = GOOD
+            .replace("unit: percent", "unit: percnt")
+            .replace(
+                "kind: gauge, mqtt: { json: /temperature }",
+                "kind: gage, mqtt: { json: temperature }",
+            )
+            .replace("category: environment", "category: enviroment");
+        let errs = parse(&text).unwrap_err();
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"category"), "{keys:?}");
+        assert!(keys.contains(&"points[0].kind"), "{keys:?}");
+        assert!(keys.contains(&"points[0].mqtt.json"), "{keys:?}");
+        assert!(keys.contains(&"points[1].unit"), "{keys:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_have_lines() {
+        let text = GOOD.replace(
+            "category: environment",
+            "category: environment\ncolour: red",
+        );
+        let errs = parse(&text).unwrap_err();
+        assert_eq!(errs[0].line, Some(4), "{errs:?}");
+        assert!(errs[0].message.contains("colour"), "{errs:?}");
+    }
+
+    #[test]
+    fn name_must_match_file_stem() {
+        let errs = parse_profile(Path::new("/p/other.yaml"), GOOD).unwrap_err();
+        assert!(errs[0].message.contains("file name stem"), "{errs:?}");
+        assert_eq!(errs[0].line, Some(2));
+    }
+
+    #[test]
+    fn convert_applies_scale_offset_and_range() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.points[1].convert(50.0), Ok(50.0));
+        assert!(p.points[1].convert(150.0).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! The closed vocabularies of device profiles: units, point kinds and device categories.
+//!
+//! Free-text units are how EdgeX profiles end up with `degC`, `DegC` and `°C` for one quantity. Ours are a closed
+//! set checked at load time, with a "did you mean" hint for typos.
+
+use std::fmt;
+
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every spelling accepted in files, in declaration order.
+            pub const ALL: &'static [&'static str] = &[$($text),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// A point's unit.
+    Unit {
+        DegC => "degC",
+        DegF => "degF",
+        Kelvin => "K",
+        Percent => "percent",
+        W => "W",
+        KW => "kW",
+        MW => "MW",
+        Wh => "Wh",
+        KWh => "kWh",
+        MWh => "MWh",
+        GJ => "GJ",
+        VA => "VA",
+        KVA => "kVA",
+        Var => "var",
+        KVar => "kvar",
+        KVarh => "kvarh",
+        V => "V",
+        A => "A",
+        Hz => "Hz",
+        PowerFactor => "pf",
+        M3 => "m3",
+        L => "l",
+        M3PerH => "m3/h",
+        LPerMin => "l/min",
+        LPerS => "l/s",
+        Pa => "Pa",
+        KPa => "kPa",
+        Bar => "bar",
+        Ppm => "ppm",
+        Ppb => "ppb",
+        UgPerM3 => "ug/m3",
+        Lux => "lux",
+        Db => "dB",
+        Bool => "bool",
+        Count => "count",
+        Seconds => "s",
+        Hours => "h",
+        Rpm => "rpm",
+        DegreesAngle => "deg",
+        MPerS => "m/s",
+        Dbm => "dBm",
+        None => "none",
+    }
+}
+
+impl Unit {
+    /// The physical dimension, used to check that a rule's unit matches its point's (kW vs W is fine, degC vs
+    /// percent is not).
+    pub fn dimension(self) -> &'static str {
+        use Unit::*;
+        match self {
+            DegC | DegF | Kelvin => "temperature",
+            Percent => "ratio",
+            W | KW | MW => "power",
+            Wh | KWh | MWh | GJ => "energy",
+            VA | KVA => "apparent_power",
+            Var | KVar => "reactive_power",
+            KVarh => "reactive_energy",
+            V => "voltage",
+            A => "current",
+            Hz => "frequency",
+            PowerFactor => "power_factor",
+            M3 | L => "volume",
+            M3PerH | LPerMin | LPerS => "flow",
+            Pa | KPa | Bar => "pressure",
+            Ppm | Ppb | UgPerM3 => "concentration",
+            Lux => "illuminance",
+            Db => "sound",
+            Bool => "bool",
+            Count => "count",
+            Seconds | Hours => "time",
+            Rpm => "speed",
+            DegreesAngle => "angle",
+            MPerS => "velocity",
+            Dbm => "signal",
+            None => "none",
+        }
+    }
+}
+
+vocabulary! {
+    /// Whether a point is a level (temperature, power) or a running total (kWh, m3).
+    Kind {
+        Gauge => "gauge",
+        Counter => "counter",
+    }
+}
+
+vocabulary! {
+    /// What a device is for; the InfluxDB measurement name and the energy grouping.
+    Category {
+        Electricity => "electricity",
+        Water => "water",
+        Heat => "heat",
+        Hvac => "hvac",
+        Lighting => "lighting",
+        Environment => "environment",
+        Gas => "gas",
+        Other => "other",
+    }
+}
+
+/// Parses a vocabulary word or explains what was expected, with a typo hint.
+pub fn parse_word<T>(
+    what: &str,
+    text: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    all: &'static [&'static str],
+) -> Result<T, String> {
+    parse(text).ok_or_else(|| {
+        let hint = crate::util::did_you_mean(text, all.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        format!(
+            "unknown {what} `{text}`{hint}; expected one of: {}",
+            all.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_word_round_trips() {
+        for w in Unit::ALL {
+            assert_eq!(Unit::parse(w).unwrap().as_str(), *w);
+        }
+        for w in Category::ALL {
+            assert_eq!(Category::parse(w).unwrap().as_str(), *w);
+        }
+    }
+
+    #[test]
+    fn typo_gets_a_hint() {
+        let e = parse_word("unit", "degc", Unit::parse, Unit::ALL).unwrap_err();
+        assert!(e.contains("did you mean `degC`"), "{e}");
+    }
+
+    #[test]
+    fn required_units_exist() {
+        for u in [
+            "degC", "percent", "W", "kW", "kWh", "V", "A", "Hz", "m3", "m3/h", "l/min", "Pa",
+            "ppm", "lux", "bool", "count",
+        ] {
+            assert!(Unit::parse(u).is_some(), "{u}");
+        }
+    }
+}

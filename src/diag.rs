@@ -1,0 +1,74 @@
+//! Diagnostics for files users write (site config, profiles, rules): each names the file, line and key.
+//!
+//! Loaders collect every problem they find into a `Vec<Diagnostic>` instead of stopping at the first, so that
+//! `caretaker check` can list them all in one run.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    /// The key or path inside the file (`points[2].unit`, `mqtt.subscriptions[0].profile`).
+    pub key: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(
+        file: &Path,
+        line: Option<u64>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: line.filter(|l| *l > 0),
+            column: None,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn with_column(mut self, column: Option<u64>) -> Self {
+        self.column = column.filter(|c| *c > 0);
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// All the diagnostics of a failed load, displayed one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! InfluxDB line protocol encoding.
+//!
+//! One line per (device, timestamp): `category,site=..,device=..,profile=..,building=.. point=1.5,other=2 <ns>`.
+//! Series keys and field keys are escaped once when a device enters the catalog; encoding a reading is then a
+//! copy of the prefix, the field key and a float. Bad-quality and non-finite readings are never written.
+
+use crate::catalog::{Catalog, Unit};
+use crate::reading::{Quality, Reading};
+
+/// Escapes a measurement name (commas and spaces).
+pub fn escape_measurement(s: &str) -> String {
+    escape(s, &[',', ' '])
+}
+
+/// Escapes a tag key, tag value or field key (commas, equals signs and spaces).
+pub fn escape_key(s: &str) -> String {
+    escape(s, &[',', '=', ' '])
+}
+
+/// Tag values escape the same characters as keys.
+pub fn escape_tag_value(s: &str) -> String {
+    escape(s, &[',', '=', ' '])
+}
+
+fn escape(s: &str, special: &[char]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            // Newlines cannot be escaped in line protocol; they would split the line.
+            '\n' | '\r' => out.push(' '),
+            '\\' => out.push_str("\\\\"),
+            c if special.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What an encode call left out, so the caller can count it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    pub bad_quality: u64,
+    pub non_finite: u64,
+}
+
+/// An append-only line-protocol buffer.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    pub buf: Vec<u8>,
+    pub lines: u32,
+    pub readings: u32,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Encoder::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Takes the encoded bytes out, leaving the encoder empty.
+    pub fn take(&mut self) -> (Vec<u8>, u32, u32) {
+        let out = (std::mem::take(&mut self.buf), self.lines, self.readings);
+        self.lines = 0;
+        self.readings = 0;
+        out
+    }
+
+    /// Appends readings. Consecutive readings of one device with one timestamp share a line.
+    pub fn encode(&mut self, catalog: &Catalog, readings: &[Reading]) -> Skipped {
+        let mut skipped = Skipped::default();
+        let mut current: Option<(u32, i64)> = None;
+        let mut ryu = ryu::Buffer::new();
+        let mut itoa = itoa::Buffer::new();
+        for r in readings {
+            if r.quality == Quality::Bad {
+                skipped.bad_quality += 1;
+                continue;
+            }
+            if !r.value.is_finite() {
+                skipped.non_finite += 1;
+                continue;
+            }
+            let (dev_idx, point_index) = catalog.point_index(r.point);
+            let key = (dev_idx.0, r.at);
+            let device = catalog.device(dev_idx);
+            if current == Some(key) {
+                self.buf.push(b',');
+            } else {
+                if current.is_some() {
+                    self.end_line(&mut itoa, current.unwrap().1);
+                }
+                self.buf.extend_from_slice(device.series.as_bytes());
+                self.buf.push(b' ');
+                current = Some(key);
+            }
+            self.buf
+                .extend_from_slice(device.field_keys[point_index].as_bytes());
+            self.buf.push(b'=');
+            if device.profile.points[point_index].unit == Unit::Bool {
+                self.buf
+                    .extend_from_slice(if r.value != 0.0 { b"true" } else { b"false" });
+            } else if r.value == r.value.trunc() && r.value.abs() < 1e15 {
+                // Whole numbers print without a fraction ("21", not "21.0"); InfluxDB still reads them as floats.
+                self.buf
+                    .extend_from_slice(itoa.format(r.value as i64).as_bytes());
+            } else {
+                self.buf
+                    .extend_from_slice(ryu.format_finite(r.value).as_bytes());
+            }
+            self.readings += 1;
+        }
+        if let Some((_, at)) = current {
+            self.end_line(&mut itoa, at);
+        }
+        skipped
+    }
+
+    fn end_line(&mut self, itoa: &mut itoa::Buffer, at: i64) {
+        self.buf.push(b' ');
+        self.buf.extend_from_slice(itoa.format(at).as_bytes());
+        self.buf.push(b'\n');
+        self.lines += 1;
+    }
+}
+
+/// Counts the readings (fields) of one encoded line, for accounting when a batch is split.
+pub fn fields_in_line(line: &[u8]) -> u32 {
+    // The field set is between the first and the last unescaped space; fields are separated by unescaped commas.
+    let mut spaces = Vec::with_capacity(2);
+    let mut escaped = false;
+    for (i, &b) in line.iter().enumerate() {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b' ' {
+            spaces.push(i);
+        }
+    }
+    if spaces.len() < 2 {
+        return 0;
+    }
+    let fields = &line[spaces[0] + 1..*spaces.last().unwrap()];
+    let mut n = 1;
+    let mut escaped = false;
+    for &b in fields {
+        if escaped {
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b',' {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::profile::parse_profile;
+    use crate::catalog::{Catalog, PointId};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    fn catalog() -> Catalog {
+        let text = "schema: 1\nname: room\ncategory: environment\npoints:\n  - { name: temperature, unit: degC, kind: gauge, mqtt: { json: /t } }\n  - { name: occupied, unit: bool, kind: gauge, mqtt: { json: /o } }\n";
+        let p = parse_profile(Path::new("room.yaml"), text).unwrap();
+        let mut profiles = BTreeMap::new();
+        profiles.insert("room".to_string(), Arc::new(p));
+        let mut c = Catalog::new("north campus", profiles);
+        let loc = BTreeMap::from([
+            ("building".to_string(), "Main, East".to_string()),
+            ("room".to_string(), "a=1".to_string()),
+        ]);
+        c.add_device("r 1", "room", loc, true).unwrap();
+        c
+    }
+
+    #[test]
+    fn escapes_and_groups_fields_per_timestamp() {
+        let c = catalog();
+        let mut e = Encoder::new();
+        let rs = [
+            Reading::good(PointId(0), 21.5, 1_000),
+            Reading::good(PointId(1), 1.0, 1_000),
+            Reading::good(PointId(0), 22.0, 2_000),
+        ];
+        e.encode(&c, &rs);
+        let text = String::from_utf8(e.buf.clone()).unwrap();
+        assert_eq!(
+            text,
+            "environment,building=Main\\,\\ East,device=r\\ 1,profile=room,room=a\\=1,site=north\\ campus temperature=21.5,occupied=true 1000\n\
+             environment,building=Main\\,\\ East,device=r\\ 1,profile=room,room=a\\=1,site=north\\ campus temperature=22 2000\n"
+        );
+        assert_eq!((e.lines, e.readings), (2, 3));
+        for line in text.lines() {
+            assert_eq!(
+                fields_in_line(line.as_bytes()),
+                if line.contains("occupied") { 2 } else { 1 }
+            );
+        }
+    }
+
+    #[test]
+    fn bad_and_non_finite_are_skipped_and_counted() {
+        let c = catalog();
+        let mut e = Encoder::new();
+        let mut bad = Reading::good(PointId(0), 1.0, 5);
+        bad.quality = Quality::Bad;
+        let s = e.encode(&c, &[bad, Reading::good(PointId(0), f64::NAN, 5)]);
+        assert_eq!(
+            s,
+            Skipped {
+                bad_quality: 1,
+                non_finite: 1
+            }
+        );
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn fractional_and_large_values_keep_precision() {
+        let c = catalog();
+        let mut e = Encoder::new();
+        e.encode(
+            &c,
+            &[
+                Reading::good(PointId(0), 0.1 + 0.2, 1),
+                Reading::good(PointId(0), 1e300, 2),
+                Reading::good(PointId(0), -3.0, 3),
+            ],
+        );
+        let text = String::from_utf8(e.buf).unwrap();
+        assert!(text.contains("temperature=0.30000000000000004 1"), "{text}");
+        assert!(text.contains("temperature=1e300 2"), "{text}");
+        assert!(text.contains("temperature=-3 3"), "{text}");
+    }
+}

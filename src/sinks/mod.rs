@@ -1,0 +1,3 @@
+//! Where readings leave the process.
+
+pub mod influx;

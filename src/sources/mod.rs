@@ -1,0 +1,3 @@
+//! Sources produce batches of readings and nothing else: they never know about rules or sinks.
+
+pub mod mqtt;

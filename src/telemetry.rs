@@ -1,0 +1,212 @@
+//! Self-telemetry: Prometheus metrics through the `metrics` facade, a health summary, and the HTTP server that
+//! serves both (`/metrics`, `/health`).
+//!
+//! Metric names are fixed once (ARCHITECTURE.md): `caretaker_readings_received_total{source}`,
+//! `caretaker_readings_written_total`, `caretaker_readings_dropped_total{stage,reason}`,
+//! `caretaker_errors_total{stage}`, ... A reading is one value of one point.
+
+use crate::sinks::influx::queue::QueueStats;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio_util::sync::CancellationToken;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install_metrics() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0])
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist when embedded (tests); then metrics go there and this handle is empty.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{counter, describe_counter, describe_gauge};
+    describe_counter!(
+        "caretaker_readings_received_total",
+        "Readings decoded from sources (one value of one point each)"
+    );
+    describe_counter!(
+        "caretaker_readings_written_total",
+        "Readings acknowledged by InfluxDB"
+    );
+    describe_counter!(
+        "caretaker_readings_dropped_total",
+        "Readings dropped, by stage and reason; never silent"
+    );
+    describe_counter!("caretaker_errors_total", "Errors by stage");
+    describe_gauge!(
+        "caretaker_influx_queue_bytes",
+        "Encoded bytes waiting for InfluxDB"
+    );
+    describe_gauge!(
+        "caretaker_influx_queue_readings",
+        "Readings waiting for InfluxDB"
+    );
+    describe_gauge!(
+        "caretaker_influx_oldest_unsent_seconds",
+        "Age of the oldest reading not yet written to InfluxDB"
+    );
+    // Register the headline counters at zero so dashboards and scripts see them before the first event.
+    counter!("caretaker_readings_received_total", "source" => "mqtt").increment(0);
+    counter!("caretaker_readings_written_total").increment(0);
+    counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => "malformed_payload").increment(0);
+    counter!("caretaker_errors_total", "stage" => "mqtt").increment(0);
+    counter!("caretaker_errors_total", "stage" => "influx").increment(0);
+}
+
+/// What `/health` reports; updated by the tasks as they go.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub mqtt_configured: AtomicBool,
+    pub mqtt_connected: AtomicBool,
+    pub mqtt_last_message_ms: AtomicI64,
+    pub influx_configured: AtomicBool,
+    pub influx_failing: AtomicBool,
+    pub influx_last_ok_ms: AtomicI64,
+    pub influx_last_error: Mutex<Option<String>>,
+    pub queue_bytes: AtomicU64,
+    pub queue_readings: AtomicU64,
+    pub queue_oldest_ms: AtomicI64,
+    pub started_ms: AtomicI64,
+}
+
+impl Health {
+    pub fn new() -> Arc<Health> {
+        let h = Health::default();
+        h.started_ms
+            .store(crate::util::now_ns() / 1_000_000, Ordering::Relaxed);
+        Arc::new(h)
+    }
+
+    pub fn influx_ok(&self) {
+        self.influx_failing.store(false, Ordering::Relaxed);
+        self.influx_last_ok_ms
+            .store(crate::util::now_ns() / 1_000_000, Ordering::Relaxed);
+    }
+
+    pub fn influx_failed(&self, error: &str) {
+        self.influx_failing.store(true, Ordering::Relaxed);
+        *self
+            .influx_last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+    }
+
+    pub fn set_queue(&self, st: &QueueStats) {
+        self.queue_bytes.store(st.bytes, Ordering::Relaxed);
+        self.queue_readings.store(st.readings, Ordering::Relaxed);
+        self.queue_oldest_ms
+            .store(st.oldest_ms.unwrap_or(0), Ordering::Relaxed);
+        metrics::gauge!("caretaker_influx_queue_bytes").set(st.bytes as f64);
+        metrics::gauge!("caretaker_influx_queue_readings").set(st.readings as f64);
+        let age = st
+            .oldest_ms
+            .map(|o| (crate::util::now_ns() / 1_000_000 - o).max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        metrics::gauge!("caretaker_influx_oldest_unsent_seconds").set(age);
+    }
+
+    /// The `/health` document and whether everything configured is working.
+    pub fn report(&self, site: &str) -> (bool, serde_json::Value) {
+        let now = crate::util::now_ns() / 1_000_000;
+        let mqtt_ok = !self.mqtt_configured.load(Ordering::Relaxed)
+            || self.mqtt_connected.load(Ordering::Relaxed);
+        let influx_ok = !self.influx_failing.load(Ordering::Relaxed);
+        let oldest = self.queue_oldest_ms.load(Ordering::Relaxed);
+        let ok = mqtt_ok && influx_ok;
+        let doc = serde_json::json!({
+            "status": if ok { "ok" } else { "degraded" },
+            "site": site,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": (now - self.started_ms.load(Ordering::Relaxed)) / 1000,
+            "mqtt": {
+                "configured": self.mqtt_configured.load(Ordering::Relaxed),
+                "connected": self.mqtt_connected.load(Ordering::Relaxed),
+                "last_message_ms": self.mqtt_last_message_ms.load(Ordering::Relaxed),
+            },
+            "influxdb": {
+                "configured": self.influx_configured.load(Ordering::Relaxed),
+                "ok": influx_ok,
+                "last_ok_ms": self.influx_last_ok_ms.load(Ordering::Relaxed),
+                "last_error": self.influx_last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                "queued_bytes": self.queue_bytes.load(Ordering::Relaxed),
+                "queued_readings": self.queue_readings.load(Ordering::Relaxed),
+                "oldest_unsent_seconds": if oldest > 0 { (now - oldest).max(0) as f64 / 1000.0 } else { 0.0 },
+            },
+        });
+        (ok, doc)
+    }
+}
+
+/// Serves `/health` and `/metrics` until `shutdown`. Returns the bound address through `bound`.
+pub async fn serve(
+    listen: SocketAddr,
+    site: String,
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route(
+            "/health",
+            get(move || {
+                let health = health.clone();
+                let site = site.clone();
+                async move {
+                    let (ok, doc) = health.report(&site);
+                    let code = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (code, axum::Json(doc))
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        m.render(),
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    tracing::info!(%addr, "serving /health and /metrics");
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,281 @@
+//! Small shared helpers: human durations ("10s", "5m"), rate-limited logging and backoff.
+//!
+//! Nothing here knows about readings or devices; it exists so every module parses durations and backs off the
+//! same way.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Parses a human duration: an integer or decimal followed by `ms`, `s`, `m`, `h`, `d` or `w` (e.g. `250ms`,
+/// `10s`, `1.5h`, `7d`). Several parts may follow each other (`1h30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!(
+                "invalid duration `{text}`: expected a number, e.g. `10s`, `5m`, `8h`"
+            ));
+        }
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration `{text}`: bad number"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            "w" => 604800.0,
+            "" => {
+                return Err(format!(
+                    "invalid duration `{text}`: missing unit (ms, s, m, h, d or w), e.g. `{text}s`"
+                ));
+            }
+            u => {
+                return Err(format!(
+                    "invalid duration `{text}`: unknown unit `{u}` (use ms, s, m, h, d or w)"
+                ));
+            }
+        };
+        total += n * secs;
+        rest = &rest[unit_len..];
+    }
+    if !total.is_finite() || total < 0.0 {
+        return Err(format!("invalid duration `{text}`"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it (largest exact unit).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, size) in [
+        ("w", 604_800_000u128),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Serde adapter for `Duration` fields written as human strings.
+pub mod serde_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer};
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            let s: Option<String> = Option::deserialize(d)?;
+            s.map(|s| super::super::parse_duration(&s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// Capped exponential backoff with full jitter, as AWS's architecture blog describes it: the n-th wait is a
+/// uniform draw from [base/2, min(cap, base * 2^n)]. Full jitter keeps a campus of gateways from reconnecting
+/// to a restarted broker in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    /// The next wait; each call doubles the ceiling until the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(20));
+        let ceiling = exp.min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let floor = (self.base / 2).min(ceiling);
+        let span = ceiling.saturating_sub(floor).as_micros() as u64;
+        floor
+            + Duration::from_micros(if span == 0 {
+                0
+            } else {
+                fastrand::u64(0..=span)
+            })
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// Decides whether a log line for a key may be written now: at most one per `every` per key, reporting how many
+/// were suppressed meanwhile. A flood of bad payloads must not become a flood of log lines.
+pub struct RateLimiter {
+    every: Duration,
+    state: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl RateLimiter {
+    pub fn new(every: Duration) -> Self {
+        RateLimiter {
+            every,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Returns `Some(suppressed)` when the caller should log now.
+    pub fn check(&self, key: &str) -> Option<u64> {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match map.get_mut(key) {
+            Some((last, suppressed)) => {
+                if now.duration_since(*last) >= self.every {
+                    let n = *suppressed;
+                    *last = now;
+                    *suppressed = 0;
+                    Some(n)
+                } else {
+                    *suppressed += 1;
+                    None
+                }
+            }
+            None => {
+                if map.len() > 10_000 {
+                    map.clear();
+                }
+                map.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// Unix time now in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Levenshtein distance, for "did you mean" hints on typos in closed vocabularies.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(!ca.eq_ignore_ascii_case(cb));
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate to `word` if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert!(parse_duration("10").unwrap_err().contains("missing unit"));
+        assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut max_seen = Duration::ZERO;
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(d <= Duration::from_secs(2), "{d:?} over cap");
+            assert!(d >= Duration::from_millis(50), "{d:?} under floor");
+            max_seen = max_seen.max(d);
+        }
+        assert!(
+            max_seen > Duration::from_millis(400),
+            "backoff never grew: {max_seen:?}"
+        );
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn rate_limiter_suppresses_and_counts() {
+        let r = RateLimiter::new(Duration::from_millis(50));
+        assert_eq!(r.check("k"), Some(0));
+        assert_eq!(r.check("k"), None);
+        assert_eq!(r.check("k"), None);
+        assert_eq!(r.check("other"), Some(0));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(r.check("k"), Some(2));
+    }
+
+    #[test]
+    fn typo_hints() {
+        assert_eq!(did_you_mean("degc", ["degC", "percent"]), Some("degC"));
+        assert_eq!(did_you_mean("kwh", ["kWh", "kW"]), Some("kWh"));
+        assert_eq!(did_you_mean("banana", ["degC", "percent"]), None);
+    }
+}
