@@ -25,10 +25,16 @@ pub struct Loaded {
 
 /// Loads the site config, its profiles and declared devices, listing every problem found.
 pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
-    let config = SiteConfig::load(config_file)?;
-    let (profiles, mut errs) = profile::load_dirs(&config.profile_dirs);
+    let (config, mut errs) = SiteConfig::load_lenient(config_file);
+    let Some(config) = config else {
+        return Err(errs);
+    };
+    let config_ok = errs.is_empty();
+    let (profiles, profile_errs) = profile::load_dirs(&config.profile_dirs);
+    let profiles_ok = profile_errs.is_empty();
+    errs.extend(profile_errs);
     // Unknown profiles are only meaningful once every profile file loaded.
-    let catalog = if errs.is_empty() {
+    let catalog = if profiles_ok {
         match Catalog::from_config(&config, profiles) {
             Ok(c) => Some(c),
             Err(es) => {
@@ -40,7 +46,7 @@ pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
         None
     };
     match catalog {
-        Some(catalog) if errs.is_empty() => Ok(Loaded { config, catalog }),
+        Some(catalog) if errs.is_empty() && config_ok => Ok(Loaded { config, catalog }),
         _ => Err(errs),
     }
 }

@@ -458,6 +458,22 @@ fn key_in_message(msg: &str) -> Option<&str> {
 impl SiteConfig {
     /// Loads and validates the site config, listing every problem.
     pub fn load(file: &Path) -> Result<SiteConfig, Vec<Diagnostic>> {
+        match Self::load_lenient(file) {
+            (Some(c), errs) if errs.is_empty() => Ok(c),
+            (_, errs) => Err(errs),
+        }
+    }
+
+    /// Like [`SiteConfig::load`], but also returns the best-effort config when only validation failed, so that
+    /// `caretaker check` can go on to check the profiles and rules it names and list their problems too.
+    pub fn load_lenient(file: &Path) -> (Option<SiteConfig>, Vec<Diagnostic>) {
+        match Self::load_inner(file) {
+            Ok((c, errs)) => (Some(c), errs),
+            Err(errs) => (None, errs),
+        }
+    }
+
+    fn load_inner(file: &Path) -> Result<(SiteConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             vec![Diagnostic::new(
                 file,
@@ -499,6 +515,13 @@ impl SiteConfig {
             errs: Vec::new(),
         };
         for key in &unknown {
+            // serde_ignored writes `?` for the inside of an Option.
+            let key = key
+                .split('.')
+                .filter(|s| *s != "?")
+                .collect::<Vec<_>>()
+                .join(".");
+            let key = &key;
             let leaf = key.rsplit('.').next().unwrap_or(key);
             cx.err(key, format!("unknown key `{leaf}`"));
         }
@@ -513,11 +536,7 @@ impl SiteConfig {
             }
         };
         let cfg = Self::validate(&mut cx, raw);
-        if cx.errs.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(cx.errs)
-        }
+        Ok((cfg, cx.errs))
     }
 
     fn validate(cx: &mut Ctx<'_>, raw: RawSiteConfig) -> SiteConfig {
@@ -741,7 +760,7 @@ impl SiteConfig {
         let api = match i.api.as_deref().unwrap_or("v2") {
             "v2" => {
                 let token = cx.secret("influxdb.token", &i.token, &i.token_file);
-                if token.is_none() {
+                if token.is_none() && i.token_file.is_none() {
                     cx.err(
                         "influxdb.token_file",
                         "the v2 API needs a token: set token_file, or CARETAKER_INFLUXDB__TOKEN",

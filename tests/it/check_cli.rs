@@ -1,0 +1,142 @@
+//! `caretaker check` and `--version`: what a facilities engineer sees when a file is right or wrong.
+
+use crate::support::*;
+use std::process::Command;
+
+fn check(config: &std::path::Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .arg("check")
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn the_documented_sample_config_is_valid() {
+    let (code, out, err) = check(&repo().join("deploy/caretaker.toml"), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("site: north-campus"), "{out}");
+    assert!(out.contains("subscriptions: 3"), "{out}");
+    assert!(out.contains("devices: 1 declared"), "{out}");
+}
+
+#[test]
+fn environment_overrides_config_keys() {
+    let (code, out, err) = check(
+        &repo().join("deploy/caretaker.toml"),
+        &[("CARETAKER_SITE__NAME", "south-campus")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("site: south-campus"), "{out}");
+    let (code, _, err) = check(
+        &repo().join("deploy/caretaker.toml"),
+        &[("CARETAKER_INFLUXDB__URL", "ftp://x")],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("influxdb.url"), "{err}");
+    let (code, _, err) = check(
+        &repo().join("deploy/caretaker.toml"),
+        &[("CARETAKER_MQTT__KEEP_ALIVE", "10")],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("mqtt.keep_alive") && err.contains("missing unit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_profile_typo_is_reported_with_file_line_and_key_and_every_error_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("device_profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let good =
+        std::fs::read_to_string(repo().join("device_profiles/generic-room-sensor.yaml")).unwrap();
+    let line_of = |needle: &str| good.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let humidity_line = line_of("name: humidity");
+    let co2_line = line_of("name: co2");
+    let bad = good.replace("unit: percent", "unit: percnt").replace(
+        "name: co2, unit: ppm, kind: gauge",
+        "name: co2, unit: ppm, kind: gage",
+    );
+    std::fs::write(profiles.join("generic-room-sensor.yaml"), bad).unwrap();
+    std::fs::write(profiles.join("other.yml"), "schema: 1\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[site]\nname = \"x\"\n[state]\ndir = \"st\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nkeep_alvie = \"30s\"\n[[mqtt.subscriptions]]\ntopic = \"a/{device}\"\nprofile = \"generic-room-sensor\"\n",
+    );
+    let (code, out, err) = check(&cfg, &[]);
+    assert_eq!(code, 1, "{out}");
+    let file = profiles.join("generic-room-sensor.yaml");
+    assert!(
+        err.contains(&format!("{}:{humidity_line}:", file.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("points[1].unit: unknown unit `percnt` (did you mean `percent`?)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}:{co2_line}:", file.display())) && err.contains("points[2].kind"),
+        "{err}"
+    );
+    assert!(
+        err.contains("site.toml:7: mqtt.keep_alvie: unknown key"),
+        "{err}"
+    );
+    assert!(err.contains("other.yml") && err.contains(".yaml"), "{err}");
+    assert!(err.contains("4 error(s)"), "{err}");
+}
+
+#[test]
+fn unknown_profile_in_a_subscription_gets_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[site]\nname = \"x\"\n[state]\ndir = \"st\"\n[profiles]\ndirs = [\"{}\"]\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[[mqtt.subscriptions]]\ntopic = \"a/{{device}}\"\nprofile = \"tasmota-energy-plg\"\n[[devices]]\nid = \"m1\"\nprofile = \"nope\"\n",
+            repo().join("device_profiles").display()
+        ),
+    );
+    let (code, _, err) = check(&cfg, &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("site.toml:11: mqtt.subscriptions[0].profile: unknown profile `tasmota-energy-plg` (did you mean `tasmota-energy-plug`?)"), "{err}");
+    assert!(
+        err.contains("site.toml:14: devices[0].profile: unknown profile `nope`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn version_prints() {
+    let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn every_shipped_profile_loads() {
+    let (profiles, errs) =
+        caretaker::catalog::profile::load_dirs(&[repo().join("device_profiles")]);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert!(profiles.len() >= 6);
+    for name in [
+        "generic-room-sensor",
+        "tasmota-energy-plug",
+        "shelly-plus-pm",
+        "zigbee2mqtt-temp-humidity",
+        "zigbee2mqtt-water-leak",
+    ] {
+        assert!(profiles.contains_key(name), "{name}");
+    }
+}
