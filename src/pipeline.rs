@@ -83,6 +83,7 @@ impl Pipeline {
                     created_ms: crate::util::now_ns() / 1_000_000,
                 };
                 queue::push(&**q, chunk).await;
+                metrics::counter!("caretaker_readings_queued_total").increment(readings as u64);
             }
             for a in acks.drain(..) {
                 a.complete();

@@ -49,6 +49,10 @@ fn describe() {
         "caretaker_readings_dropped_total",
         "Readings dropped, by stage and reason; never silent"
     );
+    describe_counter!(
+        "caretaker_readings_queued_total",
+        "Readings encoded as line protocol and queued for InfluxDB"
+    );
     describe_counter!("caretaker_errors_total", "Errors by stage");
     describe_gauge!(
         "caretaker_influx_queue_bytes",
@@ -65,6 +69,7 @@ fn describe() {
     // Register the headline counters at zero so dashboards and scripts see them before the first event.
     counter!("caretaker_readings_received_total", "source" => "mqtt").increment(0);
     counter!("caretaker_readings_written_total").increment(0);
+    counter!("caretaker_readings_queued_total").increment(0);
     counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => "malformed_payload").increment(0);
     counter!("caretaker_errors_total", "stage" => "mqtt").increment(0);
     counter!("caretaker_errors_total", "stage" => "influx").increment(0);

@@ -267,7 +267,7 @@ impl RawModbusBinding {
             bit: self.bit,
             length,
         };
-        if (address as u32) + b.width() as u32 > 65536 {
+        if address + b.width() as u32 > 65536 {
             errs.push((
                 "modbus.address".into(),
                 "the value runs past register 65535".into(),

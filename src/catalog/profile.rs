@@ -324,7 +324,8 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         let offset = p.offset.unwrap_or(0.0);
         let valid_range = p.valid_range.as_ref().map(|r| {
             let [lo, hi] = r.value;
-            if !(lo < hi) {
+            // Also rejects NaN bounds.
+            if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
                 err(
                     line_of(r),
                     &key("valid_range"),

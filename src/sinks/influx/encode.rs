@@ -92,8 +92,8 @@ impl Encoder {
             if current == Some(key) {
                 self.buf.push(b',');
             } else {
-                if current.is_some() {
-                    self.end_line(&mut itoa, current.unwrap().1);
+                if let Some((_, at)) = current {
+                    self.end_line(&mut itoa, at);
                 }
                 self.buf.extend_from_slice(device.series.as_bytes());
                 self.buf.push(b' ');
