@@ -619,6 +619,13 @@ impl SiteConfig {
                     );
                 }
             }
+            if let Some(m) = &d.modbus {
+                if let Err(es) = crate::sources::modbus::config::validate(m) {
+                    for (k, msg) in es {
+                        cx.err(&format!("devices[{i}].{k}"), msg);
+                    }
+                }
+            }
             devices.push(DeviceConfig {
                 id: d.id.clone(),
                 profile: d.profile.clone(),

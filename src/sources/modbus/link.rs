@@ -89,6 +89,22 @@ impl Link {
         }
     }
 
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// `(id, unit, poll, profile)` of each device on the link.
+    pub fn devices(&self) -> impl Iterator<Item = (&str, u8, Duration, &Profile)> {
+        self.devices.iter().map(|d| {
+            (
+                d.poll.id.as_str(),
+                d.poll.settings.unit,
+                d.poll.settings.poll,
+                &*d.poll.profile,
+            )
+        })
+    }
+
     /// Polls until `stop`; sends a batch per device poll on `tx`.
     pub async fn run(mut self, tx: mpsc::Sender<Batch>, stop: CancellationToken) {
         let key = self.addr.key();
