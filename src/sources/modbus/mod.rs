@@ -150,3 +150,21 @@ pub fn requests_per_cycle(profile: &crate::catalog::Profile) -> (usize, usize, u
         planner::contiguous(&items, &limits).len(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::profile;
+
+    #[test]
+    fn shipped_profiles_load_and_merge_requests() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let (profiles, errs) = profile::load_dirs(&[dir]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let sdm = &profiles["eastron-sdm630"];
+        assert_eq!(sdm.points.last().unwrap().name, profile::ONLINE_POINT);
+        let v = &sdm.points[sdm.point_index("voltage_l1").unwrap()];
+        assert_eq!(v.modbus.as_ref().unwrap().address, 0);
+        let (best, naive, contiguous) = super::requests_per_cycle(sdm);
+        assert!(best < contiguous && contiguous < naive, "{best} {contiguous} {naive}");
+    }
+}
