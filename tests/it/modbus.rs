@@ -73,7 +73,14 @@ impl ModbusServer {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").arg(sig).arg(pid).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .arg(sig)
+                .arg(pid)
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 }
 
@@ -198,7 +205,11 @@ impl Polling {
                 .await
                 .unwrap_or_else(|_| panic!("no batch from {device} within 10 s"))
                 .unwrap();
-            if self.catalog.point_name(b.readings[0].point).starts_with(&prefix) {
+            if self
+                .catalog
+                .point_name(b.readings[0].point)
+                .starts_with(&prefix)
+            {
                 return b
                     .readings
                     .iter()
@@ -244,8 +255,14 @@ async fn every_type_and_word_order_decodes_to_the_value_pymodbus_encoded() {
             yaml += &format!(
                 "  - {{ name: {name}, unit: none, kind: gauge, modbus: {{ table: holding, address: {addr}, type: {ty}, order: {order} }} }}\n"
             );
-            let value = if ty.starts_with('f') { json!(v) } else { json!(v as i64) };
-            values.push(json!({"table": "hr", "address": addr, "type": ty, "order": order, "value": value}));
+            let value = if ty.starts_with('f') {
+                json!(v)
+            } else {
+                json!(v as i64)
+            };
+            values.push(
+                json!({"table": "hr", "address": addr, "type": ty, "order": order, "value": value}),
+            );
             expect.push((name, v));
             addr += width + 1; // a one-register gap: cheaper to read than another round trip
         }
@@ -259,21 +276,36 @@ async fn every_type_and_word_order_decodes_to_the_value_pymodbus_encoded() {
         addr += 1;
     }
     // Bits 0 and 5 of one register (0b10_0001 = 33), bit 1 clear.
-    yaml += &format!("  - {{ name: bit0, unit: bool, kind: gauge, modbus: {{ table: holding, address: {addr}, type: bool, bit: 0 }} }}\n");
-    yaml += &format!("  - {{ name: bit1, unit: bool, kind: gauge, modbus: {{ table: holding, address: {addr}, type: bool, bit: 1 }} }}\n");
-    yaml += &format!("  - {{ name: bit5, unit: bool, kind: gauge, modbus: {{ table: holding, address: {addr}, type: bool, bit: 5 }} }}\n");
+    yaml += &format!(
+        "  - {{ name: bit0, unit: bool, kind: gauge, modbus: {{ table: holding, address: {addr}, type: bool, bit: 0 }} }}\n"
+    );
+    yaml += &format!(
+        "  - {{ name: bit1, unit: bool, kind: gauge, modbus: {{ table: holding, address: {addr}, type: bool, bit: 1 }} }}\n"
+    );
+    yaml += &format!(
+        "  - {{ name: bit5, unit: bool, kind: gauge, modbus: {{ table: holding, address: {addr}, type: bool, bit: 5 }} }}\n"
+    );
     values.push(json!({"table": "hr", "address": addr, "type": "u16", "value": 33}));
-    expect.extend([("bit0".into(), 1.0), ("bit1".into(), 0.0), ("bit5".into(), 1.0)]);
+    expect.extend([
+        ("bit0".into(), 1.0),
+        ("bit1".into(), 0.0),
+        ("bit5".into(), 1.0),
+    ]);
     addr += 1;
-    yaml += &format!("  - {{ name: text_number, unit: none, kind: gauge, modbus: {{ table: holding, address: {addr}, type: string, length: 8 }} }}\n");
-    values.push(json!({"table": "hr", "address": addr, "type": "string", "value": "230.75\u{0}\u{0}"}));
+    yaml += &format!(
+        "  - {{ name: text_number, unit: none, kind: gauge, modbus: {{ table: holding, address: {addr}, type: string, length: 8 }} }}\n"
+    );
+    values.push(
+        json!({"table": "hr", "address": addr, "type": "string", "value": "230.75\u{0}\u{0}"}),
+    );
     expect.push(("text_number".into(), 230.75));
     // Input registers with scale and offset: 215 * 0.1 - 40 = -18.5.
     yaml += "  - { name: scaled, unit: degC, kind: gauge, scale: 0.1, offset: -40, modbus: { table: input, address: 7, type: u16 } }\n";
     values.push(json!({"table": "ir", "address": 7, "type": "u16", "value": 215}));
     expect.push(("scaled".into(), -18.5));
     yaml += "  - { name: coil_on, unit: bool, kind: gauge, modbus: { table: coil, address: 3 } }\n";
-    yaml += "  - { name: coil_off, unit: bool, kind: gauge, modbus: { table: coil, address: 4 } }\n";
+    yaml +=
+        "  - { name: coil_off, unit: bool, kind: gauge, modbus: { table: coil, address: 4 } }\n";
     yaml += "  - { name: input_on, unit: bool, kind: gauge, modbus: { table: discrete, address: 9 } }\n";
     values.push(json!({"table": "co", "address": 3, "value": 1}));
     values.push(json!({"table": "co", "address": 4, "value": 0}));
@@ -337,7 +369,8 @@ async fn an_exception_on_one_register_marks_only_that_point_bad() {
 /// back by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_device_goes_offline_while_others_keep_their_poll_timing() {
-    let unit = |v: i64| json!({"values": [{"table": "ir", "address": 0, "type": "i16", "value": v}]});
+    let unit =
+        |v: i64| json!({"values": [{"table": "ir", "address": 0, "type": "i16", "value": v}]});
     let s1 = ModbusServer::tcp(json!({"1": unit(1)}));
     let s2 = ModbusServer::tcp(json!({"1": unit(2)}));
     let s3 = ModbusServer::tcp(json!({"1": unit(3)}));
@@ -347,7 +380,9 @@ async fn a_dead_device_goes_offline_while_others_keep_their_poll_timing() {
     );
     let period = Duration::from_millis(300);
     let t = |url: String, unit: u8| {
-        format!("url = \"{url}\"\nunit = {unit}\npoll = \"300ms\"\ntimeout = \"100ms\"\noffline_after = 2")
+        format!(
+            "url = \"{url}\"\nunit = {unit}\npoll = \"300ms\"\ntimeout = \"100ms\"\noffline_after = 2"
+        )
     };
     let mut polling = Polling::start(&[
         ("a", &p, t(s1.url(), 1)),
@@ -357,7 +392,10 @@ async fn a_dead_device_goes_offline_while_others_keep_their_poll_timing() {
         ("c", &p, t(s3.url(), 1)),
     ]);
     let warm = polling.collect(Duration::from_millis(1000)).await;
-    assert!(warm.iter().any(|(m, _)| m.get("b/v") == Some(&(2.0, Quality::Good))));
+    assert!(
+        warm.iter()
+            .any(|(m, _)| m.get("b/v") == Some(&(2.0, Quality::Good)))
+    );
     s2.signal("-STOP");
     let window = Duration::from_millis(3000);
     let during = polling.collect(window).await;
@@ -384,11 +422,17 @@ async fn a_dead_device_goes_offline_while_others_keep_their_poll_timing() {
             "{dev}: a {} ms gap between polls",
             max_gap / 1_000_000
         );
-        assert!(during.iter().all(|(m, _)| m.get(&format!("{dev}/online")).is_none_or(|v| v.0 == 1.0)));
+        assert!(
+            during
+                .iter()
+                .all(|(m, _)| m.get(&format!("{dev}/online")).is_none_or(|v| v.0 == 1.0))
+        );
     }
     for dev in ["b", "ghost"] {
         assert!(
-            during.iter().any(|(m, _)| m.get(&format!("{dev}/online")) == Some(&(0.0, Quality::Good))),
+            during
+                .iter()
+                .any(|(m, _)| m.get(&format!("{dev}/online")) == Some(&(0.0, Quality::Good))),
             "{dev} never reported offline"
         );
     }
@@ -498,7 +542,11 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("modbus: 1 link(s), 1 device(s)"), "{text}");
     assert!(text.contains(&meter.url()), "{text}");
     assert!(text.contains("main-meter (unit 1, eastron-sdm630, every 500ms): 4 request(s) per cycle (27 with one per point)"), "{text}");
@@ -516,7 +564,11 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    assert!(ok, "no SDM630 readings in InfluxDB: {row:?}\n{}", daemon.log_text());
+    assert!(
+        ok,
+        "no SDM630 readings in InfluxDB: {row:?}\n{}",
+        daemon.log_text()
+    );
     let num = |i: usize| row[i].as_f64().unwrap();
     // f32 on the wire: compare at f32 precision.
     assert_eq!(num(1) as f32, 230.1f32);
@@ -525,9 +577,22 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
     assert_eq!(num(4), 12352.75);
     assert_eq!(row[5], json!(true), "online");
     let (_, tags) = influx
-        .select("caretaker", "SHOW TAG VALUES FROM electricity WITH KEY = building")
+        .select(
+            "caretaker",
+            "SHOW TAG VALUES FROM electricity WITH KEY = building",
+        )
         .await;
     assert_eq!(tags[0][1], "library");
-    assert!(daemon.metric("caretaker_modbus_requests_total{device=\"main-meter\"}").await > 0.0);
-    assert_eq!(daemon.metric("caretaker_device_online{device=\"main-meter\"}").await, 1.0);
+    assert!(
+        daemon
+            .metric("caretaker_modbus_requests_total{device=\"main-meter\"}")
+            .await
+            > 0.0
+    );
+    assert_eq!(
+        daemon
+            .metric("caretaker_device_online{device=\"main-meter\"}")
+            .await,
+        1.0
+    );
 }

@@ -82,9 +82,7 @@ pub fn validate(raw: &RawModbusDevice) -> Result<ModbusDevice, Vec<(String, Stri
             );
         }
         match crate::config::split_host_port(rest.trim_end_matches('/'), 502) {
-            Ok((host, port)) if !host.is_empty() && port != 0 => {
-                Some(LinkAddr::Tcp { host, port })
-            }
+            Ok((host, port)) if !host.is_empty() && port != 0 => Some(LinkAddr::Tcp { host, port }),
             Ok(_) => {
                 err("url", format!("`{}`: missing host or port", raw.url));
                 None
@@ -126,7 +124,10 @@ pub fn validate(raw: &RawModbusDevice) -> Result<ModbusDevice, Vec<(String, Stri
         }
         let stop_bits = raw.stop_bits.unwrap_or(1);
         if !(1..=2).contains(&stop_bits) {
-            err("stop_bits", format!("stop_bits {stop_bits}: must be 1 or 2"));
+            err(
+                "stop_bits",
+                format!("stop_bits {stop_bits}: must be 1 or 2"),
+            );
         }
         Some(LinkAddr::Rtu {
             path: path.to_string(),
@@ -218,8 +219,14 @@ mod tests {
     fn tcp_and_rtu_urls() {
         let d = validate(&raw("tcp://10.0.4.21:502")).unwrap();
         assert_eq!(d.link.key(), "tcp://10.0.4.21:502");
-        assert_eq!((d.unit, d.poll, d.timeout), (1, DEFAULT_POLL, DEFAULT_TIMEOUT));
-        assert_eq!(validate(&raw("tcp://gw")).unwrap().link.key(), "tcp://gw:502");
+        assert_eq!(
+            (d.unit, d.poll, d.timeout),
+            (1, DEFAULT_POLL, DEFAULT_TIMEOUT)
+        );
+        assert_eq!(
+            validate(&raw("tcp://gw")).unwrap().link.key(),
+            "tcp://gw:502"
+        );
         let mut r = raw("rtu:///dev/ttyUSB0");
         r.baud = Some(19200);
         r.parity = Some("even".into());

@@ -204,14 +204,21 @@ mod tests {
         assert_eq!(decode_registers(&x, &[0b0111]), Ok(0.0));
         let mut s = b(DataType::String, WordOrder::Abcd);
         s.length = 6;
-        let regs = [u16::from_be_bytes(*b"23"), u16::from_be_bytes(*b"0."), u16::from_be_bytes(*b"5\0")];
+        let regs = [
+            u16::from_be_bytes(*b"23"),
+            u16::from_be_bytes(*b"0."),
+            u16::from_be_bytes(*b"5\0"),
+        ];
         assert_eq!(decode_registers(&s, &regs), Ok(230.5));
         s.order = WordOrder::Badc;
         let swapped: Vec<u16> = regs.iter().map(|r| r.swap_bytes()).collect();
         assert_eq!(decode_registers(&s, &swapped), Ok(230.5));
         s.order = WordOrder::Abcd;
         let text = [u16::from_be_bytes(*b"ab"), 0, 0];
-        assert!(matches!(decode_registers(&s, &text), Err(DecodeError::NotANumber(_))));
+        assert!(matches!(
+            decode_registers(&s, &text),
+            Err(DecodeError::NotANumber(_))
+        ));
         assert!(matches!(
             decode_registers(&b(DataType::F64, WordOrder::Abcd), &[1, 2]),
             Err(DecodeError::Short { want: 4, got: 2 })

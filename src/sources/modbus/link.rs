@@ -172,7 +172,11 @@ impl Link {
                             metrics::counter!("caretaker_modbus_errors_total", "device" => dev.poll.id.clone(), "kind" => "link").increment(1);
                             warn!(link = %key, device = %dev.poll.id, error = %e, "Modbus link failed; reconnecting");
                             if let Some(mut c) = conn.take() {
-                                let _ = tokio::time::timeout(Duration::from_millis(100), c.disconnect()).await;
+                                let _ = tokio::time::timeout(
+                                    Duration::from_millis(100),
+                                    c.disconnect(),
+                                )
+                                .await;
                             }
                             if matches!(self.addr, LinkAddr::Rtu { .. }) {
                                 // Let a late reply finish on the line before the port is reopened and cleared.
@@ -184,7 +188,10 @@ impl Link {
                 };
                 dev.after_poll(answered, at, &mut readings);
                 if !readings.is_empty() {
-                    let n = readings.iter().filter(|r| r.quality != Quality::Bad).count();
+                    let n = readings
+                        .iter()
+                        .filter(|r| r.quality != Quality::Bad)
+                        .count();
                     metrics::counter!("caretaker_readings_received_total", "source" => "modbus")
                         .increment(n as u64);
                     if tx.send(Batch::new(readings)).await.is_err() {
@@ -437,16 +444,22 @@ impl DeviceState {
             if !any_bad {
                 // Every part reads fine alone: the filler between them is what the device refuses.
                 let table = items[group[0]].table;
-                let start = group.iter().map(|&i| items[i].start as u32).min().unwrap_or(0);
+                let start = group
+                    .iter()
+                    .map(|&i| items[i].start as u32)
+                    .min()
+                    .unwrap_or(0);
                 let end = group
                     .iter()
                     .map(|&i| items[i].start as u32 + items[i].width as u32)
                     .max()
                     .unwrap_or(0);
                 for r in start..end {
-                    let covered = items
-                        .iter()
-                        .any(|it| it.table == table && it.start as u32 <= r && r < it.start as u32 + it.width as u32);
+                    let covered = items.iter().any(|it| {
+                        it.table == table
+                            && it.start as u32 <= r
+                            && r < it.start as u32 + it.width as u32
+                    });
                     if !covered {
                         self.barriers.insert((table, r as u16));
                     }
@@ -504,7 +517,11 @@ impl DeviceState {
                 })
             });
             match value {
-                Ok(v) => out.push(Reading::good(PointId(self.poll.first_point + it.key), v, at)),
+                Ok(v) => out.push(Reading::good(
+                    PointId(self.poll.first_point + it.key),
+                    v,
+                    at,
+                )),
                 Err(e) => self.mark_bad(it.key, &e, at, out),
             }
         }
@@ -522,18 +539,22 @@ impl DeviceState {
         metrics::counter!("caretaker_modbus_requests_total", "device" => self.poll.id.clone())
             .increment(1);
         let res = match table {
-            Table::Holding => tokio::time::timeout(timeout, conn.read_holding_registers(start, count))
-                .await
-                .map(|r| r.map(|r| r.map(Data::Words))),
+            Table::Holding => {
+                tokio::time::timeout(timeout, conn.read_holding_registers(start, count))
+                    .await
+                    .map(|r| r.map(|r| r.map(Data::Words)))
+            }
             Table::Input => tokio::time::timeout(timeout, conn.read_input_registers(start, count))
                 .await
                 .map(|r| r.map(|r| r.map(Data::Words))),
             Table::Coil => tokio::time::timeout(timeout, conn.read_coils(start, count))
                 .await
                 .map(|r| r.map(|r| r.map(Data::Bits))),
-            Table::Discrete => tokio::time::timeout(timeout, conn.read_discrete_inputs(start, count))
-                .await
-                .map(|r| r.map(|r| r.map(Data::Bits))),
+            Table::Discrete => {
+                tokio::time::timeout(timeout, conn.read_discrete_inputs(start, count))
+                    .await
+                    .map(|r| r.map(|r| r.map(Data::Bits)))
+            }
         };
         metrics::histogram!("caretaker_modbus_request_seconds").record(t0.elapsed().as_secs_f64());
         let msg = match res {
@@ -543,7 +564,10 @@ impl DeviceState {
                 return Err(ReadError::Exception(code));
             }
             Ok(Err(e)) => format!("{} {start}+{count}: {e}", table.as_str()),
-            Err(_) => format!("{} {start}+{count}: no answer within {timeout:?}", table.as_str()),
+            Err(_) => format!(
+                "{} {start}+{count}: no answer within {timeout:?}",
+                table.as_str()
+            ),
         };
         Err(ReadError::Link(msg))
     }

@@ -48,7 +48,10 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
                     Some(x) if x.modbus.is_some() => {}
                     Some(_) => errs.push(cfg.diag(
                         &key(&format!("modbus.points.{name}")),
-                        format!("point `{name}` of profile `{}` is not read over Modbus", p.name),
+                        format!(
+                            "point `{name}` of profile `{}` is not read over Modbus",
+                            p.name
+                        ),
                     )),
                     None => {
                         let hint = crate::util::did_you_mean(
@@ -165,6 +168,9 @@ mod tests {
         let v = &sdm.points[sdm.point_index("voltage_l1").unwrap()];
         assert_eq!(v.modbus.as_ref().unwrap().address, 0);
         let (best, naive, contiguous) = super::requests_per_cycle(sdm);
-        assert!(best < contiguous && contiguous < naive, "{best} {contiguous} {naive}");
+        assert!(
+            best < contiguous && contiguous < naive,
+            "{best} {contiguous} {naive}"
+        );
     }
 }

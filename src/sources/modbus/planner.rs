@@ -128,7 +128,12 @@ pub fn plan_cost(reqs: &[Request], cost: &CostModel) -> u64 {
 }
 
 /// The least-cost plan for `items` (see the module docs for the model and the proof).
-pub fn plan(items: &[Item], limits: &Limits, cost: &CostModel, barriers: &Barriers) -> Vec<Request> {
+pub fn plan(
+    items: &[Item],
+    limits: &Limits,
+    cost: &CostModel,
+    barriers: &Barriers,
+) -> Vec<Request> {
     if limits.one_request_per_point {
         return naive(items);
     }
@@ -235,7 +240,9 @@ fn plan_table(
             // Only when one point alone is wider than the limit (profiles are validated against this): read it
             // alone and let the device answer.
             best[k] = (
-                best[k - 1].0.saturating_add(cost.request(table, items[idx[k - 1]].width as u32)),
+                best[k - 1]
+                    .0
+                    .saturating_add(cost.request(table, items[idx[k - 1]].width as u32)),
                 best[k - 1].1 + 1,
             );
             from[k] = k - 1;
@@ -440,7 +447,11 @@ mod tests {
                         table
                     },
                     start: rng.u16(0..48),
-                    width: if bits { 1 } else { [1, 1, 2, 2, 4, 3][rng.usize(0..6)] },
+                    width: if bits {
+                        1
+                    } else {
+                        [1, 1, 2, 2, 4, 3][rng.usize(0..6)]
+                    },
                 })
                 .collect();
             items.iter_mut().for_each(|it| {
@@ -451,7 +462,11 @@ mod tests {
             let limits = Limits {
                 max_registers: rng.u16(4..=24),
                 max_bits: rng.u16(4..=24),
-                max_gap: if rng.bool() { Some(rng.u16(0..6)) } else { None },
+                max_gap: if rng.bool() {
+                    Some(rng.u16(0..6))
+                } else {
+                    None
+                },
                 one_request_per_point: false,
             };
             let cost = CostModel {
@@ -505,7 +520,12 @@ mod tests {
     fn protocol_limits_hold() {
         // 200 contiguous u32s = 400 registers: at least 4 requests of ≤125, none splitting a value.
         let items: Vec<Item> = (0..200).map(|k| reg(k, k as u16 * 2, 2)).collect();
-        let p = plan(&items, &Limits::default(), &CostModel::default(), &Barriers::new());
+        let p = plan(
+            &items,
+            &Limits::default(),
+            &CostModel::default(),
+            &Barriers::new(),
+        );
         validate(&items, &p, &Limits::default()).unwrap();
         assert_eq!(p.len(), 4);
         assert!(p.iter().all(|r| r.count <= 125 && r.count % 2 == 0));
@@ -517,7 +537,12 @@ mod tests {
                 width: 1,
             })
             .collect();
-        let p = plan(&coils, &Limits::default(), &CostModel::default(), &Barriers::new());
+        let p = plan(
+            &coils,
+            &Limits::default(),
+            &CostModel::default(),
+            &Barriers::new(),
+        );
         assert_eq!(p.len(), 2);
         assert!(p.iter().all(|r| r.count <= 2000));
     }
@@ -528,13 +553,22 @@ mod tests {
         assert_eq!(naive(&items).len(), 3);
         assert_eq!(contiguous(&items, &Limits::default()).len(), 2);
         assert_eq!(
-            plan(&items, &Limits::default(), &CostModel::default(), &Barriers::new()).len(),
+            plan(
+                &items,
+                &Limits::default(),
+                &CostModel::default(),
+                &Barriers::new()
+            )
+            .len(),
             1
         );
         let one = Limits {
             one_request_per_point: true,
             ..Limits::default()
         };
-        assert_eq!(plan(&items, &one, &CostModel::default(), &Barriers::new()).len(), 3);
+        assert_eq!(
+            plan(&items, &one, &CostModel::default(), &Barriers::new()).len(),
+            3
+        );
     }
 }
