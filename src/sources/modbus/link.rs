@@ -595,3 +595,84 @@ impl DeviceState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::profile::parse_profile;
+
+    fn device(overrides: &[(&str, u64)]) -> DeviceState {
+        let p = parse_profile(
+            std::path::Path::new("/t/three.yaml"),
+            "schema: 1\nname: three\ncategory: other\npoints:
+  - { name: a, unit: none, kind: gauge, modbus: { table: holding, address: 0 } }
+  - { name: b, unit: none, kind: gauge, modbus: { table: holding, address: 1 } }
+  - { name: c, unit: none, kind: gauge, modbus: { table: holding, address: 2 } }
+",
+        )
+        .unwrap();
+        let raw: crate::config::RawModbusDevice =
+            toml::from_str("url = \"tcp://h:502\"\npoll = \"1s\"").unwrap();
+        let mut settings = super::super::config::validate(&raw).unwrap();
+        for (name, secs) in overrides {
+            settings
+                .point_polls
+                .insert(name.to_string(), Duration::from_secs(*secs));
+        }
+        DeviceState::new(DevicePoll {
+            id: "d".into(),
+            profile: Arc::new(p),
+            first_point: 0,
+            settings,
+            online_point: None,
+        })
+    }
+
+    #[test]
+    fn points_due_together_share_requests_and_the_schedule_is_anchored() {
+        let mut d = device(&[("b", 2)]);
+        assert_eq!(d.periods, [Duration::from_secs(1), Duration::from_secs(2)]);
+        let t0 = Instant::now();
+        d.next_due = vec![t0; 2];
+        let cost = CostModel::default();
+        let s = Duration::from_secs(1);
+        // t0: both periods due, one request for all three points.
+        assert_eq!(d.take_due(t0), Some(0b11));
+        let (_, plan) = d.plan(0b11, &cost);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(
+            (plan[0].start, plan[0].count, plan[0].items.len()),
+            (0, 3, 3)
+        );
+        assert_eq!(d.take_due(t0 + s / 2), None);
+        // t0+1s: only the 1 s points; still one request (reading b as filler beats a second round trip).
+        assert_eq!(d.take_due(t0 + s), Some(0b01));
+        let (items, plan) = d.plan(0b01, &cost);
+        assert_eq!(items.len(), 2);
+        assert_eq!((plan.len(), plan[0].count), (1, 3));
+        assert_eq!(d.take_due(t0 + 2 * s), Some(0b11));
+        // A poll that runs late does not shift the schedule...
+        assert_eq!(d.take_due(t0 + 3 * s + s / 2), Some(0b01));
+        assert_eq!(d.next_due[0], t0 + 4 * s);
+        // ...and polls missed entirely are skipped, not bunched.
+        assert_eq!(d.take_due(t0 + 6 * s + s / 5), Some(0b11));
+        assert_eq!(d.next_due, [t0 + 7 * s, t0 + 8 * s]);
+    }
+
+    #[test]
+    fn offline_after_n_silent_polls_and_back_on_the_first_answer() {
+        let mut d = device(&[]);
+        d.poll.online_point = Some(PointId(3));
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            d.after_poll(false, 0, &mut out);
+        }
+        assert!(d.online, "offline_after defaults to 3");
+        d.after_poll(false, 0, &mut out);
+        assert!(!d.online);
+        d.after_poll(true, 0, &mut out);
+        assert!(d.online);
+        let online: Vec<f64> = out.iter().map(|r| r.value).collect();
+        assert_eq!(online, [1.0, 1.0, 0.0, 1.0]);
+    }
+}

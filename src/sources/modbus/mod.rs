@@ -174,3 +174,84 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    #[test]
+    fn bad_modbus_tables_are_reported_with_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let cfg = dir.path().join("site.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"[site]
+name = "s"
+[state]
+dir = "state"
+[profiles]
+dirs = ["{}"]
+
+[[devices]]
+id = "m1"
+profile = "eastron-sdm630"
+modbus = {{ url = "tcp://10.0.0.1:502", points = {{ energy_imprt = "60s" }} }}
+
+[[devices]]
+id = "m2"
+profile = "eastron-sdm630"
+modbus = {{ url = "udp://10.0.0.2", poll = "fast" }}
+
+[[devices]]
+id = "m3"
+profile = "eastron-sdm630"
+modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 2, baud = 9600 }}
+
+[[devices]]
+id = "m4"
+profile = "eastron-sdm630"
+modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 3, baud = 19200 }}
+"#,
+                profiles.display()
+            ),
+        )
+        .unwrap();
+        let errs = match crate::app::load(&cfg) {
+            Ok(_) => panic!("a bad config loaded"),
+            Err(e) => e,
+        };
+        let find = |key: &str| {
+            errs.iter()
+                .find(|e| e.key == key)
+                .unwrap_or_else(|| panic!("no error for {key}: {errs:#?}"))
+        };
+        let e = find("devices[1].modbus.url");
+        assert_eq!(e.line, Some(16), "{e}");
+        assert!(e.message.contains("tcp://host:port"), "{e}");
+        assert!(find("devices[1].modbus.poll").message.contains("fast"));
+        // Errors that need the profiles appear once the config itself is valid.
+        assert!(errs.iter().all(|e| e.file == cfg));
+        std::fs::write(
+            &cfg,
+            std::fs::read_to_string(&cfg)
+                .unwrap()
+                .replace("udp://10.0.0.2\", poll = \"fast\"", "tcp://10.0.0.2\""),
+        )
+        .unwrap();
+        let errs = match crate::app::load(&cfg) {
+            Ok(_) => panic!("a bad config loaded"),
+            Err(e) => e,
+        };
+        let e = find_in(&errs, "devices[0].modbus.points.energy_imprt");
+        assert!(e.message.contains("did you mean `energy_import`"), "{e}");
+        assert_eq!(e.line, Some(11), "{e}");
+        let e = find_in(&errs, "devices[3].modbus.baud");
+        assert!(e.message.contains("devices[2]"), "{e}");
+    }
+
+    fn find_in<'a>(errs: &'a [crate::diag::Diagnostic], key: &str) -> &'a crate::diag::Diagnostic {
+        errs.iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("no error for {key}: {errs:#?}"))
+    }
+}
