@@ -157,7 +157,12 @@ impl Link {
                             let wait = backoff.next_delay();
                             reconnect_at = Instant::now() + wait;
                             metrics::counter!("caretaker_modbus_errors_total", "device" => self.devices[di].poll.id.clone(), "kind" => "connect").increment(1);
-                            warn!(link = %key, error = %e, retry_in = ?wait, "Modbus link connect failed");
+                            // Logged once per outage; the metric counts every attempt.
+                            if backoff.attempts() == 1 {
+                                warn!(link = %key, error = %e, retry_in = ?wait, "Modbus link connect failed; retrying with backoff");
+                            } else {
+                                debug!(link = %key, error = %e, retry_in = ?wait, "Modbus link connect failed");
+                            }
                         }
                     }
                 }
@@ -170,7 +175,11 @@ impl Link {
                         Ok(answered) => answered,
                         Err(e) => {
                             metrics::counter!("caretaker_modbus_errors_total", "device" => dev.poll.id.clone(), "kind" => "link").increment(1);
-                            warn!(link = %key, device = %dev.poll.id, error = %e, "Modbus link failed; reconnecting");
+                            if dev.failed_polls == 0 {
+                                warn!(link = %key, device = %dev.poll.id, error = %e, "Modbus link failed; reconnecting");
+                            } else {
+                                debug!(link = %key, device = %dev.poll.id, error = %e, "Modbus link failed again");
+                            }
                             if let Some(mut c) = conn.take() {
                                 let _ = tokio::time::timeout(
                                     Duration::from_millis(100),
@@ -205,6 +214,17 @@ impl Link {
         }
         info!(link = %key, "Modbus link stopped");
     }
+}
+
+/// Exceptions about the device as a whole rather than the registers asked for.
+fn device_level(code: ExceptionCode) -> bool {
+    matches!(
+        code,
+        ExceptionCode::GatewayPathUnavailable
+            | ExceptionCode::GatewayTargetDevice
+            | ExceptionCode::ServerDeviceBusy
+            | ExceptionCode::Acknowledge
+    )
 }
 
 /// Opens the link's connection under `timeout`.
@@ -388,6 +408,12 @@ impl DeviceState {
                         }
                     }
                 }
+                Err(ReadError::Exception(code)) if device_level(code) => {
+                    // A gateway saying the device behind it is silent, or a busy device: nothing to learn about
+                    // registers; end this poll as unanswered and try again on schedule.
+                    debug!(device = %self.poll.id, ?code, "Modbus device unavailable");
+                    return Ok(answered);
+                }
                 Err(ReadError::Exception(code)) => {
                     answered = true;
                     self.split(conn, &items, &r.items, code, at, out).await?;
@@ -420,6 +446,9 @@ impl DeviceState {
                 if self.isolated.insert(key) {
                     self.forget_plans();
                 }
+                return Ok(true);
+            }
+            if device_level(code) {
                 return Ok(true);
             }
             let (left, right) = group.split_at(group.len() / 2);

@@ -87,9 +87,39 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
     errs
 }
 
+/// Describes the Modbus metrics once (names fixed in ARCHITECTURE.md plus the ones this source adds).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "caretaker_modbus_requests_total",
+        "Modbus read requests sent, by device"
+    );
+    describe_histogram!(
+        "caretaker_modbus_request_seconds",
+        "Time from sending a Modbus request to its answer or timeout"
+    );
+    describe_counter!(
+        "caretaker_modbus_errors_total",
+        "Modbus failures by device and kind (exception, link, connect)"
+    );
+    describe_counter!(
+        "caretaker_modbus_bad_readings_total",
+        "Points read as bad (exception, decode or range failure), by device and point"
+    );
+    describe_counter!(
+        "caretaker_modbus_polls_skipped_total",
+        "Scheduled polls skipped because the link was busy past their due time"
+    );
+    describe_gauge!(
+        "caretaker_device_online",
+        "1 while a polled device answers, 0 once it missed offline_after polls in a row"
+    );
+}
+
 /// The links of a site, each with its devices, in config order. Devices whose config does not validate are
 /// left out (`caretaker check` and `app::load` refuse such configs before this runs).
 pub fn build(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Link> {
+    describe_metrics();
     let mut links: Vec<(LinkAddr, Vec<DevicePoll>)> = Vec::new();
     for d in &cfg.devices {
         let Some(raw) = &d.modbus else { continue };
