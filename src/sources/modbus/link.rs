@@ -57,6 +57,8 @@ struct DeviceState {
     /// Polls in a row without any answer.
     failed_polls: u32,
     online: bool,
+    /// Requests sent in the current poll (for `pause_between_requests`, which applies to split requests too).
+    sent_this_poll: u32,
 }
 
 /// Why a request failed.
@@ -311,6 +313,7 @@ impl DeviceState {
             isolated: BTreeSet::new(),
             failed_polls: 0,
             online: true,
+            sent_this_poll: 0,
         }
     }
 
@@ -392,11 +395,8 @@ impl DeviceState {
         conn.set_slave(Slave(self.poll.settings.unit));
         let (items, reqs) = self.plan(mask, cost);
         let mut answered = false;
-        let pause = self.poll.profile.modbus.pause_between_requests;
-        for (n, r) in reqs.iter().enumerate() {
-            if n > 0 && !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
+        self.sent_this_poll = 0;
+        for r in reqs.iter() {
             match self.read(conn, r.table, r.start, r.count).await {
                 Ok(data) => {
                     answered = true;
@@ -563,6 +563,11 @@ impl DeviceState {
         start: u16,
         count: u16,
     ) -> Result<Data, ReadError> {
+        let pause = self.poll.profile.modbus.pause_between_requests;
+        if self.sent_this_poll > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        self.sent_this_poll += 1;
         let t0 = std::time::Instant::now();
         let timeout = self.poll.settings.timeout;
         metrics::counter!("caretaker_modbus_requests_total", "device" => self.poll.id.clone())
