@@ -8,6 +8,7 @@ use caretaker::catalog::{Catalog, Profile, profile};
 use caretaker::config::RawModbusDevice;
 use caretaker::pipeline::Batch;
 use caretaker::reading::Quality;
+use caretaker::sources::modbus::link::LinkStats;
 use caretaker::sources::modbus::{DevicePoll, Link, config};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -144,6 +145,8 @@ struct Polling {
     catalog: Catalog,
     rx: mpsc::Receiver<Batch>,
     stop: CancellationToken,
+    /// Per link, in the order links were first named.
+    stats: Vec<Arc<LinkStats>>,
 }
 
 impl Polling {
@@ -175,10 +178,18 @@ impl Polling {
         }
         let (tx, rx) = mpsc::channel(1024);
         let stop = CancellationToken::new();
+        let mut stats = Vec::new();
         for (addr, devs) in links {
-            tokio::spawn(Link::new(addr, devs).run(tx.clone(), stop.clone()));
+            let link = Link::new(addr, devs);
+            stats.push(link.stats());
+            tokio::spawn(link.run(tx.clone(), stop.clone()));
         }
-        Polling { catalog, rx, stop }
+        Polling {
+            catalog,
+            rx,
+            stop,
+            stats,
+        }
     }
 
     /// Batches received within `d`, as `(device/point -> (value, quality), at)`.
@@ -353,14 +364,29 @@ async fn an_exception_on_one_register_marks_only_that_point_bad() {
     );
     let table = format!("url = \"{}\"\npoll = \"200ms\"", server.url());
     let mut polling = Polling::start(&[("m1", &p, table)]);
-    for poll in 0..4 {
+    let counts = |p: &Polling| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            p.stats[0].requests.load(Relaxed),
+            p.stats[0].exceptions.load(Relaxed),
+        )
+    };
+    let mut at_poll = Vec::new();
+    for poll in 0..5 {
         let b = polling.next_of("m1").await;
+        at_poll.push(counts(&polling));
         assert_eq!(good(&b, "m1/a"), 11.0, "poll {poll}");
         assert_eq!(good(&b, "m1/b"), 12.0, "poll {poll}");
         assert_eq!(good(&b, "m1/c"), 70000.0, "poll {poll}");
         assert_eq!(good(&b, "m1/d"), -14.0, "poll {poll}");
         assert_eq!(b["m1/missing"].1, Quality::Bad, "poll {poll}");
         assert_eq!(good(&b, "m1/online"), 1.0, "an exception is an answer");
+    }
+    // The first poll bisects (7 requests, 4 refused) and learns; from then on each poll reads [0,2), [3,5),
+    // [7,8) and the bad point alone: 4 requests, the only exception being the bad point's own.
+    assert_eq!(at_poll[0], (7, 4), "{at_poll:?}");
+    for w in at_poll[1..].windows(2) {
+        assert_eq!((w[1].0 - w[0].0, w[1].1 - w[0].1), (4, 1), "{at_poll:?}");
     }
 }
 

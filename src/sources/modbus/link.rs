@@ -22,6 +22,7 @@ use crate::pipeline::Batch;
 use crate::reading::{Quality, Reading};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -59,6 +60,7 @@ struct DeviceState {
     online: bool,
     /// Requests sent in the current poll (for `pause_between_requests`, which applies to split requests too).
     sent_this_poll: u32,
+    stats: Arc<LinkStats>,
 }
 
 /// Why a request failed.
@@ -74,21 +76,46 @@ enum Data {
     Bits(Vec<bool>),
 }
 
+/// Counters of one link, readable while it runs (tests, diagnostics).
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Read requests sent.
+    pub requests: AtomicU64,
+    /// Requests the device refused with an exception.
+    pub exceptions: AtomicU64,
+    /// Requests that failed on the link (I/O, timeout).
+    pub link_errors: AtomicU64,
+}
+
 /// The poller of one link.
 pub struct Link {
     pub addr: LinkAddr,
     devices: Vec<DeviceState>,
     cost: CostModel,
+    stats: Arc<LinkStats>,
 }
 
 impl Link {
     pub fn new(addr: LinkAddr, devices: Vec<DevicePoll>) -> Link {
-        let devices = devices.into_iter().map(DeviceState::new).collect();
+        let stats = Arc::new(LinkStats::default());
+        let devices = devices
+            .into_iter()
+            .map(|d| {
+                let mut s = DeviceState::new(d);
+                s.stats = stats.clone();
+                s
+            })
+            .collect();
         Link {
             addr,
             devices,
             cost: CostModel::default(),
+            stats,
         }
+    }
+
+    pub fn stats(&self) -> Arc<LinkStats> {
+        self.stats.clone()
     }
 
     pub fn device_count(&self) -> usize {
@@ -314,6 +341,7 @@ impl DeviceState {
             failed_polls: 0,
             online: true,
             sent_this_poll: 0,
+            stats: Arc::default(),
         }
     }
 
@@ -402,8 +430,12 @@ impl DeviceState {
                     answered = true;
                     self.decode(&items, &r.items, r.start, &data, at, out);
                     for &i in &r.items {
-                        if self.isolated.remove(&items[i].key) {
-                            info!(device = %self.poll.id, point = %self.point_name(items[i].key), "Modbus point answers again");
+                        let it = items[i];
+                        if self.isolated.remove(&it.key) {
+                            info!(device = %self.poll.id, point = %self.point_name(it.key), "Modbus point answers again");
+                            for reg in it.start as u32..it.start as u32 + it.width as u32 {
+                                self.barriers.remove(&(it.table, reg as u16));
+                            }
                             self.forget_plans();
                         }
                     }
@@ -441,9 +473,13 @@ impl DeviceState {
     {
         Box::pin(async move {
             if group.len() == 1 {
-                let key = items[group[0]].key;
-                self.mark_bad(key, &format!("Modbus exception {code:?}"), at, out);
-                if self.isolated.insert(key) {
+                let it = items[group[0]];
+                self.mark_bad(it.key, &format!("Modbus exception {code:?}"), at, out);
+                if self.isolated.insert(it.key) {
+                    // Merged requests must not read its registers as filler either.
+                    for reg in it.start as u32..it.start as u32 + it.width as u32 {
+                        self.barriers.insert((it.table, reg as u16));
+                    }
                     self.forget_plans();
                 }
                 return Ok(true);
@@ -572,6 +608,7 @@ impl DeviceState {
         let timeout = self.poll.settings.timeout;
         metrics::counter!("caretaker_modbus_requests_total", "device" => self.poll.id.clone())
             .increment(1);
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let res = match table {
             Table::Holding => {
                 tokio::time::timeout(timeout, conn.read_holding_registers(start, count))
@@ -594,6 +631,7 @@ impl DeviceState {
         let msg = match res {
             Ok(Ok(Ok(data))) => return Ok(data),
             Ok(Ok(Err(code))) => {
+                self.stats.exceptions.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("caretaker_modbus_errors_total", "device" => self.poll.id.clone(), "kind" => "exception").increment(1);
                 return Err(ReadError::Exception(code));
             }
@@ -603,6 +641,7 @@ impl DeviceState {
                 table.as_str()
             ),
         };
+        self.stats.link_errors.fetch_add(1, Ordering::Relaxed);
         Err(ReadError::Link(msg))
     }
 
