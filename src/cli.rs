@@ -156,12 +156,18 @@ fn print_modbus(l: &crate::app::Loaded) {
     println!("modbus: {} link(s), {devices} device(s)", links.len());
     for link in &links {
         println!("  {}", link.addr);
-        for (id, unit, poll, profile) in link.devices() {
+        for (id, m, profile) in link.devices() {
             let (best, naive, _) = crate::sources::modbus::requests_per_cycle(profile);
+            let mut every = crate::util::format_duration(m.poll);
+            for (point, d) in &m.point_polls {
+                every.push_str(&format!(
+                    ", {point} every {}",
+                    crate::util::format_duration(*d)
+                ));
+            }
             println!(
-                "    {id} (unit {unit}, {}, every {}): {best} request(s) per cycle ({naive} with one per point)",
-                profile.name,
-                crate::util::format_duration(poll),
+                "    {id} (unit {}, {}, every {every}): {best} request(s) per cycle ({naive} with one per point)",
+                m.unit, profile.name,
             );
         }
     }

@@ -575,7 +575,7 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
     );
     assert!(text.contains("modbus: 1 link(s), 1 device(s)"), "{text}");
     assert!(text.contains(&meter.url()), "{text}");
-    assert!(text.contains("main-meter (unit 1, eastron-sdm630, every 500ms): 4 request(s) per cycle (27 with one per point)"), "{text}");
+    assert!(text.contains("main-meter (unit 1, eastron-sdm630, every 500ms, energy_import every 1s): 4 request(s) per cycle (27 with one per point)"), "{text}");
 
     let daemon = Daemon::start(&cfg, http_port);
     let q = "SELECT last(voltage_l1), last(voltage_l3), last(energy_import), last(energy_total), last(online) FROM electricity WHERE device = 'main-meter'";

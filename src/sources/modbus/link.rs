@@ -122,16 +122,11 @@ impl Link {
         self.devices.len()
     }
 
-    /// `(id, unit, poll, profile)` of each device on the link.
-    pub fn devices(&self) -> impl Iterator<Item = (&str, u8, Duration, &Profile)> {
-        self.devices.iter().map(|d| {
-            (
-                d.poll.id.as_str(),
-                d.poll.settings.unit,
-                d.poll.settings.poll,
-                &*d.poll.profile,
-            )
-        })
+    /// `(id, settings, profile)` of each device on the link.
+    pub fn devices(&self) -> impl Iterator<Item = (&str, &ModbusDevice, &Profile)> {
+        self.devices
+            .iter()
+            .map(|d| (d.poll.id.as_str(), &d.poll.settings, &*d.poll.profile))
     }
 
     /// Polls until `stop`; sends a batch per device poll on `tx`.
