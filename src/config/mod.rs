@@ -516,11 +516,15 @@ impl SiteConfig {
         };
         for key in &unknown {
             // serde_ignored writes `?` for the inside of an Option.
-            let key = key
-                .split('.')
-                .filter(|s| *s != "?")
-                .collect::<Vec<_>>()
-                .join(".");
+            // Array indices come as `devices.0.modbus`; diagnostics (and `locate`) use `devices[0].modbus`.
+            let mut parts: Vec<String> = Vec::new();
+            for seg in key.split('.').filter(|s| *s != "?") {
+                match (seg.parse::<usize>(), parts.last_mut()) {
+                    (Ok(i), Some(prev)) => prev.push_str(&format!("[{i}]")),
+                    _ => parts.push(seg.to_string()),
+                }
+            }
+            let key = parts.join(".");
             let key = &key;
             let leaf = key.rsplit('.').next().unwrap_or(key);
             cx.err(key, format!("unknown key `{leaf}`"));

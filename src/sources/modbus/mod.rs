@@ -279,6 +279,20 @@ modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 3, baud = 19200 }}
         assert!(e.message.contains("devices[2]"), "{e}");
     }
 
+    #[test]
+    fn an_unknown_key_in_a_modbus_table_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("site.toml");
+        std::fs::write(
+            &cfg,
+            "[site]\nname = \"s\"\n[state]\ndir = \"state\"\n\n[[devices]]\nid = \"a\"\nprofile = \"p\"\n\n[[devices]]\nid = \"m\"\nprofile = \"p\"\nmodbus = { url = \"tcp://h\", bauds = 9600 }\n",
+        )
+        .unwrap();
+        let errs = crate::config::SiteConfig::load(&cfg).unwrap_err();
+        let e = find_in(&errs, "devices[1].modbus.bauds");
+        assert_eq!(e.line, Some(13), "{e}");
+    }
+
     fn find_in<'a>(errs: &'a [crate::diag::Diagnostic], key: &str) -> &'a crate::diag::Diagnostic {
         errs.iter()
             .find(|e| e.key == key)
