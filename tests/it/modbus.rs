@@ -622,3 +622,82 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
         1.0
     );
 }
+
+/// A gateway answering exception 0x0B (gateway target device failed to respond) for unit 7. In-process fake,
+/// for fault injection: Debian's pymodbus 3.0 never sends this exception (with `ignore_missing_slaves` off it
+/// still answers nothing), so no real server here can produce it.
+struct GatewayFake;
+
+impl tokio_modbus::server::Service for GatewayFake {
+    type Request = tokio_modbus::SlaveRequest<'static>;
+    type Response = tokio_modbus::Response;
+    type Exception = tokio_modbus::ExceptionCode;
+    type Future = std::future::Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        std::future::ready(match (req.slave, req.request) {
+            (1, tokio_modbus::Request::ReadHoldingRegisters(_, n)) => {
+                Ok(tokio_modbus::Response::ReadHoldingRegisters(vec![
+                    5;
+                    n as usize
+                ]))
+            }
+            (1, _) => Err(tokio_modbus::ExceptionCode::IllegalFunction),
+            _ => Err(tokio_modbus::ExceptionCode::GatewayTargetDevice),
+        })
+    }
+}
+
+/// A gateway saying the device behind it is silent: the device goes offline without any of its registers being
+/// condemned, and the gateway's other unit keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_exception_takes_the_device_offline_without_condemning_registers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio_modbus::server::tcp::Server::new(listener);
+    tokio::spawn(async move {
+        let on_connected = |stream, _addr| async move { Ok(Some((GatewayFake, stream))) };
+        let _ = server.serve(&on_connected, |_err| {}).await;
+    });
+    let p = parse_profile(
+        "two-reg",
+        "schema: 1\nname: two-reg\ncategory: other\npoints:
+  - { name: x, unit: none, kind: gauge, modbus: { table: holding, address: 0 } }
+  - { name: y, unit: none, kind: gauge, modbus: { table: holding, address: 1 } }
+",
+    );
+    let t = |unit: u8| {
+        format!(
+            "url = \"tcp://127.0.0.1:{port}\"\nunit = {unit}\npoll = \"150ms\"\noffline_after = 2"
+        )
+    };
+    let mut polling = Polling::start(&[("here", &p, t(1)), ("behind", &p, t(7))]);
+    let batches = polling.collect(Duration::from_millis(1200)).await;
+    let behind: Vec<_> = batches
+        .iter()
+        .filter(|(m, _)| m.contains_key("behind/online"))
+        .collect();
+    assert!(behind.len() >= 4, "{batches:?}");
+    assert!(
+        behind.iter().all(|(m, _)| m.len() == 1),
+        "no point of `behind` is reported: {behind:?}"
+    );
+    assert_eq!(
+        behind.last().unwrap().0["behind/online"],
+        (0.0, Quality::Good)
+    );
+    let here = batches
+        .iter()
+        .rev()
+        .find(|(m, _)| m.contains_key("here/x"))
+        .unwrap();
+    assert_eq!(good(&here.0, "here/x"), 5.0);
+    assert_eq!(good(&here.0, "here/y"), 5.0);
+    assert_eq!(good(&here.0, "here/online"), 1.0);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        polling.stats[0].link_errors.load(Relaxed),
+        0,
+        "an exception is not a link error"
+    );
+}
