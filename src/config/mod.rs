@@ -533,7 +533,14 @@ impl SiteConfig {
             Ok(r) => r,
             Err(e) => {
                 let msg = e.to_string();
-                let key = key_in_message(&msg).unwrap_or("").to_string();
+                // The config crate writes `devices[0]modbus.unit`; diagnostics use `devices[0].modbus.unit`.
+                let key = key_in_message(&msg)
+                    .unwrap_or("")
+                    .replace("]", "].")
+                    .replace("].[", "][")
+                    .replace("]..", "].")
+                    .trim_end_matches('.')
+                    .to_string();
                 let short = msg.split(" for key `").next().unwrap_or(&msg).to_string();
                 cx.err(&key, short);
                 return Err(cx.errs);

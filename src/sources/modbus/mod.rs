@@ -291,6 +291,12 @@ modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 3, baud = 19200 }}
         let errs = crate::config::SiteConfig::load(&cfg).unwrap_err();
         let e = find_in(&errs, "devices[1].modbus.bauds");
         assert_eq!(e.line, Some(13), "{e}");
+        // A value of the wrong type names the same path.
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, text.replace("bauds = 9600", "unit = 300")).unwrap();
+        let errs = crate::config::SiteConfig::load(&cfg).unwrap_err();
+        let e = find_in(&errs, "devices[1].modbus.unit");
+        assert_eq!(e.line, Some(13), "{e}");
     }
 
     fn find_in<'a>(errs: &'a [crate::diag::Diagnostic], key: &str) -> &'a crate::diag::Diagnostic {
