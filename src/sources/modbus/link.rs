@@ -55,6 +55,8 @@ struct DeviceState {
     barriers: Barriers,
     /// Points that raised an exception: read on their own until they answer again.
     isolated: BTreeSet<u32>,
+    /// Points whose last reading was bad (for logging transitions only).
+    bad: BTreeSet<u32>,
     /// Polls in a row without any answer.
     failed_polls: u32,
     online: bool,
@@ -333,6 +335,7 @@ impl DeviceState {
             items: HashMap::new(),
             barriers: Barriers::new(),
             isolated: BTreeSet::new(),
+            bad: BTreeSet::new(),
             failed_polls: 0,
             online: true,
             sent_this_poll: 0,
@@ -533,7 +536,8 @@ impl DeviceState {
 
     fn mark_bad(&mut self, key: u32, why: &str, at: i64, out: &mut Vec<Reading>) {
         let name = self.point_name(key).to_string();
-        if !self.isolated.contains(&key) {
+        // Logged when a point turns bad, not on every poll while it stays bad (the metric counts each).
+        if self.bad.insert(key) {
             warn!(device = %self.poll.id, point = %name, reason = why, "Modbus point is bad");
         } else {
             debug!(device = %self.poll.id, point = %name, reason = why, "Modbus point still bad");
@@ -577,11 +581,16 @@ impl DeviceState {
                 })
             });
             match value {
-                Ok(v) => out.push(Reading::good(
-                    PointId(self.poll.first_point + it.key),
-                    v,
-                    at,
-                )),
+                Ok(v) => {
+                    if self.bad.remove(&it.key) {
+                        info!(device = %self.poll.id, point = %p.name, "Modbus point is good again");
+                    }
+                    out.push(Reading::good(
+                        PointId(self.poll.first_point + it.key),
+                        v,
+                        at,
+                    ))
+                }
                 Err(e) => self.mark_bad(it.key, &e, at, out),
             }
         }
