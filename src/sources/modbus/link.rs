@@ -32,6 +32,9 @@ use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// Most distinct poll periods one device may have (its `poll` plus per-point overrides).
+pub const MAX_PERIODS: usize = 64;
+
 /// What one poll of one device needs to know, fixed at start-up.
 pub struct DevicePoll {
     pub id: String,
@@ -316,6 +319,8 @@ impl DeviceState {
                     .unwrap_or(poll.settings.poll);
                 Some(match periods.iter().position(|x| *x == d) {
                     Some(i) => i,
+                    // Due periods travel as a u64 mask; `check` refuses more than 64 distinct periods.
+                    None if periods.len() == MAX_PERIODS => 0,
                     None => {
                         periods.push(d);
                         periods.len() - 1
@@ -323,8 +328,6 @@ impl DeviceState {
                 })
             })
             .collect();
-        // 64 distinct periods per device is far beyond any real use; the mask is a u64.
-        periods.truncate(64);
         DeviceState {
             limits: Limits::from_quirks(&poll.profile.modbus),
             poll,

@@ -68,6 +68,20 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
                 }
             }
         }
+        let mut periods: Vec<_> = m.point_polls.values().copied().collect();
+        periods.push(m.poll);
+        periods.sort();
+        periods.dedup();
+        if periods.len() > link::MAX_PERIODS {
+            errs.push(cfg.diag(
+                &key("modbus.points"),
+                format!(
+                    "{} distinct poll periods; at most {} per device",
+                    periods.len(),
+                    link::MAX_PERIODS
+                ),
+            ));
+        }
         if let LinkAddr::Rtu { .. } = &m.link {
             match lines.get(&m.link.key()) {
                 Some((first, other)) if *other != m.link => errs.push(cfg.diag(
