@@ -473,6 +473,9 @@ impl DeviceState {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send + 'a>>
     {
         Box::pin(async move {
+            if device_level(code) {
+                return Ok(true); // about the device, not these registers
+            }
             if group.len() == 1 {
                 let it = items[group[0]];
                 self.mark_bad(it.key, &format!("Modbus exception {code:?}"), at, out);
@@ -483,9 +486,6 @@ impl DeviceState {
                     }
                     self.forget_plans();
                 }
-                return Ok(true);
-            }
-            if device_level(code) {
                 return Ok(true);
             }
             let (left, right) = group.split_at(group.len() / 2);
