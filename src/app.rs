@@ -36,7 +36,10 @@ pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     // Unknown profiles are only meaningful once every profile file loaded.
     let catalog = if profiles_ok {
         match Catalog::from_config(&config, profiles) {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                errs.extend(crate::sources::modbus::check(&config, &c));
+                Some(c)
+            }
             Err(es) => {
                 errs.extend(es);
                 None
@@ -173,6 +176,15 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
                 error!(error = %e, "MQTT source failed");
             }
         }));
+    }
+
+    // Modbus: one task per link (TCP gateway or serial line).
+    {
+        let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+        for link in crate::sources::modbus::build(&config, &cat) {
+            let (tx, stop) = (tx.clone(), source_stop.clone());
+            sources.push(tokio::spawn(link.run(tx, stop)));
+        }
     }
 
     shutdown.cancelled().await;

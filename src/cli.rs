@@ -120,6 +120,7 @@ pub fn check(config: &std::path::Path) -> i32 {
                 }
                 None => println!("subscriptions: 0 (no [mqtt])"),
             }
+            print_modbus(&l);
             match &c.influxdb {
                 Some(i) => println!(
                     "influxdb: {} ({})",
@@ -140,6 +141,34 @@ pub fn check(config: &std::path::Path) -> i32 {
             }
             eprintln!("{} error(s) in {}", errs.len(), config.display());
             1
+        }
+    }
+}
+
+/// The Modbus part of `caretaker check`: links, their devices, and requests per full poll cycle (optimal plan
+/// versus one request per point).
+fn print_modbus(l: &crate::app::Loaded) {
+    let links = {
+        let cat = &l.catalog;
+        crate::sources::modbus::build(&l.config, cat)
+    };
+    let devices: usize = links.iter().map(|k| k.device_count()).sum();
+    println!("modbus: {} link(s), {devices} device(s)", links.len());
+    for link in &links {
+        println!("  {}", link.addr);
+        for (id, m, profile) in link.devices() {
+            let (best, naive, _) = crate::sources::modbus::requests_per_cycle(profile);
+            let mut every = crate::util::format_duration(m.poll);
+            for (point, d) in &m.point_polls {
+                every.push_str(&format!(
+                    ", {point} every {}",
+                    crate::util::format_duration(*d)
+                ));
+            }
+            println!(
+                "    {id} (unit {}, {}, every {every}): {best} request(s) per cycle ({naive} with one per point)",
+                m.unit, profile.name,
+            );
         }
     }
 }

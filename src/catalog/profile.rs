@@ -17,6 +17,10 @@ use std::sync::Arc;
 /// The only profile schema this build reads.
 pub const SCHEMA: u32 = 1;
 
+/// The synthetic point every profile with Modbus points gets: 1 while the device answers polls, 0 once it is
+/// offline. Set by the Modbus source, never read from the device; profiles may not define it themselves.
+pub const ONLINE_POINT: &str = "online";
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProfile {
@@ -282,6 +286,7 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
     if raw.points.is_empty() {
         err(None, "points", "a profile needs at least one point".into());
     }
+    let max_registers = modbus.max_registers_per_request;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut points = Vec::with_capacity(raw.points.len());
     for (i, sp) in raw.points.iter().enumerate() {
@@ -367,6 +372,30 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
                     None
                 }
             });
+        if let (Some(b), Some(m)) = (&p.modbus, &modbus) {
+            let limit = if m.table.is_bits() {
+                None
+            } else {
+                Some(max_registers)
+            };
+            if let Some(limit) = limit.filter(|l| m.width() > *l) {
+                err(
+                    line_of(b),
+                    &key("modbus"),
+                    format!(
+                        "point `{name}` spans {} registers, more than max_registers_per_request {limit}: it could never be read in one request",
+                        m.width()
+                    ),
+                );
+            }
+        }
+        if name == ONLINE_POINT && p.modbus.is_some() {
+            err(
+                line_of(&p.name),
+                &key("name"),
+                format!("`{ONLINE_POINT}` is reserved: Caretaker adds it to every Modbus profile"),
+            );
+        }
         if p.mqtt.is_none() && p.modbus.is_none() {
             err(
                 line,
@@ -389,6 +418,20 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
     }
     if !errs.is_empty() {
         return Err(errs);
+    }
+    if points.iter().any(|p| p.modbus.is_some()) && !points.iter().any(|p| p.name == ONLINE_POINT) {
+        points.push(PointDef {
+            name: ONLINE_POINT.to_string(),
+            unit: Unit::Bool,
+            kind: Kind::Gauge,
+            description: Some("1 while the device answers Modbus polls, 0 once offline".into()),
+            scale: 1.0,
+            offset: 0.0,
+            valid_range: None,
+            mqtt: None,
+            modbus: None,
+            line: 0,
+        });
     }
     Ok(Profile {
         name: raw.name.value,

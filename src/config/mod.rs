@@ -516,11 +516,15 @@ impl SiteConfig {
         };
         for key in &unknown {
             // serde_ignored writes `?` for the inside of an Option.
-            let key = key
-                .split('.')
-                .filter(|s| *s != "?")
-                .collect::<Vec<_>>()
-                .join(".");
+            // Array indices come as `devices.0.modbus`; diagnostics (and `locate`) use `devices[0].modbus`.
+            let mut parts: Vec<String> = Vec::new();
+            for seg in key.split('.').filter(|s| *s != "?") {
+                match (seg.parse::<usize>(), parts.last_mut()) {
+                    (Ok(i), Some(prev)) => prev.push_str(&format!("[{i}]")),
+                    _ => parts.push(seg.to_string()),
+                }
+            }
+            let key = parts.join(".");
             let key = &key;
             let leaf = key.rsplit('.').next().unwrap_or(key);
             cx.err(key, format!("unknown key `{leaf}`"));
@@ -529,7 +533,14 @@ impl SiteConfig {
             Ok(r) => r,
             Err(e) => {
                 let msg = e.to_string();
-                let key = key_in_message(&msg).unwrap_or("").to_string();
+                // The config crate writes `devices[0]modbus.unit`; diagnostics use `devices[0].modbus.unit`.
+                let key = key_in_message(&msg)
+                    .unwrap_or("")
+                    .replace("]", "].")
+                    .replace("].[", "][")
+                    .replace("]..", "].")
+                    .trim_end_matches('.')
+                    .to_string();
                 let short = msg.split(" for key `").next().unwrap_or(&msg).to_string();
                 cx.err(&key, short);
                 return Err(cx.errs);
@@ -617,6 +628,13 @@ impl SiteConfig {
                         &format!("devices[{i}].location.{k}"),
                         format!("`{k}` is a tag Caretaker sets itself"),
                     );
+                }
+            }
+            if let Some(m) = &d.modbus {
+                if let Err(es) = crate::sources::modbus::config::validate(m) {
+                    for (k, msg) in es {
+                        cx.err(&format!("devices[{i}].{k}"), msg);
+                    }
                 }
             }
             devices.push(DeviceConfig {

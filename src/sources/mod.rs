@@ -1,3 +1,4 @@
 //! Sources produce batches of readings and nothing else: they never know about rules or sinks.
 
+pub mod modbus;
 pub mod mqtt;
