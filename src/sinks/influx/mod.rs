@@ -7,6 +7,7 @@
 
 pub mod encode;
 pub mod queue;
+pub mod spool;
 pub mod writer;
 
 use crate::telemetry::Health;
