@@ -1174,7 +1174,7 @@ mod tests {
         }
         let files = segment_files(dir.path());
         assert!(files.len() >= 3);
-        let rec_len = (REC_HEADER + chunk(0, 2).body.len()) as usize;
+        let rec_len = REC_HEADER + chunk(0, 2).body.len();
         let per_seg =
             (std::fs::metadata(&files[0]).unwrap().len() as usize - HEADER as usize) / rec_len;
         // Flip one body byte of the second record of the first segment.
