@@ -66,7 +66,7 @@ pub fn publish_spool(spool: &Spool, health: &Health) {
     });
 }
 
-/// Samples every `every` until `stop`; logs progress while the oldest unsent reading is older than
+/// Samples every `every` until `stop` (the spool's health every second); logs progress while the oldest unsent reading is older than
 /// `behind_after`.
 pub async fn run(
     queue: Arc<dyn ChunkQueue>,
@@ -81,11 +81,21 @@ pub async fn run(
     let mut last_written = health.readings_written.load(Ordering::Relaxed);
     // Start of the current episode of being behind, and the written counter then.
     let mut behind: Option<(Instant, u64)> = None;
+    // Health and gauges refresh every second; rates and progress lines every `every`.
+    let tick = every.min(Duration::from_secs(1));
+    let mut next_report = Instant::now() + every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = stop.cancelled() => return,
         }
+        if let Some(s) = &spool {
+            publish_spool(s, &health);
+        }
+        if Instant::now() < next_report {
+            continue;
+        }
+        next_report += every;
         let st = queue.stats();
         let written = health.readings_written.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -101,9 +111,6 @@ pub async fn run(
         metrics::gauge!("caretaker_influx_catch_up_seconds").set(p.eta_seconds.unwrap_or(-1.0));
         *health.drain_rate.lock().unwrap_or_else(|e| e.into_inner()) =
             (p.drain_rate, p.eta_seconds);
-        if let Some(s) = &spool {
-            publish_spool(s, &health);
-        }
         let age = st
             .oldest_ms
             .map(|o| (crate::util::now_ns() / 1_000_000 - o).max(0) as u64)

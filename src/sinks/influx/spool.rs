@@ -855,7 +855,12 @@ impl ChunkQueue for Spool {
                             max_bytes = opts.max_bytes,
                             queued_readings = st.live.readings,
                             policy = opts.when_full.as_str(),
-                            "spool full: sources wait; MQTT messages stay with the broker until InfluxDB takes the backlog"
+                            "spool full{}: sources wait; MQTT messages stay with the broker until InfluxDB takes the backlog",
+                            if opts.when_full == WhenFull::DropOldest {
+                                " and all of it is being sent (nothing left to drop)"
+                            } else {
+                                ""
+                            }
                         );
                     }
                     return Err(chunk);
@@ -988,6 +993,10 @@ impl ChunkQueue for Spool {
     }
     fn durable(&self) -> bool {
         true
+    }
+    fn max_chunk_bytes(&self) -> usize {
+        // One chunk fits in one segment, so `drop_oldest` can always make room for it by dropping segments.
+        (self.inner.opts.segment_bytes - HEADER) as usize - REC_HEADER
     }
 }
 
