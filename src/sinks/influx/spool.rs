@@ -240,17 +240,18 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
 
-fn encode_record(chunk: &Chunk) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(REC_HEADER + chunk.body.len());
-    rec.extend_from_slice(&(chunk.body.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&[0; 4]);
-    rec.extend_from_slice(&chunk.lines.to_le_bytes());
-    rec.extend_from_slice(&chunk.readings.to_le_bytes());
-    rec.extend_from_slice(&chunk.created_ms.to_le_bytes());
-    rec.extend_from_slice(&chunk.body);
-    let crc = crc32fast::hash(&rec[8..]);
-    rec[4..8].copy_from_slice(&crc.to_le_bytes());
-    rec
+/// The 24-byte record header of `chunk` (the body is written right after it, not copied).
+fn record_header(chunk: &Chunk) -> [u8; REC_HEADER] {
+    let mut h = [0u8; REC_HEADER];
+    h[0..4].copy_from_slice(&(chunk.body.len() as u32).to_le_bytes());
+    h[8..12].copy_from_slice(&chunk.lines.to_le_bytes());
+    h[12..16].copy_from_slice(&chunk.readings.to_le_bytes());
+    h[16..24].copy_from_slice(&chunk.created_ms.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h[8..]);
+    crc.update(&chunk.body);
+    h[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    h
 }
 
 /// Why a record could not be read.
@@ -834,8 +835,8 @@ impl ChunkQueue for Spool {
         let inner = &*self.inner;
         let opts = &inner.opts;
         let mut st = inner.lock();
-        let rec = encode_record(&chunk);
-        let len = rec.len() as u64;
+        let header = record_header(&chunk);
+        let len = (REC_HEADER + chunk.body.len()) as u64;
         let created = chunk.created_ms;
         if st.disk_bytes + len > opts.max_bytes {
             // Reclaim acknowledged space first: the active segment may hold only acknowledged records.
@@ -881,7 +882,17 @@ impl ChunkQueue for Spool {
             return self.write_failed(st, chunk, &e);
         }
         let active = st.segments.back_mut().unwrap();
-        if let Err(e) = active.file.write_all_at(&rec, active.size) {
+        // Header and body in two writes rather than one copied buffer; a crash between them leaves a short
+        // record, which start-up cuts off like any torn write (the chunk was not acknowledged).
+        if let Err(e) = active
+            .file
+            .write_all_at(&header, active.size)
+            .and_then(|()| {
+                active
+                    .file
+                    .write_all_at(&chunk.body, active.size + REC_HEADER as u64)
+            })
+        {
             return self.write_failed(st, chunk, &e);
         }
         if opts.fsync_interval.is_zero()
@@ -1313,6 +1324,40 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(drain(&q).last(), Some(&i));
+    }
+
+    #[test]
+    fn a_lost_cursor_replays_rather_than_loses() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+            for i in 0..10 {
+                q.try_push(chunk(i, 2)).unwrap();
+            }
+            let p = q.peek(6);
+            q.commit(p.len());
+        }
+        std::fs::remove_file(dir.path().join(CURSOR_FILE)).unwrap();
+        // Chunks 0..3 were acknowledged but share a segment with the rest: sent again, none lost.
+        let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        assert_eq!(rec.chunks, 10);
+        assert_eq!(drain(&q), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_segment_without_a_complete_header_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+            q.try_push(chunk(1, 2)).unwrap();
+        }
+        // A crash right after creating the next segment.
+        std::fs::write(seg_path(dir.path(), 99), b"CTSP").unwrap();
+        let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        assert_eq!((rec.chunks, rec.corrupt_bytes), (1, 4));
+        assert!(!seg_path(dir.path(), 99).exists());
+        q.try_push(chunk(2, 2)).unwrap();
+        assert_eq!(drain(&q), [1, 2]);
     }
 
     #[test]
