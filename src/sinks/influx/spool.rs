@@ -9,10 +9,11 @@
 //!   point per (series, timestamp), so the replay is harmless.
 //!
 //! Invariants:
-//! - Append only. [`ChunkQueue::try_push`] writes the whole record (one `pwrite`) before it returns, so the
-//!   pipeline acknowledges an MQTT message only once its readings are in the kernel's page cache: a crash of the
-//!   process loses nothing. `fsync` runs every `fsync_interval` on a background thread (and when a segment is
-//!   sealed); a power loss can lose at most that window. `fsync_interval = 0` syncs before every push returns.
+//! - Append only. [`ChunkQueue::try_push`] writes the whole record (header, then body) before it returns, so
+//!   the pipeline acknowledges an MQTT message only once its readings are in the kernel's page cache: a crash of
+//!   the process loses nothing. A background thread flushes (`fdatasync`) every `fsync_interval` whatever was
+//!   written since, sealed segments included; a power loss can lose at most that window. `fsync_interval = 0`
+//!   flushes before every push returns.
 //! - Segment files are deleted whole, only once every record in them was acknowledged by InfluxDB (or dropped by
 //!   `when_full = "drop_oldest"`, which counts and logs every reading it drops).
 //! - Replay is oldest first, in write order. Records in flight (peeked by the writer, not yet committed) are
@@ -217,6 +218,8 @@ struct State {
     disk_bytes: u64,
     next_id: u64,
     dirty: bool,
+    /// Sealed segments with writes not yet flushed (the fsync thread flushes them on its next round).
+    unsynced: Vec<Arc<File>>,
     blocked_since: Option<Instant>,
     write_failed: bool,
     dropped: Counts,
@@ -406,6 +409,7 @@ impl Spool {
             disk_bytes,
             next_id,
             dirty: false,
+            unsynced: Vec::new(),
             blocked_since: None,
             write_failed: false,
             dropped: Counts::default(),
@@ -539,17 +543,13 @@ impl Spool {
         &self.inner.opts
     }
 
-    /// Flushes the active segment to disk now.
+    /// Flushes everything written so far to disk now.
     pub fn sync(&self) -> io::Result<()> {
-        let file = {
-            let mut st = self.inner.lock();
-            st.dirty = false;
-            st.segments.back().map(|s| s.file.clone())
-        };
-        match file {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
+        let files = self.inner.lock().take_unsynced();
+        for f in files {
+            f.sync_data()?;
         }
+        Ok(())
     }
 
     pub fn spool_stats(&self) -> SpoolStats {
@@ -576,23 +576,17 @@ fn fsync_loop(weak: Weak<Inner>, every: Duration) {
     loop {
         std::thread::sleep(every);
         let Some(inner) = weak.upgrade() else { return };
-        let (file, retry) = {
+        let (files, retry) = {
             let mut st = inner.lock();
-            let f = if st.dirty {
-                st.dirty = false;
-                st.segments.back().map(|s| s.file.clone())
-            } else {
-                None
-            };
-            (f, st.write_failed)
+            (st.take_unsynced(), st.write_failed)
         };
-        if let Some(f) = file
-            && let Err(e) = f.sync_data()
-        {
-            error!(error = %e, "spool fsync failed");
-            metrics::counter!("caretaker_errors_total", "stage" => "spool", "class" => "fsync")
-                .increment(1);
-            inner.lock().dirty = true;
+        for f in files {
+            if let Err(e) = f.sync_data() {
+                error!(error = %e, "spool fsync failed; retrying");
+                metrics::counter!("caretaker_errors_total", "stage" => "spool", "class" => "fsync")
+                    .increment(1);
+                inner.lock().unsynced.push(f);
+            }
         }
         if retry {
             // A failed write returned the chunk to the producer as if the spool were full; let it try again.
@@ -794,12 +788,23 @@ impl State {
         self.oldest_ms = self.mem.front().map(|e| e.chunk.created_ms);
     }
 
-    /// Seals the active segment (fsync) and starts a new one.
+    /// Files with writes not yet flushed: sealed segments, and the active one when dirty.
+    fn take_unsynced(&mut self) -> Vec<Arc<File>> {
+        let mut files = std::mem::take(&mut self.unsynced);
+        if self.dirty {
+            self.dirty = false;
+            files.extend(self.segments.back().map(|s| s.file.clone()));
+        }
+        files
+    }
+
+    /// Seals the active segment (its flush goes to the fsync thread) and starts a new one.
     fn rotate(&mut self, dir: &Path) -> io::Result<()> {
         if let Some(s) = self.segments.back()
             && self.dirty
         {
-            s.file.sync_data()?;
+            self.unsynced.push(s.file.clone());
+            self.dirty = false;
         }
         let id = self.next_id;
         let path = seg_path(dir, id);
