@@ -6,6 +6,7 @@ use crate::config::SiteConfig;
 use crate::diag::Diagnostic;
 use crate::pipeline::{Batch, Pipeline};
 use crate::sinks::influx::queue::{ChunkQueue, MemQueue};
+use crate::sinks::influx::spool::{Spool, SpoolOptions};
 use crate::sinks::influx::writer::HttpWriter;
 use crate::sinks::influx::{WriterLoop, WriterSettings};
 use crate::sources::mqtt::MqttSource;
@@ -72,6 +73,30 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
     run_until(loaded, shutdown).await
 }
 
+/// Opens the spool under `[state] dir`, recovering what the last run left unsent.
+fn open_spool(
+    config: &SiteConfig,
+    influx: &crate::config::InfluxConfig,
+) -> Result<Arc<Spool>, crate::sinks::influx::spool::SpoolError> {
+    let opts = SpoolOptions::new(
+        config.state_dir.join("spool"),
+        influx.spool_max_bytes,
+        influx.when_full,
+        influx.fsync_interval,
+    );
+    let (spool, rec) = Spool::open(opts)?;
+    info!(
+        dir = %spool.dir().display(),
+        max_bytes = influx.spool_max_bytes,
+        when_full = influx.when_full.as_str(),
+        fsync_interval = ?influx.fsync_interval,
+        recovered_readings = rec.readings,
+        corrupt_bytes_skipped = rec.corrupt_bytes,
+        "spooling readings to disk before InfluxDB"
+    );
+    Ok(spool)
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -120,12 +145,35 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
     // InfluxDB: queue + writer.
     let writer_drain = CancellationToken::new();
     let writer_hard = CancellationToken::new();
+    let reporter_stop = CancellationToken::new();
+    let mut spool: Option<Arc<Spool>> = None;
     let (queue, writer_task) = match &config.influxdb {
         Some(influx) => {
             health
                 .influx_configured
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            let queue: Arc<dyn ChunkQueue> = Arc::new(MemQueue::new(influx.queue_max_bytes));
+            let queue: Arc<dyn ChunkQueue> = match open_spool(&config, influx) {
+                Ok(s) => {
+                    crate::sinks::influx::catchup::publish_spool(&s, &health);
+                    spool = Some(s.clone());
+                    s
+                }
+                Err(e) => {
+                    error!(error = %e, queue_max_bytes = influx.queue_max_bytes,
+                        "cannot open the spool: readings wait in memory only and are lost if the process stops while InfluxDB is unreachable");
+                    *health.spool_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(e.to_string());
+                    Arc::new(MemQueue::new(influx.queue_max_bytes))
+                }
+            };
+            tokio::spawn(crate::sinks::influx::catchup::run(
+                queue.clone(),
+                spool.clone(),
+                health.clone(),
+                Duration::from_secs(5),
+                influx.flush_interval + Duration::from_secs(10),
+                reporter_stop.clone(),
+            ));
             let writer = HttpWriter::new(influx)?;
             info!(endpoint = %writer.endpoint(), "writing to InfluxDB");
             let settings = WriterSettings {
@@ -227,9 +275,20 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
                         readings = st.readings,
                         "InfluxDB unreachable at shutdown: queued readings are lost (no spool)"
                     );
+                } else if st.readings > 0 {
+                    warn!(
+                        readings = st.readings,
+                        "InfluxDB unreachable at shutdown: unsent readings stay in the spool and are sent after the next start"
+                    );
                 }
             }
         }
+    }
+    reporter_stop.cancel();
+    if let Some(s) = &spool
+        && let Err(e) = s.sync()
+    {
+        error!(error = %e, "spool fsync at shutdown failed");
     }
     http_stop.cancel();
     info!("caretaker stopped");

@@ -63,9 +63,14 @@ impl Pipeline {
     pub async fn run(mut self) {
         let mut encoder = Encoder::new();
         let mut acks: Vec<Ack> = Vec::new();
+        let max_bytes = self
+            .queue
+            .as_ref()
+            .map(|q| q.max_chunk_bytes())
+            .unwrap_or(usize::MAX);
         while let Some(first) = self.rx.recv().await {
             self.handle(first, &mut encoder, &mut acks);
-            while encoder.lines < self.chunk_lines {
+            while encoder.lines < self.chunk_lines && encoder.buf.len() < max_bytes {
                 match self.rx.try_recv() {
                     Ok(b) => self.handle(b, &mut encoder, &mut acks),
                     Err(_) => break,

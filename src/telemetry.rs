@@ -89,6 +89,30 @@ pub struct Health {
     pub queue_readings: AtomicU64,
     pub queue_oldest_ms: AtomicI64,
     pub started_ms: AtomicI64,
+    /// Readings InfluxDB acknowledged (for the catch-up rate).
+    pub readings_written: AtomicU64,
+    /// Failed InfluxDB writes by class (`network`, `server`, `rejected`, ...).
+    pub write_errors: Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// The spool, once opened (`None`: no InfluxDB, or it could not be opened).
+    pub spool: Mutex<Option<SpoolHealth>>,
+    /// Why the spool could not be opened (readings then wait in memory only).
+    pub spool_error: Mutex<Option<String>>,
+    /// Catch-up figures: readings/s written and seconds to an empty backlog (`None`: not shrinking).
+    pub drain_rate: Mutex<(f64, Option<f64>)>,
+}
+
+/// The spool's part of `/health`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SpoolHealth {
+    pub dir: String,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub segments: u64,
+    pub when_full: &'static str,
+    pub fsync_interval_ms: u64,
+    pub dropped_readings: u64,
+    pub corrupt_bytes: u64,
+    pub blocked: bool,
 }
 
 impl Health {
@@ -113,6 +137,19 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
     }
 
+    pub fn write_error(&self, class: &'static str) {
+        *self
+            .write_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(class)
+            .or_default() += 1;
+    }
+
+    pub fn set_spool(&self, s: SpoolHealth) {
+        *self.spool.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+
     pub fn set_queue(&self, st: &QueueStats) {
         self.queue_bytes.store(st.bytes, Ordering::Relaxed);
         self.queue_readings.store(st.readings, Ordering::Relaxed);
@@ -134,7 +171,19 @@ impl Health {
             || self.mqtt_connected.load(Ordering::Relaxed);
         let influx_ok = !self.influx_failing.load(Ordering::Relaxed);
         let oldest = self.queue_oldest_ms.load(Ordering::Relaxed);
-        let ok = mqtt_ok && influx_ok;
+        let spool_error = self
+            .spool_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let ok = mqtt_ok && influx_ok && spool_error.is_none();
+        let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (drain_rate, eta) = *self.drain_rate.lock().unwrap_or_else(|e| e.into_inner());
+        let write_errors = self
+            .write_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let doc = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "site": site,
@@ -153,6 +202,17 @@ impl Health {
                 "queued_bytes": self.queue_bytes.load(Ordering::Relaxed),
                 "queued_readings": self.queue_readings.load(Ordering::Relaxed),
                 "oldest_unsent_seconds": if oldest > 0 { (now - oldest).max(0) as f64 / 1000.0 } else { 0.0 },
+                "write_errors": write_errors,
+                "drain_readings_per_second": drain_rate,
+                "catch_up_eta_seconds": eta,
+            },
+            "spool": match (&spool, &spool_error) {
+                (Some(s), _) => serde_json::json!({ "durable": true, "dir": s.dir, "bytes": s.bytes,
+                    "max_bytes": s.max_bytes, "segments": s.segments, "when_full": s.when_full,
+                    "fsync_interval_ms": s.fsync_interval_ms, "dropped_readings": s.dropped_readings,
+                    "corrupt_bytes": s.corrupt_bytes, "blocked": s.blocked }),
+                (None, Some(e)) => serde_json::json!({ "durable": false, "error": e }),
+                (None, None) => serde_json::Value::Null,
             },
         });
         (ok, doc)

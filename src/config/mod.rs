@@ -122,6 +122,12 @@ struct RawInflux {
     max_retry_backoff: Option<String>,
     #[serde(default)]
     queue_max_bytes: Option<u64>,
+    #[serde(default)]
+    spool_max_bytes: Option<u64>,
+    #[serde(default)]
+    when_full: Option<String>,
+    #[serde(default)]
+    fsync_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,8 +363,21 @@ pub struct InfluxConfig {
     pub gzip: bool,
     pub max_retry_backoff: Duration,
     /// Bytes of encoded lines held in memory while InfluxDB is slow or down; sources block beyond it.
+    /// Used only when the spool cannot be opened.
     pub queue_max_bytes: u64,
+    /// Disk budget of the spool (`<[state] dir>/spool`).
+    pub spool_max_bytes: u64,
+    /// What a full spool does.
+    pub when_full: crate::sinks::influx::spool::WhenFull,
+    /// How often spooled data is flushed to disk (0 = before every acknowledgement).
+    pub fsync_interval: Duration,
 }
+
+/// Default spool budget: a day of a mid-size site (5,000 points read every 30 s = 14.4 million readings a day,
+/// at about 70 bytes of line protocol each, is about 1 GB). See docs/spool.md.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Smallest spool budget accepted (16 segments of 4 KiB).
+pub const MIN_SPOOL_MAX_BYTES: u64 = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -858,6 +877,29 @@ impl SiteConfig {
                 Duration::from_secs(30),
             ),
             queue_max_bytes: i.queue_max_bytes.unwrap_or(64 * 1024 * 1024),
+            spool_max_bytes: match i.spool_max_bytes {
+                None => DEFAULT_SPOOL_MAX_BYTES,
+                Some(n) if n < MIN_SPOOL_MAX_BYTES => {
+                    cx.err(
+                        "influxdb.spool_max_bytes",
+                        format!("{n} is too small; at least {MIN_SPOOL_MAX_BYTES} (64 KiB)"),
+                    );
+                    MIN_SPOOL_MAX_BYTES
+                }
+                Some(n) => n,
+            },
+            when_full: match i.when_full.as_deref() {
+                None => crate::sinks::influx::spool::WhenFull::Block,
+                Some(s) => crate::sinks::influx::spool::WhenFull::parse(s).unwrap_or_else(|e| {
+                    cx.err("influxdb.when_full", e);
+                    crate::sinks::influx::spool::WhenFull::Block
+                }),
+            },
+            fsync_interval: cx.duration(
+                "influxdb.fsync_interval",
+                &i.fsync_interval,
+                Duration::from_secs(1),
+            ),
         }
     }
 
@@ -931,5 +973,43 @@ mod tests {
         assert_eq!(split_host_port("h", 5).unwrap(), ("h".into(), 5));
         assert_eq!(split_host_port("[::1]:7", 5).unwrap(), ("::1".into(), 7));
         assert!(split_host_port("h:x", 5).is_err());
+    }
+
+    #[test]
+    fn spool_keys_have_defaults_and_name_their_line_when_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[site]\nname = \"s\"\n[state]\ndir = \"state\"\n[influxdb]\nurl = \"http://127.0.0.1:1\"\napi = \"v1\"\ndatabase = \"x\"\n";
+        let f = dir.path().join("a.toml");
+        std::fs::write(&f, base).unwrap();
+        let c = SiteConfig::load(&f).unwrap();
+        let i = c.influxdb.unwrap();
+        assert_eq!(i.spool_max_bytes, DEFAULT_SPOOL_MAX_BYTES);
+        assert_eq!(i.when_full, crate::sinks::influx::spool::WhenFull::Block);
+        assert_eq!(i.fsync_interval, Duration::from_secs(1));
+        std::fs::write(
+            &f,
+            format!("{base}spool_max_bytes = 1048576\nwhen_full = \"drop_oldest\"\nfsync_interval = \"250ms\"\n"),
+        )
+        .unwrap();
+        let i = SiteConfig::load(&f).unwrap().influxdb.unwrap();
+        assert_eq!(i.spool_max_bytes, 1 << 20);
+        assert_eq!(
+            i.when_full,
+            crate::sinks::influx::spool::WhenFull::DropOldest
+        );
+        assert_eq!(i.fsync_interval, Duration::from_millis(250));
+        std::fs::write(
+            &f,
+            format!("{base}spool_max_bytes = 10\nwhen_full = \"drop_newest\"\n"),
+        )
+        .unwrap();
+        let errs = SiteConfig::load(&f).unwrap_err();
+        let keys: Vec<_> = errs.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(
+            keys.contains(&("influxdb.spool_max_bytes", Some(9))),
+            "{errs:?}"
+        );
+        assert!(keys.contains(&("influxdb.when_full", Some(10))), "{errs:?}");
+        assert!(errs.iter().any(|e| e.message.contains("drop_oldest")));
     }
 }

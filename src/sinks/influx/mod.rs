@@ -5,8 +5,10 @@
 //! the server refuses as data, counting every dropped reading. It commits chunks only after InfluxDB answered,
 //! so a queue that survives restarts (the spool) replays whatever was in flight.
 
+pub mod catchup;
 pub mod encode;
 pub mod queue;
+pub mod spool;
 pub mod writer;
 
 use crate::telemetry::Health;
@@ -130,6 +132,9 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
                 match result {
                     Ok(()) => {
                         metrics::counter!("caretaker_readings_written_total").increment(readings);
+                        self.health
+                            .readings_written
+                            .fetch_add(readings, std::sync::atomic::Ordering::Relaxed);
                         self.health.influx_ok();
                         if backoff.attempts() > 0 {
                             info!(
@@ -148,6 +153,7 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
                             "InfluxDB refused the batch as too large (413); splitting it"
                         );
                         metrics::counter!("caretaker_errors_total", "stage" => "influx", "class" => "too_large").increment(1);
+                        self.health.write_error("too_large");
                         pending.push((b.to_vec(), readings.saturating_sub(ra)));
                         pending.push((a.to_vec(), ra));
                         break;
@@ -159,12 +165,14 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
                         .into_owned();
                         error!(error = %e, readings, first_line = %sample, "InfluxDB rejected a batch; its readings are dropped");
                         metrics::counter!("caretaker_errors_total", "stage" => "influx", "class" => e.class()).increment(1);
+                        self.health.write_error(e.class());
                         metrics::counter!("caretaker_readings_dropped_total", "stage" => "influx", "reason" => "rejected")
                             .increment(readings);
                         break;
                     }
                     Err(e @ WriteError::Retry { .. }) => {
                         metrics::counter!("caretaker_errors_total", "stage" => "influx", "class" => e.class()).increment(1);
+                        self.health.write_error(e.class());
                         self.health.influx_failed(&e.to_string());
                         let WriteError::Retry {
                             retry_after, class, ..

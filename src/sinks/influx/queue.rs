@@ -45,6 +45,10 @@ pub trait ChunkQueue: Send + Sync + 'static {
     fn notify_space(&self) -> &Notify;
     /// Whether queued data survives a crash (for logs and health).
     fn durable(&self) -> bool;
+    /// Largest chunk the producer should build (it may still push a bigger one when a single batch is bigger).
+    fn max_chunk_bytes(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Pushes a chunk, waiting for space while the queue is full.
