@@ -15,8 +15,10 @@
 //! Who talks to it: the rules stage (alarm transitions, through a channel to the store thread), the CLI
 //! (`caretaker work-orders ...`, directly on the file), the delivery workers (their own connections).
 
+pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod service;
 pub mod store;
 
 pub use config::{TargetConfig, TargetKind, WorkOrdersConfig};
