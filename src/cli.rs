@@ -143,6 +143,15 @@ pub fn check(config: &std::path::Path) -> i32 {
                 l.rules.len(),
                 c.rule_dirs.len()
             );
+            for r in l.rules.dormant(&l.catalog.profiles) {
+                println!(
+                    "  dormant: {} ({}:{}): no profile of this site has point `{}` for its applies_to",
+                    r.name,
+                    r.file.display(),
+                    r.line,
+                    r.point.as_deref().unwrap_or("-")
+                );
+            }
             println!(
                 "work-order targets: {}",
                 if c.work_orders.targets.is_empty() {

@@ -257,7 +257,10 @@ impl Engine {
             Condition::Below(_) | Condition::FallsBy { .. } => Worse::Lower,
             _ => Worse::None,
         };
-        let windowed = matches!(when, Condition::RisesBy { .. } | Condition::FallsBy { .. });
+        let windowed = matches!(
+            when,
+            Condition::RisesBy { .. } | Condition::FallsBy { .. } | Condition::Cycles { .. }
+        );
         self.instances.push(Instance {
             rule: r,
             device,
@@ -361,6 +364,18 @@ impl Engine {
                     let hi = w.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
                     hi - v >= by
                 }
+            }
+            Condition::Cycles { max, within_ns } => {
+                let w = st.window.get_or_insert_with(Default::default);
+                let on = v > 0.5;
+                if on && st.ref_value.is_finite() && st.ref_value <= 0.5 {
+                    w.push_back((at, v));
+                }
+                st.ref_value = v;
+                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
+                    w.pop_front();
+                }
+                w.len() > max as usize
             }
             // A reading arrived: whatever was stale is not.
             Condition::Stale { .. } => false,
@@ -698,6 +713,19 @@ mod tests {
         let (cat, mut e) = setup(&rule("{ flatline: 1h, tolerance: 0.01 }", ""));
         let out = feed(&mut e, &cat, "ahu-1", &[(0, 20.0), (1800, 20.005), (3600, 20.0), (3700, 20.5)]);
         assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 3600), (TransitionKind::Cleared, 3700)]);
+    }
+
+    #[test]
+    fn short_cycling_counts_starts_in_the_window() {
+        let (cat, mut e) = setup(&rule("{ cycles: 2, within: 1h }", ""));
+        // Starts at 100, 700, 1300 (3 in an hour > 2): raised at the third; an hour later they age out.
+        let s: Vec<(i64, f64)> = [(0, 0.0), (100, 1.0), (400, 0.0), (700, 1.0), (1000, 0.0), (1300, 1.0), (1350, 1.0), (5000, 1.0)]
+            .into_iter()
+            .map(|(t, v)| (t, v))
+            .collect();
+        let out = feed(&mut e, &cat, "ahu-1", &s);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 1300), (TransitionKind::Cleared, 5000)]);
+        assert_eq!(out[0].value, 1.0);
     }
 
     #[test]

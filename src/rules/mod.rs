@@ -85,6 +85,8 @@ struct RawCondition {
     #[serde(default)]
     within: Option<String>,
     #[serde(default)]
+    cycles: Option<u32>,
+    #[serde(default)]
     stale: Option<String>,
     #[serde(default)]
     flatline: Option<String>,
@@ -207,6 +209,8 @@ pub enum Condition {
     RisesBy { by: f64, within_ns: i64 },
     /// The value fell by at least `by` below the highest value of the last `within_ns`.
     FallsBy { by: f64, within_ns: i64 },
+    /// More than `max` starts (the value going from off, <= 0.5, to on) within `within_ns`: short cycling.
+    Cycles { max: u32, within_ns: i64 },
     /// No good reading for this long (also for devices that never reported since start).
     Stale { after_ns: i64 },
     /// The value stayed within `tolerance` of itself for this long (a stuck sensor).
@@ -231,6 +235,24 @@ impl Condition {
                 | Self::RisesBy { .. }
                 | Self::FallsBy { .. }
         )
+    }
+
+    /// The condition's keyword in rule files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Above(_) => "above",
+            Self::Below(_) => "below",
+            Self::Outside(..) => "outside",
+            Self::Inside(..) => "inside",
+            Self::RisesBy { .. } => "rises_by",
+            Self::FallsBy { .. } => "falls_by",
+            Self::Cycles { .. } => "cycles",
+            Self::Stale { .. } => "stale",
+            Self::Flatline { .. } => "flatline",
+            Self::Offline => "offline",
+            Self::CounterStalled { .. } => "counter_stalled",
+            Self::Signal { .. } => "signal",
+        }
     }
 
     /// The same condition with thresholds converted by `v * factor + offset` (deltas by `factor` only).
@@ -348,6 +370,15 @@ impl RuleSet {
     }
     pub fn by_name(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// Rules that no profile of the site can meet (selected by category or location, the point in no profile).
+    pub fn dormant<'a>(&'a self, profiles: &'a Profiles) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules.iter().filter(move |r| {
+            !profiles.values().any(|p| {
+                r.applies_to.matches_profile(p) && r.point.as_ref().is_none_or(|pt| p.point_index(pt).is_some())
+            })
+        })
     }
 }
 
@@ -500,11 +531,21 @@ fn condition(
             ));
         }
     }
-    if c.within.is_some() && c.rises_by.is_none() && c.falls_by.is_none() {
+    if let Some(max) = c.cycles {
+        let within_ns = match &c.within {
+            Some(w) => dur(e, "within", w),
+            None => {
+                e.push(line, format!("{key}.within"), "`cycles` needs `within` (e.g. `within: 1h`)");
+                0
+            }
+        };
+        found.push(("cycles", Condition::Cycles { max, within_ns }));
+    }
+    if c.within.is_some() && c.rises_by.is_none() && c.falls_by.is_none() && c.cycles.is_none() {
         e.push(
             line,
             format!("{key}.within"),
-            "`within` belongs to `rises_by` or `falls_by`",
+            "`within` belongs to `rises_by`, `falls_by` or `cycles`",
         );
     }
     if let Some(s) = &c.stale {
@@ -613,8 +654,8 @@ fn condition(
             e.push(
                 line,
                 key.to_string(),
-                "no condition: give one of above, below, outside, inside, rises_by, falls_by, stale, flatline, \
-                 offline, counter_stalled, anomaly, equipment_anomaly, forecast, energy",
+                "no condition: give one of above, below, outside, inside, rises_by, falls_by, cycles, stale, \
+                 flatline, offline, counter_stalled, anomaly, equipment_anomaly, forecast, energy",
             );
             None
         }
@@ -747,21 +788,20 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
                 k("point"),
                 "missing `point`: which point does the rule watch?",
             ),
-            (Some(p), _) if candidates.is_empty() && a.profile.as_ref().is_none_or(|p| cx.profiles.contains_key(p)) => {
-                e.push(
-                    line_of(p),
-                    k("applies_to"),
-                    "no profile matches applies_to, so the rule can never fire",
-                );
-            }
+            // Selected by category/location with no such profile yet: dormant, not wrong (`check` lists it).
+            (Some(_), _) if candidates.is_empty() => {}
             (Some(p), _) => {
                 let with_point: Vec<&&Profile> = candidates
                     .iter()
                     .filter(|pr| pr.point_index(&p.value).is_some())
                     .collect();
-                if with_point.is_empty() && !candidates.is_empty() {
-                    let all = candidates.iter().flat_map(|pr| pr.points.iter().map(|x| x.name.as_str()));
-                    let hint = did_you_mean(&p.value, all)
+                let all = candidates.iter().flat_map(|pr| pr.points.iter().map(|x| x.name.as_str()));
+                let typo = did_you_mean(&p.value, all);
+                // A rule naming its profile (or device) must name one of its points. A rule for a whole category
+                // applies to the devices that have the point; only a near miss of an existing name is an error.
+                let exact = a.profile.is_some() || device_profile.is_some();
+                if with_point.is_empty() && (exact || typo.is_some()) {
+                    let hint = typo
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
                     let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
