@@ -3,4 +3,5 @@
 
 mod check_cli;
 mod mqtt_influx;
+mod rules;
 mod support;
