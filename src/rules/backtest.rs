@@ -24,7 +24,11 @@ pub struct BacktestArgs {
     #[arg(long, short)]
     pub config: PathBuf,
     /// History CSV (`timestamp,device,point,value`).
-    #[arg(long, conflicts_with = "from_influx", required_unless_present = "from_influx")]
+    #[arg(
+        long,
+        conflicts_with = "from_influx",
+        required_unless_present = "from_influx"
+    )]
     pub input: Option<PathBuf>,
     /// Read history from the site's InfluxDB (v1 API) between --from and --to.
     #[arg(long, requires_all = ["from", "to"])]
@@ -72,14 +76,16 @@ pub struct Row {
 
 /// Reads a history CSV; errors name the line.
 pub fn read_csv(path: &Path) -> Result<Vec<Row>, Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(vec![format!("{}: empty file", path.display())]);
     };
     let cols: Vec<&str> = header.split(',').map(str::trim).collect();
     let col = |n: &str| cols.iter().position(|c| *c == n);
-    let (Some(ct), Some(cd), Some(cp), Some(cv)) = (col("timestamp"), col("device"), col("point"), col("value"))
+    let (Some(ct), Some(cd), Some(cp), Some(cv)) =
+        (col("timestamp"), col("device"), col("point"), col("value"))
     else {
         return Err(vec![format!(
             "{}:1: the header must name the columns timestamp,device,point,value (found `{header}`)",
@@ -100,7 +106,9 @@ pub fn read_csv(path: &Path) -> Result<Vec<Row>, Vec<String>> {
         let value = match get(cv) {
             "true" => Ok(1.0),
             "false" => Ok(0.0),
-            v => v.parse::<f64>().map_err(|_| format!("value `{v}` is not a number")),
+            v => v
+                .parse::<f64>()
+                .map_err(|_| format!("value `{v}` is not a number")),
         };
         match (at, value) {
             (Ok(at), Ok(value)) => rows.push(Row {
@@ -122,7 +130,11 @@ pub fn read_csv(path: &Path) -> Result<Vec<Row>, Vec<String>> {
 }
 
 /// Maps rows to readings, adding undeclared devices that name a profile. Errors name the line.
-pub fn to_readings(catalog: &mut Catalog, rows: &[Row], source: &str) -> Result<Vec<Reading>, Vec<String>> {
+pub fn to_readings(
+    catalog: &mut Catalog,
+    rows: &[Row],
+    source: &str,
+) -> Result<Vec<Reading>, Vec<String>> {
     let mut out = Vec::with_capacity(rows.len());
     let mut errs = Vec::new();
     for r in rows {
@@ -191,7 +203,11 @@ pub fn replay(
         while r.at >= next_tick {
             engine.tick(catalog, next_tick, &mut out);
             // Through long gaps, a tick a minute keeps replays of months quick.
-            next_tick += if r.at - next_tick > 3600 * TICK_NS { 60 * TICK_NS } else { TICK_NS };
+            next_tick += if r.at - next_tick > 3600 * TICK_NS {
+                60 * TICK_NS
+            } else {
+                TICK_NS
+            };
         }
         engine.evaluate(catalog, r, &mut out);
         for t in out.drain(..) {
@@ -219,17 +235,34 @@ pub fn replay(
 }
 
 /// Reads readings back from InfluxDB (v1 API): every field of every series with a `device` tag.
-async fn from_influx(cfg: &crate::config::InfluxConfig, from: &str, to: &str) -> anyhow::Result<Vec<Row>> {
-    let crate::config::InfluxApi::V1 { database, username, password, .. } = &cfg.api else {
-        anyhow::bail!("--from-influx reads the InfluxDB v1 query API ([influxdb] api = \"v1\"); export a CSV instead");
+async fn from_influx(
+    cfg: &crate::config::InfluxConfig,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let crate::config::InfluxApi::V1 {
+        database,
+        username,
+        password,
+        ..
+    } = &cfg.api
+    else {
+        anyhow::bail!(
+            "--from-influx reads the InfluxDB v1 query API ([influxdb] api = \"v1\"); export a CSV instead"
+        );
     };
-    let (f, t) = (parse_time(from).map_err(anyhow::Error::msg)?, parse_time(to).map_err(anyhow::Error::msg)?);
+    let (f, t) = (
+        parse_time(from).map_err(anyhow::Error::msg)?,
+        parse_time(to).map_err(anyhow::Error::msg)?,
+    );
     crate::tls::install_default_provider();
     let q = format!("SELECT * FROM /.*/ WHERE time >= {f} AND time < {t} GROUP BY \"device\"");
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
                 _ => format!("%{b:02X}"),
             })
             .collect()
@@ -253,7 +286,12 @@ async fn from_influx(cfg: &crate::config::InfluxConfig, from: &str, to: &str) ->
         let Some(device) = s["tags"]["device"].as_str() else {
             continue;
         };
-        let cols: Vec<&str> = s["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+        let cols: Vec<&str> = s["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+            .collect();
         for vals in s["values"].as_array().into_iter().flatten() {
             let vals = vals.as_array().cloned().unwrap_or_default();
             let at = vals.first().and_then(|x| x.as_i64()).unwrap_or(0);
@@ -304,14 +342,28 @@ pub fn run(a: BacktestArgs) -> anyhow::Result<i32> {
         },
         None => {
             let Some(influx) = &loaded.config.influxdb else {
-                anyhow::bail!("--from-influx needs an [influxdb] section in {}", a.config.display());
+                anyhow::bail!(
+                    "--from-influx needs an [influxdb] section in {}",
+                    a.config.display()
+                );
             };
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let rows = rt.block_on(from_influx(influx, a.from.as_deref().unwrap_or(""), a.to.as_deref().unwrap_or("")))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let rows = rt.block_on(from_influx(
+                influx,
+                a.from.as_deref().unwrap_or(""),
+                a.to.as_deref().unwrap_or(""),
+            ))?;
             // Series of undeclared devices carry no profile: only declared devices' readings map.
             let rows: Vec<Row> = rows
                 .into_iter()
-                .filter(|r| loaded.catalog.device_by_id(&r.device).is_some_and(|(_, d)| d.profile.point_index(&r.point).is_some()))
+                .filter(|r| {
+                    loaded
+                        .catalog
+                        .device_by_id(&r.device)
+                        .is_some_and(|(_, d)| d.profile.point_index(&r.point).is_some())
+                })
                 .collect();
             (rows, "influxdb".to_string())
         }
@@ -328,7 +380,10 @@ pub fn run(a: BacktestArgs) -> anyhow::Result<i32> {
     };
     let store = replay(&loaded, &catalog, readings, true)?;
     let list = store.list(None)?;
-    eprintln!("backtest: {} work order(s) would have been opened", list.len());
+    eprintln!(
+        "backtest: {} work order(s) would have been opened",
+        list.len()
+    );
     print_list(&list, a.format);
     Ok(0)
 }
@@ -352,7 +407,11 @@ mod tests {
     fn csv_errors_name_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h.csv");
-        std::fs::write(&p, "device,timestamp,point,value\nahu-1,2026-01-01T00:00:00Z,t,1.5\nahu-1,soon,t,2\n").unwrap();
+        std::fs::write(
+            &p,
+            "device,timestamp,point,value\nahu-1,2026-01-01T00:00:00Z,t,1.5\nahu-1,soon,t,2\n",
+        )
+        .unwrap();
         let e = read_csv(&p).unwrap_err();
         assert_eq!(e.len(), 1);
         assert!(e[0].contains("h.csv:3:"), "{e:?}");

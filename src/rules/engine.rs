@@ -21,7 +21,13 @@ use std::sync::Arc;
 /// providers in with [`Engine::set_signal`]; without one, signal conditions never hold.
 pub trait Signal: Send {
     /// The current value of `kind` for a point (or, with `point: None`, for the whole device) at time `at`.
-    fn value(&self, kind: SignalKind, device: DeviceIdx, point: Option<PointId>, at: i64) -> Option<f64>;
+    fn value(
+        &self,
+        kind: SignalKind,
+        device: DeviceIdx,
+        point: Option<PointId>,
+        at: i64,
+    ) -> Option<f64>;
 }
 
 /// What happened to an alarm.
@@ -72,7 +78,7 @@ struct State {
     ring_len: u8,
     ring_head: u8,
     /// Values of the `within` window, for `rises_by` / `falls_by`.
-    window: Option<Box<VecDeque<(i64, f64)>>>,
+    window: Option<VecDeque<(i64, f64)>>,
 }
 
 impl State {
@@ -89,7 +95,7 @@ impl State {
             ring: [(0, 0.0); EVIDENCE],
             ring_len: 0,
             ring_head: 0,
-            window: windowed.then(|| Box::new(VecDeque::new())),
+            window: windowed.then(VecDeque::new),
         }
     }
 
@@ -210,7 +216,10 @@ impl Engine {
             let mut dl = Vec::new();
             for r in self.by_point.get("").cloned().unwrap_or_default() {
                 let rule = &self.rules.rules[r as usize];
-                if rule.applies_to.matches(&dev.id, &dev.profile, &dev.location) {
+                if rule
+                    .applies_to
+                    .matches(&dev.id, &dev.profile, &dev.location)
+                {
                     dl.push(self.instances.len() as u32);
                     self.push_instance(r, di, None, 1.0, 0.0);
                 }
@@ -229,7 +238,10 @@ impl Engine {
                 };
                 for &r in rs.clone().iter() {
                     let rule = &self.rules.rules[r as usize];
-                    if !rule.applies_to.matches(&dev.id, &dev.profile, &dev.location) {
+                    if !rule
+                        .applies_to
+                        .matches(&dev.id, &dev.profile, &dev.location)
+                    {
                         continue;
                     }
                     let (f, o) = rule
@@ -253,7 +265,9 @@ impl Engine {
         let rule: &Rule = &self.rules.rules[r as usize];
         let when = rule.when.cond.convert(f, o);
         let worse = match when {
-            Condition::Above(_) | Condition::RisesBy { .. } | Condition::Signal { .. } => Worse::Higher,
+            Condition::Above(_) | Condition::RisesBy { .. } | Condition::Signal { .. } => {
+                Worse::Higher
+            }
             Condition::Below(_) | Condition::FallsBy { .. } => Worse::Lower,
             _ => Worse::None,
         };
@@ -277,7 +291,13 @@ impl Engine {
     /// Marks an alarm active without a transition: called at start-up for the work orders the store still has
     /// open, so that a clear after a restart is not missed and a still-present fault does not open another.
     /// Returns whether such an alarm exists under the current rules.
-    pub fn restore_active(&mut self, catalog: &Catalog, rule: &str, device: &str, point: &str) -> bool {
+    pub fn restore_active(
+        &mut self,
+        catalog: &Catalog,
+        rule: &str,
+        device: &str,
+        point: &str,
+    ) -> bool {
         self.bind(catalog);
         let Some(r) = self.rules.rules.iter().position(|x| x.name == rule) else {
             return false;
@@ -379,7 +399,10 @@ impl Engine {
             }
             // A reading arrived: whatever was stale is not.
             Condition::Stale { .. } => false,
-            Condition::Flatline { after_ns, tolerance } => {
+            Condition::Flatline {
+                after_ns,
+                tolerance,
+            } => {
                 if st.ref_at == UNSET || (v - st.ref_value).abs() > tolerance {
                     st.ref_value = v;
                     st.ref_at = at;
@@ -434,8 +457,8 @@ impl Engine {
         }
         // Active: track the peak, then test the clear.
         match inst.worse {
-            Worse::Higher if holds && !(value <= st.peak) => st.peak = value,
-            Worse::Lower if holds && !(value >= st.peak) => st.peak = value,
+            Worse::Higher if holds && (value > st.peak || st.peak.is_nan()) => st.peak = value,
+            Worse::Lower if holds && (value < st.peak || st.peak.is_nan()) => st.peak = value,
             _ => {}
         }
         let clear_holds = match inst.clear {
@@ -511,7 +534,11 @@ impl Engine {
                     st.last_at + after_ns,
                 ),
                 // Offline keeps its start in pending_since (set by device_status).
-                Condition::Offline => (st.ref_at != UNSET, (now - st.ref_at.max(0)) as f64 / 1e9, st.ref_at),
+                Condition::Offline => (
+                    st.ref_at != UNSET,
+                    (now - st.ref_at.max(0)) as f64 / 1e9,
+                    st.ref_at,
+                ),
                 Condition::Signal { kind, above } => {
                     let x = signal.and_then(|s| s.value(kind, inst.device, inst.point, now));
                     (x.is_some_and(|x| x > above), x.unwrap_or(f64::NAN), now)
@@ -632,7 +659,8 @@ mod tests {
         let mut loc = BTreeMap::new();
         loc.insert("building".to_string(), "b1".to_string());
         cat.add_device("ahu-1", "test-ahu", loc, true).unwrap();
-        cat.add_device("ahu-2", "test-ahu", BTreeMap::new(), true).unwrap();
+        cat.add_device("ahu-2", "test-ahu", BTreeMap::new(), true)
+            .unwrap();
         let e = Engine::new(
             Arc::new(crate::rules::RuleSet { rules }),
             Options {
@@ -649,7 +677,12 @@ mod tests {
     }
 
     fn feed(e: &mut Engine, cat: &Catalog, dev: &str, series: &[(i64, f64)]) -> Vec<Transition> {
-        let pid = cat.device_by_id(dev).unwrap().1.point_id("supply_air_temp").unwrap();
+        let pid = cat
+            .device_by_id(dev)
+            .unwrap()
+            .1
+            .point_id("supply_air_temp")
+            .unwrap();
         let mut out = Vec::new();
         for &(t, v) in series {
             e.evaluate(cat, &Reading::good(pid, v, T0 + t * S), &mut out);
@@ -672,13 +705,24 @@ mod tests {
             &mut e,
             &cat,
             "ahu-1",
-            &[(0, 19.0), (300, 17.5), (360, 19.0), (900, 19.5), (960, 20.0)],
+            &[
+                (0, 19.0),
+                (300, 17.5),
+                (360, 19.0),
+                (900, 19.5),
+                (960, 20.0),
+            ],
         );
         assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 960)]);
         assert_eq!(out[0].value, 20.0);
         assert_eq!(out[0].evidence.len(), 5);
         // 17.5 is neither a breach nor a clear (hysteresis); below 17 for 5 minutes clears.
-        let out = feed(&mut e, &cat, "ahu-1", &[(1000, 17.5), (1100, 16.0), (1300, 16.5), (1400, 16.9)]);
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(1000, 17.5), (1100, 16.0), (1300, 16.5), (1400, 16.9)],
+        );
         assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 1400)]);
         assert_eq!(out[0].peak, 20.0);
         // The other device has its own state.
@@ -688,12 +732,17 @@ mod tests {
     #[test]
     fn repeats_are_throttled_on_reading_time() {
         let (cat, mut e) = setup(&rule("{ above: 18.0 }", ""));
-        let series: Vec<(i64, f64)> = (0..200).map(|i| (i * 10, 19.0 + i as f64 / 100.0)).collect();
+        let series: Vec<(i64, f64)> = (0..200)
+            .map(|i| (i * 10, 19.0 + i as f64 / 100.0))
+            .collect();
         let out = feed(&mut e, &cat, "ahu-1", &series);
         let k = kinds(&out);
         assert_eq!(k[0], (TransitionKind::Raised, 0));
         // One repeat per 60 s of reading time over 1990 s.
-        assert_eq!(k.iter().filter(|x| x.0 == TransitionKind::Repeated).count(), 33);
+        assert_eq!(
+            k.iter().filter(|x| x.0 == TransitionKind::Repeated).count(),
+            33
+        );
         let out = feed(&mut e, &cat, "ahu-1", &[(2000, 10.0)]);
         assert_eq!(out[0].kind, TransitionKind::Cleared);
         assert!((out[0].peak - 20.99).abs() < 1e-9);
@@ -702,29 +751,73 @@ mod tests {
     #[test]
     fn outside_rate_flatline_and_counter() {
         let (cat, mut e) = setup(&rule("{ outside: [10, 30] }", ""));
-        let out = feed(&mut e, &cat, "ahu-1", &[(0, 20.0), (1, 9.0), (2, 20.0), (3, 31.0)]);
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(0, 20.0), (1, 9.0), (2, 20.0), (3, 31.0)],
+        );
         assert_eq!(
             kinds(&out),
-            vec![(TransitionKind::Raised, 1), (TransitionKind::Cleared, 2), (TransitionKind::Raised, 3)]
+            vec![
+                (TransitionKind::Raised, 1),
+                (TransitionKind::Cleared, 2),
+                (TransitionKind::Raised, 3)
+            ]
         );
         let (cat, mut e) = setup(&rule("{ rises_by: 5, within: 10m }", ""));
-        let out = feed(&mut e, &cat, "ahu-1", &[(0, 20.0), (300, 23.0), (599, 25.0), (1300, 26.0)]);
-        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 599), (TransitionKind::Cleared, 1300)]);
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(0, 20.0), (300, 23.0), (599, 25.0), (1300, 26.0)],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 599),
+                (TransitionKind::Cleared, 1300)
+            ]
+        );
         let (cat, mut e) = setup(&rule("{ flatline: 1h, tolerance: 0.01 }", ""));
-        let out = feed(&mut e, &cat, "ahu-1", &[(0, 20.0), (1800, 20.005), (3600, 20.0), (3700, 20.5)]);
-        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 3600), (TransitionKind::Cleared, 3700)]);
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(0, 20.0), (1800, 20.005), (3600, 20.0), (3700, 20.5)],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 3600),
+                (TransitionKind::Cleared, 3700)
+            ]
+        );
     }
 
     #[test]
     fn short_cycling_counts_starts_in_the_window() {
         let (cat, mut e) = setup(&rule("{ cycles: 2, within: 1h }", ""));
         // Starts at 100, 700, 1300 (3 in an hour > 2): raised at the third; an hour later they age out.
-        let s: Vec<(i64, f64)> = [(0, 0.0), (100, 1.0), (400, 0.0), (700, 1.0), (1000, 0.0), (1300, 1.0), (1350, 1.0), (5000, 1.0)]
-            .into_iter()
-            .map(|(t, v)| (t, v))
-            .collect();
+        let s: Vec<(i64, f64)> = [
+            (0, 0.0),
+            (100, 1.0),
+            (400, 0.0),
+            (700, 1.0),
+            (1000, 0.0),
+            (1300, 1.0),
+            (1350, 1.0),
+            (5000, 1.0),
+        ]
+        .to_vec();
         let out = feed(&mut e, &cat, "ahu-1", &s);
-        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 1300), (TransitionKind::Cleared, 5000)]);
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 1300),
+                (TransitionKind::Cleared, 5000)
+            ]
+        );
         assert_eq!(out[0].value, 1.0);
     }
 
@@ -732,12 +825,23 @@ mod tests {
     fn counter_stalled() {
         let y = "schema: 1\nrules:\n  - name: c\n    applies_to: { profile: test-ahu }\n    point: energy\n    when: { counter_stalled: 1h }\n    severity: minor\n";
         let (cat, mut e) = setup(y);
-        let pid = cat.device_by_id("ahu-1").unwrap().1.point_id("energy").unwrap();
+        let pid = cat
+            .device_by_id("ahu-1")
+            .unwrap()
+            .1
+            .point_id("energy")
+            .unwrap();
         let mut out = Vec::new();
         for (t, v) in [(0, 5.0), (1800, 6.0), (3600, 6.0), (5400, 6.0), (5500, 7.0)] {
             e.evaluate(&cat, &Reading::good(pid, v, T0 + t * S), &mut out);
         }
-        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 5400), (TransitionKind::Cleared, 5500)]);
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 5400),
+                (TransitionKind::Cleared, 5500)
+            ]
+        );
     }
 
     #[test]
@@ -777,13 +881,21 @@ mod tests {
     #[test]
     fn schedule_and_location_and_unit_conversion() {
         // 2026-01-01 is a Thursday; armed only on weekends: nothing fires.
-        let (cat, mut e) = setup(&rule("{ above: 18.0 }", "    schedule: { days: sat-sun }\n"));
+        let (cat, mut e) = setup(&rule(
+            "{ above: 18.0 }",
+            "    schedule: { days: sat-sun }\n",
+        ));
         assert!(feed(&mut e, &cat, "ahu-1", &[(0, 30.0)]).is_empty());
         let y = "schema: 1\nrules:\n  - name: r\n    applies_to: { location: { building: b1 } }\n    point: fan_power\n    unit: W\n    when: { above: 1500 }\n    severity: minor\n";
         let (cat, mut e) = setup(y);
         let mut out = Vec::new();
         for dev in ["ahu-1", "ahu-2"] {
-            let pid = cat.device_by_id(dev).unwrap().1.point_id("fan_power").unwrap();
+            let pid = cat
+                .device_by_id(dev)
+                .unwrap()
+                .1
+                .point_id("fan_power")
+                .unwrap();
             e.evaluate(&cat, &Reading::good(pid, 1.6, T0), &mut out); // kW
         }
         assert_eq!(out.len(), 1, "only ahu-1 is in building b1");
@@ -805,7 +917,13 @@ mod tests {
     fn signals_come_from_a_provider() {
         struct Fixed;
         impl Signal for Fixed {
-            fn value(&self, _: SignalKind, _: DeviceIdx, _: Option<PointId>, at: i64) -> Option<f64> {
+            fn value(
+                &self,
+                _: SignalKind,
+                _: DeviceIdx,
+                _: Option<PointId>,
+                at: i64,
+            ) -> Option<f64> {
                 Some(if at >= T0 + 100 * S { 0.95 } else { 0.1 })
             }
         }

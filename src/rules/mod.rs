@@ -206,21 +206,40 @@ pub enum Condition {
     /// Between the bounds, inclusive (a natural `clear` for `outside`).
     Inside(f64, f64),
     /// The value rose by at least `by` above the lowest value of the last `within_ns`.
-    RisesBy { by: f64, within_ns: i64 },
+    RisesBy {
+        by: f64,
+        within_ns: i64,
+    },
     /// The value fell by at least `by` below the highest value of the last `within_ns`.
-    FallsBy { by: f64, within_ns: i64 },
+    FallsBy {
+        by: f64,
+        within_ns: i64,
+    },
     /// More than `max` starts (the value going from off, <= 0.5, to on) within `within_ns`: short cycling.
-    Cycles { max: u32, within_ns: i64 },
+    Cycles {
+        max: u32,
+        within_ns: i64,
+    },
     /// No good reading for this long (also for devices that never reported since start).
-    Stale { after_ns: i64 },
+    Stale {
+        after_ns: i64,
+    },
     /// The value stayed within `tolerance` of itself for this long (a stuck sensor).
-    Flatline { after_ns: i64, tolerance: f64 },
+    Flatline {
+        after_ns: i64,
+        tolerance: f64,
+    },
     /// The device is unreachable (reported by its source through `Engine::device_status`).
     Offline,
     /// A counter did not increase for this long.
-    CounterStalled { after_ns: i64 },
+    CounterStalled {
+        after_ns: i64,
+    },
     /// A value supplied by a [`engine::Signal`] provider is above the threshold.
-    Signal { kind: SignalKind, above: f64 },
+    Signal {
+        kind: SignalKind,
+        above: f64,
+    },
 }
 
 impl Condition {
@@ -320,7 +339,12 @@ pub struct AppliesTo {
 }
 
 impl AppliesTo {
-    pub fn matches(&self, device: &str, profile: &Profile, location: &BTreeMap<String, String>) -> bool {
+    pub fn matches(
+        &self,
+        device: &str,
+        profile: &Profile,
+        location: &BTreeMap<String, String>,
+    ) -> bool {
         self.profile.as_ref().is_none_or(|p| *p == profile.name)
             && self.device.as_ref().is_none_or(|d| d == device)
             && self.category.is_none_or(|c| c == profile.category)
@@ -376,7 +400,10 @@ impl RuleSet {
     pub fn dormant<'a>(&'a self, profiles: &'a Profiles) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules.iter().filter(move |r| {
             !profiles.values().any(|p| {
-                r.applies_to.matches_profile(p) && r.point.as_ref().is_none_or(|pt| p.point_index(pt).is_some())
+                r.applies_to.matches_profile(p)
+                    && r.point
+                        .as_ref()
+                        .is_none_or(|pt| p.point_index(pt).is_some())
             })
         })
     }
@@ -505,7 +532,10 @@ fn condition(
             ));
         }
     }
-    for (name, by, rises) in [("rises_by", c.rises_by, true), ("falls_by", c.falls_by, false)] {
+    for (name, by, rises) in [
+        ("rises_by", c.rises_by, true),
+        ("falls_by", c.falls_by, false),
+    ] {
         if let Some(by) = by {
             if by.is_nan() || by <= 0.0 {
                 e.push(line, format!("{key}.{name}"), "must be a positive number");
@@ -535,7 +565,11 @@ fn condition(
         let within_ns = match &c.within {
             Some(w) => dur(e, "within", w),
             None => {
-                e.push(line, format!("{key}.within"), "`cycles` needs `within` (e.g. `within: 1h`)");
+                e.push(
+                    line,
+                    format!("{key}.within"),
+                    "`cycles` needs `within` (e.g. `within: 1h`)",
+                );
                 0
             }
         };
@@ -664,7 +698,10 @@ fn condition(
             if is_clear
                 && !matches!(
                     cond,
-                    Condition::Above(_) | Condition::Below(_) | Condition::Outside(..) | Condition::Inside(..)
+                    Condition::Above(_)
+                        | Condition::Below(_)
+                        | Condition::Outside(..)
+                        | Condition::Inside(..)
                 )
             {
                 e.push(
@@ -743,7 +780,11 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
             category,
             location: a.location.clone(),
         };
-        if a.profile.is_none() && a.device.is_none() && a.category.is_none() && a.location.is_empty() {
+        if a.profile.is_none()
+            && a.device.is_none()
+            && a.category.is_none()
+            && a.location.is_empty()
+        {
             e.push(
                 aline,
                 k("applies_to"),
@@ -755,7 +796,11 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
                 let hint = did_you_mean(p, cx.profiles.keys().map(String::as_str))
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                e.push(aline, k("applies_to.profile"), format!("unknown profile `{p}`{hint}"));
+                e.push(
+                    aline,
+                    k("applies_to.profile"),
+                    format!("unknown profile `{p}`{hint}"),
+                );
             }
         }
         // The profiles this rule can meet: by profile/category, narrowed to the device's if it is declared.
@@ -774,7 +819,13 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
             .and_then(|c| condition(&mut e, line_of(c), &k("clear"), &c.value, true));
         let device_level = matches!(
             when.map(|t| t.cond),
-            Some(Condition::Offline | Condition::Signal { kind: SignalKind::EquipmentAnomaly, .. })
+            Some(
+                Condition::Offline
+                    | Condition::Signal {
+                        kind: SignalKind::EquipmentAnomaly,
+                        ..
+                    }
+            )
         );
         let unit = r.unit.as_ref().and_then(|u| {
             crate::catalog::units::parse_word("unit", &u.value, Unit::parse, Unit::ALL)
@@ -795,7 +846,9 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
                     .iter()
                     .filter(|pr| pr.point_index(&p.value).is_some())
                     .collect();
-                let all = candidates.iter().flat_map(|pr| pr.points.iter().map(|x| x.name.as_str()));
+                let all = candidates
+                    .iter()
+                    .flat_map(|pr| pr.points.iter().map(|x| x.name.as_str()));
                 let typo = did_you_mean(&p.value, all);
                 // A rule naming its profile (or device) must name one of its points. A rule for a whole category
                 // applies to the devices that have the point; only a near miss of an existing name is an error.
@@ -886,7 +939,11 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
             .and_then(|w| w.title.clone())
             .unwrap_or_else(|| format!("{name}: {{device}} {{point}} = {{value}}"));
         if title.matches('{').count() != title.matches('}').count() {
-            e.push(wl, k("work_order.title"), "unbalanced `{` / `}` in the title template");
+            e.push(
+                wl,
+                k("work_order.title"),
+                "unbalanced `{` / `}` in the title template",
+            );
         }
         let due_within = wo.and_then(|w| w.due_within.as_ref()).and_then(|d| {
             parse_duration(d)
@@ -972,7 +1029,12 @@ pub fn load_dirs(dirs: &[PathBuf], cx: &Context<'_>) -> (RuleSet, Vec<Diagnostic
             let text = match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(e) => {
-                    errs.push(Diagnostic::new(&path, None, "", format!("cannot read: {e}")));
+                    errs.push(Diagnostic::new(
+                        &path,
+                        None,
+                        "",
+                        format!("cannot read: {e}"),
+                    ));
                     continue;
                 }
             };
@@ -1073,20 +1135,28 @@ rules:
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].line, Some(5));
         assert_eq!(errs[0].key, "rules[0].point");
-        assert!(errs[0].message.contains("did you mean `supply_air_temp`"), "{errs:?}");
+        assert!(
+            errs[0].message.contains("did you mean `supply_air_temp`"),
+            "{errs:?}"
+        );
         let (_, errs) = parse(&GOOD.replace("profile: test-ahu", "profile: test-ahv"));
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].line, Some(4));
-        assert!(errs[0].message.contains("did you mean `test-ahu`"), "{errs:?}");
+        assert!(
+            errs[0].message.contains("did you mean `test-ahu`"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn wrong_unit_is_an_error_and_convertible_units_are_not() {
-        let (_, errs) = parse(&GOOD.replace("point: supply_air_temp", "point: filter_dp\n    unit: degC"));
+        let (_, errs) =
+            parse(&GOOD.replace("point: supply_air_temp", "point: filter_dp\n    unit: degC"));
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].message.contains("wrong unit"), "{errs:?}");
         assert_eq!(errs[0].line, Some(6));
-        let (rules, errs) = parse(&GOOD.replace("point: supply_air_temp", "point: fan_power\n    unit: W"));
+        let (rules, errs) =
+            parse(&GOOD.replace("point: supply_air_temp", "point: fan_power\n    unit: W"));
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(rules[0].unit, Some(Unit::W));
         assert_eq!(unit_conversion(Unit::W, Unit::KW), Some((1e-3, 0.0)));
@@ -1098,12 +1168,20 @@ rules:
     fn every_error_is_listed_with_keys() {
         let text = GOOD
             .replace("severity: major", "severity: majr")
-            .replace("{ above: 18.0, for: 10m }", "{ above: 18.0, below: 3, for: 10x }")
+            .replace(
+                "{ above: 18.0, for: 10m }",
+                "{ above: 18.0, below: 3, for: 10x }",
+            )
             .replace("days: mon-fri", "days: mon-fry");
         let (rules, errs) = parse(&text);
         assert!(rules.is_empty());
         let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-        for k in ["rules[0].severity", "rules[0].when", "rules[0].when.for", "rules[0].schedule.days"] {
+        for k in [
+            "rules[0].severity",
+            "rules[0].when",
+            "rules[0].when.for",
+            "rules[0].schedule.days",
+        ] {
             assert!(keys.contains(&k), "{k} missing in {errs:?}");
         }
     }
@@ -1122,7 +1200,12 @@ rules:
         assert!(errs[0].message.contains("not a counter"), "{errs:?}");
         let (rules, errs) = parse(&text.replace("fan_power", "energy"));
         assert!(errs.is_empty(), "{errs:?}");
-        assert_eq!(rules[0].when.cond, Condition::CounterStalled { after_ns: 7_200_000_000_000 });
+        assert_eq!(
+            rules[0].when.cond,
+            Condition::CounterStalled {
+                after_ns: 7_200_000_000_000
+            }
+        );
     }
 
     #[test]
@@ -1141,13 +1224,18 @@ rules:
 ";
         let (rules, errs) = parse(text);
         assert!(errs.is_empty(), "{errs:?}");
-        assert!(matches!(rules[0].when.cond, Condition::Signal { kind: SignalKind::Anomaly, above } if above == 0.9));
+        assert!(
+            matches!(rules[0].when.cond, Condition::Signal { kind: SignalKind::Anomaly, above } if above == 0.9)
+        );
         assert_eq!(rules[1].point, None);
     }
 
     #[test]
     fn unknown_keys_have_lines() {
-        let (_, errs) = parse(&GOOD.replace("    severity: major", "    severity: major\n    colour: red"));
+        let (_, errs) = parse(&GOOD.replace(
+            "    severity: major",
+            "    severity: major\n    colour: red",
+        ));
         assert_eq!(errs[0].line, Some(9), "{errs:?}");
         assert!(errs[0].message.contains("colour"), "{errs:?}");
     }

@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn weekdays_hours_and_zone() {
-        let s = Schedule::parse(Some("mon-fri"), Some("07:00-19:00"), Some("Europe/Berlin")).unwrap();
+        let s =
+            Schedule::parse(Some("mon-fri"), Some("07:00-19:00"), Some("Europe/Berlin")).unwrap();
         // 2026-01-05 is a Monday; Berlin is UTC+1 in January.
         assert!(s.contains(at("2026-01-05T06:30:00Z"))); // 07:30 local
         assert!(!s.contains(at("2026-01-05T05:30:00Z"))); // 06:30 local
@@ -162,8 +163,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        assert_eq!(Schedule::parse(Some("mon-fry"), None, None).unwrap_err().0, "days");
-        assert_eq!(Schedule::parse(None, Some("7-19"), None).unwrap_err().0, "hours");
-        assert_eq!(Schedule::parse(None, None, Some("Mars/Base")).unwrap_err().0, "timezone");
+        assert_eq!(
+            Schedule::parse(Some("mon-fry"), None, None).unwrap_err().0,
+            "days"
+        );
+        assert_eq!(
+            Schedule::parse(None, Some("7-19"), None).unwrap_err().0,
+            "hours"
+        );
+        assert_eq!(
+            Schedule::parse(None, None, Some("Mars/Base"))
+                .unwrap_err()
+                .0,
+            "timezone"
+        );
     }
 }

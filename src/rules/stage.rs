@@ -60,11 +60,14 @@ impl RulesHost {
     }
 
     pub fn process(&mut self, catalog: &Catalog, readings: &[Reading]) {
-        if !self.pending_restore.is_empty() && catalog.device_count() != self.restore_checked_devices {
+        if !self.pending_restore.is_empty()
+            && catalog.device_count() != self.restore_checked_devices
+        {
             self.restore_checked_devices = catalog.device_count();
             let engine = &mut self.engine;
-            self.pending_restore
-                .retain(|(r, d, p)| catalog.device_by_id(d).is_none() || !engine.restore_active(catalog, r, d, p));
+            self.pending_restore.retain(|(r, d, p)| {
+                catalog.device_by_id(d).is_none() || !engine.restore_active(catalog, r, d, p)
+            });
         }
         let mut buf = std::mem::take(&mut self.buf);
         for r in readings {
@@ -82,9 +85,16 @@ impl RulesHost {
     }
 
     /// A source reports a device reachable or not (the Modbus poller after `offline_after` failures).
-    pub fn device_status(&mut self, catalog: &Catalog, device: DeviceIdx, online: bool, at_ns: i64) {
+    pub fn device_status(
+        &mut self,
+        catalog: &Catalog,
+        device: DeviceIdx,
+        online: bool,
+        at_ns: i64,
+    ) {
         let mut buf = std::mem::take(&mut self.buf);
-        self.engine.device_status(catalog, device, online, at_ns, &mut buf);
+        self.engine
+            .device_status(catalog, device, online, at_ns, &mut buf);
         self.buf = buf;
         self.emit(catalog);
     }

@@ -194,7 +194,11 @@ fn actor(by: &Option<String>) -> String {
 /// Runs a `work-orders` subcommand; returns the exit code.
 pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
     match cmd {
-        WorkOrdersCommand::List { store, status, format } => {
+        WorkOrdersCommand::List {
+            store,
+            status,
+            format,
+        } => {
             let s = open(&store)?;
             let status = status.map(|x| match x {
                 Status::Open => "open",
@@ -203,13 +207,31 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
             });
             print_list(&s.list(status)?, format);
         }
-        WorkOrdersCommand::Ack { store, id, note, by } => {
+        WorkOrdersCommand::Ack {
+            store,
+            id,
+            note,
+            by,
+        } => {
             let w = open(&store)?.acknowledge(id, &actor(&by), note.as_deref(), now_ms())?;
-            println!("work order #{} acknowledged by {}", w.id, w.acknowledged_by.unwrap_or_default());
+            println!(
+                "work order #{} acknowledged by {}",
+                w.id,
+                w.acknowledged_by.unwrap_or_default()
+            );
         }
-        WorkOrdersCommand::Resolve { store, id, note, by } => {
+        WorkOrdersCommand::Resolve {
+            store,
+            id,
+            note,
+            by,
+        } => {
             let w = open(&store)?.resolve(id, &actor(&by), note.as_deref(), now_ms())?;
-            println!("work order #{} resolved by {}", w.id, w.resolved_by.unwrap_or_default());
+            println!(
+                "work order #{} resolved by {}",
+                w.id,
+                w.resolved_by.unwrap_or_default()
+            );
         }
         WorkOrdersCommand::Show { store, id, format } => {
             let s = open(&store)?;
@@ -239,7 +261,9 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({"work_order": w.to_json(), "history": h, "deliveries": d}))?
+                    serde_json::to_string_pretty(
+                        &json!({"work_order": w.to_json(), "history": h, "deliveries": d})
+                    )?
                 );
                 return Ok(0);
             }
@@ -253,10 +277,18 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
                 println!("  due:       {}", rfc3339_ms(d));
             }
             if let Some(t) = w.acknowledged_at {
-                println!("  acknowledged: {} by {}", rfc3339_ms(t), w.acknowledged_by.as_deref().unwrap_or("-"));
+                println!(
+                    "  acknowledged: {} by {}",
+                    rfc3339_ms(t),
+                    w.acknowledged_by.as_deref().unwrap_or("-")
+                );
             }
             if let Some(t) = w.resolved_at {
-                println!("  resolved:  {} by {}", rfc3339_ms(t), w.resolved_by.as_deref().unwrap_or("-"));
+                println!(
+                    "  resolved:  {} by {}",
+                    rfc3339_ms(t),
+                    w.resolved_by.as_deref().unwrap_or("-")
+                );
             }
             println!(
                 "  values:    first {:?}, last {:?}, peak {:?} {} (raised {} times, {} flaps)",
@@ -275,11 +307,18 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
                     rfc3339_ms(h.at),
                     h.actor,
                     h.action,
-                    h.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default(),
+                    h.note
+                        .as_ref()
+                        .map(|n| format!(": {n}"))
+                        .unwrap_or_default(),
                     h.value.map(|v| format!(" (value {v})")).unwrap_or_default()
                 );
                 if !h.evidence.is_empty() {
-                    let e: Vec<String> = h.evidence.iter().map(|(t, v)| format!("{} = {v}", short_time(*t))).collect();
+                    let e: Vec<String> = h
+                        .evidence
+                        .iter()
+                        .map(|(t, v)| format!("{} = {v}", short_time(*t)))
+                        .collect();
                     println!("      evidence: {}", e.join(", "));
                 }
             }
@@ -289,9 +328,14 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
                     "  {:<12} {:<13} {}  attempts {}{}",
                     o.target,
                     o.event,
-                    o.delivered_at.map(|t| format!("delivered {}", rfc3339_ms(t))).unwrap_or_else(|| "pending".into()),
+                    o.delivered_at
+                        .map(|t| format!("delivered {}", rfc3339_ms(t)))
+                        .unwrap_or_else(|| "pending".into()),
                     o.attempts,
-                    o.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+                    o.last_error
+                        .as_ref()
+                        .map(|e| format!(", last error: {e}"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -302,13 +346,20 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
             if format == Format::Json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({"teams": st, "undelivered": pending.iter().map(|(t, n)| json!({"target": t, "rows": n})).collect::<Vec<_>>()}))?
+                    serde_json::to_string_pretty(
+                        &json!({"teams": st, "undelivered": pending.iter().map(|(t, n)| json!({"target": t, "rows": n})).collect::<Vec<_>>()})
+                    )?
                 );
                 return Ok(0);
             }
-            let h = |v: Option<f64>| v.map(|s| format!("{:.1}h", s / 3600.0)).unwrap_or_else(|| "-".into());
+            let h = |v: Option<f64>| {
+                v.map(|s| format!("{:.1}h", s / 3600.0))
+                    .unwrap_or_else(|| "-".into())
+            };
             if format == Format::Csv {
-                println!("team,total,open,acknowledged,resolved,mean_time_to_acknowledge_s,mean_time_to_resolve_s,sla_breaches");
+                println!(
+                    "team,total,open,acknowledged,resolved,mean_time_to_acknowledge_s,mean_time_to_resolve_s,sla_breaches"
+                );
                 for t in &st {
                     let f = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_default();
                     println!(

@@ -59,7 +59,10 @@ impl Default for WorkOrdersConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetKind {
     /// POST JSON to `url`; `X-Caretaker-Signature: sha256=HEX` when a secret is set.
-    Webhook { url: String, secret: Option<Vec<u8>> },
+    Webhook {
+        url: String,
+        secret: Option<Vec<u8>>,
+    },
     /// Publish JSON (QoS 1) to `topic` on the broker at `url`.
     Mqtt {
         host: String,
@@ -81,7 +84,10 @@ pub struct TargetConfig {
 }
 
 /// Validates the raw section; problems come back as (key, message) for the config loader to locate.
-pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, Vec<(String, String)>) {
+pub fn validate(
+    raw: &RawWorkOrders,
+    config_file: &Path,
+) -> (WorkOrdersConfig, Vec<(String, String)>) {
     let mut errs = Vec::new();
     let mut dur = |key: &str, v: &Option<String>, d: Duration| match v {
         None => d,
@@ -90,8 +96,16 @@ pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, V
             d
         }),
     };
-    let flap_window = dur("work_orders.flap_window", &raw.flap_window, Duration::from_secs(1800));
-    let update_every = dur("work_orders.update_every", &raw.update_every, Duration::from_secs(900));
+    let flap_window = dur(
+        "work_orders.flap_window",
+        &raw.flap_window,
+        Duration::from_secs(1800),
+    );
+    let update_every = dur(
+        "work_orders.update_every",
+        &raw.update_every,
+        Duration::from_secs(900),
+    );
     let mut timings = Vec::new();
     for (i, t) in raw.targets.iter().enumerate() {
         timings.push((
@@ -115,11 +129,16 @@ pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, V
             let path = crate::config::resolve(config_file, p);
             match std::fs::read(&path) {
                 Ok(b) => {
-                    let s = String::from_utf8_lossy(&b).trim_end_matches(['\n', '\r']).to_string();
+                    let s = String::from_utf8_lossy(&b)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
                     Some(s.into_bytes())
                 }
                 Err(e) => {
-                    errs.push((key.to_string(), format!("cannot read {}: {e}", path.display())));
+                    errs.push((
+                        key.to_string(),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
                     None
                 }
             }
@@ -127,7 +146,10 @@ pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, V
         let url = t.url.clone().unwrap_or_default();
         let http_url = |errs: &mut Vec<(String, String)>| {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errs.push((k("url"), format!("`{url}`: use http://host:port/path or https://...")));
+                errs.push((
+                    k("url"),
+                    format!("`{url}`: use http://host:port/path or https://..."),
+                ));
             }
         };
         let extra = |errs: &mut Vec<(String, String)>, allowed: &[&str]| {
@@ -138,7 +160,10 @@ pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, V
                 ("api_key_file", t.api_key_file.is_some()),
             ] {
                 if set && !allowed.contains(&name) {
-                    errs.push((k(name), format!("`{name}` does not apply to kind = \"{}\"", t.kind)));
+                    errs.push((
+                        k(name),
+                        format!("`{name}` does not apply to kind = \"{}\"", t.kind),
+                    ));
                 }
             }
         };
@@ -146,7 +171,10 @@ pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, V
             "webhook" => {
                 http_url(&mut errs);
                 extra(&mut errs, &["secret_file"]);
-                let secret = t.secret_file.as_ref().and_then(|p| read(&mut errs, &k("secret_file"), p));
+                let secret = t
+                    .secret_file
+                    .as_ref()
+                    .and_then(|p| read(&mut errs, &k("secret_file"), p));
                 TargetKind::Webhook {
                     url: url.clone(),
                     secret,
@@ -173,13 +201,19 @@ pub fn validate(raw: &RawWorkOrders, config_file: &Path) -> (WorkOrdersConfig, V
                     String::new()
                 });
                 if topic.contains(['+', '#']) {
-                    errs.push((k("topic"), "a publish topic cannot contain `+` or `#`".into()));
+                    errs.push((
+                        k("topic"),
+                        "a publish topic cannot contain `+` or `#`".into(),
+                    ));
                 }
                 TargetKind::Mqtt {
                     host,
                     port,
                     topic,
-                    client_id: t.client_id.clone().unwrap_or_else(|| format!("caretaker-wo-{i}")),
+                    client_id: t
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| format!("caretaker-wo-{i}")),
                 }
             }
             "atlas" => {

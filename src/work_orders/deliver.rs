@@ -9,7 +9,6 @@ use super::config::{TargetConfig, TargetKind};
 use super::store::{OutboxRow, Store};
 use super::{AlarmEvent, now_ms};
 use crate::util::{Backoff, RateLimiter};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -22,7 +21,8 @@ pub fn run_store(mut store: Store, rx: std::sync::mpsc::Receiver<AlarmEvent>, no
         match store.apply(&ev) {
             Ok(a) => {
                 if a.event != "none" {
-                    metrics::counter!("caretaker_work_orders_total", "state" => a.event).increment(1);
+                    metrics::counter!("caretaker_work_orders_total", "state" => a.event)
+                        .increment(1);
                     info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
                         point = %ev.point, "work order");
                     notify.notify_waiters();
@@ -76,7 +76,10 @@ pub struct Worker {
     pub notify: Arc<Notify>,
 }
 
-async fn db<T: Send + 'static>(store: &Arc<Mutex<Store>>, f: impl FnOnce(&Store) -> T + Send + 'static) -> T {
+async fn db<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&Store) -> T + Send + 'static,
+) -> T {
     let s = store.clone();
     tokio::task::spawn_blocking(move || f(&s.lock().unwrap_or_else(|e| e.into_inner())))
         .await
@@ -85,7 +88,11 @@ async fn db<T: Send + 'static>(store: &Arc<Mutex<Store>>, f: impl FnOnce(&Store)
 
 impl Worker {
     /// Opens the worker's own connection to the store file.
-    pub fn open(path: &PathBuf, target: TargetConfig, notify: Arc<Notify>) -> Result<Worker, super::store::StoreError> {
+    pub fn open(
+        path: &std::path::Path,
+        target: TargetConfig,
+        notify: Arc<Notify>,
+    ) -> Result<Worker, super::store::StoreError> {
         Ok(Worker {
             target,
             store: Arc::new(Mutex::new(Store::open(path, None)?)),
@@ -97,15 +104,25 @@ impl Worker {
         Ok(match &self.target.kind {
             TargetKind::Webhook { .. } | TargetKind::Atlas { .. } => {
                 crate::tls::install_default_provider();
-                Sender::Http(reqwest::Client::builder().timeout(self.target.timeout).build()?)
+                Sender::Http(
+                    reqwest::Client::builder()
+                        .timeout(self.target.timeout)
+                        .build()?,
+                )
             }
-            TargetKind::Mqtt { host, port, client_id, .. } => {
+            TargetKind::Mqtt {
+                host,
+                port,
+                client_id,
+                ..
+            } => {
                 let mut o = rumqttc::MqttOptions::new(client_id.clone(), host.clone(), *port);
                 o.set_keep_alive(Duration::from_secs(30));
                 let (client, mut el) = rumqttc::AsyncClient::new(o, 16);
                 let (tx, acks) = tokio::sync::mpsc::channel(16);
                 let task = tokio::spawn(async move {
-                    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+                    let mut backoff =
+                        Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
                     loop {
                         match el.poll().await {
                             Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
@@ -137,18 +154,26 @@ impl Worker {
                         format!("sha256={}", sign(s, row.payload.as_bytes())),
                     );
                 }
-                let resp = req.body(row.payload.clone()).send().await.map_err(|e| e.to_string())?;
+                let resp = req
+                    .body(row.payload.clone())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let status = resp.status();
                 // 409: the receiver already has this idempotency key.
                 if status.is_success() || status.as_u16() == 409 {
                     Ok(None)
                 } else {
                     let body = resp.text().await.unwrap_or_default();
-                    Err(format!("HTTP {status}: {}", body.chars().take(200).collect::<String>()))
+                    Err(format!(
+                        "HTTP {status}: {}",
+                        body.chars().take(200).collect::<String>()
+                    ))
                 }
             }
             (TargetKind::Atlas { url, api_key }, Sender::Http(c)) => {
-                let p: serde_json::Value = serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                let p: serde_json::Value =
+                    serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
                 let w = &p["work_order"];
                 let remote = {
                     let (name, wo) = (self.target.name.clone(), row.work_order);
@@ -206,7 +231,10 @@ impl Worker {
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
                 if !status.is_success() {
-                    return Err(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+                    return Err(format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(200).collect::<String>()
+                    ));
                 }
                 let id = serde_json::from_str::<serde_json::Value>(&text)
                     .ok()
@@ -220,7 +248,12 @@ impl Worker {
             (TargetKind::Mqtt { topic, .. }, Sender::Mqtt { client, acks, .. }) => {
                 while acks.try_recv().is_ok() {}
                 client
-                    .publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, row.payload.clone().into_bytes())
+                    .publish(
+                        topic.clone(),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        row.payload.clone().into_bytes(),
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
                 match tokio::time::timeout(self.target.timeout, acks.recv()).await {
@@ -270,7 +303,11 @@ impl Worker {
                                 metrics::counter!("caretaker_work_order_deliveries_total", "target" => name.clone(), "result" => "ok")
                                     .increment(1);
                                 let id = row.id;
-                                if let Err(e) = db(&self.store, move |s| s.mark_delivered(id, now_ms(), remote.as_deref())).await {
+                                if let Err(e) = db(&self.store, move |s| {
+                                    s.mark_delivered(id, now_ms(), remote.as_deref())
+                                })
+                                .await
+                                {
                                     warn!(target = %name, error = %e, "outbox update failed");
                                 }
                                 continue;

@@ -33,7 +33,11 @@ pub struct Service {
 }
 
 /// Starts the machinery when there is anything for it to do (rules or targets).
-pub fn start(config: &SiteConfig, catalog: &SharedCatalog, rules: Arc<RuleSet>) -> anyhow::Result<Option<Service>> {
+pub fn start(
+    config: &SiteConfig,
+    catalog: &SharedCatalog,
+    rules: Arc<RuleSet>,
+) -> anyhow::Result<Option<Service>> {
     let wo = &config.work_orders;
     if rules.is_empty() && wo.targets.is_empty() {
         return Ok(None);
@@ -132,7 +136,9 @@ impl Service {
         let _ = (&mut self.ticker).await;
         self.host.lock().unwrap_or_else(|e| e.into_inner()).close();
         if let Some(t) = self.store_thread.take() {
-            let _ = tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || t.join())).await;
+            let _ =
+                tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || t.join()))
+                    .await;
         }
         // Give in-flight deliveries a moment to finish before cutting them off.
         let _ = tokio::time::timeout(Duration::from_millis(500), async {

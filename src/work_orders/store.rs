@@ -127,7 +127,9 @@ fn row_to_wo(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
 }
 
 fn num(v: Option<f64>) -> Value {
-    v.filter(|x| x.is_finite()).map(Value::from).unwrap_or(Value::Null)
+    v.filter(|x| x.is_finite())
+        .map(Value::from)
+        .unwrap_or(Value::Null)
 }
 
 impl WorkOrder {
@@ -249,7 +251,9 @@ impl Store {
             )?;
         }
         let site = conn
-            .query_row("SELECT value FROM meta WHERE key = 'site'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'site'", [], |r| {
+                r.get(0)
+            })
             .optional()?
             .unwrap_or_else(|| "caretaker".to_string());
         Ok(Store {
@@ -268,7 +272,10 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM targets", [])?;
         for (name, kind) in targets {
-            tx.execute("INSERT INTO targets (name, kind) VALUES (?1, ?2)", params![name, kind])?;
+            tx.execute(
+                "INSERT INTO targets (name, kind) VALUES (?1, ?2)",
+                params![name, kind],
+            )?;
         }
         tx.commit()
     }
@@ -375,7 +382,10 @@ impl Store {
             }
             AlarmKind::Cleared => {
                 let Some((id, _)) = open else {
-                    return Ok(Applied { work_order: 0, event: "none" });
+                    return Ok(Applied {
+                        work_order: 0,
+                        event: "none",
+                    });
                 };
                 if ev.resolve == Resolve::Auto {
                     tx.execute(
@@ -383,9 +393,21 @@ impl Store {
                          updated_at = ?2, peak_value = coalesce(?4, peak_value) WHERE id = ?1",
                         params![id, ev.at_ms, actor, peak],
                     )?;
-                    let h = history(&tx, id, ev.at_ms, &actor, "resolved", Some("condition cleared"), value, &evidence)?;
+                    let h = history(
+                        &tx,
+                        id,
+                        ev.at_ms,
+                        &actor,
+                        "resolved",
+                        Some("condition cleared"),
+                        value,
+                        &evidence,
+                    )?;
                     enqueue(&tx, &site, id, "resolved", h, ev.at_ms)?;
-                    Applied { work_order: id, event: "resolved" }
+                    Applied {
+                        work_order: id,
+                        event: "resolved",
+                    }
                 } else {
                     tx.execute(
                         "UPDATE work_orders SET cleared_at = ?2, updated_at = ?2 WHERE id = ?1",
@@ -401,7 +423,10 @@ impl Store {
                         value,
                         &evidence,
                     )?;
-                    Applied { work_order: id, event: "none" }
+                    Applied {
+                        work_order: id,
+                        event: "none",
+                    }
                 }
             }
         };
@@ -410,16 +435,35 @@ impl Store {
     }
 
     /// A person acknowledges a work order.
-    pub fn acknowledge(&mut self, id: i64, actor: &str, note: Option<&str>, now_ms: i64) -> Result<WorkOrder, StoreError> {
+    pub fn acknowledge(
+        &mut self,
+        id: i64,
+        actor: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<WorkOrder, StoreError> {
         self.person(id, actor, note, now_ms, true)
     }
 
     /// A person resolves a work order.
-    pub fn resolve(&mut self, id: i64, actor: &str, note: Option<&str>, now_ms: i64) -> Result<WorkOrder, StoreError> {
+    pub fn resolve(
+        &mut self,
+        id: i64,
+        actor: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<WorkOrder, StoreError> {
         self.person(id, actor, note, now_ms, false)
     }
 
-    fn person(&mut self, id: i64, actor: &str, note: Option<&str>, now: i64, ack: bool) -> Result<WorkOrder, StoreError> {
+    fn person(
+        &mut self,
+        id: i64,
+        actor: &str,
+        note: Option<&str>,
+        now: i64,
+        ack: bool,
+    ) -> Result<WorkOrder, StoreError> {
         let site = self.site.clone();
         let tx = self.conn.transaction()?;
         let wo = get(&tx, id)?.ok_or(StoreError::NotFound(id))?;
@@ -487,7 +531,9 @@ impl Store {
                 action: r.get(3)?,
                 note: r.get(4)?,
                 value: r.get(5)?,
-                evidence: ev.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+                evidence: ev
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default(),
             })
         })?;
         rows.collect()
@@ -515,7 +561,12 @@ impl Store {
             .optional()
     }
 
-    pub fn mark_delivered(&self, id: i64, now_ms: i64, remote_id: Option<&str>) -> rusqlite::Result<()> {
+    pub fn mark_delivered(
+        &self,
+        id: i64,
+        now_ms: i64,
+        remote_id: Option<&str>,
+    ) -> rusqlite::Result<()> {
         self.conn.execute(
             "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL, remote_id = ?3 WHERE id = ?1",
             params![id, now_ms, remote_id],
@@ -621,10 +672,18 @@ fn history(
 
 /// Adds one outbox row per target, with the work order as it is now. The idempotency key names the site, the
 /// alarm key, the episode start, the event and the history row: unique per work order and event.
-fn enqueue(tx: &Transaction<'_>, site: &str, wo: i64, event: &str, history_id: i64, at: i64) -> rusqlite::Result<()> {
+fn enqueue(
+    tx: &Transaction<'_>,
+    site: &str,
+    wo: i64,
+    event: &str,
+    history_id: i64,
+    at: i64,
+) -> rusqlite::Result<()> {
     let targets: Vec<String> = {
         let mut st = tx.prepare("SELECT name FROM targets ORDER BY name")?;
-        st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        st.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
     };
     if targets.is_empty() {
         return Ok(());
@@ -687,24 +746,44 @@ mod tests {
     #[test]
     fn one_work_order_per_alarm_updated_by_repeats_and_resolved_on_clear() {
         let mut s = store();
-        assert_eq!(s.apply(&ev(AlarmKind::Raised, 1_000, 19.0)).unwrap().event, "opened");
-        assert_eq!(s.apply(&ev(AlarmKind::Raised, 2_000, 21.0)).unwrap().event, "updated");
-        assert_eq!(s.apply(&ev(AlarmKind::Repeated, 3_000, 20.0)).unwrap().event, "updated");
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Raised, 1_000, 19.0)).unwrap().event,
+            "opened"
+        );
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Raised, 2_000, 21.0)).unwrap().event,
+            "updated"
+        );
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Repeated, 3_000, 20.0))
+                .unwrap()
+                .event,
+            "updated"
+        );
         let all = s.list(None).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!((all[0].count, all[0].last_value), (3, Some(20.0)));
         assert_eq!(all[0].due_at, Some(3_601_000));
         assert_eq!(s.active_alarms().unwrap().len(), 1);
-        assert_eq!(s.apply(&ev(AlarmKind::Cleared, 4_000, 16.0)).unwrap().event, "resolved");
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Cleared, 4_000, 16.0)).unwrap().event,
+            "resolved"
+        );
         let w = s.get(1).unwrap().unwrap();
         assert_eq!(w.status, "resolved");
         assert_eq!(w.resolved_by.as_deref(), Some("rule:too-warm"));
         assert!(s.active_alarms().unwrap().is_empty());
         let h = s.history(1).unwrap();
-        assert_eq!(h.iter().map(|h| h.action.as_str()).collect::<Vec<_>>(), ["opened", "raised again", "still active", "resolved"]);
+        assert_eq!(
+            h.iter().map(|h| h.action.as_str()).collect::<Vec<_>>(),
+            ["opened", "raised again", "still active", "resolved"]
+        );
         assert_eq!(h[0].evidence, vec![(0, 18.0), (1_000, 19.0)]);
         let ob = s.outbox(None).unwrap();
-        assert_eq!(ob.iter().map(|o| o.event.as_str()).collect::<Vec<_>>(), ["opened", "updated", "updated", "resolved"]);
+        assert_eq!(
+            ob.iter().map(|o| o.event.as_str()).collect::<Vec<_>>(),
+            ["opened", "updated", "updated", "resolved"]
+        );
         let keys: std::collections::HashSet<_> = ob.iter().map(|o| &o.idempotency_key).collect();
         assert_eq!(keys.len(), 4, "keys are unique per event");
         let p: Value = serde_json::from_str(&ob[0].payload).unwrap();
@@ -718,32 +797,62 @@ mod tests {
         let mut s = store();
         s.apply(&ev(AlarmKind::Raised, 0, 19.0)).unwrap();
         s.apply(&ev(AlarmKind::Cleared, 1_000, 16.0)).unwrap();
-        assert_eq!(s.apply(&ev(AlarmKind::Raised, 60_000, 19.0)).unwrap(), Applied { work_order: 1, event: "updated" });
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Raised, 60_000, 19.0)).unwrap(),
+            Applied {
+                work_order: 1,
+                event: "updated"
+            }
+        );
         assert_eq!(s.get(1).unwrap().unwrap().flaps, 1);
         s.apply(&ev(AlarmKind::Cleared, 70_000, 16.0)).unwrap();
         // Outside the 10-minute window: a new work order.
-        assert_eq!(s.apply(&ev(AlarmKind::Raised, 70_000 + 601_000, 19.0)).unwrap().work_order, 2);
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Raised, 70_000 + 601_000, 19.0))
+                .unwrap()
+                .work_order,
+            2
+        );
     }
 
     #[test]
     fn people_acknowledge_and_resolve_and_their_word_stands() {
         let mut s = store();
         s.apply(&ev(AlarmKind::Raised, 0, 19.0)).unwrap();
-        let w = s.acknowledge(1, "alice", Some("on my way"), 60_000).unwrap();
+        let w = s
+            .acknowledge(1, "alice", Some("on my way"), 60_000)
+            .unwrap();
         assert_eq!(w.status, "acknowledged");
-        assert!(matches!(s.acknowledge(1, "bob", None, 61_000), Err(StoreError::State { .. })));
+        assert!(matches!(
+            s.acknowledge(1, "bob", None, 61_000),
+            Err(StoreError::State { .. })
+        ));
         s.apply(&ev(AlarmKind::Raised, 70_000, 22.0)).unwrap();
         assert_eq!(s.get(1).unwrap().unwrap().status, "acknowledged");
-        s.resolve(1, "alice", Some("valve replaced"), 120_000).unwrap();
+        s.resolve(1, "alice", Some("valve replaced"), 120_000)
+            .unwrap();
         // Still breaching: the repeat does not reopen what a person resolved.
-        assert_eq!(s.apply(&ev(AlarmKind::Repeated, 130_000, 22.0)).unwrap().event, "none");
-        assert!(matches!(s.resolve(9, "x", None, 0), Err(StoreError::NotFound(9))));
+        assert_eq!(
+            s.apply(&ev(AlarmKind::Repeated, 130_000, 22.0))
+                .unwrap()
+                .event,
+            "none"
+        );
+        assert!(matches!(
+            s.resolve(9, "x", None, 0),
+            Err(StoreError::NotFound(9))
+        ));
         let st = s.stats(200_000).unwrap();
         assert_eq!(st[0].team, "hvac");
         assert_eq!(st[0].mean_time_to_acknowledge_s, Some(60.0));
         assert_eq!(st[0].mean_time_to_resolve_s, Some(120.0));
         assert_eq!(st[0].sla_breaches, 0);
-        let ev_names: Vec<_> = s.outbox(Some(1)).unwrap().into_iter().map(|o| o.event).collect();
+        let ev_names: Vec<_> = s
+            .outbox(Some(1))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.event)
+            .collect();
         assert_eq!(ev_names, ["opened", "acknowledged", "updated", "resolved"]);
     }
 
@@ -758,10 +867,17 @@ mod tests {
         assert_eq!(s.apply(&e).unwrap().event, "none");
         let w = s.get(1).unwrap().unwrap();
         assert_eq!((w.status.as_str(), w.cleared_at), ("open", Some(5_000)));
-        assert!(s.active_alarms().unwrap().is_empty(), "cleared alarms are not restored as active");
+        assert!(
+            s.active_alarms().unwrap().is_empty(),
+            "cleared alarms are not restored as active"
+        );
         let first = s.next_pending("hook").unwrap().unwrap();
         s.mark_failed(first.id, "connection refused", 10).unwrap();
-        assert_eq!(s.next_pending("hook").unwrap().unwrap().id, first.id, "a failing row holds back the rest");
+        assert_eq!(
+            s.next_pending("hook").unwrap().unwrap().id,
+            first.id,
+            "a failing row holds back the rest"
+        );
         s.mark_delivered(first.id, 20, None).unwrap();
         assert!(s.next_pending("hook").unwrap().is_none());
     }

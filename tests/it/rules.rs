@@ -40,8 +40,17 @@ impl Received {
 }
 
 async fn hook(State(rx): State<Received>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let expected = format!("sha256={}", caretaker::work_orders::deliver::sign(SECRET.as_bytes(), &body));
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let expected = format!(
+        "sha256={}",
+        caretaker::work_orders::deliver::sign(SECRET.as_bytes(), &body)
+    );
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     rx.0.lock().unwrap().push(Call {
         key: h("idempotency-key"),
@@ -61,7 +70,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start(port: u16, rx: Received) -> Receiver {
-        let mut r = Receiver { port, rx, stop: None };
+        let mut r = Receiver {
+            port,
+            rx,
+            stop: None,
+        };
         r.up().await;
         r
     }
@@ -166,18 +179,29 @@ fn caretaker(args: &[&str]) -> (i32, String, String) {
 }
 
 fn list(state: &Path) -> Vec<serde_json::Value> {
-    let (code, out, err) = caretaker(&["work-orders", "list", "--state", state.to_str().unwrap(), "--format", "json"]);
+    let (code, out, err) = caretaker(&[
+        "work-orders",
+        "list",
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     if code != 0 {
         return Vec::new(); // the daemon has not created the store yet
     }
-    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+    serde_json::from_str::<Vec<serde_json::Value>>(&out)
+        .unwrap_or_else(|e| panic!("{e}: {out}{err}"))
 }
 
 async fn wait_subscribed(p: &Publisher, d: &Daemon) {
     let ok = wait_until(Duration::from_secs(30), || async {
-        p.publish("campus/probe/probe/telemetry", r#"{"temperature": 1}"#).await;
+        p.publish("campus/probe/probe/telemetry", r#"{"temperature": 1}"#)
+            .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        d.metric(r#"caretaker_readings_received_total{source="mqtt"}"#).await >= 1.0
+        d.metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+            .await
+            >= 1.0
     })
     .await;
     assert!(ok, "daemon never received a message:\n{}", d.log_text());
@@ -206,7 +230,8 @@ async fn publish(p: &Publisher, part: &[(i64, f64)]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_and_receiver_outage() {
+async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_and_receiver_outage()
+{
     let mosq = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -263,11 +288,16 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     let daemon = Daemon::start(&cfg, http);
     // Wait until the restarted daemon has read something (its own counter starts at 0 again).
     wait_subscribed(&publisher, &daemon).await;
-    let received_before = daemon.metric(r#"caretaker_readings_received_total{source="mqtt"}"#).await;
+    let received_before = daemon
+        .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+        .await;
     publish(&publisher, SERIES[2]).await;
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            daemon.metric(r#"caretaker_readings_received_total{source="mqtt"}"#).await >= received_before + 1.0
+            daemon
+                .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+                .await
+                >= received_before + 1.0
         })
         .await
     );
@@ -282,7 +312,9 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     publish(&publisher, SERIES[3]).await;
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            list(&state).first().is_some_and(|w| w["status"] == "resolved")
+            list(&state)
+                .first()
+                .is_some_and(|w| w["status"] == "resolved")
         })
         .await,
         "clear did not resolve:\n{}",
@@ -290,18 +322,25 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     );
     let id = wos[0]["id"].to_string();
     let show = |id: &str| {
-        let (code, out, err) =
-            caretaker(&["work-orders", "show", id, "--state", state.to_str().unwrap(), "--format", "json"]);
+        let (code, out, err) = caretaker(&[
+            "work-orders",
+            "show",
+            id,
+            "--state",
+            state.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
         assert_eq!(code, 0, "{err}");
         serde_json::from_str::<serde_json::Value>(&out).unwrap()
     };
     assert!(
         wait_until(Duration::from_secs(20), || async {
-            show(&id)["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|d| d["event"] == "resolved" && d["delivered_at"].is_null() && d["attempts"].as_i64().unwrap() >= 2)
+            show(&id)["deliveries"].as_array().unwrap().iter().any(|d| {
+                d["event"] == "resolved"
+                    && d["delivered_at"].is_null()
+                    && d["attempts"].as_i64().unwrap() >= 2
+            })
         })
         .await,
         "the resolved event was not retried while the receiver was down: {}",
@@ -313,7 +352,10 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     // 5. The receiver comes back: the resolution arrives, and every delivery exactly once.
     receiver.up().await;
     assert!(
-        wait_until(Duration::from_secs(20), || async { rx.events().last().map(String::as_str) == Some("resolved") }).await,
+        wait_until(Duration::from_secs(20), || async {
+            rx.events().last().map(String::as_str) == Some("resolved")
+        })
+        .await,
         "{:?}\n{}",
         rx.events(),
         daemon.log_text()
@@ -325,37 +367,94 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
         *per_key.entry(c.key.as_str()).or_default() += 1;
         assert!(c.signature_ok);
     }
-    assert!(per_key.values().all(|n| *n == 1), "duplicate deliveries: {per_key:?}");
+    assert!(
+        per_key.values().all(|n| *n == 1),
+        "duplicate deliveries: {per_key:?}"
+    );
     assert_eq!(rx.events(), ["opened", "updated", "updated", "resolved"]);
     let last = &calls.last().unwrap().body["work_order"];
     assert_eq!(last["status"], "resolved");
     assert_eq!(last["resolved_by"], "rule:room-too-hot");
     let shown = show(&id);
-    let actions: Vec<&str> = shown["history"].as_array().unwrap().iter().map(|h| h["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["opened", "still active", "still active", "resolved"]);
-    assert_eq!(shown["history"][0]["evidence"].as_array().unwrap().len(), 2, "{shown}");
-    assert!(shown["deliveries"].as_array().unwrap().iter().all(|d| !d["delivered_at"].is_null()));
+    let actions: Vec<&str> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["opened", "still active", "still active", "resolved"]
+    );
+    assert_eq!(
+        shown["history"][0]["evidence"].as_array().unwrap().len(),
+        2,
+        "{shown}"
+    );
+    assert!(
+        shown["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| !d["delivered_at"].is_null())
+    );
 
     // 6. A person's acknowledgement of a new episode goes out too (`ack` on the store while the daemon runs).
     publish(&publisher, &[(300, 35.0), (303, 35.0)]).await;
     assert!(
-        wait_until(Duration::from_secs(20), || async { list(&state).len() == 2 }).await,
+        wait_until(Duration::from_secs(20), || async {
+            list(&state).len() == 2
+        })
+        .await,
         "{:?}",
         list(&state)
     );
     let new_id = list(&state)[1]["id"].to_string();
-    let (code, out, err) = caretaker(&["work-orders", "ack", &new_id, "--state", state.to_str().unwrap(), "--by", "alice"]);
+    let (code, out, err) = caretaker(&[
+        "work-orders",
+        "ack",
+        &new_id,
+        "--state",
+        state.to_str().unwrap(),
+        "--by",
+        "alice",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        wait_until(Duration::from_secs(20), || async { rx.events().last().map(String::as_str) == Some("acknowledged") }).await,
+        wait_until(Duration::from_secs(20), || async {
+            rx.events().last().map(String::as_str) == Some("acknowledged")
+        })
+        .await,
         "{:?}",
         rx.events()
     );
-    let (code, out, _) = caretaker(&["work-orders", "list", "--state", state.to_str().unwrap(), "--status", "acknowledged", "--format", "csv"]);
+    let (code, out, _) = caretaker(&[
+        "work-orders",
+        "list",
+        "--state",
+        state.to_str().unwrap(),
+        "--status",
+        "acknowledged",
+        "--format",
+        "csv",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.lines().nth(1).unwrap().contains(",acknowledged,major,room-too-hot,room-1,temperature,"), "{out}");
-    let (code, out, _) = caretaker(&["work-orders", "stats", "--state", state.to_str().unwrap(), "--format", "json"]);
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .contains(",acknowledged,major,room-too-hot,room-1,temperature,"),
+        "{out}"
+    );
+    let (code, out, _) = caretaker(&[
+        "work-orders",
+        "stats",
+        "--state",
+        state.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0);
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["teams"][0]["team"], "hvac");
@@ -365,9 +464,16 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     // 7. Backtest on the same readings opens the same work orders at the same times.
     let csv = dir.path().join("history.csv");
     let mut text = String::from("timestamp,device,point,value,profile\n");
-    for part in SERIES.iter().copied().chain([&[(300, 35.0), (303, 35.0)][..]]) {
+    for part in SERIES
+        .iter()
+        .copied()
+        .chain([&[(300, 35.0), (303, 35.0)][..]])
+    {
         for (t, v) in part {
-            text.push_str(&format!("{},room-1,temperature,{v},generic-room-sensor\n", T0 + t * 1000));
+            text.push_str(&format!(
+                "{},room-1,temperature,{v},generic-room-sensor\n",
+                T0 + t * 1000
+            ));
         }
     }
     std::fs::write(&csv, text).unwrap();
@@ -381,7 +487,10 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
         "json",
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("work order(s) would have been opened"), "{err}");
+    assert!(
+        err.contains("work order(s) would have been opened"),
+        "{err}"
+    );
     let back: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let live = list(&state);
     let key = |w: &serde_json::Value| {
@@ -416,10 +525,14 @@ fn check_reports_rule_errors_with_file_and_line() {
     let (code, out, err) = caretaker(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        err.contains("bad.yaml:5:") && err.contains("unknown point `temprature` (did you mean `temperature`?)"),
+        err.contains("bad.yaml:5:")
+            && err.contains("unknown point `temprature` (did you mean `temperature`?)"),
         "{err}"
     );
-    assert!(err.contains("bad.yaml:11:") && err.contains("wrong unit"), "{err}");
+    assert!(
+        err.contains("bad.yaml:11:") && err.contains("wrong unit"),
+        "{err}"
+    );
     std::fs::remove_file(dir.path().join("rules/bad.yaml")).unwrap();
     let (code, out, err) = caretaker(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
