@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 pub struct Loaded {
     pub config: SiteConfig,
     pub catalog: Catalog,
+    pub rules: Arc<crate::rules::RuleSet>,
 }
 
 /// Loads the site config, its profiles and declared devices, listing every problem found.
@@ -33,6 +34,7 @@ pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let config_ok = errs.is_empty();
     let (profiles, profile_errs) = profile::load_dirs(&config.profile_dirs);
     let profiles_ok = profile_errs.is_empty();
+    let profiles_for_rules = profiles.clone();
     errs.extend(profile_errs);
     // Unknown profiles are only meaningful once every profile file loaded.
     let catalog = if profiles_ok {
@@ -49,8 +51,25 @@ pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     } else {
         None
     };
+    // Rules are checked against the profiles that loaded, even when other parts failed, so one run lists all.
+    let devices: std::collections::BTreeMap<String, String> = config
+        .devices
+        .iter()
+        .map(|d| (d.id.clone(), d.profile.clone()))
+        .collect();
+    let rule_cx = crate::rules::Context {
+        profiles: &profiles_for_rules,
+        devices: &devices,
+        timezone: config.site.timezone.as_deref(),
+    };
+    let (rules, rule_errs) = crate::rules::load_dirs(&config.rule_dirs, &rule_cx);
+    errs.extend(rule_errs);
     match catalog {
-        Some(catalog) if errs.is_empty() && config_ok => Ok(Loaded { config, catalog }),
+        Some(catalog) if errs.is_empty() && config_ok => Ok(Loaded {
+            config,
+            catalog,
+            rules: Arc::new(rules),
+        }),
         _ => Err(errs),
     }
 }
@@ -113,7 +132,11 @@ async fn wait_for_signal() {
 
 /// Runs a loaded site until `shutdown` is cancelled, then stops in order.
 pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Loaded { config, catalog } = loaded;
+    let Loaded {
+        config,
+        catalog,
+        rules,
+    } = loaded;
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         anyhow::anyhow!(
             "cannot create state dir {} ([state] dir): {e}",
@@ -191,6 +214,9 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         }
     };
 
+    // Rules and work orders.
+    let work_orders = crate::work_orders::service::start(&config, &catalog, rules)?;
+
     // Pipeline.
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let chunk_lines = config
@@ -202,7 +228,7 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         rx,
         catalog: catalog.clone(),
         queue: queue.clone(),
-        stages: Vec::new(),
+        stages: work_orders.iter().map(|w| w.stage()).collect(),
         chunk_lines,
     };
     let pipeline_task = tokio::spawn(pipeline.run());
@@ -259,6 +285,10 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         .is_err()
     {
         warn!("pipeline did not drain before shutdown_timeout");
+    }
+
+    if let Some(w) = work_orders {
+        w.shutdown(deadline).await;
     }
 
     // 2. The writer sends what is queued, until the deadline.

@@ -41,6 +41,11 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Work orders in the local store: list, ack, resolve, show, stats.
+    #[command(name = "work-orders", subcommand)]
+    WorkOrders(crate::work_orders::cli::WorkOrdersCommand),
+    /// Replay history through the rules and print the work orders they would have opened.
+    Backtest(crate::rules::backtest::BacktestArgs),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -69,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::WorkOrders(cmd) => crate::work_orders::cli::run(cmd),
+        Command::Backtest(args) => crate::rules::backtest::run(args),
     }
 }
 
@@ -132,6 +139,33 @@ pub fn check(config: &std::path::Path) -> i32 {
                 ),
                 None => println!("influxdb: not configured"),
             }
+            println!(
+                "rules: {} in {} folder(s)",
+                l.rules.len(),
+                c.rule_dirs.len()
+            );
+            for r in l.rules.dormant(&l.catalog.profiles) {
+                println!(
+                    "  dormant: {} ({}:{}): no profile of this site has point `{}` for its applies_to",
+                    r.name,
+                    r.file.display(),
+                    r.line,
+                    r.point.as_deref().unwrap_or("-")
+                );
+            }
+            println!(
+                "work-order targets: {}",
+                if c.work_orders.targets.is_empty() {
+                    "none (the local store holds them)".to_string()
+                } else {
+                    c.work_orders
+                        .targets
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
             println!("state: {}", c.state_dir.display());
             0
         }

@@ -34,6 +34,8 @@ struct RawSiteConfig {
     pipeline: Option<RawPipeline>,
     #[serde(default)]
     devices: Vec<RawDevice>,
+    #[serde(default)]
+    work_orders: Option<crate::work_orders::config::RawWorkOrders>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +195,7 @@ pub struct SiteConfig {
     pub http: Option<HttpConfig>,
     pub pipeline: PipelineConfig,
     pub devices: Vec<DeviceConfig>,
+    pub work_orders: crate::work_orders::WorkOrdersConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -664,7 +667,18 @@ impl SiteConfig {
                 index: i,
             });
         }
+        let work_orders = match &raw.work_orders {
+            Some(w) => {
+                let (c, es) = crate::work_orders::config::validate(w, cx.file);
+                for (k, m) in es {
+                    cx.err(&k, m);
+                }
+                c
+            }
+            None => Default::default(),
+        };
         SiteConfig {
+            work_orders,
             file: cx.file.to_path_buf(),
             site: Site {
                 name: raw.site.name.clone(),

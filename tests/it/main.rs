@@ -5,4 +5,5 @@ mod check_cli;
 mod modbus;
 mod mqtt_influx;
 mod spool;
+mod rules;
 mod support;

@@ -1,0 +1,421 @@
+//! `caretaker backtest`: replays history through the site's rules with the same engine and the same work-order
+//! store logic (in memory) as the daemon, and prints the work orders that would have been opened, so a rule can
+//! be tuned before it pages anyone.
+//!
+//! Input CSV: a header naming the columns `timestamp,device,point,value` (any order; an optional `profile`
+//! column adds devices the site config does not declare). `timestamp` is RFC 3339 or an integer Unix time
+//! (seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows need not be sorted.
+//! `--from-influx` reads the same readings back from the site's InfluxDB (v1 API) instead.
+
+use super::engine::{Engine, Options};
+use super::stage::to_event;
+use crate::catalog::Catalog;
+use crate::reading::Reading;
+use crate::work_orders::cli::{Format, print_list};
+use crate::work_orders::store::Store;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Site config (TOML): profiles, devices, rules.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// History CSV (`timestamp,device,point,value`).
+    #[arg(
+        long,
+        conflicts_with = "from_influx",
+        required_unless_present = "from_influx"
+    )]
+    pub input: Option<PathBuf>,
+    /// Read history from the site's InfluxDB (v1 API) between --from and --to.
+    #[arg(long, requires_all = ["from", "to"])]
+    pub from_influx: bool,
+    /// Start (RFC 3339) for --from-influx.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End (RFC 3339, exclusive) for --from-influx.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// Parses a timestamp: RFC 3339, or integer Unix time in s/ms/us/ns by magnitude. Returns nanoseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        let a = n.unsigned_abs();
+        return Ok(if a >= 100_000_000_000_000_000 {
+            n
+        } else if a >= 100_000_000_000_000 {
+            n * 1_000
+        } else if a >= 100_000_000_000 {
+            n * 1_000_000
+        } else {
+            n * 1_000_000_000
+        });
+    }
+    s.parse::<jiff::Timestamp>()
+        .map(|t| t.as_nanosecond() as i64)
+        .map_err(|e| format!("`{s}` is neither RFC 3339 nor a Unix time: {e}"))
+}
+
+/// One history row, before it is mapped to a point.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub at: i64,
+    pub device: String,
+    pub point: String,
+    pub value: f64,
+    pub profile: Option<String>,
+    pub line: u64,
+}
+
+/// Reads a history CSV; errors name the line.
+pub fn read_csv(path: &Path) -> Result<Vec<Row>, Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let mut lines = text.lines().enumerate();
+    let Some((_, header)) = lines.next() else {
+        return Err(vec![format!("{}: empty file", path.display())]);
+    };
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let col = |n: &str| cols.iter().position(|c| *c == n);
+    let (Some(ct), Some(cd), Some(cp), Some(cv)) =
+        (col("timestamp"), col("device"), col("point"), col("value"))
+    else {
+        return Err(vec![format!(
+            "{}:1: the header must name the columns timestamp,device,point,value (found `{header}`)",
+            path.display()
+        )]);
+    };
+    let cprof = col("profile");
+    let mut rows = Vec::new();
+    let mut errs = Vec::new();
+    for (i, l) in lines {
+        let line = i as u64 + 1;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = l.split(',').map(str::trim).collect();
+        let get = |c: usize| f.get(c).copied().unwrap_or("");
+        let at = parse_time(get(ct));
+        let value = match get(cv) {
+            "true" => Ok(1.0),
+            "false" => Ok(0.0),
+            v => v
+                .parse::<f64>()
+                .map_err(|_| format!("value `{v}` is not a number")),
+        };
+        match (at, value) {
+            (Ok(at), Ok(value)) => rows.push(Row {
+                at,
+                device: get(cd).to_string(),
+                point: get(cp).to_string(),
+                value,
+                profile: cprof.map(|c| get(c).to_string()).filter(|s| !s.is_empty()),
+                line,
+            }),
+            (Err(e), _) | (_, Err(e)) => errs.push(format!("{}:{line}: {e}", path.display())),
+        }
+        if errs.len() >= 20 {
+            errs.push("(stopped after 20 errors)".into());
+            break;
+        }
+    }
+    if errs.is_empty() { Ok(rows) } else { Err(errs) }
+}
+
+/// Maps rows to readings, adding undeclared devices that name a profile. Errors name the line.
+pub fn to_readings(
+    catalog: &mut Catalog,
+    rows: &[Row],
+    source: &str,
+) -> Result<Vec<Reading>, Vec<String>> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut errs = Vec::new();
+    for r in rows {
+        let dev = match (catalog.device_by_id(&r.device), &r.profile) {
+            (Some((i, _)), _) => Some(i),
+            (None, Some(p)) => match catalog.add_device(&r.device, p, BTreeMap::new(), false) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    errs.push(format!("{source}:{}: device `{}`: {e}", r.line, r.device));
+                    None
+                }
+            },
+            (None, None) => {
+                errs.push(format!(
+                    "{source}:{}: unknown device `{}` (declare it in the site config or add a `profile` column)",
+                    r.line, r.device
+                ));
+                None
+            }
+        };
+        if let Some(d) = dev {
+            match catalog.device(d).point_id(&r.point) {
+                Some(p) => out.push(Reading::good(p, r.value, r.at)),
+                None => errs.push(format!(
+                    "{source}:{}: device `{}` (profile `{}`) has no point `{}`",
+                    r.line,
+                    r.device,
+                    catalog.device(d).profile.name,
+                    r.point
+                )),
+            }
+        }
+        if errs.len() >= 20 {
+            break;
+        }
+    }
+    if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
+/// Replays readings (any order) through the rules; returns the store holding the work orders they opened.
+pub fn replay(
+    loaded: &crate::app::Loaded,
+    catalog: &Catalog,
+    mut readings: Vec<Reading>,
+    progress: bool,
+) -> anyhow::Result<Store> {
+    readings.sort_by_key(|r| r.at);
+    let wo = &loaded.config.work_orders;
+    let mut engine = Engine::new(
+        loaded.rules.clone(),
+        Options {
+            repeat_every_ns: wo.update_every.as_nanos() as i64,
+        },
+    );
+    let mut store = Store::in_memory(&loaded.config.site.name)?;
+    store.set_flap_window(wo.flap_window);
+    let site = &loaded.config.site.name;
+    let mut out = Vec::new();
+    let total = readings.len();
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    // The daemon ticks every second of wall time; on history, tick as data time passes.
+    const TICK_NS: i64 = 1_000_000_000;
+    let mut next_tick = readings.first().map(|r| r.at).unwrap_or(0);
+    for (i, r) in readings.iter().enumerate() {
+        while r.at >= next_tick {
+            engine.tick(catalog, next_tick, &mut out);
+            // Through long gaps, a tick a minute keeps replays of months quick.
+            next_tick += if r.at - next_tick > 3600 * TICK_NS {
+                60 * TICK_NS
+            } else {
+                TICK_NS
+            };
+        }
+        engine.evaluate(catalog, r, &mut out);
+        for t in out.drain(..) {
+            store.apply(&to_event(&loaded.rules, catalog, site, &t))?;
+        }
+        if progress && last_report.elapsed().as_secs_f64() >= 1.0 {
+            last_report = Instant::now();
+            eprintln!(
+                "backtest: {}/{} readings ({:.0}%), at {}",
+                i + 1,
+                total,
+                (i + 1) as f64 * 100.0 / total.max(1) as f64,
+                crate::work_orders::rfc3339_ms(r.at / 1_000_000)
+            );
+        }
+    }
+    if progress {
+        eprintln!(
+            "backtest: {total} readings through {} rules in {:.2}s",
+            loaded.rules.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(store)
+}
+
+/// Reads readings back from InfluxDB (v1 API): every field of every series with a `device` tag.
+async fn from_influx(
+    cfg: &crate::config::InfluxConfig,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let crate::config::InfluxApi::V1 {
+        database,
+        username,
+        password,
+        ..
+    } = &cfg.api
+    else {
+        anyhow::bail!(
+            "--from-influx reads the InfluxDB v1 query API ([influxdb] api = \"v1\"); export a CSV instead"
+        );
+    };
+    let (f, t) = (
+        parse_time(from).map_err(anyhow::Error::msg)?,
+        parse_time(to).map_err(anyhow::Error::msg)?,
+    );
+    crate::tls::install_default_provider();
+    let q = format!("SELECT * FROM /.*/ WHERE time >= {f} AND time < {t} GROUP BY \"device\"");
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut body = format!("db={}&q={}&epoch=ns", enc(database), enc(&q));
+    if let (Some(u), Some(p)) = (username, password) {
+        body.push_str(&format!("&u={}&p={}", enc(u), enc(p)));
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/query", cfg.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&resp.text().await?)?;
+    if let Some(e) = v["results"][0]["error"].as_str().or(v["error"].as_str()) {
+        anyhow::bail!("InfluxDB: {e}");
+    }
+    let mut rows = Vec::new();
+    for s in v["results"][0]["series"].as_array().into_iter().flatten() {
+        let Some(device) = s["tags"]["device"].as_str() else {
+            continue;
+        };
+        let cols: Vec<&str> = s["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+            .collect();
+        for vals in s["values"].as_array().into_iter().flatten() {
+            let vals = vals.as_array().cloned().unwrap_or_default();
+            let at = vals.first().and_then(|x| x.as_i64()).unwrap_or(0);
+            for (c, x) in cols.iter().zip(vals.iter()).skip(1) {
+                let value = match x {
+                    serde_json::Value::Number(n) => n.as_f64(),
+                    serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
+                    _ => None,
+                };
+                // Tags other than device come back as string columns: skipped as non-numbers.
+                if let Some(value) = value {
+                    rows.push(Row {
+                        at,
+                        device: device.to_string(),
+                        point: c.to_string(),
+                        value,
+                        profile: None,
+                        line: 0,
+                    });
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Runs `caretaker backtest`; returns the exit code.
+pub fn run(a: BacktestArgs) -> anyhow::Result<i32> {
+    let loaded = match crate::app::load(&a.config) {
+        Ok(l) => l,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s) in {}", errs.len(), a.config.display());
+            return Ok(1);
+        }
+    };
+    let (rows, source) = match &a.input {
+        Some(p) => match read_csv(p) {
+            Ok(r) => (r, p.display().to_string()),
+            Err(es) => {
+                for e in es {
+                    eprintln!("error: {e}");
+                }
+                return Ok(1);
+            }
+        },
+        None => {
+            let Some(influx) = &loaded.config.influxdb else {
+                anyhow::bail!(
+                    "--from-influx needs an [influxdb] section in {}",
+                    a.config.display()
+                );
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let rows = rt.block_on(from_influx(
+                influx,
+                a.from.as_deref().unwrap_or(""),
+                a.to.as_deref().unwrap_or(""),
+            ))?;
+            // Series of undeclared devices carry no profile: only declared devices' readings map.
+            let rows: Vec<Row> = rows
+                .into_iter()
+                .filter(|r| {
+                    loaded
+                        .catalog
+                        .device_by_id(&r.device)
+                        .is_some_and(|(_, d)| d.profile.point_index(&r.point).is_some())
+                })
+                .collect();
+            (rows, "influxdb".to_string())
+        }
+    };
+    let mut catalog = loaded.catalog.clone();
+    let readings = match to_readings(&mut catalog, &rows, &source) {
+        Ok(r) => r,
+        Err(es) => {
+            for e in es {
+                eprintln!("error: {e}");
+            }
+            return Ok(1);
+        }
+    };
+    let store = replay(&loaded, &catalog, readings, true)?;
+    let list = store.list(None)?;
+    eprintln!(
+        "backtest: {} work order(s) would have been opened",
+        list.len()
+    );
+    print_list(&list, a.format);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_every_form() {
+        let ns = 1_767_225_600_000_000_000i64;
+        assert_eq!(parse_time("2026-01-01T00:00:00Z").unwrap(), ns);
+        assert_eq!(parse_time("1767225600").unwrap(), ns);
+        assert_eq!(parse_time("1767225600000").unwrap(), ns);
+        assert_eq!(parse_time("1767225600000000").unwrap(), ns);
+        assert_eq!(parse_time("1767225600000000000").unwrap(), ns);
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn csv_errors_name_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.csv");
+        std::fs::write(
+            &p,
+            "device,timestamp,point,value\nahu-1,2026-01-01T00:00:00Z,t,1.5\nahu-1,soon,t,2\n",
+        )
+        .unwrap();
+        let e = read_csv(&p).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("h.csv:3:"), "{e:?}");
+        std::fs::write(&p, "time,device\n").unwrap();
+        assert!(read_csv(&p).unwrap_err()[0].contains("header"));
+    }
+}

@@ -1,0 +1,936 @@
+//! The rules engine: turns readings (and device status, and the passing of time) into alarm transitions.
+//!
+//! Pure synchronous code with no I/O, used the same way live (the pipeline stage) and by `caretaker backtest`.
+//! Invariants:
+//! - One *instance* per (rule, device, point), holding that alarm's state. Instances of one point are contiguous,
+//!   so a reading costs one bounds check plus the instances of its own point: rules that do not apply to a point
+//!   cost nothing (they are indexed by point name when a device is bound, not scanned per reading).
+//! - Devices are bound lazily: a reading for a point id beyond the bound range binds every new catalog device.
+//! - `for` durations are measured on reading timestamps, never on the wall clock; `stale` and `offline` (which
+//!   are about the *absence* of readings) are measured on the time given to [`Engine::tick`].
+//! - While an alarm is active, a `Repeated` transition is emitted at most once per `repeat_every` of reading time,
+//!   so a work order's count and last value follow a long fault without a store write per reading.
+
+use super::{Condition, Rule, RuleSet, SignalKind};
+use crate::catalog::{Catalog, DeviceIdx, PointId};
+use crate::reading::{Quality, Reading};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A score or value computed outside the engine: anomaly detectors, forecasts, energy baselines. The lead plugs
+/// providers in with [`Engine::set_signal`]; without one, signal conditions never hold.
+pub trait Signal: Send {
+    /// The current value of `kind` for a point (or, with `point: None`, for the whole device) at time `at`.
+    fn value(
+        &self,
+        kind: SignalKind,
+        device: DeviceIdx,
+        point: Option<PointId>,
+        at: i64,
+    ) -> Option<f64>;
+}
+
+/// What happened to an alarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionKind {
+    /// The condition held for its `for`: open (or update) a work order.
+    Raised,
+    /// Still active after `repeat_every`: update the work order's count and last value.
+    Repeated,
+    /// The clear condition held for its `for`.
+    Cleared,
+}
+
+/// One alarm transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub kind: TransitionKind,
+    /// Index into the engine's [`RuleSet`].
+    pub rule: usize,
+    pub device: DeviceIdx,
+    pub point: Option<PointId>,
+    /// The value that caused it (for `stale`: seconds without a reading).
+    pub value: f64,
+    /// The most extreme value while active (highest for `above`-like rules, lowest for `below`-like ones).
+    pub peak: f64,
+    /// Nanoseconds: the reading's time, or the tick's for stale/offline.
+    pub at: i64,
+    /// The latest readings of the point, oldest first: the evidence attached to the work order.
+    pub evidence: Vec<(i64, f64)>,
+}
+
+const EVIDENCE: usize = 8;
+const UNSET: i64 = i64::MIN;
+
+#[derive(Debug, Clone)]
+struct State {
+    active: bool,
+    pending_since: i64,
+    clear_since: i64,
+    /// Last good reading (or bind time / first tick), for `stale`.
+    last_at: i64,
+    /// Reference value and time for `flatline` and `counter_stalled`.
+    ref_value: f64,
+    ref_at: i64,
+    last_repeat_at: i64,
+    peak: f64,
+    ring: [(i64, f64); EVIDENCE],
+    ring_len: u8,
+    ring_head: u8,
+    /// Values of the `within` window, for `rises_by` / `falls_by`.
+    window: Option<VecDeque<(i64, f64)>>,
+}
+
+impl State {
+    fn new(last_at: i64, windowed: bool) -> Self {
+        State {
+            active: false,
+            pending_since: UNSET,
+            clear_since: UNSET,
+            last_at,
+            ref_value: f64::NAN,
+            ref_at: UNSET,
+            last_repeat_at: UNSET,
+            peak: f64::NAN,
+            ring: [(0, 0.0); EVIDENCE],
+            ring_len: 0,
+            ring_head: 0,
+            window: windowed.then(VecDeque::new),
+        }
+    }
+
+    #[inline]
+    fn remember(&mut self, at: i64, v: f64) {
+        self.ring[self.ring_head as usize] = (at, v);
+        self.ring_head = ((self.ring_head as usize + 1) % EVIDENCE) as u8;
+        if (self.ring_len as usize) < EVIDENCE {
+            self.ring_len += 1;
+        }
+    }
+
+    fn evidence(&self) -> Vec<(i64, f64)> {
+        let n = self.ring_len as usize;
+        let start = (self.ring_head as usize + EVIDENCE - n) % EVIDENCE;
+        (0..n).map(|i| self.ring[(start + i) % EVIDENCE]).collect()
+    }
+}
+
+/// Which way is worse, for the peak.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Worse {
+    Higher,
+    Lower,
+    None,
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    rule: u32,
+    device: DeviceIdx,
+    point: Option<PointId>,
+    /// Thresholds converted to the point's unit.
+    when: Condition,
+    when_hold: i64,
+    clear: Option<Condition>,
+    clear_hold: i64,
+    worse: Worse,
+    st: State,
+}
+
+/// Engine options.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Reading time between `Repeated` transitions of an active alarm.
+    pub repeat_every_ns: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            repeat_every_ns: 15 * 60 * 1_000_000_000,
+        }
+    }
+}
+
+/// The rules engine. See the module docs.
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    opts: Options,
+    instances: Vec<Instance>,
+    /// Per point id: the range of its instances.
+    ranges: Vec<(u32, u32)>,
+    /// Per device: its device-level instances (offline, equipment anomaly).
+    device_level: Vec<Vec<u32>>,
+    /// Instances that time alone can raise (stale, offline with `for`, device-level signals).
+    timed: Vec<u32>,
+    /// Rules by point name (rules without a point are under "").
+    by_point: HashMap<String, Vec<u32>>,
+    /// Per rule: (minute, inside) of the last schedule answer.
+    sched_cache: Vec<(i64, bool)>,
+    /// Latest time seen (reading or tick), for binding new instances.
+    now_hint: i64,
+    signal: Option<Box<dyn Signal>>,
+}
+
+impl Engine {
+    pub fn new(rules: Arc<RuleSet>, opts: Options) -> Engine {
+        let mut by_point: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, r) in rules.rules.iter().enumerate() {
+            by_point
+                .entry(r.point.clone().unwrap_or_default())
+                .or_default()
+                .push(i as u32);
+        }
+        Engine {
+            sched_cache: vec![(i64::MIN, false); rules.rules.len()],
+            rules,
+            opts,
+            instances: Vec::new(),
+            ranges: Vec::new(),
+            device_level: Vec::new(),
+            timed: Vec::new(),
+            by_point,
+            now_hint: UNSET,
+            signal: None,
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Plugs in the provider of anomaly scores, forecasts and energy baselines.
+    pub fn set_signal(&mut self, s: Box<dyn Signal>) {
+        self.signal = Some(s);
+    }
+
+    /// Number of (rule, device, point) alarms being tracked.
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    /// Binds every catalog device not yet bound: creates the alarm instances of the rules that apply to it.
+    pub fn bind(&mut self, catalog: &Catalog) {
+        let first_device = self.device_level.len();
+        for (di, dev) in catalog.devices().skip(first_device) {
+            let mut dl = Vec::new();
+            for r in self.by_point.get("").cloned().unwrap_or_default() {
+                let rule = &self.rules.rules[r as usize];
+                if rule
+                    .applies_to
+                    .matches(&dev.id, &dev.profile, &dev.location)
+                {
+                    dl.push(self.instances.len() as u32);
+                    self.push_instance(r, di, None, 1.0, 0.0);
+                }
+            }
+            for id in &dl {
+                self.timed.push(*id);
+            }
+            self.device_level.push(dl);
+            for (pi, pid) in dev.point_ids().enumerate() {
+                debug_assert_eq!(pid.0 as usize, self.ranges.len());
+                let pd = &dev.profile.points[pi];
+                let start = self.instances.len() as u32;
+                let Some(rs) = self.by_point.get(&pd.name) else {
+                    self.ranges.push((start, start));
+                    continue;
+                };
+                for &r in rs.clone().iter() {
+                    let rule = &self.rules.rules[r as usize];
+                    if !rule
+                        .applies_to
+                        .matches(&dev.id, &dev.profile, &dev.location)
+                    {
+                        continue;
+                    }
+                    let (f, o) = rule
+                        .unit
+                        .and_then(|u| super::unit_conversion(u, pd.unit))
+                        .unwrap_or((1.0, 0.0));
+                    let timed = matches!(rule.when.cond, Condition::Stale { .. });
+                    if timed {
+                        self.timed.push(self.instances.len() as u32);
+                    }
+                    self.push_instance(r, di, Some(pid), f, o);
+                }
+                self.ranges.push((start, self.instances.len() as u32));
+            }
+        }
+        // Points of devices added between binds keep ids dense; a catalog never shrinks.
+        debug_assert_eq!(self.ranges.len(), catalog.point_count());
+    }
+
+    fn push_instance(&mut self, r: u32, device: DeviceIdx, point: Option<PointId>, f: f64, o: f64) {
+        let rule: &Rule = &self.rules.rules[r as usize];
+        let when = rule.when.cond.convert(f, o);
+        let worse = match when {
+            Condition::Above(_) | Condition::RisesBy { .. } | Condition::Signal { .. } => {
+                Worse::Higher
+            }
+            Condition::Below(_) | Condition::FallsBy { .. } => Worse::Lower,
+            _ => Worse::None,
+        };
+        let windowed = matches!(
+            when,
+            Condition::RisesBy { .. } | Condition::FallsBy { .. } | Condition::Cycles { .. }
+        );
+        self.instances.push(Instance {
+            rule: r,
+            device,
+            point,
+            when,
+            when_hold: rule.when.hold_ns,
+            clear: rule.clear.map(|c| c.cond.convert(f, o)),
+            clear_hold: rule.clear.map(|c| c.hold_ns).unwrap_or(0),
+            worse,
+            st: State::new(self.now_hint, windowed),
+        });
+    }
+
+    /// Marks an alarm active without a transition: called at start-up for the work orders the store still has
+    /// open, so that a clear after a restart is not missed and a still-present fault does not open another.
+    /// Returns whether such an alarm exists under the current rules.
+    pub fn restore_active(
+        &mut self,
+        catalog: &Catalog,
+        rule: &str,
+        device: &str,
+        point: &str,
+    ) -> bool {
+        self.bind(catalog);
+        let Some(r) = self.rules.rules.iter().position(|x| x.name == rule) else {
+            return false;
+        };
+        let Some((di, dev)) = catalog.device_by_id(device) else {
+            return false;
+        };
+        let pid = if point.is_empty() {
+            None
+        } else {
+            match dev.point_id(point) {
+                Some(p) => Some(p),
+                None => return false,
+            }
+        };
+        for inst in &mut self.instances {
+            if inst.rule as usize == r && inst.device == di && inst.point == pid {
+                inst.st.active = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    #[inline]
+    fn armed(&mut self, rule: u32, at: i64) -> bool {
+        let Some(s) = &self.rules.rules[rule as usize].schedule else {
+            return true;
+        };
+        let min = at.div_euclid(60_000_000_000);
+        let c = &mut self.sched_cache[rule as usize];
+        if c.0 != min {
+            *c = (min, s.contains(at));
+        }
+        c.1
+    }
+
+    /// Evaluates one reading against every rule of its point; appends transitions to `out`.
+    #[inline]
+    pub fn evaluate(&mut self, catalog: &Catalog, r: &Reading, out: &mut Vec<Transition>) {
+        let idx = r.point.0 as usize;
+        if idx >= self.ranges.len() {
+            self.bind(catalog);
+            if idx >= self.ranges.len() {
+                return; // an id from another catalog: nothing applies
+            }
+        }
+        if r.at > self.now_hint {
+            self.now_hint = r.at;
+        }
+        let (a, b) = self.ranges[idx];
+        if a == b || r.quality == Quality::Bad || !r.value.is_finite() {
+            return;
+        }
+        for i in a..b {
+            self.eval_instance(i as usize, r.value, r.at, out);
+        }
+    }
+
+    fn eval_instance(&mut self, i: usize, v: f64, at: i64, out: &mut Vec<Transition>) {
+        let rule = self.instances[i].rule;
+        let armed = self.armed(rule, at);
+        let repeat_every = self.opts.repeat_every_ns;
+        let signal = self.signal.as_deref();
+        let inst = &mut self.instances[i];
+        let st = &mut inst.st;
+        st.last_at = at;
+        st.remember(at, v);
+        let holds = match inst.when {
+            Condition::Above(t) => v > t,
+            Condition::Below(t) => v < t,
+            Condition::Outside(lo, hi) => v < lo || v > hi,
+            Condition::Inside(lo, hi) => v >= lo && v <= hi,
+            Condition::RisesBy { by, within_ns } | Condition::FallsBy { by, within_ns } => {
+                let w = st.window.get_or_insert_with(Default::default);
+                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
+                    w.pop_front();
+                }
+                w.push_back((at, v));
+                if matches!(inst.when, Condition::RisesBy { .. }) {
+                    let lo = w.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+                    v - lo >= by
+                } else {
+                    let hi = w.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+                    hi - v >= by
+                }
+            }
+            Condition::Cycles { max, within_ns } => {
+                let w = st.window.get_or_insert_with(Default::default);
+                let on = v > 0.5;
+                if on && st.ref_value.is_finite() && st.ref_value <= 0.5 {
+                    w.push_back((at, v));
+                }
+                st.ref_value = v;
+                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
+                    w.pop_front();
+                }
+                w.len() > max as usize
+            }
+            // A reading arrived: whatever was stale is not.
+            Condition::Stale { .. } => false,
+            Condition::Flatline {
+                after_ns,
+                tolerance,
+            } => {
+                if st.ref_at == UNSET || (v - st.ref_value).abs() > tolerance {
+                    st.ref_value = v;
+                    st.ref_at = at;
+                }
+                at - st.ref_at >= after_ns
+            }
+            Condition::CounterStalled { after_ns } => {
+                // Any change (an increase, or a reset to a lower value) restarts the clock.
+                if st.ref_at == UNSET || v != st.ref_value {
+                    st.ref_value = v;
+                    st.ref_at = at;
+                }
+                at - st.ref_at >= after_ns
+            }
+            Condition::Offline => false,
+            Condition::Signal { kind, above } => signal
+                .and_then(|s| s.value(kind, inst.device, inst.point, at))
+                .is_some_and(|x| x > above),
+        };
+        let value = match inst.when {
+            Condition::Signal { kind, .. } => signal
+                .and_then(|s| s.value(kind, inst.device, inst.point, at))
+                .unwrap_or(v),
+            _ => v,
+        };
+        if !st.active {
+            if holds && armed {
+                if st.pending_since == UNSET {
+                    st.pending_since = at;
+                }
+                if at - st.pending_since >= inst.when_hold {
+                    st.active = true;
+                    st.pending_since = UNSET;
+                    st.clear_since = UNSET;
+                    st.last_repeat_at = at;
+                    st.peak = value;
+                    out.push(Transition {
+                        kind: TransitionKind::Raised,
+                        rule: rule as usize,
+                        device: inst.device,
+                        point: inst.point,
+                        value,
+                        peak: value,
+                        at,
+                        evidence: st.evidence(),
+                    });
+                }
+            } else {
+                st.pending_since = UNSET;
+            }
+            return;
+        }
+        // Active: track the peak, then test the clear.
+        match inst.worse {
+            Worse::Higher if holds && (value > st.peak || st.peak.is_nan()) => st.peak = value,
+            Worse::Lower if holds && (value < st.peak || st.peak.is_nan()) => st.peak = value,
+            _ => {}
+        }
+        let clear_holds = match inst.clear {
+            Some(Condition::Above(t)) => v > t,
+            Some(Condition::Below(t)) => v < t,
+            Some(Condition::Outside(lo, hi)) => v < lo || v > hi,
+            Some(Condition::Inside(lo, hi)) => v >= lo && v <= hi,
+            Some(_) => false,
+            None => !holds,
+        };
+        if clear_holds {
+            if st.clear_since == UNSET {
+                st.clear_since = at;
+            }
+            if at - st.clear_since >= inst.clear_hold {
+                st.active = false;
+                st.clear_since = UNSET;
+                st.pending_since = UNSET;
+                out.push(Transition {
+                    kind: TransitionKind::Cleared,
+                    rule: rule as usize,
+                    device: inst.device,
+                    point: inst.point,
+                    value,
+                    peak: st.peak,
+                    at,
+                    evidence: st.evidence(),
+                });
+            }
+        } else {
+            st.clear_since = UNSET;
+            if holds && st.last_repeat_at == UNSET {
+                // Restored after a restart: the repeat clock starts at the first reading.
+                st.last_repeat_at = at;
+            } else if holds && at - st.last_repeat_at >= repeat_every {
+                st.last_repeat_at = at;
+                out.push(Transition {
+                    kind: TransitionKind::Repeated,
+                    rule: rule as usize,
+                    device: inst.device,
+                    point: inst.point,
+                    value,
+                    peak: st.peak,
+                    at,
+                    evidence: st.evidence(),
+                });
+            }
+        }
+    }
+
+    /// Advances time to `now` (ns): raises `stale` alarms, `offline` alarms whose `for` has passed and
+    /// device-level signal alarms. Call it periodically (live: every second; backtest: as data time passes).
+    pub fn tick(&mut self, catalog: &Catalog, now: i64, out: &mut Vec<Transition>) {
+        self.bind(catalog);
+        if now > self.now_hint {
+            self.now_hint = now;
+        }
+        for k in 0..self.timed.len() {
+            let i = self.timed[k] as usize;
+            let rule = self.instances[i].rule;
+            let armed = self.armed(rule, now);
+            let signal = self.signal.as_deref();
+            let inst = &mut self.instances[i];
+            let st = &mut inst.st;
+            if st.last_at == UNSET {
+                // Bound before any time was known: the clock starts now.
+                st.last_at = now;
+            }
+            let (holds, value, since) = match inst.when {
+                Condition::Stale { after_ns } => (
+                    now - st.last_at >= after_ns,
+                    (now - st.last_at) as f64 / 1e9,
+                    st.last_at + after_ns,
+                ),
+                // Offline keeps its start in pending_since (set by device_status).
+                Condition::Offline => (
+                    st.ref_at != UNSET,
+                    (now - st.ref_at.max(0)) as f64 / 1e9,
+                    st.ref_at,
+                ),
+                Condition::Signal { kind, above } => {
+                    let x = signal.and_then(|s| s.value(kind, inst.device, inst.point, now));
+                    (x.is_some_and(|x| x > above), x.unwrap_or(f64::NAN), now)
+                }
+                _ => continue,
+            };
+            if !st.active {
+                if holds && armed {
+                    if st.pending_since == UNSET {
+                        st.pending_since = since;
+                    }
+                    if now - st.pending_since >= inst.when_hold {
+                        st.active = true;
+                        st.pending_since = UNSET;
+                        st.last_repeat_at = now;
+                        st.peak = value;
+                        out.push(Transition {
+                            kind: TransitionKind::Raised,
+                            rule: rule as usize,
+                            device: inst.device,
+                            point: inst.point,
+                            value,
+                            peak: value,
+                            at: now,
+                            evidence: st.evidence(),
+                        });
+                    }
+                } else {
+                    st.pending_since = UNSET;
+                }
+            } else if !holds && matches!(inst.when, Condition::Signal { .. }) {
+                st.active = false;
+                out.push(Transition {
+                    kind: TransitionKind::Cleared,
+                    rule: rule as usize,
+                    device: inst.device,
+                    point: inst.point,
+                    value,
+                    peak: st.peak,
+                    at: now,
+                    evidence: st.evidence(),
+                });
+            }
+        }
+    }
+
+    /// A source reports a device reachable or not (Modbus: after `offline_after` failed polls). Raises or
+    /// clears the device's `offline` alarms; alarms with a `for` are raised by [`Engine::tick`].
+    pub fn device_status(
+        &mut self,
+        catalog: &Catalog,
+        device: DeviceIdx,
+        online: bool,
+        at: i64,
+        out: &mut Vec<Transition>,
+    ) {
+        self.bind(catalog);
+        let Some(list) = self.device_level.get(device.0 as usize) else {
+            return;
+        };
+        for &i in list {
+            let inst = &mut self.instances[i as usize];
+            if inst.when != Condition::Offline {
+                continue;
+            }
+            let st = &mut inst.st;
+            if online {
+                st.ref_at = UNSET;
+                st.pending_since = UNSET;
+                if st.active {
+                    st.active = false;
+                    out.push(Transition {
+                        kind: TransitionKind::Cleared,
+                        rule: inst.rule as usize,
+                        device,
+                        point: None,
+                        value: 0.0,
+                        peak: st.peak,
+                        at,
+                        evidence: Vec::new(),
+                    });
+                }
+            } else if st.ref_at == UNSET {
+                st.ref_at = at;
+            }
+        }
+        if !online {
+            self.tick(catalog, at, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::rules::{Context, parse_rules};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_767_225_600 * S; // 2026-01-01T00:00:00Z, a Thursday
+
+    fn setup(rules_yaml: &str) -> (Catalog, Engine) {
+        let profiles = crate::rules::tests::profiles();
+        let devices = BTreeMap::new();
+        let (rules, errs) = parse_rules(
+            Path::new("/r/t.yaml"),
+            rules_yaml,
+            &Context {
+                profiles: &profiles,
+                devices: &devices,
+                timezone: Some("UTC"),
+            },
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut cat = Catalog::new("site", profiles);
+        let mut loc = BTreeMap::new();
+        loc.insert("building".to_string(), "b1".to_string());
+        cat.add_device("ahu-1", "test-ahu", loc, true).unwrap();
+        cat.add_device("ahu-2", "test-ahu", BTreeMap::new(), true)
+            .unwrap();
+        let e = Engine::new(
+            Arc::new(crate::rules::RuleSet { rules }),
+            Options {
+                repeat_every_ns: 60 * S,
+            },
+        );
+        (cat, e)
+    }
+
+    fn rule(when: &str, extra: &str) -> String {
+        format!(
+            "schema: 1\nrules:\n  - name: r\n    applies_to: {{ profile: test-ahu }}\n    point: supply_air_temp\n    when: {when}\n    severity: major\n{extra}"
+        )
+    }
+
+    fn feed(e: &mut Engine, cat: &Catalog, dev: &str, series: &[(i64, f64)]) -> Vec<Transition> {
+        let pid = cat
+            .device_by_id(dev)
+            .unwrap()
+            .1
+            .point_id("supply_air_temp")
+            .unwrap();
+        let mut out = Vec::new();
+        for &(t, v) in series {
+            e.evaluate(cat, &Reading::good(pid, v, T0 + t * S), &mut out);
+        }
+        out
+    }
+
+    fn kinds(t: &[Transition]) -> Vec<(TransitionKind, i64)> {
+        t.iter().map(|t| (t.kind, (t.at - T0) / S)).collect()
+    }
+
+    #[test]
+    fn above_with_for_and_hysteresis_clear() {
+        let (cat, mut e) = setup(&rule(
+            "{ above: 18.0, for: 10m }",
+            "    clear: { below: 17.0, for: 5m }\n",
+        ));
+        // Breach at 0, a dip at 300 resets the timer, breach again from 360: raised at 960.
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[
+                (0, 19.0),
+                (300, 17.5),
+                (360, 19.0),
+                (900, 19.5),
+                (960, 20.0),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 960)]);
+        assert_eq!(out[0].value, 20.0);
+        assert_eq!(out[0].evidence.len(), 5);
+        // 17.5 is neither a breach nor a clear (hysteresis); below 17 for 5 minutes clears.
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(1000, 17.5), (1100, 16.0), (1300, 16.5), (1400, 16.9)],
+        );
+        assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 1400)]);
+        assert_eq!(out[0].peak, 20.0);
+        // The other device has its own state.
+        assert!(feed(&mut e, &cat, "ahu-2", &[(0, 30.0)]).is_empty());
+    }
+
+    #[test]
+    fn repeats_are_throttled_on_reading_time() {
+        let (cat, mut e) = setup(&rule("{ above: 18.0 }", ""));
+        let series: Vec<(i64, f64)> = (0..200)
+            .map(|i| (i * 10, 19.0 + i as f64 / 100.0))
+            .collect();
+        let out = feed(&mut e, &cat, "ahu-1", &series);
+        let k = kinds(&out);
+        assert_eq!(k[0], (TransitionKind::Raised, 0));
+        // One repeat per 60 s of reading time over 1990 s.
+        assert_eq!(
+            k.iter().filter(|x| x.0 == TransitionKind::Repeated).count(),
+            33
+        );
+        let out = feed(&mut e, &cat, "ahu-1", &[(2000, 10.0)]);
+        assert_eq!(out[0].kind, TransitionKind::Cleared);
+        assert!((out[0].peak - 20.99).abs() < 1e-9);
+    }
+
+    #[test]
+    fn outside_rate_flatline_and_counter() {
+        let (cat, mut e) = setup(&rule("{ outside: [10, 30] }", ""));
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(0, 20.0), (1, 9.0), (2, 20.0), (3, 31.0)],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 1),
+                (TransitionKind::Cleared, 2),
+                (TransitionKind::Raised, 3)
+            ]
+        );
+        let (cat, mut e) = setup(&rule("{ rises_by: 5, within: 10m }", ""));
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(0, 20.0), (300, 23.0), (599, 25.0), (1300, 26.0)],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 599),
+                (TransitionKind::Cleared, 1300)
+            ]
+        );
+        let (cat, mut e) = setup(&rule("{ flatline: 1h, tolerance: 0.01 }", ""));
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[(0, 20.0), (1800, 20.005), (3600, 20.0), (3700, 20.5)],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 3600),
+                (TransitionKind::Cleared, 3700)
+            ]
+        );
+    }
+
+    #[test]
+    fn short_cycling_counts_starts_in_the_window() {
+        let (cat, mut e) = setup(&rule("{ cycles: 2, within: 1h }", ""));
+        // Starts at 100, 700, 1300 (3 in an hour > 2): raised at the third; an hour later they age out.
+        let s: Vec<(i64, f64)> = [
+            (0, 0.0),
+            (100, 1.0),
+            (400, 0.0),
+            (700, 1.0),
+            (1000, 0.0),
+            (1300, 1.0),
+            (1350, 1.0),
+            (5000, 1.0),
+        ]
+        .to_vec();
+        let out = feed(&mut e, &cat, "ahu-1", &s);
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 1300),
+                (TransitionKind::Cleared, 5000)
+            ]
+        );
+        assert_eq!(out[0].value, 1.0);
+    }
+
+    #[test]
+    fn counter_stalled() {
+        let y = "schema: 1\nrules:\n  - name: c\n    applies_to: { profile: test-ahu }\n    point: energy\n    when: { counter_stalled: 1h }\n    severity: minor\n";
+        let (cat, mut e) = setup(y);
+        let pid = cat
+            .device_by_id("ahu-1")
+            .unwrap()
+            .1
+            .point_id("energy")
+            .unwrap();
+        let mut out = Vec::new();
+        for (t, v) in [(0, 5.0), (1800, 6.0), (3600, 6.0), (5400, 6.0), (5500, 7.0)] {
+            e.evaluate(&cat, &Reading::good(pid, v, T0 + t * S), &mut out);
+        }
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 5400),
+                (TransitionKind::Cleared, 5500)
+            ]
+        );
+    }
+
+    #[test]
+    fn stale_includes_devices_that_never_reported() {
+        let (cat, mut e) = setup(&rule("{ stale: 15m }", ""));
+        let mut out = Vec::new();
+        e.tick(&cat, T0, &mut out);
+        feed(&mut e, &cat, "ahu-1", &[(600, 20.0)]);
+        e.tick(&cat, T0 + 899 * S, &mut out);
+        assert!(out.is_empty());
+        e.tick(&cat, T0 + 900 * S, &mut out);
+        // ahu-2 never reported: stale since the first tick.
+        assert_eq!(out.len(), 1);
+        assert_eq!(cat.device(out[0].device).id, "ahu-2");
+        e.tick(&cat, T0 + 1500 * S, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(cat.device(out[1].device).id, "ahu-1");
+        let out = feed(&mut e, &cat, "ahu-1", &[(1600, 20.0)]);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 1600)]);
+    }
+
+    #[test]
+    fn offline_with_for() {
+        let y = "schema: 1\nrules:\n  - name: down\n    applies_to: { device: ahu-1 }\n    when: { offline: true, for: 5m }\n    severity: major\n";
+        let (cat, mut e) = setup(y);
+        let d = cat.device_by_id("ahu-1").unwrap().0;
+        let mut out = Vec::new();
+        e.device_status(&cat, d, false, T0, &mut out);
+        e.tick(&cat, T0 + 200 * S, &mut out);
+        assert!(out.is_empty());
+        e.tick(&cat, T0 + 300 * S, &mut out);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 300)]);
+        e.device_status(&cat, d, true, T0 + 400 * S, &mut out);
+        assert_eq!(out[1].kind, TransitionKind::Cleared);
+    }
+
+    #[test]
+    fn schedule_and_location_and_unit_conversion() {
+        // 2026-01-01 is a Thursday; armed only on weekends: nothing fires.
+        let (cat, mut e) = setup(&rule(
+            "{ above: 18.0 }",
+            "    schedule: { days: sat-sun }\n",
+        ));
+        assert!(feed(&mut e, &cat, "ahu-1", &[(0, 30.0)]).is_empty());
+        let y = "schema: 1\nrules:\n  - name: r\n    applies_to: { location: { building: b1 } }\n    point: fan_power\n    unit: W\n    when: { above: 1500 }\n    severity: minor\n";
+        let (cat, mut e) = setup(y);
+        let mut out = Vec::new();
+        for dev in ["ahu-1", "ahu-2"] {
+            let pid = cat
+                .device_by_id(dev)
+                .unwrap()
+                .1
+                .point_id("fan_power")
+                .unwrap();
+            e.evaluate(&cat, &Reading::good(pid, 1.6, T0), &mut out); // kW
+        }
+        assert_eq!(out.len(), 1, "only ahu-1 is in building b1");
+        assert_eq!(cat.device(out[0].device).id, "ahu-1");
+        assert_eq!(e.instance_count(), 1);
+    }
+
+    #[test]
+    fn restored_alarms_clear_after_a_restart() {
+        let (cat, mut e) = setup(&rule("{ above: 18.0 }", ""));
+        assert!(e.restore_active(&cat, "r", "ahu-1", "supply_air_temp"));
+        assert!(!e.restore_active(&cat, "gone", "ahu-1", "supply_air_temp"));
+        // Still breaching: no second raise. Then it clears.
+        let out = feed(&mut e, &cat, "ahu-1", &[(0, 19.0), (10, 15.0)]);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 10)]);
+    }
+
+    #[test]
+    fn signals_come_from_a_provider() {
+        struct Fixed;
+        impl Signal for Fixed {
+            fn value(
+                &self,
+                _: SignalKind,
+                _: DeviceIdx,
+                _: Option<PointId>,
+                at: i64,
+            ) -> Option<f64> {
+                Some(if at >= T0 + 100 * S { 0.95 } else { 0.1 })
+            }
+        }
+        let (cat, mut e) = setup(&rule("{ anomaly: { score_above: 0.9 } }", ""));
+        e.set_signal(Box::new(Fixed));
+        let out = feed(&mut e, &cat, "ahu-1", &[(0, 20.0), (100, 20.0)]);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 100)]);
+        assert_eq!(out[0].value, 0.95);
+    }
+}

@@ -1,0 +1,266 @@
+//! The `[work_orders]` section of the site config: store options and `[[work_orders.targets]]`.
+
+use crate::util::parse_duration;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawWorkOrders {
+    #[serde(default)]
+    flap_window: Option<String>,
+    #[serde(default)]
+    update_every: Option<String>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawTarget {
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    secret_file: Option<PathBuf>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    api_key_file: Option<PathBuf>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    max_retry_backoff: Option<String>,
+}
+
+/// Validated `[work_orders]`.
+#[derive(Debug, Clone)]
+pub struct WorkOrdersConfig {
+    /// A work order raised again within this long of its automatic resolution is reopened, not duplicated.
+    pub flap_window: Duration,
+    /// While an alarm stays active, its work order's count and last value are updated this often (reading time).
+    pub update_every: Duration,
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Default for WorkOrdersConfig {
+    fn default() -> Self {
+        WorkOrdersConfig {
+            flap_window: Duration::from_secs(30 * 60),
+            update_every: Duration::from_secs(15 * 60),
+            targets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetKind {
+    /// POST JSON to `url`; `X-Caretaker-Signature: sha256=HEX` when a secret is set.
+    Webhook {
+        url: String,
+        secret: Option<Vec<u8>>,
+    },
+    /// Publish JSON (QoS 1) to `topic` on the broker at `url`.
+    Mqtt {
+        host: String,
+        port: u16,
+        topic: String,
+        client_id: String,
+    },
+    /// Atlas CMMS: `POST {url}/work-orders` with `x-api-key`.
+    Atlas { url: String, api_key: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    /// Unique name (outbox rows are per target name): `name`, or `KIND-INDEX`.
+    pub name: String,
+    pub kind: TargetKind,
+    pub timeout: Duration,
+    pub max_retry_backoff: Duration,
+}
+
+/// Validates the raw section; problems come back as (key, message) for the config loader to locate.
+pub fn validate(
+    raw: &RawWorkOrders,
+    config_file: &Path,
+) -> (WorkOrdersConfig, Vec<(String, String)>) {
+    let mut errs = Vec::new();
+    let mut dur = |key: &str, v: &Option<String>, d: Duration| match v {
+        None => d,
+        Some(s) => parse_duration(s).unwrap_or_else(|e| {
+            errs.push((key.to_string(), e));
+            d
+        }),
+    };
+    let flap_window = dur(
+        "work_orders.flap_window",
+        &raw.flap_window,
+        Duration::from_secs(1800),
+    );
+    let update_every = dur(
+        "work_orders.update_every",
+        &raw.update_every,
+        Duration::from_secs(900),
+    );
+    let mut timings = Vec::new();
+    for (i, t) in raw.targets.iter().enumerate() {
+        timings.push((
+            dur(
+                &format!("work_orders.targets[{i}].timeout"),
+                &t.timeout,
+                Duration::from_secs(10),
+            ),
+            dur(
+                &format!("work_orders.targets[{i}].max_retry_backoff"),
+                &t.max_retry_backoff,
+                Duration::from_secs(300),
+            ),
+        ));
+    }
+    let mut targets = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in raw.targets.iter().enumerate() {
+        let k = |s: &str| format!("work_orders.targets[{i}].{s}");
+        let read = |errs: &mut Vec<(String, String)>, key: &str, p: &Path| -> Option<Vec<u8>> {
+            let path = crate::config::resolve(config_file, p);
+            match std::fs::read(&path) {
+                Ok(b) => {
+                    let s = String::from_utf8_lossy(&b)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string();
+                    Some(s.into_bytes())
+                }
+                Err(e) => {
+                    errs.push((
+                        key.to_string(),
+                        format!("cannot read {}: {e}", path.display()),
+                    ));
+                    None
+                }
+            }
+        };
+        let url = t.url.clone().unwrap_or_default();
+        let http_url = |errs: &mut Vec<(String, String)>| {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errs.push((
+                    k("url"),
+                    format!("`{url}`: use http://host:port/path or https://..."),
+                ));
+            }
+        };
+        let extra = |errs: &mut Vec<(String, String)>, allowed: &[&str]| {
+            for (name, set) in [
+                ("secret_file", t.secret_file.is_some()),
+                ("topic", t.topic.is_some()),
+                ("client_id", t.client_id.is_some()),
+                ("api_key_file", t.api_key_file.is_some()),
+            ] {
+                if set && !allowed.contains(&name) {
+                    errs.push((
+                        k(name),
+                        format!("`{name}` does not apply to kind = \"{}\"", t.kind),
+                    ));
+                }
+            }
+        };
+        let kind = match t.kind.as_str() {
+            "webhook" => {
+                http_url(&mut errs);
+                extra(&mut errs, &["secret_file"]);
+                let secret = t
+                    .secret_file
+                    .as_ref()
+                    .and_then(|p| read(&mut errs, &k("secret_file"), p));
+                TargetKind::Webhook {
+                    url: url.clone(),
+                    secret,
+                }
+            }
+            "mqtt" => {
+                extra(&mut errs, &["topic", "client_id"]);
+                let rest = url
+                    .strip_prefix("mqtt://")
+                    .or_else(|| url.strip_prefix("tcp://"))
+                    .unwrap_or_else(|| {
+                        errs.push((k("url"), format!("`{url}`: use mqtt://host:port")));
+                        ""
+                    });
+                let (host, port) = crate::config::split_host_port(rest.trim_end_matches('/'), 1883)
+                    .unwrap_or_else(|e| {
+                        if !rest.is_empty() {
+                            errs.push((k("url"), e));
+                        }
+                        (String::new(), 1883)
+                    });
+                let topic = t.topic.clone().unwrap_or_else(|| {
+                    errs.push((k("topic"), "required for kind = \"mqtt\"".into()));
+                    String::new()
+                });
+                if topic.contains(['+', '#']) {
+                    errs.push((
+                        k("topic"),
+                        "a publish topic cannot contain `+` or `#`".into(),
+                    ));
+                }
+                TargetKind::Mqtt {
+                    host,
+                    port,
+                    topic,
+                    client_id: t
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| format!("caretaker-wo-{i}")),
+                }
+            }
+            "atlas" => {
+                http_url(&mut errs);
+                extra(&mut errs, &["api_key_file"]);
+                let api_key = match &t.api_key_file {
+                    Some(p) => read(&mut errs, &k("api_key_file"), p)
+                        .map(|b| String::from_utf8_lossy(&b).to_string())
+                        .unwrap_or_default(),
+                    None => {
+                        errs.push((k("api_key_file"), "required for kind = \"atlas\"".into()));
+                        String::new()
+                    }
+                };
+                TargetKind::Atlas {
+                    url: url.trim_end_matches('/').to_string(),
+                    api_key,
+                }
+            }
+            other => {
+                let hint = crate::util::did_you_mean(other, ["webhook", "mqtt", "atlas"])
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                errs.push((
+                    k("kind"),
+                    format!("unknown kind `{other}`{hint}; expected webhook, mqtt or atlas"),
+                ));
+                continue;
+            }
+        };
+        let name = t.name.clone().unwrap_or_else(|| format!("{}-{i}", t.kind));
+        if !names.insert(name.clone()) {
+            errs.push((k("name"), format!("target name `{name}` is used twice")));
+        }
+        targets.push(TargetConfig {
+            name,
+            kind,
+            timeout: timings[i].0,
+            max_retry_backoff: timings[i].1,
+        });
+    }
+    (
+        WorkOrdersConfig {
+            flap_window,
+            update_every,
+            targets,
+        },
+        errs,
+    )
+}

@@ -1,0 +1,350 @@
+//! Getting work orders out: the store thread (applies alarm events to SQLite) and one delivery worker per target
+//! (sends outbox rows in order, retrying with capped backoff until the target acknowledges).
+//!
+//! A target that is down delays delivery; nothing is dropped (rows stay in the outbox across restarts) and
+//! nothing is sent twice unless an acknowledgement was lost, in which case the repeated row carries the same
+//! idempotency key (`Idempotency-Key` header and `idempotency_key` field) for the receiver to drop it.
+
+use super::config::{TargetConfig, TargetKind};
+use super::store::{OutboxRow, Store};
+use super::{AlarmEvent, now_ms};
+use crate::util::{Backoff, RateLimiter};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// Runs the store: applies every event until the channel closes. Blocking: run it on a thread of its own.
+pub fn run_store(mut store: Store, rx: std::sync::mpsc::Receiver<AlarmEvent>, notify: Arc<Notify>) {
+    for ev in rx {
+        match store.apply(&ev) {
+            Ok(a) => {
+                if a.event != "none" {
+                    metrics::counter!("caretaker_work_orders_total", "state" => a.event)
+                        .increment(1);
+                    info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
+                        point = %ev.point, "work order");
+                    notify.notify_waiters();
+                }
+            }
+            Err(e) => {
+                metrics::counter!("caretaker_errors_total", "stage" => "work_orders").increment(1);
+                error!(error = %e, rule = %ev.rule, device = %ev.device, "work-order store write failed");
+            }
+        }
+    }
+}
+
+/// Hex HMAC-SHA256 of a body (the `X-Caretaker-Signature: sha256=...` header).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, body);
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Sender {
+    Http(reqwest::Client),
+    Mqtt {
+        client: rumqttc::AsyncClient,
+        acks: tokio::sync::mpsc::Receiver<()>,
+        task: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if let Sender::Mqtt { task, .. } = self {
+            task.abort();
+        }
+    }
+}
+
+fn atlas_priority(sev: &str) -> &'static str {
+    match sev {
+        "critical" => "HIGH",
+        "major" => "MEDIUM",
+        "minor" => "LOW",
+        _ => "NONE",
+    }
+}
+
+/// One delivery worker.
+pub struct Worker {
+    pub target: TargetConfig,
+    pub store: Arc<Mutex<Store>>,
+    pub notify: Arc<Notify>,
+}
+
+async fn db<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&Store) -> T + Send + 'static,
+) -> T {
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || f(&s.lock().unwrap_or_else(|e| e.into_inner())))
+        .await
+        .expect("store task panicked")
+}
+
+impl Worker {
+    /// Opens the worker's own connection to the store file.
+    pub fn open(
+        path: &std::path::Path,
+        target: TargetConfig,
+        notify: Arc<Notify>,
+    ) -> Result<Worker, super::store::StoreError> {
+        Ok(Worker {
+            target,
+            store: Arc::new(Mutex::new(Store::open(path, None)?)),
+            notify,
+        })
+    }
+
+    fn sender(&self) -> anyhow::Result<Sender> {
+        Ok(match &self.target.kind {
+            TargetKind::Webhook { .. } | TargetKind::Atlas { .. } => {
+                crate::tls::install_default_provider();
+                Sender::Http(
+                    reqwest::Client::builder()
+                        .timeout(self.target.timeout)
+                        .build()?,
+                )
+            }
+            TargetKind::Mqtt {
+                host,
+                port,
+                client_id,
+                ..
+            } => {
+                let mut o = rumqttc::MqttOptions::new(client_id.clone(), host.clone(), *port);
+                o.set_keep_alive(Duration::from_secs(30));
+                let (client, mut el) = rumqttc::AsyncClient::new(o, 16);
+                let (tx, acks) = tokio::sync::mpsc::channel(16);
+                let task = tokio::spawn(async move {
+                    let mut backoff =
+                        Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+                    loop {
+                        match el.poll().await {
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                                backoff.reset();
+                                let _ = tx.try_send(());
+                            }
+                            Ok(_) => backoff.reset(),
+                            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+                        }
+                    }
+                });
+                Sender::Mqtt { client, acks, task }
+            }
+        })
+    }
+
+    /// Sends one row; `Ok(remote id)` once the target acknowledged it.
+    async fn send(&self, sender: &mut Sender, row: &OutboxRow) -> Result<Option<String>, String> {
+        match (&self.target.kind, sender) {
+            (TargetKind::Webhook { url, secret }, Sender::Http(c)) => {
+                let mut req = c
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", &row.idempotency_key)
+                    .header("x-caretaker-event", &row.event);
+                if let Some(s) = secret {
+                    req = req.header(
+                        "x-caretaker-signature",
+                        format!("sha256={}", sign(s, row.payload.as_bytes())),
+                    );
+                }
+                let resp = req
+                    .body(row.payload.clone())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                // 409: the receiver already has this idempotency key.
+                if status.is_success() || status.as_u16() == 409 {
+                    Ok(None)
+                } else {
+                    let body = resp.text().await.unwrap_or_default();
+                    Err(format!(
+                        "HTTP {status}: {}",
+                        body.chars().take(200).collect::<String>()
+                    ))
+                }
+            }
+            (TargetKind::Atlas { url, api_key }, Sender::Http(c)) => {
+                let p: serde_json::Value =
+                    serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                let w = &p["work_order"];
+                let remote = {
+                    let (name, wo) = (self.target.name.clone(), row.work_order);
+                    db(&self.store, move |s| s.remote_id(&name, wo).ok().flatten()).await
+                };
+                let (method, path, body) = match (row.event.as_str(), &remote) {
+                    ("opened", _) | (_, None) => {
+                        let mut description = format!(
+                            "{} / {} / {}: value {} {} (rule {}, severity {})",
+                            p["site"].as_str().unwrap_or(""),
+                            w["device"].as_str().unwrap_or(""),
+                            w["point"].as_str().unwrap_or(""),
+                            w["last_value"],
+                            w["unit"].as_str().unwrap_or(""),
+                            w["rule"].as_str().unwrap_or(""),
+                            w["severity"].as_str().unwrap_or(""),
+                        );
+                        if let Some(proc_) = w["procedure"].as_str() {
+                            description.push_str("\n\nProcedure:\n");
+                            description.push_str(proc_);
+                        }
+                        (
+                            reqwest::Method::POST,
+                            "/work-orders".to_string(),
+                            serde_json::json!({
+                                "title": w["title"],
+                                "description": description,
+                                "priority": atlas_priority(w["severity"].as_str().unwrap_or("")),
+                                "dueDate": w["due_at"],
+                                "customId": p["idempotency_key"],
+                            }),
+                        )
+                    }
+                    (ev, Some(id)) => {
+                        let status = match ev {
+                            "acknowledged" => "IN_PROGRESS",
+                            "resolved" => "COMPLETE",
+                            _ => "OPEN",
+                        };
+                        (
+                            reqwest::Method::PATCH,
+                            format!("/work-orders/{id}"),
+                            serde_json::json!({ "status": status, "title": w["title"] }),
+                        )
+                    }
+                };
+                let resp = c
+                    .request(method, format!("{url}{path}"))
+                    .header("x-api-key", api_key)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                if !status.is_success() {
+                    return Err(format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(200).collect::<String>()
+                    ));
+                }
+                let id = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| match &v["id"] {
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    });
+                Ok(id.or(remote))
+            }
+            (TargetKind::Mqtt { topic, .. }, Sender::Mqtt { client, acks, .. }) => {
+                while acks.try_recv().is_ok() {}
+                client
+                    .publish(
+                        topic.clone(),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        row.payload.clone().into_bytes(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match tokio::time::timeout(self.target.timeout, acks.recv()).await {
+                    Ok(Some(())) => Ok(None),
+                    _ => Err("no PUBACK from the broker".into()),
+                }
+            }
+            _ => Err("target and sender disagree".into()),
+        }
+    }
+
+    /// Delivers until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut sender = match self.sender() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(target = %self.target.name, error = %e, "cannot start work-order delivery");
+                return;
+            }
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.target.max_retry_backoff);
+        let limiter = RateLimiter::new(Duration::from_secs(30));
+        let name = self.target.name.clone();
+        info!(target = %name, "work-order delivery started");
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let row = {
+                let n = name.clone();
+                db(&self.store, move |s| s.next_pending(&n)).await
+            };
+            let wait = match row {
+                Err(e) => {
+                    warn!(target = %name, error = %e, "outbox read failed");
+                    Duration::from_secs(1)
+                }
+                Ok(None) => Duration::from_secs(1),
+                Ok(Some(row)) => {
+                    let now = now_ms();
+                    if row.next_at > now {
+                        Duration::from_millis((row.next_at - now) as u64)
+                    } else {
+                        match self.send(&mut sender, &row).await {
+                            Ok(remote) => {
+                                backoff.reset();
+                                metrics::counter!("caretaker_work_order_deliveries_total", "target" => name.clone(), "result" => "ok")
+                                    .increment(1);
+                                let id = row.id;
+                                if let Err(e) = db(&self.store, move |s| {
+                                    s.mark_delivered(id, now_ms(), remote.as_deref())
+                                })
+                                .await
+                                {
+                                    warn!(target = %name, error = %e, "outbox update failed");
+                                }
+                                continue;
+                            }
+                            Err(e) => {
+                                let d = backoff.next_delay();
+                                metrics::counter!("caretaker_work_order_deliveries_total", "target" => name.clone(), "result" => "error")
+                                    .increment(1);
+                                if let Some(suppressed) = limiter.check(&name) {
+                                    warn!(target = %name, error = %e, retry_in = ?d, suppressed, work_order = row.work_order,
+                                        event = %row.event, "work-order delivery failed; will retry");
+                                }
+                                let (id, next) = (row.id, now_ms() + d.as_millis() as i64);
+                                let _ = db(&self.store, move |s| s.mark_failed(id, &e, next)).await;
+                                d
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            super::sign(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Wiring of rules and work orders in the daemon: opens the store, restores active alarms into the engine,
+//! starts the store thread, the stale/offline timer and one delivery worker per target; stops them in order.
+
+use super::deliver::{Worker, run_store};
+use super::store::Store;
+use crate::catalog::SharedCatalog;
+use crate::config::SiteConfig;
+use crate::pipeline::Stage;
+use crate::rules::RuleSet;
+use crate::rules::engine::{Engine, Options};
+use crate::rules::stage::{RulesHost, RulesStage, SharedRules};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The store file under `[state].dir`.
+pub fn store_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("workorders.sqlite")
+}
+
+/// The running rules + work-order machinery.
+pub struct Service {
+    /// The engine, for `device_status` from sources.
+    pub host: SharedRules,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+    ticker: tokio::task::JoinHandle<()>,
+    ticker_stop: CancellationToken,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    workers_stop: CancellationToken,
+}
+
+/// Starts the machinery when there is anything for it to do (rules or targets).
+pub fn start(
+    config: &SiteConfig,
+    catalog: &SharedCatalog,
+    rules: Arc<RuleSet>,
+) -> anyhow::Result<Option<Service>> {
+    let wo = &config.work_orders;
+    if rules.is_empty() && wo.targets.is_empty() {
+        return Ok(None);
+    }
+    let path = store_path(&config.state_dir);
+    let mut store = Store::open(&path, Some(&config.site.name))?;
+    store.set_flap_window(wo.flap_window);
+    let kinds: Vec<(String, String)> = wo
+        .targets
+        .iter()
+        .map(|t| {
+            let k = match t.kind {
+                super::TargetKind::Webhook { .. } => "webhook",
+                super::TargetKind::Mqtt { .. } => "mqtt",
+                super::TargetKind::Atlas { .. } => "atlas",
+            };
+            (t.name.clone(), k.to_string())
+        })
+        .collect();
+    store.set_targets(&kinds)?;
+    let active = store.active_alarms()?;
+    let mut engine = Engine::new(
+        rules.clone(),
+        Options {
+            repeat_every_ns: wo.update_every.as_nanos() as i64,
+        },
+    );
+    let pending: Vec<(String, String, String)> = {
+        let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+        active
+            .into_iter()
+            .filter(|(r, d, p)| !engine.restore_active(&cat, r, d, p))
+            .collect()
+    };
+    info!(
+        rules = rules.len(),
+        targets = wo.targets.len(),
+        restored_pending = pending.len(),
+        store = %path.display(),
+        "rules and work orders ready"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let notify = Arc::new(Notify::new());
+    let n = notify.clone();
+    let store_thread = std::thread::Builder::new()
+        .name("work-orders".into())
+        .spawn(move || run_store(store, rx, n))?;
+    let mut host = RulesHost::new(engine, &config.site.name, tx);
+    host.pending_restore = pending;
+    let host = host.shared();
+
+    let ticker_stop = CancellationToken::new();
+    let ticker = {
+        let (host, catalog, stop) = (host.clone(), catalog.clone(), ticker_stop.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+                host.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tick(&cat, crate::util::now_ns());
+            }
+        })
+    };
+    let workers_stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for t in &wo.targets {
+        let w = Worker::open(&path, t.clone(), notify.clone())?;
+        workers.push(tokio::spawn(w.run(workers_stop.clone())));
+    }
+    Ok(Some(Service {
+        host,
+        store_thread: Some(store_thread),
+        ticker,
+        ticker_stop,
+        workers,
+        workers_stop,
+    }))
+}
+
+impl Service {
+    /// The pipeline stage feeding readings to the engine.
+    pub fn stage(&self) -> Box<dyn Stage> {
+        Box::new(RulesStage(self.host.clone()))
+    }
+
+    /// Stops after the pipeline drained: the timer, then the store thread (after it applied every event), then
+    /// the delivery workers (undelivered rows stay in the outbox for the next start).
+    pub async fn shutdown(mut self, deadline: tokio::time::Instant) {
+        self.ticker_stop.cancel();
+        let _ = (&mut self.ticker).await;
+        self.host.lock().unwrap_or_else(|e| e.into_inner()).close();
+        if let Some(t) = self.store_thread.take() {
+            let _ =
+                tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || t.join()))
+                    .await;
+        }
+        // Give in-flight deliveries a moment to finish before cutting them off.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        })
+        .await;
+        self.workers_stop.cancel();
+        for w in self.workers.drain(..) {
+            if tokio::time::timeout_at(deadline, w).await.is_err() {
+                warn!("a work-order delivery worker did not stop in time");
+            }
+        }
+    }
+}
