@@ -34,6 +34,8 @@ struct RawSiteConfig {
     pipeline: Option<RawPipeline>,
     #[serde(default)]
     devices: Vec<RawDevice>,
+    #[serde(default)]
+    energy: Option<crate::energy::config::RawEnergy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +189,8 @@ pub struct SiteConfig {
     pub http: Option<HttpConfig>,
     pub pipeline: PipelineConfig,
     pub devices: Vec<DeviceConfig>,
+    /// `[energy]`: interval consumption, tariffs, baselines (the energy stage runs only when present).
+    pub energy: Option<crate::energy::config::EnergyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -627,6 +631,13 @@ impl SiteConfig {
                 index: i,
             });
         }
+        let energy = raw.energy.as_ref().map(|e| {
+            let (c, errs) = crate::energy::config::validate(e);
+            for (k, m) in errs {
+                cx.err(&k, m);
+            }
+            c
+        });
         SiteConfig {
             file: cx.file.to_path_buf(),
             site: Site {
@@ -641,6 +652,7 @@ impl SiteConfig {
             http,
             pipeline,
             devices,
+            energy,
         }
     }
 

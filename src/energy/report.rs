@@ -1,0 +1,846 @@
+//! Rollups and reports from the local store: consumption per period (hour, day, ISO week, month in the site's
+//! time zone) and group (device, category or a location tag), with cost, baseline, after-hours consumption and
+//! demand peak; plus what the HTML report draws (daily totals against baseline, hour-by-day heat map, top
+//! after-hours consumers, monthly peaks).
+//!
+//! One pass: each meter's slots are read day-row by day-row into a dense array covering the report range plus
+//! the baseline look-back, then folded into the rows. Memory is one meter's array at a time (plus the terms of
+//! virtual meters), whatever the number of meters.
+//!
+//! - **baseline**: per hour, the median of the same local hour-of-week over the previous `baseline_weeks`
+//!   weeks (at least half of them must have data); a period's baseline is the sum over its hours, or `null` when
+//!   fewer than half of its hours have one.
+//! - **demand peak** (`peak_kw`): the largest settlement-interval average power of the group in the period
+//!   (coincident for groups of several meters); kWh meters only.
+//! - **cost**: energy × the price in force at each slot's local time, from the tariff valid on that local date
+//!   (a new tariff never re-prices the past), plus the standing charge per meter and day (spread over the day's
+//!   slots that hold data). Demand charges (monthly peak of each meter × `demand_per_kw_month`) are added to
+//!   month rows with `--by month`, and to the totals.
+
+use super::config::EnergyConfig;
+use super::counter::{DERIVED, ESTIMATED};
+use super::store::{PRESENT, SeriesInfo, Store};
+use anyhow::{Context, bail};
+use jiff::Timestamp;
+use jiff::civil::{Date, DateTime};
+use jiff::tz::TimeZone;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Group {
+    Device,
+    Category,
+    /// A location tag (`building`, `floor`, ...).
+    Tag(String),
+}
+
+impl Group {
+    pub fn parse(s: &str) -> Group {
+        match s {
+            "device" => Group::Device,
+            "category" => Group::Category,
+            t => Group::Tag(t.to_string()),
+        }
+    }
+    pub fn name(&self) -> &str {
+        match self {
+            Group::Device => "device",
+            Group::Category => "category",
+            Group::Tag(t) => t,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub from: Date,
+    /// Exclusive.
+    pub to: Date,
+    pub by: By,
+    pub group: Group,
+    /// Only these devices (and virtual meters).
+    pub devices: Option<Vec<String>>,
+}
+
+/// One row of the report (the JSON contract: period, group, consumption, unit, cost, baseline, estimated; the
+/// other fields are additions).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Row {
+    pub period: String,
+    pub group: String,
+    pub consumption: f64,
+    pub unit: String,
+    pub cost: Option<f64>,
+    pub baseline: Option<f64>,
+    pub estimated: bool,
+    pub derived: bool,
+    pub after_hours: f64,
+    pub peak_kw: Option<f64>,
+}
+
+/// After-hours consumption of one meter over the report range.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AfterHours {
+    pub device: String,
+    pub unit: String,
+    pub after_hours: f64,
+    pub total: f64,
+    /// Average power outside opening hours (base load), kW.
+    pub base_load_kw: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    #[serde(skip)]
+    pub meta: Meta,
+}
+
+/// What the HTML report draws besides the rows.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    pub site: String,
+    pub timezone: String,
+    pub from: Option<Date>,
+    pub to: Option<Date>,
+    pub currency: Option<String>,
+    /// Site totals per unit: (consumption, cost, estimated share 0..1).
+    pub totals: BTreeMap<String, (f64, Option<f64>, f64)>,
+    pub demand_charges: f64,
+    /// Per local day, site kWh (real meters only), and its baseline.
+    pub days: Vec<(Date, f64, Option<f64>)>,
+    /// Per local day, kWh per local hour of day.
+    pub heat: Vec<[f64; 24]>,
+    pub after_hours: Vec<AfterHours>,
+    /// Per month: the site's coincident peak kW and when it happened.
+    pub peaks: Vec<(String, f64, String)>,
+    pub meters: usize,
+}
+
+/// Per-slot facts shared by every meter (local time, period, hour-of-week, ...).
+struct Clock {
+    /// First slot of the array (look-back included).
+    s0: i64,
+    /// First slot of the report range, as an array index.
+    r0: usize,
+    n: usize,
+    period: i64,
+    local: Vec<DateTime>,
+    offset: Vec<i32>,
+    period_idx: Vec<u32>,
+    day_idx: Vec<u32>,
+    after: Vec<bool>,
+    labels: Vec<String>,
+    days: Vec<Date>,
+    /// Local month index per slot (for demand charges), and the month's first date.
+    month_idx: Vec<u32>,
+    months: Vec<Date>,
+}
+
+impl Clock {
+    fn new(q: &Query, tz: &TimeZone, period: i64, lookback_weeks: u32, cfg: &EnergyConfig) -> anyhow::Result<Clock> {
+        let start = tz.to_timestamp(q.from.to_datetime(jiff::civil::Time::midnight()))?;
+        let end = tz.to_timestamp(q.to.to_datetime(jiff::civil::Time::midnight()))?;
+        if end <= start {
+            bail!("--to ({}) must be after --from ({})", q.to, q.from);
+        }
+        let r_start = start.as_second().div_euclid(period);
+        let r_end = (end.as_second() + period - 1).div_euclid(period);
+        let s0 = r_start - lookback_weeks as i64 * 7 * 86400 / period;
+        let n = (r_end - s0) as usize;
+        let r0 = (r_start - s0) as usize;
+        let mut c = Clock {
+            s0,
+            r0,
+            n,
+            period,
+            local: Vec::with_capacity(n),
+            offset: Vec::with_capacity(n),
+            period_idx: vec![u32::MAX; n],
+            day_idx: vec![u32::MAX; n],
+            after: vec![false; n],
+            labels: Vec::new(),
+            days: Vec::new(),
+            month_idx: vec![u32::MAX; n],
+            months: Vec::new(),
+        };
+        let mut label_ix: HashMap<String, u32> = HashMap::new();
+        for i in 0..n {
+            let ts = Timestamp::from_second((s0 + i as i64) * period)?;
+            let off = tz.to_offset(ts);
+            let dt = off.to_datetime(ts);
+            c.local.push(dt);
+            c.offset.push(off.seconds());
+            if i < r0 {
+                continue;
+            }
+            let d = dt.date();
+            let label = match q.by {
+                By::Hour => format!("{}{}", dt.strftime("%Y-%m-%dT%H:00"), off),
+                By::Day => d.to_string(),
+                By::Week => {
+                    let w = d.iso_week_date();
+                    format!("{}-W{:02}", w.year(), w.week())
+                }
+                By::Month => format!("{}", d.strftime("%Y-%m")),
+            };
+            let next = c.labels.len() as u32;
+            let pi = *label_ix.entry(label.clone()).or_insert_with(|| {
+                c.labels.push(label);
+                next
+            });
+            c.period_idx[i] = pi;
+            if c.days.last() != Some(&d) {
+                c.days.push(d);
+            }
+            c.day_idx[i] = (c.days.len() - 1) as u32;
+            let m = d.first_of_month();
+            if c.months.last() != Some(&m) {
+                c.months.push(m);
+            }
+            c.month_idx[i] = (c.months.len() - 1) as u32;
+            c.after[i] = cfg.calendar.after_hours(dt);
+        }
+        Ok(c)
+    }
+
+    /// Array index of the same local slot `k` weeks earlier.
+    #[inline]
+    fn weeks_back(&self, i: usize, k: usize) -> Option<usize> {
+        let spw = (7 * 86400 / self.period) as usize;
+        let j0 = i.checked_sub(k * spw)?;
+        let adj = (self.offset[i] - self.offset[j0]) as i64 / self.period;
+        let j = j0 as i64 + adj;
+        (j >= 0 && (j as usize) < self.n).then_some(j as usize)
+    }
+}
+
+/// One meter (real or virtual) as the fold sees it.
+struct Meter<'a> {
+    device: &'a str,
+    unit: &'a str,
+    category: &'a str,
+    location: Option<&'a BTreeMap<String, String>>,
+    vals: &'a [f64],
+    flags: &'a [u8],
+    real: bool,
+}
+
+#[derive(Default, Clone)]
+struct Acc {
+    consumption: f64,
+    cost: f64,
+    priced: bool,
+    baseline: f64,
+    baseline_hours: u32,
+    hours: u32,
+    estimated: bool,
+    derived: bool,
+    after: f64,
+    present: bool,
+}
+
+/// Builds a report from the store.
+pub fn build(
+    store: &Store,
+    cfg: &EnergyConfig,
+    tz: &TimeZone,
+    q: &Query,
+    mut progress: Option<&mut dyn FnMut(usize, usize)>,
+) -> anyhow::Result<Report> {
+    let period = store.period;
+    let clock = Clock::new(q, tz, period, cfg.baseline_weeks, cfg)?;
+    let spd = store.slots_per_day() as i64;
+    let series: Vec<SeriesInfo> = store
+        .series()?
+        .into_iter()
+        .filter(|s| q.devices.as_ref().is_none_or(|d| d.contains(&s.device)))
+        .collect();
+    // Virtual meters whose terms we must keep.
+    let virtuals: Vec<_> = cfg
+        .virtual_meters
+        .iter()
+        .filter(|v| q.devices.as_ref().is_none_or(|d| d.contains(&v.name)))
+        .filter(|_| q.group == Group::Device)
+        .collect();
+    let mut keep: HashMap<String, (Vec<f64>, Vec<u8>, String, String)> = HashMap::new();
+    let all_series = if virtuals.is_empty() {
+        series.clone()
+    } else {
+        store.series()?
+    };
+    for v in &virtuals {
+        for (_, t) in &v.terms {
+            if !all_series.iter().any(|s| &s.device == t) {
+                let hint = crate::util::did_you_mean(t, all_series.iter().map(|s| s.device.as_str()))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                bail!(
+                    "virtual meter `{}`: no meter `{t}` in the energy store{hint}",
+                    v.name
+                );
+            }
+        }
+    }
+    let needed: std::collections::HashSet<&str> = virtuals
+        .iter()
+        .flat_map(|v| v.terms.iter().map(|(_, t)| t.as_str()))
+        .collect();
+
+    let mut f = Fold::new(&clock, cfg, q);
+    let mut vals = vec![f64::NAN; clock.n];
+    let mut flags = vec![0u8; clock.n];
+    let total = all_series.len();
+    for (k, s) in all_series.iter().enumerate() {
+        let selected = series.iter().any(|x| x.id == s.id);
+        if !selected && !needed.contains(s.device.as_str()) {
+            continue;
+        }
+        vals.fill(f64::NAN);
+        flags.fill(0);
+        let (d0, d1) = (
+            clock.s0.div_euclid(spd),
+            (clock.s0 + clock.n as i64).div_euclid(spd) + 1,
+        );
+        store.for_each_day(s.id, d0, d1, |d, v, fl| {
+            let base = d * spd - clock.s0;
+            for i in 0..v.len() {
+                let j = base + i as i64;
+                if j >= 0 && (j as usize) < clock.n && fl[i] & PRESENT != 0 {
+                    vals[j as usize] = v[i];
+                    flags[j as usize] = fl[i];
+                }
+            }
+        })?;
+        if selected {
+            f.meter(&Meter {
+                device: &s.device,
+                unit: &s.unit,
+                category: &s.category,
+                location: Some(&s.location),
+                vals: &vals,
+                flags: &flags,
+                real: true,
+            });
+        }
+        if needed.contains(s.device.as_str()) {
+            let e = keep
+                .entry(s.device.clone())
+                .or_insert_with(|| (vec![f64::NAN; clock.n], vec![0; clock.n], s.unit.clone(), s.category.clone()));
+            for i in 0..clock.n {
+                if flags[i] & PRESENT != 0 {
+                    e.0[i] = if e.0[i].is_nan() { vals[i] } else { e.0[i] + vals[i] };
+                    e.1[i] |= flags[i];
+                }
+            }
+        }
+        if let Some(p) = progress.as_deref_mut() {
+            p(k + 1, total);
+        }
+    }
+    for v in &virtuals {
+        let (unit, category) = {
+            let first = &keep[&v.terms[0].1];
+            (first.2.clone(), first.3.clone())
+        };
+        for (_, t) in &v.terms {
+            if keep[t].2 != unit {
+                bail!(
+                    "virtual meter `{}` mixes units: `{}` is in {unit}, `{t}` in {}",
+                    v.name,
+                    v.terms[0].1,
+                    keep[t].2
+                );
+            }
+        }
+        let mut vv = vec![f64::NAN; clock.n];
+        let mut vf = vec![0u8; clock.n];
+        for i in 0..clock.n {
+            // A slot is known only when every term is.
+            if v.terms.iter().all(|(_, t)| keep[t].1[i] & PRESENT != 0) {
+                vv[i] = v.terms.iter().map(|(s, t)| s * keep[t].0[i]).sum();
+                vf[i] = v.terms.iter().fold(PRESENT, |a, (_, t)| a | keep[t].1[i]);
+            }
+        }
+        f.meter(&Meter {
+            device: &v.name,
+            unit: &unit,
+            category: &category,
+            location: None,
+            vals: &vv,
+            flags: &vf,
+            real: false,
+        });
+    }
+    let mut rep = f.finish();
+    rep.meta.timezone = tz.iana_name().unwrap_or("").to_string();
+    rep.meta.from = Some(q.from);
+    rep.meta.to = Some(q.to);
+    rep.meta.meters = series.len();
+    Ok(rep)
+}
+
+struct Fold<'c> {
+    c: &'c Clock,
+    cfg: &'c EnergyConfig,
+    q: &'c Query,
+    groups: Vec<(String, String)>,
+    group_ix: HashMap<(String, String), usize>,
+    /// [group][period]
+    acc: Vec<Vec<Acc>>,
+    /// Coincident slot sums per group (kWh groups of more than one meter) for the peak.
+    gsum: Vec<Option<Vec<f64>>>,
+    gpeak: Vec<Vec<f64>>,
+    price: HashMap<String, std::rc::Rc<(Vec<f64>, Vec<f64>)>>,
+    site_slots: Vec<f64>,
+    day_kwh: Vec<f64>,
+    day_base: Vec<(f64, u32, u32)>,
+    heat: Vec<[f64; 24]>,
+    after: Vec<AfterHours>,
+    totals: BTreeMap<String, (f64, f64, bool, f64)>,
+    demand: f64,
+    demand_by_month: HashMap<(usize, u32), f64>,
+}
+
+impl<'c> Fold<'c> {
+    fn new(c: &'c Clock, cfg: &'c EnergyConfig, q: &'c Query) -> Self {
+        Fold {
+            c,
+            cfg,
+            q,
+            groups: Vec::new(),
+            group_ix: HashMap::new(),
+            acc: Vec::new(),
+            gsum: Vec::new(),
+            gpeak: Vec::new(),
+            price: HashMap::new(),
+            site_slots: vec![0.0; c.n],
+            day_kwh: vec![0.0; c.days.len()],
+            day_base: vec![(0.0, 0, 0); c.days.len()],
+            heat: vec![[0.0; 24]; c.days.len()],
+            after: Vec::new(),
+            totals: BTreeMap::new(),
+            demand: 0.0,
+            demand_by_month: HashMap::new(),
+        }
+    }
+
+    /// Energy price and standing charge per slot for a category (NaN where no tariff applies).
+    fn prices(&mut self, category: &str) -> std::rc::Rc<(Vec<f64>, Vec<f64>)> {
+        let (c, cfg) = (self.c, self.cfg);
+        self.price.entry(category.to_string()).or_insert_with(|| {
+            let spd = (86400 / c.period) as f64;
+            let mut p = vec![f64::NAN; c.n];
+            let mut s = vec![0.0; c.n];
+            for i in c.r0..c.n {
+                let dt = c.local[i];
+                if let Some(t) = cfg.tariff(category, dt.date()) {
+                    p[i] = t.price(dt).unwrap_or(f64::NAN);
+                    s[i] = t.standing_per_day / spd;
+                }
+            }
+            std::rc::Rc::new((p, s))
+        })
+        .clone()
+    }
+
+    fn group_of(&mut self, m: &Meter) -> usize {
+        let name = match &self.q.group {
+            Group::Device => m.device.to_string(),
+            Group::Category => m.category.to_string(),
+            Group::Tag(t) => m
+                .location
+                .and_then(|l| l.get(t))
+                .cloned()
+                .unwrap_or_else(|| format!("(no {t})")),
+        };
+        let key = (name, m.unit.to_string());
+        if let Some(&i) = self.group_ix.get(&key) {
+            return i;
+        }
+        let i = self.groups.len();
+        self.groups.push(key.clone());
+        self.group_ix.insert(key, i);
+        self.acc.push(vec![Acc::default(); self.c.labels.len()]);
+        self.gsum.push(None);
+        self.gpeak.push(vec![f64::NAN; self.c.labels.len()]);
+        i
+    }
+
+    fn meter(&mut self, m: &Meter) {
+        let c = self.c;
+        if m.location.is_none() && self.q.group != Group::Device {
+            return;
+        }
+        let g = self.group_of(m);
+        let kwh = m.unit == "kWh";
+        let prices = self.prices(m.category);
+        let (price, standing) = (&prices.0, &prices.1);
+        let sph = (3600 / c.period) as usize;
+        // Hourly sums over the whole array, for the baseline.
+        let hours = c.n.div_ceil(sph);
+        let mut hourly = vec![f64::NAN; hours];
+        for (h, out) in hourly.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            let mut any = false;
+            for i in h * sph..((h + 1) * sph).min(c.n) {
+                if m.flags[i] & PRESENT != 0 {
+                    sum += m.vals[i];
+                    any = true;
+                }
+            }
+            if any {
+                *out = sum;
+            }
+        }
+        let weeks = self.cfg.baseline_weeks as usize;
+        let need = weeks.div_ceil(2).max(1);
+        let mut window = Vec::with_capacity(weeks);
+        let mut ah = AfterHours {
+            device: m.device.to_string(),
+            unit: m.unit.to_string(),
+            after_hours: 0.0,
+            total: 0.0,
+            base_load_kw: None,
+        };
+        let mut ah_slots = 0u32;
+        let single = self.q.group == Group::Device;
+        let mut month_peak: HashMap<u32, f64> = HashMap::new();
+        for i in c.r0..c.n {
+            let pi = c.period_idx[i] as usize;
+            // Baseline once per hour (at its first slot).
+            if (i % sph == 0) || i == c.r0 {
+                let h = i / sph;
+                window.clear();
+                for k in 1..=weeks {
+                    if let Some(j) = c.weeks_back(h * sph, k) {
+                        let v = hourly[j / sph];
+                        if !v.is_nan() {
+                            window.push(v);
+                        }
+                    }
+                }
+                let a = &mut self.acc[g][pi];
+                a.hours += 1;
+                let di = c.day_idx[i] as usize;
+                if m.real && kwh {
+                    self.day_base[di].2 += 1;
+                }
+                if window.len() >= need {
+                    window.sort_by(f64::total_cmp);
+                    let w = window.len();
+                    let med = if w % 2 == 1 {
+                        window[w / 2]
+                    } else {
+                        (window[w / 2 - 1] + window[w / 2]) / 2.0
+                    };
+                    a.baseline += med;
+                    a.baseline_hours += 1;
+                    if m.real && kwh {
+                        self.day_base[di].0 += med;
+                        self.day_base[di].1 += 1;
+                    }
+                }
+            }
+            let fl = m.flags[i];
+            if fl & PRESENT == 0 {
+                continue;
+            }
+            let v = m.vals[i];
+            let a = &mut self.acc[g][pi];
+            a.present = true;
+            a.consumption += v;
+            a.estimated |= fl & ESTIMATED != 0;
+            a.derived |= fl & DERIVED != 0;
+            if !price[i].is_nan() {
+                a.cost += v * price[i] + standing[i];
+                a.priced = true;
+            }
+            if c.after[i] {
+                a.after += v;
+                ah.after_hours += v;
+                ah_slots += 1;
+            }
+            ah.total += v;
+            if kwh {
+                let kw = v * 3600.0 / c.period as f64;
+                if single {
+                    let p = &mut self.gpeak[g][pi];
+                    if p.is_nan() || kw > *p {
+                        *p = kw;
+                    }
+                } else {
+                    self.gsum[g].get_or_insert_with(|| vec![0.0; c.n])[i] += v;
+                }
+                let mi = c.month_idx[i];
+                let e = month_peak.entry(mi).or_insert(0.0);
+                if kw > *e {
+                    *e = kw;
+                }
+                if m.real {
+                    self.site_slots[i] += v;
+                    let di = c.day_idx[i] as usize;
+                    self.day_kwh[di] += v;
+                    self.heat[di][c.local[i].hour() as usize] += v;
+                }
+            }
+        }
+        // Demand charges per meter and month.
+        for (mi, kw) in month_peak {
+            let month = c.months[mi as usize];
+            if let Some(t) = self.cfg.tariff(m.category, month) {
+                let charge = kw * t.demand_per_kw_month;
+                self.demand += charge;
+                *self.demand_by_month.entry((g, mi)).or_insert(0.0) += charge;
+            }
+        }
+        if ah_slots > 0 {
+            ah.base_load_kw = kwh.then(|| ah.after_hours / (ah_slots as f64 * c.period as f64 / 3600.0));
+        }
+        if m.real {
+            let t = self.totals.entry(m.unit.to_string()).or_default();
+            t.0 += ah.total;
+            for i in c.r0..c.n {
+                if m.flags[i] & PRESENT != 0 {
+                    if !price[i].is_nan() {
+                        t.1 += m.vals[i] * price[i] + standing[i];
+                        t.2 = true;
+                    }
+                    if m.flags[i] & ESTIMATED != 0 {
+                        t.3 += m.vals[i];
+                    }
+                }
+            }
+            self.after.push(ah);
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        let c = self.c;
+        // Coincident peaks of multi-meter groups.
+        for g in 0..self.groups.len() {
+            if let Some(sum) = &self.gsum[g] {
+                for i in c.r0..c.n {
+                    let pi = c.period_idx[i] as usize;
+                    if self.acc[g][pi].present {
+                        let kw = sum[i] * 3600.0 / c.period as f64;
+                        let p = &mut self.gpeak[g][pi];
+                        if p.is_nan() || kw > *p {
+                            *p = kw;
+                        }
+                    }
+                }
+            }
+        }
+        let mut label_month = vec![0u32; c.labels.len()];
+        for i in c.r0..c.n {
+            label_month[c.period_idx[i] as usize] = c.month_idx[i];
+        }
+        let mut order: Vec<usize> = (0..self.groups.len()).collect();
+        order.sort_by(|&a, &b| self.groups[a].cmp(&self.groups[b]));
+        let mut rows = Vec::new();
+        for (pi, label) in c.labels.iter().enumerate() {
+            for &g in &order {
+                let (name, unit) = &self.groups[g];
+                let a = &self.acc[g][pi];
+                if !a.present {
+                    continue;
+                }
+                let mut cost = a.priced.then_some(a.cost);
+                if self.q.by == By::Month {
+                    // Month rows carry the demand charges of that month.
+                    if let Some(d) = self.demand_by_month.get(&(g, label_month[pi])) {
+                        cost = Some(cost.unwrap_or(0.0) + d);
+                    }
+                }
+                let peak = self.gpeak[g][pi];
+                rows.push(Row {
+                    period: label.clone(),
+                    group: name.clone(),
+                    consumption: round(a.consumption, 6),
+                    unit: unit.clone(),
+                    cost: cost.map(|x| round(x, 4)),
+                    baseline: (a.baseline_hours * 2 >= a.hours && a.hours > 0)
+                        .then(|| round(a.baseline, 6)),
+                    estimated: a.estimated,
+                    derived: a.derived,
+                    after_hours: round(a.after, 6),
+                    peak_kw: (unit == "kWh" && !peak.is_nan()).then(|| round(peak, 4)),
+                });
+            }
+        }
+        let mut meta = Meta {
+            currency: self.cfg.currency().map(str::to_string),
+            demand_charges: self.demand,
+            ..Meta::default()
+        };
+        for (unit, (cons, cost, priced, est)) in &self.totals {
+            let mut cost = priced.then_some(*cost);
+            if unit == "kWh" && self.demand > 0.0 {
+                cost = Some(cost.unwrap_or(0.0) + self.demand);
+            }
+            meta.totals.insert(
+                unit.clone(),
+                (*cons, cost, if *cons > 0.0 { est / cons } else { 0.0 }),
+            );
+        }
+        for (di, d) in c.days.iter().enumerate() {
+            let (b, bh, h) = self.day_base[di];
+            let base = (h > 0 && bh * 2 >= h).then_some(b);
+            meta.days.push((*d, self.day_kwh[di], base));
+        }
+        meta.heat = self.heat;
+        self.after
+            .sort_by(|a, b| b.after_hours.total_cmp(&a.after_hours));
+        meta.after_hours = self.after;
+        for (mi, m) in c.months.iter().enumerate() {
+            let mut best = (0.0, 0usize);
+            for i in c.r0..c.n {
+                if c.month_idx[i] as usize == mi && self.site_slots[i] > best.0 {
+                    best = (self.site_slots[i], i);
+                }
+            }
+            if best.0 > 0.0 {
+                meta.peaks.push((
+                    m.strftime("%Y-%m").to_string(),
+                    best.0 * 3600.0 / c.period as f64,
+                    c.local[best.1].strftime("%Y-%m-%d %H:%M").to_string(),
+                ));
+            }
+        }
+        Report { rows, meta }
+    }
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+/// `{"rows": [...]}`.
+pub fn to_json(r: &Report) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({ "rows": r.rows })).unwrap_or_default()
+}
+
+pub fn to_csv(r: &Report) -> String {
+    let mut s = String::from(
+        "period,group,consumption,unit,cost,baseline,estimated,derived,after_hours,peak_kw\n",
+    );
+    let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
+    for row in &r.rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&row.period),
+            csv_field(&row.group),
+            row.consumption,
+            row.unit,
+            opt(row.cost),
+            opt(row.baseline),
+            row.estimated,
+            row.derived,
+            row.after_hours,
+            opt(row.peak_kw)
+        );
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn to_table(r: &Report) -> String {
+    let cur = r.meta.currency.clone().unwrap_or_default();
+    let head = [
+        "period".to_string(),
+        "group".into(),
+        "consumption".into(),
+        "unit".into(),
+        format!("cost {cur}").trim().to_string(),
+        "baseline".into(),
+        "vs base".into(),
+        "peak kW".into(),
+        "after-hrs".into(),
+        "flags".into(),
+    ];
+    let mut lines: Vec<Vec<String>> = vec![head.to_vec()];
+    for row in &r.rows {
+        let vs = match row.baseline {
+            Some(b) if b > 0.0 => format!("{:+.0}%", (row.consumption - b) / b * 100.0),
+            _ => "-".into(),
+        };
+        let flags = [(row.estimated, "est"), (row.derived, "derived")]
+            .iter()
+            .filter(|(b, _)| *b)
+            .map(|(_, s)| *s)
+            .collect::<Vec<_>>()
+            .join(",");
+        lines.push(vec![
+            row.period.clone(),
+            row.group.clone(),
+            format!("{:.3}", row.consumption),
+            row.unit.clone(),
+            row.cost.map(|c| format!("{c:.2}")).unwrap_or("-".into()),
+            row.baseline.map(|c| format!("{c:.3}")).unwrap_or("-".into()),
+            vs,
+            row.peak_kw.map(|c| format!("{c:.2}")).unwrap_or("-".into()),
+            format!("{:.3}", row.after_hours),
+            flags,
+        ]);
+    }
+    let widths: Vec<usize> = (0..head.len())
+        .map(|k| lines.iter().map(|l| l[k].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut s = String::new();
+    for (li, l) in lines.iter().enumerate() {
+        for (k, cell) in l.iter().enumerate() {
+            let right = (2..=8).contains(&k) && k != 3;
+            if right {
+                let _ = write!(s, "{:>w$}  ", cell, w = widths[k]);
+            } else {
+                let _ = write!(s, "{:<w$}  ", cell, w = widths[k]);
+            }
+        }
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        if li == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+            s.push_str(&"-".repeat(total));
+            s.push('\n');
+        }
+    }
+    for (unit, (cons, cost, est)) in &r.meta.totals {
+        let _ = writeln!(
+            s,
+            "total: {cons:.3} {unit}{}{}",
+            cost.map(|c| format!(", cost {c:.2} {cur}")).unwrap_or_default(),
+            if *est > 0.0 {
+                format!(", {:.1}% estimated", est * 100.0)
+            } else {
+                String::new()
+            }
+        );
+    }
+    s
+}
+
+/// Parses `--from`/`--to`: a date (`2026-01-05`). `to_inclusive` makes a date mean "through the end of it".
+pub fn parse_day(s: &str, what: &str) -> anyhow::Result<Date> {
+    s.parse::<Date>()
+        .with_context(|| format!("{what} `{s}` is not a date like 2026-01-05"))
+}
