@@ -41,6 +41,19 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Energy reports and backfill from the local store.
+    Energy {
+        #[command(subcommand)]
+        command: EnergyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnergyCommand {
+    /// Consumption, cost, baseline and peaks per period and group (table, csv, json or a self-contained html).
+    Report(crate::energy::cli::ReportArgs),
+    /// Load a meter's historic CSV export (`timestamp,value`) into the store.
+    Import(crate::energy::cli::ImportArgs),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -69,6 +82,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::Energy { command } => match command {
+            EnergyCommand::Report(a) => crate::energy::cli::run_report(a),
+            EnergyCommand::Import(a) => crate::energy::cli::run_import(a),
+        },
     }
 }
 

@@ -11,6 +11,7 @@
 //!
 //! Units: energy is reported in kWh, volumes (water, gas) in m3, whatever unit the meter point uses.
 
+pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod html;

@@ -26,6 +26,8 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+#[cfg(test)]
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,7 +188,12 @@ impl Clock {
             }
             let d = dt.date();
             let label = match q.by {
-                By::Hour => format!("{}{}", dt.strftime("%Y-%m-%dT%H:00"), off),
+                By::Hour => {
+                    let o = off.seconds();
+                    let sign = if o < 0 { '-' } else { '+' };
+                    let o = o.abs();
+                    format!("{}{sign}{:02}:{:02}", dt.strftime("%Y-%m-%dT%H:00"), o / 3600, o % 3600 / 60)
+                }
                 By::Day => d.to_string(),
                 By::Week => {
                     let w = d.iso_week_date();
@@ -843,4 +850,150 @@ pub fn to_table(r: &Report) -> String {
 pub fn parse_day(s: &str, what: &str) -> anyhow::Result<Date> {
     s.parse::<Date>()
         .with_context(|| format!("{what} `{s}` is not a date like 2026-01-05"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::energy::config::validate;
+    use crate::energy::counter::Slots;
+    use crate::energy::store::Mode;
+
+    /// A store with three meters, 15-minute slots, from 2025-12-01 to 2026-04-01 (UTC):
+    /// `main` draws 4 kW always; `pv_export` exports 1 kW 10:00-14:00 local; `water-1` 0.01 m3 per slot.
+    fn fixture(dir: &Path) -> (Store, TimeZone) {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let mut st = Store::open(&crate::energy::store::path_in(dir), 900, "Europe/Berlin", "test").unwrap();
+        let loc = |b: &str| BTreeMap::from([("building".to_string(), b.to_string())]);
+        let main = st.series_id("main", "energy_total", "kWh", "electricity", false, &loc("A")).unwrap();
+        let pv = st.series_id("pv_export", "energy_total", "kWh", "electricity", false, &loc("A")).unwrap();
+        let water = st.series_id("water-1", "volume", "m3", "water", false, &loc("B")).unwrap();
+        let (a, b) = (1_764_547_200 / 900, 1_775_001_600 / 900);
+        let (mut sm, mut sp, mut sw) = (Slots::default(), Slots::default(), Slots::default());
+        for slot in a..b {
+            sm.add(slot, 1.0, 0);
+            sw.add(slot, 0.01, 0);
+            let h = tz.to_datetime(Timestamp::from_second(slot * 900).unwrap()).hour();
+            sp.add(slot, if (10..14).contains(&h) { 0.25 } else { 0.0 }, 0);
+        }
+        st.write(&[(main, &sm), (pv, &sp), (water, &sw)], Mode::Add, &[], &[]).unwrap();
+        (st, tz)
+    }
+
+    fn cfg() -> EnergyConfig {
+        let raw = toml::from_str(
+            r#"
+            [[tariffs]]
+            name = "t"
+            category = "electricity"
+            valid_from = "2026-01-01"
+            currency = "EUR"
+            demand_per_kw_month = 10.0
+            rates = [{ price = 0.30, days = ["mon","tue","wed","thu","fri"], from = "07:00", to = "21:00" }, { price = 0.20 }]
+            [[virtual_meters]]
+            name = "building_total"
+            expr = "main - pv_export"
+            "#,
+        )
+        .unwrap();
+        let (c, errs) = validate(&raw);
+        assert!(errs.is_empty(), "{errs:?}");
+        c
+    }
+
+    fn q(from: &str, to: &str, by: By, group: &str) -> Query {
+        Query {
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+            by,
+            group: Group::parse(group),
+            devices: None,
+        }
+    }
+
+    fn row<'a>(r: &'a Report, period: &str, group: &str) -> &'a Row {
+        r.rows
+            .iter()
+            .find(|x| x.period == period && x.group == group)
+            .unwrap_or_else(|| panic!("no row {period}/{group} in {:#?}", r.rows))
+    }
+
+    #[test]
+    fn day_rows_cost_baseline_peak_and_virtual_meters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, tz) = fixture(dir.path());
+        let r = build(&st, &cfg(), &tz, &q("2026-01-12", "2026-01-13", By::Day, "device"), None).unwrap();
+        let m = row(&r, "2026-01-12", "main"); // a Monday
+        assert_eq!(m.consumption, 96.0);
+        assert_eq!(m.unit, "kWh");
+        assert_eq!(m.baseline, Some(96.0));
+        assert_eq!(m.peak_kw, Some(4.0));
+        assert!(!m.estimated);
+        // 14 h at 0.30 and 10 h at 0.20, 4 kWh per hour (demand charges go to month rows).
+        assert!((m.cost.unwrap() - 24.8).abs() < 1e-9, "{m:?}");
+        // Default calendar: open 07:00-19:00 on weekdays.
+        assert_eq!(m.after_hours, 48.0);
+        assert_eq!(row(&r, "2026-01-12", "building_total").consumption, 92.0);
+        assert_eq!(row(&r, "2026-01-12", "water-1").unit, "m3");
+        assert_eq!(row(&r, "2026-01-12", "water-1").cost, None, "no water tariff");
+        // Before the tariff's valid_from nothing is priced.
+        let r = build(&st, &cfg(), &tz, &q("2025-12-31", "2026-01-01", By::Day, "device"), None).unwrap();
+        assert_eq!(row(&r, "2025-12-31", "main").cost, None);
+    }
+
+    #[test]
+    fn groups_months_and_dst_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, tz) = fixture(dir.path());
+        let r = build(&st, &cfg(), &tz, &q("2026-03-28", "2026-03-31", By::Day, "category"), None).unwrap();
+        assert_eq!(row(&r, "2026-03-28", "electricity").consumption, 100.0);
+        // Summer time starts on 2026-03-29: a 23-hour local day.
+        assert_eq!(row(&r, "2026-03-29", "electricity").consumption, 23.0 * 4.0 + 4.0);
+        assert!((row(&r, "2026-03-29", "water").consumption - 0.92).abs() < 1e-9);
+        let r = build(&st, &cfg(), &tz, &q("2026-01-01", "2026-03-01", By::Month, "building"), None).unwrap();
+        let a = row(&r, "2026-01", "A");
+        assert_eq!(a.consumption, 31.0 * 100.0);
+        assert_eq!(a.peak_kw, Some(5.0), "coincident peak of main + pv_export");
+        // Month rows include demand charges: each meter's monthly peak × 10 EUR/kW.
+        // 3100 kWh at 0.20, plus 0.10 more on the 60 kWh of 07:00-21:00 on each of 22 weekdays.
+        let energy: f64 = 3100.0 * 0.2 + 22.0 * 60.0 * 0.1;
+        assert!((a.cost.unwrap() - (energy + 40.0 + 10.0)).abs() < 1e-6, "{a:?}");
+        assert_eq!(row(&r, "2026-02", "B").unit, "m3");
+        let r = build(&st, &cfg(), &tz, &q("2026-01-05", "2026-01-19", By::Week, "device"), None).unwrap();
+        assert_eq!(row(&r, "2026-W02", "main").consumption, 7.0 * 96.0);
+        let r = build(&st, &cfg(), &tz, &q("2026-01-05", "2026-01-06", By::Hour, "device"), None).unwrap();
+        assert_eq!(row(&r, "2026-01-05T10:00+01:00", "pv_export").consumption, 1.0);
+    }
+
+    #[test]
+    fn baseline_needs_history_and_json_shape_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, tz) = fixture(dir.path());
+        // 2025-12-02 has one day of history only: no baseline.
+        let r = build(&st, &cfg(), &tz, &q("2025-12-02", "2025-12-03", By::Day, "device"), None).unwrap();
+        assert_eq!(row(&r, "2025-12-02", "main").baseline, None);
+        let v: serde_json::Value = serde_json::from_str(&to_json(&r)).unwrap();
+        let first = &v["rows"][0];
+        for k in ["period", "group", "consumption", "unit", "cost", "baseline", "estimated"] {
+            assert!(first.get(k).is_some(), "missing {k} in {first}");
+        }
+        assert_eq!(first["period"], "2025-12-02");
+        assert!(first["consumption"].is_f64());
+        assert!(first["estimated"].is_boolean());
+        let csv = to_csv(&r);
+        assert!(csv.starts_with("period,group,consumption,unit,cost,baseline,estimated"));
+        assert_eq!(csv.lines().count(), r.rows.len() + 1);
+    }
+
+    #[test]
+    fn virtual_meter_with_unknown_term_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (st, tz) = fixture(dir.path());
+        let mut c = cfg();
+        c.virtual_meters[0].terms[1].1 = "pv_exprt".into();
+        let e = build(&st, &c, &tz, &q("2026-01-12", "2026-01-13", By::Day, "device"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("building_total") && e.contains("did you mean `pv_export`"), "{e}");
+    }
 }
