@@ -307,6 +307,25 @@ impl Store {
         Ok(sum)
     }
 
+    /// The stored value and flags of given slots (absent slots are left out).
+    pub fn slot_values(&self, series: i64, slots: &[i64]) -> anyhow::Result<Vec<(i64, f64, u8)>> {
+        let per_day = self.slots_per_day() as i64;
+        let mut out = Vec::with_capacity(slots.len());
+        let mut days: Vec<i64> = slots.iter().map(|s| s.div_euclid(per_day)).collect();
+        days.dedup();
+        for d in days {
+            self.for_each_day(series, d, d + 1, |_, v, f| {
+                for &s in slots.iter().filter(|s| s.div_euclid(per_day) == d) {
+                    let i = s.rem_euclid(per_day) as usize;
+                    if f[i] & PRESENT != 0 {
+                        out.push((s, v[i], f[i]));
+                    }
+                }
+            })?;
+        }
+        Ok(out)
+    }
+
     pub fn events(&self, series: i64) -> anyhow::Result<Vec<(f64, String)>> {
         let mut st = self
             .conn
