@@ -305,7 +305,7 @@ fn worker(
         for (_, it) in &resolved {
             for e in &it.events {
                 if e.kind() != "gap" {
-                    warn!(device = %it.device, point = %it.point, event = ?e, "meter reading anomaly");
+                    warn!(device = %it.device, point = %it.point, kind = e.kind(), event = ?e, "meter reading anomaly");
                 }
             }
         }
