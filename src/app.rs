@@ -153,7 +153,9 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         stages.push(Box::new(crate::energy::stage::EnergyStage::start(
             energy,
             &config.state_dir,
-            crate::energy::cli::site_tz(&config).iana_name().unwrap_or("UTC"),
+            crate::energy::cli::site_tz(&config)
+                .iana_name()
+                .unwrap_or("UTC"),
             &config.site.name,
             queue.clone(),
         )?));

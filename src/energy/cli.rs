@@ -20,7 +20,12 @@ pub enum Format {
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// Site config (TOML): the store under its [state] dir, its tariffs, calendar and virtual meters.
-    #[arg(long, short, conflicts_with = "state", required_unless_present = "state")]
+    #[arg(
+        long,
+        short,
+        conflicts_with = "state",
+        required_unless_present = "state"
+    )]
     pub config: Option<PathBuf>,
     /// A state dir holding energy.sqlite, without a config (no cost: tariffs live in the config).
     #[arg(long)]
@@ -72,7 +77,12 @@ pub fn site_tz(cfg: &crate::config::SiteConfig) -> TimeZone {
 fn load(config: &Path) -> anyhow::Result<crate::app::Loaded> {
     crate::app::load(config).map_err(|errs| {
         let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        anyhow::anyhow!("{}\n{} error(s) in {}", list.join("\n"), errs.len(), config.display())
+        anyhow::anyhow!(
+            "{}\n{} error(s) in {}",
+            list.join("\n"),
+            errs.len(),
+            config.display()
+        )
     })
 }
 
@@ -180,8 +190,12 @@ pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
         |msg| eprintln!("{msg}"),
     )?;
     let fmt = |t: Option<jiff::Timestamp>| {
-        t.map(|t| t.to_zoned_datetime(tz.clone()).strftime("%Y-%m-%d %H:%M %Z").to_string())
-            .unwrap_or_default()
+        t.map(|t| {
+            t.to_zoned_datetime(tz.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        })
+        .unwrap_or_default()
     };
     println!(
         "imported {} readings of {}/{} ({} .. {}): {:.3} {} in {} intervals",

@@ -223,43 +223,35 @@ pub struct VirtualMeter {
     pub terms: Vec<(f64, String)>,
 }
 
-/// Parses `main - pv_export`, `sub1 + sub2`.
+/// Parses `main - pv_export`, `sub1 + sub2`. Device ids may contain `-`, so a minus needs spaces around it.
 pub fn parse_expr(expr: &str) -> Result<Vec<(f64, String)>, String> {
+    let spaced = expr.replace('+', " + ");
     let mut terms = Vec::new();
-    let mut sign = 1.0;
-    let mut expect_term = true;
-    let spaced = expr.replace('+', " + ").replace(" - ", " ~ ");
-    let spaced = if spaced.trim_start().starts_with('-') {
-        format!("~{}", &spaced.trim_start()[1..])
-    } else {
-        spaced
-    };
+    let mut op: Option<f64> = None;
     for tok in spaced.split_whitespace() {
         match tok {
-            "+" | "~" if !expect_term => {
-                sign = if tok == "+" { 1.0 } else { -1.0 };
-                expect_term = true;
+            "+" | "-" => {
+                if op.is_some() || (terms.is_empty() && tok == "+") {
+                    return Err(format!("`{expr}`: misplaced `{tok}`"));
+                }
+                op = Some(if tok == "+" { 1.0 } else { -1.0 });
             }
-            "~" if terms.is_empty() && expect_term => sign = -1.0,
-            "+" | "~" => return Err(format!("`{expr}`: two operators in a row")),
-            t if expect_term => {
-                let t = t.strip_prefix('~').map(|r| {
-                    sign = -1.0;
-                    r
-                });
-                let t = t.unwrap_or(tok);
-                if t.is_empty() || t.contains(['*', '/', '(', ')']) {
+            t => {
+                if !terms.is_empty() && op.is_none() {
+                    return Err(format!(
+                        "`{expr}`: missing `+` or `-` before `{t}` (put spaces around `-`)"
+                    ));
+                }
+                if t.contains(['*', '/', '(', ')']) {
                     return Err(format!(
                         "`{expr}`: `{t}` is not a device id (only `a + b - c` is supported)"
                     ));
                 }
-                terms.push((sign, t.to_string()));
-                expect_term = false;
+                terms.push((op.take().unwrap_or(1.0), t.to_string()));
             }
-            t => return Err(format!("`{expr}`: missing `+` or `-` before `{t}`")),
         }
     }
-    if terms.is_empty() || expect_term {
+    if terms.is_empty() || op.is_some() {
         return Err(format!("`{expr}`: expected device ids joined by + and -"));
     }
     Ok(terms)
@@ -298,7 +290,11 @@ fn days(key: &str, v: &Option<Vec<String>>, errs: &mut Vec<(String, String)>) ->
 }
 
 fn time(key: &str, s: &str, errs: &mut Vec<(String, String)>) -> Time {
-    let fixed = if s == "24:00" { "23:59:59.999999999" } else { s };
+    let fixed = if s == "24:00" {
+        "23:59:59.999999999"
+    } else {
+        s
+    };
     fixed.parse::<Time>().unwrap_or_else(|_| {
         errs.push((
             key.to_string(),
@@ -432,11 +428,14 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
         } else if let Some(gap) = unpriced(&tariff) {
             errs.push((
                 k("rates"),
-                format!("no rate covers {gap}; add a last rate without days/from/to as the default"),
+                format!(
+                    "no rate covers {gap}; add a last rate without days/from/to as the default"
+                ),
             ));
         }
         for (j, o) in c.tariffs.iter().enumerate() {
-            let same_cat = o.category.is_none() || tariff.category.is_none() || o.category == tariff.category;
+            let same_cat =
+                o.category.is_none() || tariff.category.is_none() || o.category == tariff.category;
             let overlap = o.valid_to.is_none_or(|e| tariff.valid_from < e)
                 && tariff.valid_to.is_none_or(|e| o.valid_from < e);
             if same_cat && overlap {
@@ -519,7 +518,10 @@ mod tests {
         assert!(errs.is_empty(), "{errs:?}");
         let p = |d: &str| {
             let dt: DateTime = d.parse().unwrap();
-            c.tariff("electricity", dt.date()).unwrap().price(dt).unwrap()
+            c.tariff("electricity", dt.date())
+                .unwrap()
+                .price(dt)
+                .unwrap()
         };
         assert_eq!(p("2026-02-27T06:59:59"), 0.20); // Friday before peak
         assert_eq!(p("2026-02-27T07:00:00"), 0.30); // peak starts inclusive
@@ -530,7 +532,10 @@ mod tests {
         assert_eq!(p("2026-03-01T00:00:00"), 0.40); // new tariff, night window across midnight
         assert_eq!(p("2026-03-01T06:00:00"), 0.35);
         assert_eq!(p("2026-03-01T22:00:00"), 0.40);
-        assert!(c.tariff("electricity", "2024-12-31".parse().unwrap()).is_none());
+        assert!(
+            c.tariff("electricity", "2024-12-31".parse().unwrap())
+                .is_none()
+        );
     }
 
     #[test]

@@ -159,7 +159,10 @@ impl Converter {
         };
         if s.t <= last.t {
             if s.t < last.t {
-                events.push(Event::Late { at: s.t, value: s.v });
+                events.push(Event::Late {
+                    at: s.t,
+                    value: s.v,
+                });
             }
             return;
         }
@@ -202,14 +205,20 @@ impl Converter {
         };
         if s.t <= last.t {
             if s.t < last.t {
-                events.push(Event::Late { at: s.t, value: s.v });
+                events.push(Event::Late {
+                    at: s.t,
+                    value: s.v,
+                });
             }
             return;
         }
         if let Some(pend) = self.state.pending {
             if s.t <= pend.t {
                 if s.t < pend.t {
-                    events.push(Event::Late { at: s.t, value: s.v });
+                    events.push(Event::Late {
+                        at: s.t,
+                        value: s.v,
+                    });
                 }
                 return;
             }
@@ -382,7 +391,7 @@ mod tests {
         assert!(ev.is_empty(), "{ev:?}");
         assert!(close(out.total(), r.last().unwrap().1 - r[0].1));
         assert_eq!(out.map.len(), 8);
-        for (_, (v, f)) in &out.map {
+        for (v, f) in out.map.values() {
             assert!((v - 3.0).abs() < 0.011, "{v}");
             assert_eq!(*f, 0);
         }
@@ -428,7 +437,11 @@ mod tests {
             .collect();
         assert!(r.iter().any(|&(_, v)| v < 10.0), "the data must wrap");
         let (out, ev) = run(&mut counter(Some(wrap)), &r);
-        assert_eq!(ev.iter().filter(|e| e.kind() == "wrap").count(), 1, "{ev:?}");
+        assert_eq!(
+            ev.iter().filter(|e| e.kind() == "wrap").count(),
+            1,
+            "{ev:?}"
+        );
         // 1 hour at 12 kW.
         assert!((out.total() - 12.0).abs() < 0.2, "{}", out.total());
         assert!(out.map.values().all(|(v, _)| *v >= 0.0 && *v < 3.3));
@@ -445,10 +458,19 @@ mod tests {
             .collect();
         r.extend(new);
         let (out, ev) = run(&mut counter(Some(4_294_967.296)), &r);
-        assert_eq!(ev.iter().filter(|e| e.kind() == "reset").count(), 1, "{ev:?}");
+        assert_eq!(
+            ev.iter().filter(|e| e.kind() == "reset").count(),
+            1,
+            "{ev:?}"
+        );
         let old = r[59].1 - r[0].1;
         let after = r.last().unwrap().1; // consumption since the restart, from zero
-        assert!(close(out.total(), old + after), "{} vs {}", out.total(), old + after);
+        assert!(
+            close(out.total(), old + after),
+            "{} vs {}",
+            out.total(),
+            old + after
+        );
         assert!(out.map.values().all(|(v, _)| *v >= 0.0));
     }
 
@@ -457,7 +479,11 @@ mod tests {
         let mut r = meter(15_230.4, 12.0, 60.0, 30);
         r[15].1 = 0.0; // a spurious zero (a Modbus read during the meter's reboot)
         let (out, ev) = run(&mut counter(None), &r);
-        assert_eq!(ev.iter().filter(|e| e.kind() == "glitch").count(), 1, "{ev:?}");
+        assert_eq!(
+            ev.iter().filter(|e| e.kind() == "glitch").count(),
+            1,
+            "{ev:?}"
+        );
         assert!(!ev.iter().any(|e| e.kind() == "reset"));
         assert!(close(out.total(), r[29].1 - r[0].1));
     }
@@ -467,7 +493,11 @@ mod tests {
         let mut r = meter(15_230.4, 12.0, 60.0, 30);
         r[20].1 = 1_015_230.0; // a bit flip in the high word
         let (out, ev) = run(&mut counter(None), &r);
-        assert_eq!(ev.iter().filter(|e| e.kind() == "glitch").count(), 1, "{ev:?}");
+        assert_eq!(
+            ev.iter().filter(|e| e.kind() == "glitch").count(),
+            1,
+            "{ev:?}"
+        );
         assert!(close(out.total(), r[29].1 - r[0].1));
         assert!(out.map.values().all(|(v, _)| *v < 3.1));
     }

@@ -88,7 +88,11 @@ pub fn render(r: &Report, q: &Query) -> String {
                 num(*c),
                 esc(&cur),
                 if unit == "kWh" && m.demand_charges > 0.0 {
-                    format!("incl. demand charges {} {}", num(m.demand_charges), esc(&cur))
+                    format!(
+                        "incl. demand charges {} {}",
+                        num(m.demand_charges),
+                        esc(&cur)
+                    )
                 } else {
                     "energy + standing charges".into()
                 }
@@ -106,8 +110,18 @@ pub fn render(r: &Report, q: &Query) -> String {
             num(base)
         );
     }
-    let ah: f64 = m.after_hours.iter().filter(|a| a.unit == "kWh").map(|a| a.after_hours).sum();
-    let tot: f64 = m.after_hours.iter().filter(|a| a.unit == "kWh").map(|a| a.total).sum();
+    let ah: f64 = m
+        .after_hours
+        .iter()
+        .filter(|a| a.unit == "kWh")
+        .map(|a| a.after_hours)
+        .sum();
+    let tot: f64 = m
+        .after_hours
+        .iter()
+        .filter(|a| a.unit == "kWh")
+        .map(|a| a.total)
+        .sum();
     if tot > 0.0 {
         let _ = write!(
             h,
@@ -125,7 +139,10 @@ pub fn render(r: &Report, q: &Query) -> String {
     if !m.peaks.is_empty() {
         h.push_str("<h2>Demand peaks (largest interval average power, whole site)</h2><table><tr><th>month</th><th>peak kW</th><th class=\"l\">when</th></tr>");
         for (month, kw, when) in &m.peaks {
-            let _ = write!(h, "<tr><td>{month}</td><td>{kw:.1}</td><td class=\"l\">{when}</td></tr>");
+            let _ = write!(
+                h,
+                "<tr><td>{month}</td><td>{kw:.1}</td><td class=\"l\">{when}</td></tr>"
+            );
         }
         h.push_str("</table>");
     }
@@ -139,7 +156,11 @@ pub fn render(r: &Report, q: &Query) -> String {
             r.rows.len()
         );
     } else {
-        let _ = write!(h, "<table><tr><th>period</th><th class=\"l\">group</th><th>consumption</th><th class=\"l\">unit</th><th>cost {}</th><th>baseline</th><th>peak kW</th><th>after hours</th><th class=\"l\">flags</th></tr>", esc(&cur));
+        let _ = write!(
+            h,
+            "<table><tr><th>period</th><th class=\"l\">group</th><th>consumption</th><th class=\"l\">unit</th><th>cost {}</th><th>baseline</th><th>peak kW</th><th>after hours</th><th class=\"l\">flags</th></tr>",
+            esc(&cur)
+        );
         for row in &r.rows {
             let o = |x: Option<f64>| x.map(num).unwrap_or_else(|| "–".into());
             let _ = write!(
@@ -209,7 +230,8 @@ fn daily_chart(days: &[(jiff::civil::Date, f64, Option<f64>)]) -> String {
             (bw * 0.8).max(0.5),
             (plot_h + 8.0 - y(*v)).max(0.0),
             num(*v),
-            b.map(|b| format!(" (baseline {})", num(b))).unwrap_or_default()
+            b.map(|b| format!(" (baseline {})", num(b)))
+                .unwrap_or_default()
         );
         if let Some(b) = b {
             let _ = write!(
@@ -287,7 +309,9 @@ fn heat_map(days: &[(jiff::civil::Date, f64, Option<f64>)], heat: &[[f64; 24]]) 
                 s,
                 "<text x=\"{x:.1}\" y=\"{}\">{}</text>",
                 hgt - 8.0,
-                days.get(i).map(|d| d.0.strftime("%b %d").to_string()).unwrap_or_default()
+                days.get(i)
+                    .map(|d| d.0.strftime("%b %d").to_string())
+                    .unwrap_or_default()
             );
         }
     }
@@ -307,7 +331,9 @@ fn after_hours(r: &Report) -> String {
         return "<p class=\"note\">No after-hours consumption.</p>".into();
     }
     let max = top.iter().map(|a| a.after_hours).fold(0.0, f64::max);
-    let mut s = String::from("<table><tr><th class=\"l\">meter</th><th>after hours</th><th class=\"l\">unit</th><th>share of its total</th><th>base load kW</th><th class=\"l\"></th></tr>");
+    let mut s = String::from(
+        "<table><tr><th class=\"l\">meter</th><th>after hours</th><th class=\"l\">unit</th><th>share of its total</th><th>base load kW</th><th class=\"l\"></th></tr>",
+    );
     for a in top {
         let _ = write!(
             s,
@@ -315,7 +341,11 @@ fn after_hours(r: &Report) -> String {
             esc(&a.device),
             num(a.after_hours),
             esc(&a.unit),
-            if a.total > 0.0 { a.after_hours / a.total * 100.0 } else { 0.0 },
+            if a.total > 0.0 {
+                a.after_hours / a.total * 100.0
+            } else {
+                0.0
+            },
             a.base_load_kw.map(num).unwrap_or_else(|| "–".into()),
             a.after_hours / max * 200.0
         );

@@ -84,7 +84,10 @@ pub fn parse_csv(file: &Path, text: &str, tz: &TimeZone) -> anyhow::Result<Vec<(
         bail!("{msg}\nnothing was imported");
     }
     if out.is_empty() {
-        bail!("{}: no readings (expected lines of `timestamp,value`)", file.display());
+        bail!(
+            "{}: no readings (expected lines of `timestamp,value`)",
+            file.display()
+        );
     }
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
     Ok(out)
@@ -107,9 +110,10 @@ pub fn import(
         bail!("unknown device `{device}`{hint}: declare it under [[devices]] in the site config");
     };
     let Some(pi) = dev.profile.point_index(point) else {
-        let hint = crate::util::did_you_mean(point, dev.profile.points.iter().map(|p| p.name.as_str()))
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
+        let hint =
+            crate::util::did_you_mean(point, dev.profile.points.iter().map(|p| p.name.as_str()))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
         bail!(
             "device `{device}` (profile {}) has no point `{point}`{hint}",
             dev.profile.name
@@ -124,9 +128,14 @@ pub fn import(
         );
     };
     let (unit, _, power) = super::base_unit(pdef.unit).expect("meter_spec checked it");
-    let text = std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let readings = parse_csv(csv, &text, tz)?;
-    progress(&format!("{}: {} readings parsed", csv.display(), readings.len()));
+    progress(&format!(
+        "{}: {} readings parsed",
+        csv.display(),
+        readings.len()
+    ));
     let id = store.series_id(
         device,
         point,
@@ -151,7 +160,11 @@ pub fn import(
         .as_ref()
         .and_then(|s| s.last)
         .is_some_and(|l| l.t >= readings.last().map(|r| r.0).unwrap_or(0.0));
-    let states = if newer { vec![] } else { vec![(id, &conv.state)] };
+    let states = if newer {
+        vec![]
+    } else {
+        vec![(id, &conv.state)]
+    };
     let ev: Vec<(i64, &Event)> = events.iter().map(|e| (id, e)).collect();
     store.write(&[(id, &slots)], Mode::Replace, &states, &ev)?;
     let ts = |t: f64| Timestamp::from_second(t as i64).ok();
@@ -199,7 +212,12 @@ mod tests {
         .to_string();
         assert!(e.contains("m.csv:3:"), "{e}");
         assert!(e.contains("m.csv:4: `x` is not a number"), "{e}");
-        let ok = parse_csv(Path::new("m.csv"), "t;v\n2026-01-05 10:15;2\n2026-01-05 10:00;1\n", &tz).unwrap();
+        let ok = parse_csv(
+            Path::new("m.csv"),
+            "t;v\n2026-01-05 10:15;2\n2026-01-05 10:00;1\n",
+            &tz,
+        )
+        .unwrap();
         assert_eq!(ok[0].1, 1.0, "sorted by time");
     }
 }

@@ -45,13 +45,16 @@ pub fn base_unit(unit: Unit) -> Option<(&'static str, f64, bool)> {
 /// grouping unambiguous (a three-phase meter's per-phase powers are not added to its total).
 pub fn meter_point(device: &Device) -> Option<(usize, &PointDef)> {
     let pts = &device.profile.points;
-    if let Some(i) = pts.iter().position(|p| {
-        p.kind == Kind::Counter && matches!(base_unit(p.unit), Some((_, _, false)))
-    }) {
+    if let Some(i) = pts
+        .iter()
+        .position(|p| p.kind == Kind::Counter && matches!(base_unit(p.unit), Some((_, _, false))))
+    {
         return Some((i, &pts[i]));
     }
     let power: Vec<usize> = (0..pts.len())
-        .filter(|&i| matches!(base_unit(pts[i].unit), Some((_, _, true))) && pts[i].kind == Kind::Gauge)
+        .filter(|&i| {
+            matches!(base_unit(pts[i].unit), Some((_, _, true))) && pts[i].kind == Kind::Gauge
+        })
         .collect();
     for name in ["power_total", "power"] {
         if let Some(&i) = power.iter().find(|&&i| pts[i].name == name) {

@@ -150,7 +150,13 @@ struct Clock {
 }
 
 impl Clock {
-    fn new(q: &Query, tz: &TimeZone, period: i64, lookback_weeks: u32, cfg: &EnergyConfig) -> anyhow::Result<Clock> {
+    fn new(
+        q: &Query,
+        tz: &TimeZone,
+        period: i64,
+        lookback_weeks: u32,
+        cfg: &EnergyConfig,
+    ) -> anyhow::Result<Clock> {
         let start = tz.to_timestamp(q.from.to_datetime(jiff::civil::Time::midnight()))?;
         let end = tz.to_timestamp(q.to.to_datetime(jiff::civil::Time::midnight()))?;
         if end <= start {
@@ -192,7 +198,12 @@ impl Clock {
                     let o = off.seconds();
                     let sign = if o < 0 { '-' } else { '+' };
                     let o = o.abs();
-                    format!("{}{sign}{:02}:{:02}", dt.strftime("%Y-%m-%dT%H:00"), o / 3600, o % 3600 / 60)
+                    format!(
+                        "{}{sign}{:02}:{:02}",
+                        dt.strftime("%Y-%m-%dT%H:00"),
+                        o / 3600,
+                        o % 3600 / 60
+                    )
                 }
                 By::Day => d.to_string(),
                 By::Week => {
@@ -289,9 +300,10 @@ pub fn build(
     for v in &virtuals {
         for (_, t) in &v.terms {
             if !all_series.iter().any(|s| &s.device == t) {
-                let hint = crate::util::did_you_mean(t, all_series.iter().map(|s| s.device.as_str()))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+                let hint =
+                    crate::util::did_you_mean(t, all_series.iter().map(|s| s.device.as_str()))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
                 bail!(
                     "virtual meter `{}`: no meter `{t}` in the energy store{hint}",
                     v.name
@@ -341,12 +353,21 @@ pub fn build(
             });
         }
         if needed.contains(s.device.as_str()) {
-            let e = keep
-                .entry(s.device.clone())
-                .or_insert_with(|| (vec![f64::NAN; clock.n], vec![0; clock.n], s.unit.clone(), s.category.clone()));
+            let e = keep.entry(s.device.clone()).or_insert_with(|| {
+                (
+                    vec![f64::NAN; clock.n],
+                    vec![0; clock.n],
+                    s.unit.clone(),
+                    s.category.clone(),
+                )
+            });
             for i in 0..clock.n {
                 if flags[i] & PRESENT != 0 {
-                    e.0[i] = if e.0[i].is_nan() { vals[i] } else { e.0[i] + vals[i] };
+                    e.0[i] = if e.0[i].is_nan() {
+                        vals[i]
+                    } else {
+                        e.0[i] + vals[i]
+                    };
                     e.1[i] |= flags[i];
                 }
             }
@@ -397,6 +418,9 @@ pub fn build(
     Ok(rep)
 }
 
+/// Energy price and standing charge per slot of one category.
+type Prices = std::rc::Rc<(Vec<f64>, Vec<f64>)>;
+
 struct Fold<'c> {
     c: &'c Clock,
     cfg: &'c EnergyConfig,
@@ -408,7 +432,7 @@ struct Fold<'c> {
     /// Coincident slot sums per group (kWh groups of more than one meter) for the peak.
     gsum: Vec<Option<Vec<f64>>>,
     gpeak: Vec<Vec<f64>>,
-    price: HashMap<String, std::rc::Rc<(Vec<f64>, Vec<f64>)>>,
+    price: HashMap<String, Prices>,
     site_slots: Vec<f64>,
     day_kwh: Vec<f64>,
     day_base: Vec<(f64, u32, u32)>,
@@ -443,22 +467,24 @@ impl<'c> Fold<'c> {
     }
 
     /// Energy price and standing charge per slot for a category (NaN where no tariff applies).
-    fn prices(&mut self, category: &str) -> std::rc::Rc<(Vec<f64>, Vec<f64>)> {
+    fn prices(&mut self, category: &str) -> Prices {
         let (c, cfg) = (self.c, self.cfg);
-        self.price.entry(category.to_string()).or_insert_with(|| {
-            let spd = (86400 / c.period) as f64;
-            let mut p = vec![f64::NAN; c.n];
-            let mut s = vec![0.0; c.n];
-            for i in c.r0..c.n {
-                let dt = c.local[i];
-                if let Some(t) = cfg.tariff(category, dt.date()) {
-                    p[i] = t.price(dt).unwrap_or(f64::NAN);
-                    s[i] = t.standing_per_day / spd;
+        self.price
+            .entry(category.to_string())
+            .or_insert_with(|| {
+                let spd = (86400 / c.period) as f64;
+                let mut p = vec![f64::NAN; c.n];
+                let mut s = vec![0.0; c.n];
+                for i in c.r0..c.n {
+                    let dt = c.local[i];
+                    if let Some(t) = cfg.tariff(category, dt.date()) {
+                        p[i] = t.price(dt).unwrap_or(f64::NAN);
+                        s[i] = t.standing_per_day / spd;
+                    }
                 }
-            }
-            std::rc::Rc::new((p, s))
-        })
-        .clone()
+                std::rc::Rc::new((p, s))
+            })
+            .clone()
     }
 
     fn group_of(&mut self, m: &Meter) -> usize {
@@ -612,7 +638,8 @@ impl<'c> Fold<'c> {
             }
         }
         if ah_slots > 0 {
-            ah.base_load_kw = kwh.then(|| ah.after_hours / (ah_slots as f64 * c.period as f64 / 3600.0));
+            ah.base_load_kw =
+                kwh.then(|| ah.after_hours / (ah_slots as f64 * c.period as f64 / 3600.0));
         }
         if m.real {
             let t = self.totals.entry(m.unit.to_string()).or_default();
@@ -637,10 +664,10 @@ impl<'c> Fold<'c> {
         // Coincident peaks of multi-meter groups.
         for g in 0..self.groups.len() {
             if let Some(sum) = &self.gsum[g] {
-                for i in c.r0..c.n {
+                for (i, v) in sum.iter().enumerate().skip(c.r0) {
                     let pi = c.period_idx[i] as usize;
                     if self.acc[g][pi].present {
-                        let kw = sum[i] * 3600.0 / c.period as f64;
+                        let kw = v * 3600.0 / c.period as f64;
                         let p = &mut self.gpeak[g][pi];
                         if p.is_nan() || kw > *p {
                             *p = kw;
@@ -736,7 +763,8 @@ fn round(x: f64, digits: i32) -> f64 {
 
 /// `{"rows": [...]}`.
 pub fn to_json(r: &Report) -> String {
-    serde_json::to_string_pretty(&serde_json::json!({ "rows": r.rows })).unwrap_or_default()
+    // Serialised from the struct (not a `json!` map) so keys keep the documented order.
+    serde_json::to_string_pretty(r).unwrap_or_default()
 }
 
 pub fn to_csv(r: &Report) -> String {
@@ -803,7 +831,9 @@ pub fn to_table(r: &Report) -> String {
             format!("{:.3}", row.consumption),
             row.unit.clone(),
             row.cost.map(|c| format!("{c:.2}")).unwrap_or("-".into()),
-            row.baseline.map(|c| format!("{c:.3}")).unwrap_or("-".into()),
+            row.baseline
+                .map(|c| format!("{c:.3}"))
+                .unwrap_or("-".into()),
             vs,
             row.peak_kw.map(|c| format!("{c:.2}")).unwrap_or("-".into()),
             format!("{:.3}", row.after_hours),
@@ -811,7 +841,13 @@ pub fn to_table(r: &Report) -> String {
         ]);
     }
     let widths: Vec<usize> = (0..head.len())
-        .map(|k| lines.iter().map(|l| l[k].chars().count()).max().unwrap_or(0))
+        .map(|k| {
+            lines
+                .iter()
+                .map(|l| l[k].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut s = String::new();
     for (li, l) in lines.iter().enumerate() {
@@ -835,7 +871,8 @@ pub fn to_table(r: &Report) -> String {
         let _ = writeln!(
             s,
             "total: {cons:.3} {unit}{}{}",
-            cost.map(|c| format!(", cost {c:.2} {cur}")).unwrap_or_default(),
+            cost.map(|c| format!(", cost {c:.2} {cur}"))
+                .unwrap_or_default(),
             if *est > 0.0 {
                 format!(", {:.1}% estimated", est * 100.0)
             } else {
@@ -863,20 +900,49 @@ mod tests {
     /// `main` draws 4 kW always; `pv_export` exports 1 kW 10:00-14:00 local; `water-1` 0.01 m3 per slot.
     fn fixture(dir: &Path) -> (Store, TimeZone) {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
-        let mut st = Store::open(&crate::energy::store::path_in(dir), 900, "Europe/Berlin", "test").unwrap();
+        let mut st = Store::open(
+            &crate::energy::store::path_in(dir),
+            900,
+            "Europe/Berlin",
+            "test",
+        )
+        .unwrap();
         let loc = |b: &str| BTreeMap::from([("building".to_string(), b.to_string())]);
-        let main = st.series_id("main", "energy_total", "kWh", "electricity", false, &loc("A")).unwrap();
-        let pv = st.series_id("pv_export", "energy_total", "kWh", "electricity", false, &loc("A")).unwrap();
-        let water = st.series_id("water-1", "volume", "m3", "water", false, &loc("B")).unwrap();
+        let main = st
+            .series_id(
+                "main",
+                "energy_total",
+                "kWh",
+                "electricity",
+                false,
+                &loc("A"),
+            )
+            .unwrap();
+        let pv = st
+            .series_id(
+                "pv_export",
+                "energy_total",
+                "kWh",
+                "electricity",
+                false,
+                &loc("A"),
+            )
+            .unwrap();
+        let water = st
+            .series_id("water-1", "volume", "m3", "water", false, &loc("B"))
+            .unwrap();
         let (a, b) = (1_764_547_200 / 900, 1_775_001_600 / 900);
         let (mut sm, mut sp, mut sw) = (Slots::default(), Slots::default(), Slots::default());
         for slot in a..b {
             sm.add(slot, 1.0, 0);
             sw.add(slot, 0.01, 0);
-            let h = tz.to_datetime(Timestamp::from_second(slot * 900).unwrap()).hour();
+            let h = tz
+                .to_datetime(Timestamp::from_second(slot * 900).unwrap())
+                .hour();
             sp.add(slot, if (10..14).contains(&h) { 0.25 } else { 0.0 }, 0);
         }
-        st.write(&[(main, &sm), (pv, &sp), (water, &sw)], Mode::Add, &[], &[]).unwrap();
+        st.write(&[(main, &sm), (pv, &sp), (water, &sw)], Mode::Add, &[], &[])
+            .unwrap();
         (st, tz)
     }
 
@@ -922,7 +988,14 @@ mod tests {
     fn day_rows_cost_baseline_peak_and_virtual_meters() {
         let dir = tempfile::tempdir().unwrap();
         let (st, tz) = fixture(dir.path());
-        let r = build(&st, &cfg(), &tz, &q("2026-01-12", "2026-01-13", By::Day, "device"), None).unwrap();
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2026-01-12", "2026-01-13", By::Day, "device"),
+            None,
+        )
+        .unwrap();
         let m = row(&r, "2026-01-12", "main"); // a Monday
         assert_eq!(m.consumption, 96.0);
         assert_eq!(m.unit, "kWh");
@@ -935,9 +1008,20 @@ mod tests {
         assert_eq!(m.after_hours, 48.0);
         assert_eq!(row(&r, "2026-01-12", "building_total").consumption, 92.0);
         assert_eq!(row(&r, "2026-01-12", "water-1").unit, "m3");
-        assert_eq!(row(&r, "2026-01-12", "water-1").cost, None, "no water tariff");
+        assert_eq!(
+            row(&r, "2026-01-12", "water-1").cost,
+            None,
+            "no water tariff"
+        );
         // Before the tariff's valid_from nothing is priced.
-        let r = build(&st, &cfg(), &tz, &q("2025-12-31", "2026-01-01", By::Day, "device"), None).unwrap();
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2025-12-31", "2026-01-01", By::Day, "device"),
+            None,
+        )
+        .unwrap();
         assert_eq!(row(&r, "2025-12-31", "main").cost, None);
     }
 
@@ -945,24 +1029,61 @@ mod tests {
     fn groups_months_and_dst_days() {
         let dir = tempfile::tempdir().unwrap();
         let (st, tz) = fixture(dir.path());
-        let r = build(&st, &cfg(), &tz, &q("2026-03-28", "2026-03-31", By::Day, "category"), None).unwrap();
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2026-03-28", "2026-03-31", By::Day, "category"),
+            None,
+        )
+        .unwrap();
         assert_eq!(row(&r, "2026-03-28", "electricity").consumption, 100.0);
         // Summer time starts on 2026-03-29: a 23-hour local day.
-        assert_eq!(row(&r, "2026-03-29", "electricity").consumption, 23.0 * 4.0 + 4.0);
+        assert_eq!(
+            row(&r, "2026-03-29", "electricity").consumption,
+            23.0 * 4.0 + 4.0
+        );
         assert!((row(&r, "2026-03-29", "water").consumption - 0.92).abs() < 1e-9);
-        let r = build(&st, &cfg(), &tz, &q("2026-01-01", "2026-03-01", By::Month, "building"), None).unwrap();
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2026-01-01", "2026-03-01", By::Month, "building"),
+            None,
+        )
+        .unwrap();
         let a = row(&r, "2026-01", "A");
         assert_eq!(a.consumption, 31.0 * 100.0);
         assert_eq!(a.peak_kw, Some(5.0), "coincident peak of main + pv_export");
         // Month rows include demand charges: each meter's monthly peak × 10 EUR/kW.
         // 3100 kWh at 0.20, plus 0.10 more on the 60 kWh of 07:00-21:00 on each of 22 weekdays.
         let energy: f64 = 3100.0 * 0.2 + 22.0 * 60.0 * 0.1;
-        assert!((a.cost.unwrap() - (energy + 40.0 + 10.0)).abs() < 1e-6, "{a:?}");
+        assert!(
+            (a.cost.unwrap() - (energy + 40.0 + 10.0)).abs() < 1e-6,
+            "{a:?}"
+        );
         assert_eq!(row(&r, "2026-02", "B").unit, "m3");
-        let r = build(&st, &cfg(), &tz, &q("2026-01-05", "2026-01-19", By::Week, "device"), None).unwrap();
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2026-01-05", "2026-01-19", By::Week, "device"),
+            None,
+        )
+        .unwrap();
         assert_eq!(row(&r, "2026-W02", "main").consumption, 7.0 * 96.0);
-        let r = build(&st, &cfg(), &tz, &q("2026-01-05", "2026-01-06", By::Hour, "device"), None).unwrap();
-        assert_eq!(row(&r, "2026-01-05T10:00+01:00", "pv_export").consumption, 1.0);
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2026-01-05", "2026-01-06", By::Hour, "device"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            row(&r, "2026-01-05T10:00+01:00", "pv_export").consumption,
+            1.0
+        );
     }
 
     #[test]
@@ -970,11 +1091,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (st, tz) = fixture(dir.path());
         // 2025-12-02 has one day of history only: no baseline.
-        let r = build(&st, &cfg(), &tz, &q("2025-12-02", "2025-12-03", By::Day, "device"), None).unwrap();
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2025-12-02", "2025-12-03", By::Day, "device"),
+            None,
+        )
+        .unwrap();
         assert_eq!(row(&r, "2025-12-02", "main").baseline, None);
         let v: serde_json::Value = serde_json::from_str(&to_json(&r)).unwrap();
         let first = &v["rows"][0];
-        for k in ["period", "group", "consumption", "unit", "cost", "baseline", "estimated"] {
+        for k in [
+            "period",
+            "group",
+            "consumption",
+            "unit",
+            "cost",
+            "baseline",
+            "estimated",
+        ] {
             assert!(first.get(k).is_some(), "missing {k} in {first}");
         }
         assert_eq!(first["period"], "2025-12-02");
@@ -991,9 +1127,18 @@ mod tests {
         let (st, tz) = fixture(dir.path());
         let mut c = cfg();
         c.virtual_meters[0].terms[1].1 = "pv_exprt".into();
-        let e = build(&st, &c, &tz, &q("2026-01-12", "2026-01-13", By::Day, "device"), None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("building_total") && e.contains("did you mean `pv_export`"), "{e}");
+        let e = build(
+            &st,
+            &c,
+            &tz,
+            &q("2026-01-12", "2026-01-13", By::Day, "device"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("building_total") && e.contains("did you mean `pv_export`"),
+            "{e}"
+        );
     }
 }

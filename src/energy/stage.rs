@@ -17,7 +17,7 @@
 //! already counted) and recorded as `late` events.
 
 use super::config::EnergyConfig;
-use super::counter::{Converter, ESTIMATED, DERIVED, Event, Slots, State};
+use super::counter::{Converter, DERIVED, ESTIMATED, Event, Slots, State};
 use super::store::{Mode, PRESENT, Store};
 use crate::catalog::{Catalog, PointId};
 use crate::pipeline::Stage;
@@ -178,7 +178,11 @@ impl EnergyStage {
                 continue;
             }
             m.buf.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let limit = if drain { f64::MAX } else { m.max_t - self.window };
+            let limit = if drain {
+                f64::MAX
+            } else {
+                m.max_t - self.window
+            };
             let n = m.buf.partition_point(|r| r.0 <= limit);
             for &(t, v) in &m.buf[..n] {
                 m.conv.push(t, v, &mut m.slots, &mut m.events);
@@ -384,7 +388,8 @@ mod tests {
         assert!(errs.is_empty());
         let mut c = Catalog::new("test", profiles);
         let loc = std::collections::BTreeMap::from([("building".to_string(), "A".to_string())]);
-        c.add_device("plug-1", "tasmota-energy-plug", loc.clone(), true).unwrap();
+        c.add_device("plug-1", "tasmota-energy-plug", loc.clone(), true)
+            .unwrap();
         c.add_device("em-1", "shelly-pro-3em", loc, true).unwrap();
         c
     }
@@ -423,7 +428,8 @@ mod tests {
         };
         run(&order[..60]);
         run(&order[60..]); // a restart: the second stage continues from the stored state
-        let (store, _, _) = Store::open_existing(&super::super::store::path_in(dir.path())).unwrap();
+        let (store, _, _) =
+            Store::open_existing(&super::super::store::path_in(dir.path())).unwrap();
         let series = store.series().unwrap();
         let plug = series.iter().find(|s| s.device == "plug-1").unwrap();
         assert_eq!(plug.point, "energy_total");
@@ -434,6 +440,9 @@ mod tests {
         assert_eq!((em.point.as_str(), em.derived), ("power_total", true));
         let e = store.total(em.id, 0, i64::MAX / 4).unwrap();
         assert!((e - 3.0 * 119.0 / 60.0).abs() < 1e-9, "{e}");
-        assert!(store.events(plug.id).unwrap().is_empty(), "the window reordered every swap");
+        assert!(
+            store.events(plug.id).unwrap().is_empty(),
+            "the window reordered every swap"
+        );
     }
 }

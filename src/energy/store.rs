@@ -82,7 +82,9 @@ impl Store {
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise energy store {}", path.display()))?;
         let stored: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key='period'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='period'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         match stored {
             Some(p) if p != period.to_string() => bail!(
@@ -378,7 +380,14 @@ mod tests {
         let p = path_in(dir.path());
         let mut st = Store::open(&p, 900, "UTC", "s").unwrap();
         let id = st
-            .series_id("m1", "energy_total", "kWh", "electricity", false, &BTreeMap::new())
+            .series_id(
+                "m1",
+                "energy_total",
+                "kWh",
+                "electricity",
+                false,
+                &BTreeMap::new(),
+            )
             .unwrap();
         let mut s = Slots::default();
         s.add(96 * 20_000 + 3, 1.5, 0);
