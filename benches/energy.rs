@@ -63,7 +63,9 @@ fn main() {
     let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
     let start = 1_767_222_000i64 - history * 86400; // 2025-12-31T23:00Z = 2026-01-01 local midnight, minus history
     let n = ((days + history) * 86400 / period) as usize;
-    println!("energy bench: {meters} meters × {days} days (+{history} days history), {n} readings per meter");
+    println!(
+        "energy bench: {meters} meters × {days} days (+{history} days history), {n} readings per meter"
+    );
 
     // Readings: office-like load (base + working hours + noise), as the counter shows it (3 decimals).
     let mut rng = fastrand::Rng::with_seed(7);
@@ -75,7 +77,12 @@ fn main() {
                 .map(|i| {
                     let t = start + i as i64 * period;
                     let h = ((t + 3600) / 3600) % 24;
-                    let kw = base + if (7..19).contains(&h) { base * 2.0 } else { 0.0 } + rng.f64();
+                    let kw =
+                        base + if (7..19).contains(&h) {
+                            base * 2.0
+                        } else {
+                            0.0
+                        } + rng.f64();
                     kwh += kw / 4.0;
                     (t as f64, (kwh * 1000.0).round() / 1000.0)
                 })
@@ -111,7 +118,10 @@ fn main() {
         all_slots.push((out, c.state));
     }
     let convert = t.elapsed();
-    assert!((total - reference).abs() < 1e-6 * reference, "totals balance");
+    assert!(
+        (total - reference).abs() < 1e-6 * reference,
+        "totals balance"
+    );
     let nr = (meters * n) as f64;
     println!(
         "convert: {:.3} s ({:.1} M readings/s); reference plain delta sum {:.4} s; ratio {:.1}x",
@@ -131,9 +141,17 @@ fn main() {
         let loc = BTreeMap::from([("building".to_string(), format!("b{}", m % 10))]);
         let cat = if m % 10 == 9 { "heat" } else { "electricity" };
         let id = st
-            .series_id(&format!("meter-{m:03}"), "energy_total", "kWh", cat, false, &loc)
+            .series_id(
+                &format!("meter-{m:03}"),
+                "energy_total",
+                "kWh",
+                cat,
+                false,
+                &loc,
+            )
             .unwrap();
-        st.write(&[(id, slots)], Mode::Add, &[(id, state)], &[]).unwrap();
+        st.write(&[(id, slots)], Mode::Add, &[(id, state)], &[])
+            .unwrap();
     }
     let store_t = t.elapsed();
     drop(all_slots);
@@ -164,9 +182,7 @@ fn main() {
     let ref_report = t.elapsed();
     let cfg = cfg();
     let from: jiff::civil::Date = "2026-01-01".parse().unwrap();
-    let to = from
-        .checked_add(jiff::Span::new().days(days))
-        .unwrap();
+    let to = from.checked_add(jiff::Span::new().days(days)).unwrap();
     let rss_before = vm("VmRSS:");
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t = Instant::now();
@@ -193,8 +209,13 @@ fn main() {
     let peak = vm("VmHWM:");
     let sum: f64 = rep.rows.iter().map(|r| r.consumption).sum();
     let sum2: f64 = rep2.rows.iter().map(|r| r.consumption).sum();
-    assert!((sum - sum2).abs() < 1e-6 * sum, "both groupings add up: {sum} vs {sum2}");
-    assert!(rep.rows.iter().any(|r| r.baseline.is_some()) && rep.rows.iter().any(|r| r.cost.is_some()));
+    assert!(
+        (sum - sum2).abs() < 1e-6 * sum,
+        "both groupings add up: {sum} vs {sum2}"
+    );
+    assert!(
+        rep.rows.iter().any(|r| r.baseline.is_some()) && rep.rows.iter().any(|r| r.cost.is_some())
+    );
     println!(
         "report by day per device: {:.3} s ({} rows, json {:.1} MB, html {:.1} MB rendered in {:.3} s)",
         by_day.as_secs_f64(),

@@ -103,16 +103,45 @@ pub fn baseline_deviation(
     device: &str,
     day: jiff::civil::Date,
 ) -> anyhow::Result<Option<f64>> {
+    Ok(
+        daily_deviations(store, settings, tz, device, day, day.tomorrow()?)?
+            .first()
+            .and_then(|d| d.1),
+    )
+}
+
+/// [`baseline_deviation`] for every local day in `[from, to)` in one pass over the store (a rule's `for: 3d`
+/// asks for the last three days at once).
+pub fn daily_deviations(
+    store: &store::Store,
+    settings: &config::EnergyConfig,
+    tz: &jiff::tz::TimeZone,
+    device: &str,
+    from: jiff::civil::Date,
+    to: jiff::civil::Date,
+) -> anyhow::Result<Vec<(jiff::civil::Date, Option<f64>)>> {
     let q = report::Query {
-        from: day,
-        to: day.tomorrow()?,
+        from,
+        to,
         by: report::By::Day,
         group: report::Group::Device,
         devices: Some(vec![device.to_string()]),
     };
     let rep = report::build(store, settings, tz, &q, None)?;
-    Ok(rep.rows.iter().find(|r| r.group == device).and_then(|r| {
-        let b = r.baseline?;
-        (b > 0.0).then(|| (r.consumption - b) / b)
-    }))
+    let mut out = Vec::new();
+    let mut d = from;
+    while d < to {
+        let label = d.to_string();
+        let dev = rep
+            .rows
+            .iter()
+            .filter(|r| r.group == device && r.period == label)
+            .find_map(|r| {
+                let b = r.baseline?;
+                (b > 0.0).then(|| (r.consumption - b) / b)
+            });
+        out.push((d, dev));
+        d = d.tomorrow()?;
+    }
+    Ok(out)
 }

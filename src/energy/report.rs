@@ -1122,6 +1122,47 @@ mod tests {
     }
 
     #[test]
+    fn baseline_deviation_for_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut st, tz) = fixture(dir.path());
+        // main draws 30 % more on 2026-01-13 (every slot 1.3 kWh instead of 1.0).
+        let id = st
+            .series()
+            .unwrap()
+            .iter()
+            .find(|s| s.device == "main")
+            .unwrap()
+            .id;
+        let day0 = tz
+            .to_timestamp("2026-01-13T00:00".parse().unwrap())
+            .unwrap()
+            .as_second()
+            / 900;
+        let mut extra = crate::energy::counter::Slots::default();
+        for s in day0..day0 + 96 {
+            extra.add(s, 0.3, 0);
+        }
+        st.write(&[(id, &extra)], Mode::Add, &[], &[]).unwrap();
+        let c = cfg();
+        let d = |s: &str| s.parse::<Date>().unwrap();
+        let dev =
+            crate::energy::daily_deviations(&st, &c, &tz, "main", d("2026-01-12"), d("2026-01-15"))
+                .unwrap();
+        assert_eq!(dev[0], (d("2026-01-12"), Some(0.0)));
+        assert!((dev[1].1.unwrap() - 0.3).abs() < 1e-9, "{dev:?}");
+        assert_eq!(dev[2].1, Some(0.0));
+        assert_eq!(
+            crate::energy::baseline_deviation(&st, &c, &tz, "main", d("2025-12-02")).unwrap(),
+            None,
+            "no history yet"
+        );
+        assert_eq!(
+            crate::energy::baseline_deviation(&st, &c, &tz, "nope", d("2026-01-12")).unwrap(),
+            None
+        );
+    }
+
+    #[test]
     fn virtual_meter_with_unknown_term_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (st, tz) = fixture(dir.path());
