@@ -148,6 +148,14 @@ pub fn check(config: &std::path::Path) -> i32 {
                 ),
                 None => println!("influxdb: not configured"),
             }
+            if let Some(e) = &c.energy {
+                println!(
+                    "energy: {} min intervals, {} tariff(s), {} virtual meter(s)",
+                    e.period / 60,
+                    e.tariffs.len(),
+                    e.virtual_meters.len()
+                );
+            }
             println!("state: {}", c.state_dir.display());
             0
         }
