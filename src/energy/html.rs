@@ -194,11 +194,12 @@ fn daily_chart(days: &[(jiff::civil::Date, f64, Option<f64>)]) -> String {
     }
     let (w, hgt, left, bottom) = (1000.0, 260.0, 56.0, 28.0);
     let n = days.len().max(1) as f64;
-    let max = days
+    let top = days
         .iter()
         .map(|d| d.1.max(d.2.unwrap_or(0.0)))
-        .fold(0.0, f64::max)
-        * 1.08;
+        .fold(0.0, f64::max);
+    let step = nice_step(top / 4.0);
+    let max = (top / step).ceil().max(1.0) * step;
     let plot_w = w - left - 8.0;
     let plot_h = hgt - bottom - 8.0;
     let bw = plot_w / n;
@@ -206,8 +207,9 @@ fn daily_chart(days: &[(jiff::civil::Date, f64, Option<f64>)]) -> String {
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" viewBox=\"0 0 {w} {hgt}\" role=\"img\" aria-label=\"daily consumption against baseline\">"
     );
-    for k in 0..=4 {
-        let v = max / 1.08 * k as f64 / 4.0;
+    let ticks = (max / step).round() as usize;
+    for k in 0..=ticks {
+        let v = step * k as f64;
         let _ = write!(
             s,
             "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eef1f5\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
@@ -243,7 +245,7 @@ fn daily_chart(days: &[(jiff::civil::Date, f64, Option<f64>)]) -> String {
             );
         }
         let every = (n / 12.0).ceil().max(1.0) as usize;
-        if i % every == 0 {
+        if i % every == 0 && x < w - 50.0 {
             let _ = write!(
                 s,
                 "<text x=\"{:.1}\" y=\"{}\">{}</text>",
@@ -266,8 +268,9 @@ fn heat_map(days: &[(jiff::civil::Date, f64, Option<f64>)], heat: &[[f64; 24]]) 
     let n = heat.len().max(1) as f64;
     let cw = ((1000.0 - left) / n).clamp(1.5, 30.0);
     let ch = 9.0;
+    let top = 8.0;
     let w = left + cw * n + 8.0;
-    let hgt = 24.0 * ch + 30.0;
+    let hgt = top + 24.0 * ch + 30.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{hgt}\" viewBox=\"0 0 {w:.0} {hgt}\" role=\"img\" aria-label=\"load profile heat map\">"
     );
@@ -276,7 +279,7 @@ fn heat_map(days: &[(jiff::civil::Date, f64, Option<f64>)], heat: &[[f64; 24]]) 
             s,
             "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{hr:02}:00</text>",
             left - 4.0,
-            hr as f64 * ch + ch
+            top + hr as f64 * ch + ch
         );
     }
     for (i, row) in heat.iter().enumerate() {
@@ -294,7 +297,7 @@ fn heat_map(days: &[(jiff::civil::Date, f64, Option<f64>)], heat: &[[f64; 24]]) 
             let _ = write!(
                 s,
                 "<rect x=\"{x:.2}\" y=\"{:.1}\" width=\"{:.2}\" height=\"{ch}\" fill=\"rgb({:.0},{:.0},{:.0})\"><title>{} {hr:02}:00 {} kWh</title></rect>",
-                hr as f64 * ch,
+                top + hr as f64 * ch,
                 cw + 0.05,
                 r,
                 g,
@@ -304,7 +307,7 @@ fn heat_map(days: &[(jiff::civil::Date, f64, Option<f64>)], heat: &[[f64; 24]]) 
             );
         }
         let every = (n / 12.0).ceil().max(1.0) as usize;
-        if i % every == 0 {
+        if i % every == 0 && x < w - 50.0 {
             let _ = write!(
                 s,
                 "<text x=\"{x:.1}\" y=\"{}\">{}</text>",
@@ -315,8 +318,33 @@ fn heat_map(days: &[(jiff::civil::Date, f64, Option<f64>)], heat: &[[f64; 24]]) 
             );
         }
     }
-    s.push_str("</svg>");
+    let _ = write!(
+        s,
+        "</svg><div class=\"note\">White: no consumption; dark red: {} kWh in an hour (the range's highest).</div>",
+        num(max)
+    );
     s
+}
+
+/// A round step (1, 2, 2.5 or 5 × 10^k) near `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if raw <= 0.0 || !raw.is_finite() {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    let f = raw / mag;
+    let nice = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 2.5 {
+        2.5
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
 }
 
 fn after_hours(r: &Report) -> String {

@@ -147,7 +147,12 @@ pub fn import(
     let mut conv = Converter::new(spec, store.period);
     let mut slots = Slots::default();
     let mut events = Vec::new();
-    let step = (readings.len() / 10).max(1);
+    // Progress only where it helps: files of a year or more of minute data.
+    let step = if readings.len() >= 500_000 {
+        readings.len() / 10
+    } else {
+        usize::MAX
+    };
     for (k, &(t, v)) in readings.iter().enumerate() {
         conv.push(t, v, &mut slots, &mut events);
         if (k + 1) % step == 0 {

@@ -633,7 +633,10 @@ impl<'c> Fold<'c> {
             let month = c.months[mi as usize];
             if let Some(t) = self.cfg.tariff(m.category, month) {
                 let charge = kw * t.demand_per_kw_month;
-                self.demand += charge;
+                if m.real {
+                    // Totals count real meters only (a virtual meter's terms are already in them).
+                    self.demand += charge;
+                }
                 *self.demand_by_month.entry((g, mi)).or_insert(0.0) += charge;
             }
         }
@@ -1063,6 +1066,25 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(row(&r, "2026-02", "B").unit, "m3");
+        // Site totals count real meters once (the virtual meter's demand charge is not added again).
+        let r = build(
+            &st,
+            &cfg(),
+            &tz,
+            &q("2026-01-01", "2026-02-01", By::Month, "device"),
+            None,
+        )
+        .unwrap();
+        let real: f64 = ["main", "pv_export"]
+            .iter()
+            .map(|g| row(&r, "2026-01", g).cost.unwrap())
+            .sum();
+        assert!(row(&r, "2026-01", "building_total").cost.is_some());
+        assert!(
+            (r.meta.totals["kWh"].1.unwrap() - real).abs() < 1e-6,
+            "{:?}",
+            r.meta.totals
+        );
         let r = build(
             &st,
             &cfg(),
