@@ -216,7 +216,11 @@ fn daily_chart(days: &[(jiff::civil::Date, f64, Option<f64>)]) -> String {
             w - 8.0,
             left - 4.0,
             y(v) + 4.0,
-            num(v),
+            if step >= 1.0 && v < 1000.0 {
+                format!("{v:.0}")
+            } else {
+                num(v)
+            },
             y = y(v)
         );
     }
