@@ -197,6 +197,19 @@ pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
         })
         .unwrap_or_default()
     };
+    if s.temperature {
+        println!(
+            "imported {} readings of {}/{} ({} .. {}): {} hourly means, mean {:.1} degC (degree days)",
+            s.readings,
+            a.device,
+            a.point,
+            fmt(s.first),
+            fmt(s.last),
+            s.slots,
+            s.consumption
+        );
+        return Ok(0);
+    }
     println!(
         "imported {} readings of {}/{} ({} .. {}): {:.3} {} in {} intervals",
         s.readings,

@@ -44,6 +44,16 @@ pub struct RawEnergy {
     pub tariffs: Vec<RawTariff>,
     #[serde(default)]
     pub virtual_meters: Vec<RawVirtual>,
+    #[serde(default)]
+    pub degree_days: Option<RawDegreeDays>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawDegreeDays {
+    /// `device/point` of an outdoor temperature (degC).
+    pub point: String,
+    #[serde(default)]
+    pub base: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -102,6 +112,16 @@ pub struct EnergyConfig {
     pub calendar: Calendar,
     pub tariffs: Vec<Tariff>,
     pub virtual_meters: Vec<VirtualMeter>,
+    pub degree_days: Option<DegreeDays>,
+}
+
+/// Weather normalisation of baselines by heating degree days.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DegreeDays {
+    pub device: String,
+    pub point: String,
+    /// Heating base temperature (degC): a day's HDD = max(0, base - its mean outdoor temperature).
+    pub base: f64,
 }
 
 impl Default for EnergyConfig {
@@ -113,6 +133,7 @@ impl Default for EnergyConfig {
             calendar: Calendar::default(),
             tariffs: Vec::new(),
             virtual_meters: Vec::new(),
+            degree_days: None,
         }
     }
 }
@@ -465,6 +486,31 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
                 terms,
             }),
             Err(e) => errs.push((format!("energy.virtual_meters[{i}].expr"), e)),
+        }
+    }
+    if let Some(dd) = &raw.degree_days {
+        match dd.point.split_once('/') {
+            Some((d, p)) if !d.is_empty() && !p.is_empty() && !p.contains('/') => {
+                let base = dd.base.unwrap_or(15.5);
+                if !(-30.0..=30.0).contains(&base) {
+                    errs.push((
+                        "energy.degree_days.base".into(),
+                        "a heating base temperature between -30 and 30 degC".into(),
+                    ));
+                }
+                c.degree_days = Some(DegreeDays {
+                    device: d.to_string(),
+                    point: p.to_string(),
+                    base,
+                });
+            }
+            _ => errs.push((
+                "energy.degree_days.point".into(),
+                format!(
+                    "`{}`: expected `device/point` of an outdoor temperature, e.g. `weather-1/temperature`",
+                    dd.point
+                ),
+            )),
         }
     }
     (c, errs)

@@ -27,6 +27,9 @@ pub struct Summary {
     pub first: Option<Timestamp>,
     pub last: Option<Timestamp>,
     pub events: Vec<Event>,
+    /// An outdoor temperature (for degree days) rather than a meter: `consumption` is then the mean, `slots`
+    /// the hours.
+    pub temperature: bool,
 }
 
 /// Parses one timestamp cell.
@@ -120,10 +123,35 @@ pub fn import(
         );
     };
     let pdef = &dev.profile.points[pi];
+    let ts = |t: f64| Timestamp::from_second(t as i64).ok();
+    if pdef.unit.dimension() == "temperature" {
+        // An outdoor temperature for degree days: hourly means.
+        let text = std::fs::read_to_string(csv)
+            .with_context(|| format!("cannot read {}", csv.display()))?;
+        let readings = parse_csv(csv, &text, tz)?;
+        let mut hours: std::collections::BTreeMap<i64, (f64, u32)> = Default::default();
+        for &(t, v) in &readings {
+            let e = hours.entry((t / 3600.0).floor() as i64).or_insert((0.0, 0));
+            e.0 += super::stage::to_celsius(pdef.unit, v);
+            e.1 += 1;
+        }
+        store.write_temperature(&hours, Mode::Replace)?;
+        let mean = hours.values().map(|h| h.0 / h.1 as f64).sum::<f64>() / hours.len() as f64;
+        return Ok(Summary {
+            readings: readings.len(),
+            slots: hours.len(),
+            consumption: mean,
+            unit: "degC".into(),
+            first: readings.first().and_then(|r| ts(r.0)),
+            last: readings.last().and_then(|r| ts(r.0)),
+            events: Vec::new(),
+            temperature: true,
+        });
+    }
     let Some(spec) = super::meter_spec(pdef) else {
         bail!(
-            "point `{device}/{point}` is in {} : only energy or volume counters (Wh, kWh, MWh, GJ, m3, l) and \
-             power (W, kW, MW) can be imported",
+            "point `{device}/{point}` is in {}: only energy or volume counters (Wh, kWh, MWh, GJ, m3, l), \
+             power (W, kW, MW) and outdoor temperatures (degree days) can be imported",
             pdef.unit
         );
     };
@@ -172,7 +200,6 @@ pub fn import(
     };
     let ev: Vec<(i64, &Event)> = events.iter().map(|e| (id, e)).collect();
     store.write(&[(id, &slots)], Mode::Replace, &states, &ev)?;
-    let ts = |t: f64| Timestamp::from_second(t as i64).ok();
     Ok(Summary {
         readings: readings.len(),
         slots: slots.map.len(),
@@ -181,6 +208,7 @@ pub fn import(
         first: readings.first().and_then(|r| ts(r.0)),
         last: readings.last().and_then(|r| ts(r.0)),
         events,
+        temperature: false,
     })
 }
 

@@ -88,6 +88,9 @@ pub struct Row {
     pub derived: bool,
     pub after_hours: f64,
     pub peak_kw: Option<f64>,
+    /// Heating degree days of the period (with `[energy.degree_days]` and outdoor temperatures in the store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hdd: Option<f64>,
 }
 
 /// After-hours consumption of one meter over the report range.
@@ -147,6 +150,10 @@ struct Clock {
     /// Local month index per slot (for demand charges), and the month's first date.
     month_idx: Vec<u32>,
     months: Vec<Date>,
+    /// Local date index of every slot (look-back included), and those dates.
+    all_day: Vec<u32>,
+    all_days: Vec<Date>,
+    day_hours: Vec<f64>,
 }
 
 impl Clock {
@@ -181,6 +188,9 @@ impl Clock {
             days: Vec::new(),
             month_idx: vec![u32::MAX; n],
             months: Vec::new(),
+            all_day: Vec::with_capacity(n),
+            all_days: Vec::new(),
+            day_hours: Vec::new(),
         };
         let mut label_ix: HashMap<String, u32> = HashMap::new();
         for i in 0..n {
@@ -189,6 +199,10 @@ impl Clock {
             let dt = off.to_datetime(ts);
             c.local.push(dt);
             c.offset.push(off.seconds());
+            if c.all_days.last() != Some(&dt.date()) {
+                c.all_days.push(dt.date());
+            }
+            c.all_day.push((c.all_days.len() - 1) as u32);
             if i < r0 {
                 continue;
             }
@@ -229,7 +243,16 @@ impl Clock {
             c.month_idx[i] = (c.months.len() - 1) as u32;
             c.after[i] = cfg.calendar.after_hours(dt);
         }
+        c.day_hours = vec![0.0; c.all_days.len()];
+        for &d in &c.all_day {
+            c.day_hours[d as usize] += period as f64 / 3600.0;
+        }
         Ok(c)
+    }
+
+    /// Hours in a local date of the array (23, 24 or 25; fewer at the array's ends).
+    fn day_hours(&self, d: usize) -> f64 {
+        self.day_hours[d]
     }
 
     /// Array index of the same local slot `k` weeks earlier.
@@ -317,6 +340,9 @@ pub fn build(
         .collect();
 
     let mut f = Fold::new(&clock, cfg, q);
+    if let Some(dd) = &cfg.degree_days {
+        f.hdd = degree_days(store, &clock, dd.base)?;
+    }
     let mut vals = vec![f64::NAN; clock.n];
     let mut flags = vec![0u8; clock.n];
     let total = all_series.len();
@@ -441,6 +467,8 @@ struct Fold<'c> {
     totals: BTreeMap<String, (f64, f64, bool, f64)>,
     demand: f64,
     demand_by_month: HashMap<(usize, u32), f64>,
+    /// Heating degree days per local date of the array (`Clock::all_days`), when known.
+    hdd: Vec<Option<f64>>,
 }
 
 impl<'c> Fold<'c> {
@@ -463,6 +491,7 @@ impl<'c> Fold<'c> {
             totals: BTreeMap::new(),
             demand: 0.0,
             demand_by_month: HashMap::new(),
+            hdd: Vec::new(),
         }
     }
 
@@ -538,6 +567,7 @@ impl<'c> Fold<'c> {
         }
         let weeks = self.cfg.baseline_weeks as usize;
         let need = weeks.div_ceil(2).max(1);
+        let corr = self.weather_correction(m, weeks);
         let mut window = Vec::with_capacity(weeks);
         let mut ah = AfterHours {
             device: m.device.to_string(),
@@ -576,6 +606,12 @@ impl<'c> Fold<'c> {
                         window[w / 2]
                     } else {
                         (window[w / 2 - 1] + window[w / 2]) / 2.0
+                    };
+                    let ad = c.all_day[i] as usize;
+                    let med = match corr.get(ad) {
+                        // The day's correction, spread over its hours (23, 24 or 25).
+                        Some(x) if *x != 0.0 => (med + x / c.day_hours(ad)).max(0.0),
+                        _ => med,
                     };
                     a.baseline += med;
                     a.baseline_hours += 1;
@@ -662,6 +698,56 @@ impl<'c> Fold<'c> {
         }
     }
 
+    /// Per local date, what the weather adds to the baseline: `b × (HDD_day − mean HDD of the window)`, where
+    /// `b` (kWh per degree day, ≥ 0) is a least-squares fit of the meter's daily consumption on HDD over the
+    /// previous `weeks` weeks. Zero where the fit is impossible (fewer than 7 full days, HDD that hardly vary).
+    fn weather_correction(&self, m: &Meter, weeks: usize) -> Vec<f64> {
+        let c = self.c;
+        if self.hdd.is_empty() {
+            return Vec::new();
+        }
+        let nd = c.all_days.len();
+        let mut total = vec![0.0; nd];
+        let mut count = vec![0u32; nd];
+        let mut slots = vec![0u32; nd];
+        for i in 0..c.n {
+            let d = c.all_day[i] as usize;
+            slots[d] += 1;
+            if m.flags[i] & PRESENT != 0 {
+                total[d] += m.vals[i];
+                count[d] += 1;
+            }
+        }
+        let daily: Vec<Option<f64>> = (0..nd)
+            .map(|d| (count[d] * 10 >= slots[d] * 9 && slots[d] > 0).then_some(total[d]))
+            .collect();
+        let win = weeks * 7;
+        let mut out = vec![0.0; nd];
+        for d in 0..nd {
+            let Some(x_d) = self.hdd[d] else { continue };
+            let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for k in d.saturating_sub(win)..d {
+                if let (Some(x), Some(y)) = (self.hdd[k], daily[k]) {
+                    n += 1.0;
+                    sx += x;
+                    sy += y;
+                    sxx += x * x;
+                    sxy += x * y;
+                }
+            }
+            if n < 7.0 {
+                continue;
+            }
+            let var = sxx / n - (sx / n).powi(2);
+            if var < 0.25 {
+                continue;
+            }
+            let b = ((sxy / n - sx / n * sy / n) / var).max(0.0);
+            out[d] = b * (x_d - sx / n);
+        }
+        out
+    }
+
     fn finish(mut self) -> Report {
         let c = self.c;
         // Coincident peaks of multi-meter groups.
@@ -682,6 +768,20 @@ impl<'c> Fold<'c> {
         let mut label_month = vec![0u32; c.labels.len()];
         for i in c.r0..c.n {
             label_month[c.period_idx[i] as usize] = c.month_idx[i];
+        }
+        let mut period_hdd: Vec<Option<f64>> = vec![None; c.labels.len()];
+        if !self.hdd.is_empty() && self.q.by != By::Hour {
+            let mut last = u32::MAX;
+            for i in c.r0..c.n {
+                let d = c.all_day[i];
+                if d != last {
+                    last = d;
+                    if let Some(h) = self.hdd[d as usize] {
+                        let p = &mut period_hdd[c.period_idx[i] as usize];
+                        *p = Some(p.unwrap_or(0.0) + h);
+                    }
+                }
+            }
         }
         let mut order: Vec<usize> = (0..self.groups.len()).collect();
         order.sort_by(|&a, &b| self.groups[a].cmp(&self.groups[b]));
@@ -713,6 +813,7 @@ impl<'c> Fold<'c> {
                     derived: a.derived,
                     after_hours: round(a.after, 6),
                     peak_kw: (unit == "kWh" && !peak.is_nan()).then(|| round(peak, 4)),
+                    hdd: period_hdd[pi].map(|h| round(h, 2)),
                 });
             }
         }
@@ -757,6 +858,27 @@ impl<'c> Fold<'c> {
         }
         Report { rows, meta }
     }
+}
+
+/// Heating degree days per local date of the clock: `max(0, base − mean outdoor temperature)`, for dates with
+/// at least 12 hourly means in the store.
+fn degree_days(store: &Store, c: &Clock, base: f64) -> anyhow::Result<Vec<Option<f64>>> {
+    let h0 = c.s0 * c.period / 3600;
+    let h1 = (c.s0 + c.n as i64) * c.period / 3600 + 1;
+    let temps = store.temperatures(h0, h1)?;
+    let mut sum = vec![0.0; c.all_days.len()];
+    let mut n = vec![0u32; c.all_days.len()];
+    for (h, t) in temps {
+        let j = h * 3600 / c.period - c.s0;
+        if j >= 0 && (j as usize) < c.n {
+            let d = c.all_day[j as usize] as usize;
+            sum[d] += t;
+            n[d] += 1;
+        }
+    }
+    Ok((0..sum.len())
+        .map(|d| (n[d] >= 12).then(|| (base - sum[d] / n[d] as f64).max(0.0)))
+        .collect())
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -1182,6 +1304,66 @@ mod tests {
             crate::energy::baseline_deviation(&st, &c, &tz, "nope", d("2026-01-12")).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn degree_days_normalise_the_baseline() {
+        // A heating meter using 10 kWh a day plus 2 kWh per heating degree day (base 15.5 degC). Outdoor
+        // temperatures alternate 5 and 10 degC by day; 2026-01-20 is a cold snap at -5 degC.
+        let dir = tempfile::tempdir().unwrap();
+        let tz = TimeZone::UTC;
+        let mut st =
+            Store::open(&crate::energy::store::path_in(dir.path()), 900, "UTC", "t").unwrap();
+        let id = st
+            .series_id("heat-1", "energy", "kWh", "heat", false, &BTreeMap::new())
+            .unwrap();
+        let (d0, d1) = (1_764_547_200 / 86400, 1_769_904_000 / 86400); // 2025-12-01 .. 2026-02-01
+        let cold = 1_768_867_200 / 86400; // 2026-01-20
+        let temp = |d: i64| {
+            if d == cold {
+                -5.0
+            } else if d % 2 == 0 {
+                5.0
+            } else {
+                10.0
+            }
+        };
+        let mut slots = Slots::default();
+        let mut temps = BTreeMap::new();
+        for d in d0..d1 {
+            let kwh = 10.0 + 2.0 * (15.5 - temp(d));
+            for k in 0..96 {
+                slots.add(d * 96 + k, kwh / 96.0, 0);
+            }
+            for h in 0..24 {
+                temps.insert(d * 24 + h, (temp(d), 1u32));
+            }
+        }
+        st.write(&[(id, &slots)], Mode::Add, &[], &[]).unwrap();
+        st.write_temperature(&temps, Mode::Add).unwrap();
+        let plain = EnergyConfig::default();
+        let raw = toml::from_str("[degree_days]\npoint = \"weather/temperature\"\n").unwrap();
+        let (dd, errs) = validate(&raw);
+        assert!(errs.is_empty(), "{errs:?}");
+        let qq = q("2026-01-20", "2026-01-21", By::Day, "device");
+        let r0 = build(&st, &plain, &tz, &qq, None).unwrap();
+        let r1 = build(&st, &dd, &tz, &qq, None).unwrap();
+        let (a, b) = (
+            row(&r0, "2026-01-20", "heat-1"),
+            row(&r1, "2026-01-20", "heat-1"),
+        );
+        assert!((a.consumption - 51.0).abs() < 1e-9);
+        assert!(
+            (a.baseline.unwrap() - 26.0).abs() < 1e-9,
+            "hour-of-week median: {a:?}"
+        );
+        assert!(
+            (b.baseline.unwrap() - 51.0).abs() < 1e-6,
+            "weather-normalised: {b:?}"
+        );
+        assert_eq!(b.hdd, Some(20.5));
+        assert_eq!(a.hdd, None);
+        assert!(!to_json(&r0).contains("hdd"));
     }
 
     #[test]

@@ -46,7 +46,8 @@ struct Item {
 }
 
 enum Msg {
-    Write(Vec<Item>),
+    /// Meter output, and outdoor temperature sums per UTC hour (degree days).
+    Write(Vec<Item>, std::collections::BTreeMap<i64, (f64, u32)>),
 }
 
 struct Meter {
@@ -69,6 +70,8 @@ enum Slot {
     Unknown,
     Skip,
     Meter(usize),
+    /// The outdoor temperature of `[energy.degree_days]`, with its conversion to degC.
+    Temperature(crate::catalog::Unit),
 }
 
 /// The energy pipeline stage.
@@ -82,6 +85,8 @@ pub struct EnergyStage {
     worker: Option<std::thread::JoinHandle<()>>,
     last_send: Instant,
     pub send_every: Duration,
+    temp_point: Option<(String, String)>,
+    temps: std::collections::BTreeMap<i64, (f64, u32)>,
 }
 
 impl EnergyStage {
@@ -117,6 +122,11 @@ impl EnergyStage {
             worker: Some(worker),
             last_send: Instant::now(),
             send_every: Duration::from_secs(5),
+            temp_point: cfg
+                .degree_days
+                .as_ref()
+                .map(|d| (d.device.clone(), d.point.clone())),
+            temps: Default::default(),
         })
     }
 
@@ -127,10 +137,24 @@ impl EnergyStage {
         }
         match self.by_point[i] {
             Slot::Meter(m) => return Some(m),
-            Slot::Skip => return None,
+            Slot::Skip | Slot::Temperature(_) => return None,
             Slot::Unknown => {}
         }
         let (_, dev, pdef) = catalog.point(id);
+        if self
+            .temp_point
+            .as_ref()
+            .is_some_and(|(d, p)| *d == dev.id && *p == pdef.name)
+        {
+            if pdef.unit.dimension() == "temperature" {
+                self.by_point[i] = Slot::Temperature(pdef.unit);
+            } else {
+                warn!(device = %dev.id, point = %pdef.name, unit = %pdef.unit,
+                    "[energy.degree_days] point is not a temperature; degree days are off");
+                self.by_point[i] = Slot::Skip;
+            }
+            return None;
+        }
         let (_, index) = catalog.point_index(id);
         let is_meter = super::meter_point(dev).is_some_and(|(mi, _)| mi == index);
         let spec = super::meter_spec(pdef);
@@ -214,9 +238,10 @@ impl EnergyStage {
                 events: std::mem::take(&mut m.events),
             });
         }
-        if !items.is_empty() {
+        let temps = std::mem::take(&mut self.temps);
+        if !items.is_empty() || !temps.is_empty() {
             if let Some(tx) = &self.tx {
-                if tx.send(Msg::Write(items)).is_err() {
+                if tx.send(Msg::Write(items, temps)).is_err() {
                     error!("energy store worker is gone; interval consumption is not being stored");
                 }
             }
@@ -236,6 +261,15 @@ impl Stage for EnergyStage {
                 continue;
             }
             let Some(m) = self.classify(catalog, r.point) else {
+                if let Some(Slot::Temperature(unit)) = self.by_point.get(r.point.0 as usize) {
+                    let c = to_celsius(*unit, r.value);
+                    let e = self
+                        .temps
+                        .entry(r.at.div_euclid(3_600_000_000_000))
+                        .or_insert((0.0, 0));
+                    e.0 += c;
+                    e.1 += 1;
+                }
                 continue;
             };
             let t = r.at as f64 / 1e9;
@@ -266,6 +300,15 @@ impl Drop for EnergyStage {
     }
 }
 
+/// A temperature in degC.
+pub fn to_celsius(unit: crate::catalog::Unit, v: f64) -> f64 {
+    match unit {
+        crate::catalog::Unit::DegF => (v - 32.0) * 5.0 / 9.0,
+        crate::catalog::Unit::Kelvin => v - 273.15,
+        _ => v,
+    }
+}
+
 fn worker(
     mut store: Store,
     rx: mpsc::Receiver<Msg>,
@@ -274,7 +317,12 @@ fn worker(
 ) {
     let mut ids: HashMap<(String, String), i64> = HashMap::new();
     let period = store.period;
-    while let Ok(Msg::Write(items)) = rx.recv() {
+    while let Ok(Msg::Write(items, temps)) = rx.recv() {
+        if !temps.is_empty() {
+            if let Err(e) = store.write_temperature(&temps, Mode::Add) {
+                error!(error = %e, "energy store: cannot write outdoor temperature");
+            }
+        }
         let mut resolved = Vec::with_capacity(items.len());
         for it in &items {
             let key = (it.device.clone(), it.point.clone());
@@ -443,6 +491,48 @@ mod tests {
         assert!(
             store.events(plug.id).unwrap().is_empty(),
             "the window reordered every swap"
+        );
+    }
+}
+
+#[cfg(test)]
+mod degree_day_tests {
+    use super::*;
+    use crate::catalog::profile::load_dirs;
+
+    #[test]
+    fn outdoor_temperature_is_kept_as_hourly_means() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let (profiles, _) = load_dirs(&[dir]);
+        let mut cat = Catalog::new("t", profiles);
+        cat.add_device("outside", "generic-room-sensor", Default::default(), true)
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let raw = toml::from_str("[degree_days]\npoint = \"outside/temperature\"\n").unwrap();
+        let (cfg, errs) = super::super::config::validate(&raw);
+        assert!(errs.is_empty());
+        {
+            let mut st = EnergyStage::start(&cfg, tmp.path(), "UTC", "t", None).unwrap();
+            let p = cat
+                .device_by_id("outside")
+                .unwrap()
+                .1
+                .point_id("temperature")
+                .unwrap();
+            let h = 491_000i64; // an hour since the epoch
+            let rs: Vec<Reading> = [(0, 4.0), (1200, 5.0), (2400, 6.0), (3600, -1.0)]
+                .iter()
+                .map(|&(s, v)| Reading::good(p, v, (h * 3600 + s) * 1_000_000_000))
+                .collect();
+            st.process(&cat, &rs);
+        }
+        let (store, _, _) =
+            Store::open_existing(&super::super::store::path_in(tmp.path())).unwrap();
+        let t = store.temperatures(0, i64::MAX / 4).unwrap();
+        assert_eq!(t, vec![(491_000, 5.0), (491_001, -1.0)]);
+        assert!(
+            store.series().unwrap().is_empty(),
+            "a thermometer is not a meter"
         );
     }
 }

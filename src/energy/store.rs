@@ -9,6 +9,7 @@
 //!   year is 365 rows of 864 bytes per meter (~320 KB);
 //! - `state(series, json)`: each meter's converter state, written in the same transaction as the slots it
 //!   produced, so a restart neither loses nor double-counts consumption;
+//! - `temperature(hour, sum, n)`: outdoor temperature per UTC hour (for degree days), as sum and count;
 //! - `event(series, at, kind, detail)`: wraps, resets, glitches, gaps, late readings, for audit.
 //!
 //! SQLite calls block: the live stage talks to the store from a thread of its own.
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, device TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS day(series INTEGER NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL,
   PRIMARY KEY(series, day)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state(series INTEGER PRIMARY KEY, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS temperature(hour INTEGER PRIMARY KEY, sum REAL NOT NULL, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS event(series INTEGER NOT NULL, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
 ";
 
@@ -307,6 +309,42 @@ impl Store {
             },
         )?;
         Ok(sum)
+    }
+
+    /// Adds (live) or replaces (import) outdoor temperature sums per UTC hour (`hour = unix seconds / 3600`).
+    pub fn write_temperature(
+        &mut self,
+        hours: &BTreeMap<i64, (f64, u32)>,
+        mode: Mode,
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let sql = match mode {
+                Mode::Add => {
+                    "INSERT INTO temperature(hour, sum, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(hour) DO UPDATE SET sum = sum + ?2, n = n + ?3"
+                }
+                Mode::Replace => {
+                    "INSERT INTO temperature(hour, sum, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(hour) DO UPDATE SET sum = ?2, n = ?3"
+                }
+            };
+            let mut st = tx.prepare_cached(sql)?;
+            for (h, (sum, n)) in hours {
+                st.execute(params![h, sum, n])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Mean outdoor temperature per UTC hour in `[from_hour, to_hour)`.
+    pub fn temperatures(&self, from_hour: i64, to_hour: i64) -> anyhow::Result<Vec<(i64, f64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT hour, sum / n FROM temperature WHERE hour >= ?1 AND hour < ?2 AND n > 0 ORDER BY hour",
+        )?;
+        let rows = st.query_map(params![from_hour, to_hour], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The stored value and flags of given slots (absent slots are left out).
