@@ -723,11 +723,12 @@ impl<'c> Fold<'c> {
             .collect();
         let win = weeks * 7;
         let mut out = vec![0.0; nd];
-        for d in 0..nd {
+        for (d, o) in out.iter_mut().enumerate() {
             let Some(x_d) = self.hdd[d] else { continue };
             let (mut n, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for k in d.saturating_sub(win)..d {
-                if let (Some(x), Some(y)) = (self.hdd[k], daily[k]) {
+            let from = d.saturating_sub(win);
+            for (x, y) in self.hdd[from..d].iter().zip(&daily[from..d]) {
+                if let (Some(x), Some(y)) = (*x, *y) {
                     n += 1.0;
                     sx += x;
                     sy += y;
@@ -743,7 +744,7 @@ impl<'c> Fold<'c> {
                 continue;
             }
             let b = ((sxy / n - sx / n * sy / n) / var).max(0.0);
-            out[d] = b * (x_d - sx / n);
+            *o = b * (x_d - sx / n);
         }
         out
     }
