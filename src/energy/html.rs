@@ -148,6 +148,23 @@ pub fn render(r: &Report, q: &Query) -> String {
     }
     h.push_str("<h2>Top after-hours consumers</h2>");
     h.push_str(&after_hours(r));
+    if !m.events.is_empty() {
+        h.push_str("<h2>Data quality (meter events)</h2><table><tr><th class=\"l\">meter</th><th>gaps</th><th>resets</th><th>wraps</th><th>glitches</th><th>late</th></tr>");
+        for (dev, kinds) in &m.events {
+            let k = |n: &str| kinds.get(n).copied().unwrap_or(0);
+            let _ = write!(
+                h,
+                "<tr><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(dev),
+                k("gap"),
+                k("reset"),
+                k("wrap"),
+                k("glitch"),
+                k("late")
+            );
+        }
+        h.push_str("</table><p class=\"note\">Gaps are spread over the missing intervals (estimated); resets count the new reading as consumption since the restart; glitches are dropped; late readings arrived after the reorder window.</p>");
+    }
     h.push_str("<h2>Report rows</h2>");
     if r.rows.len() > 1000 {
         let _ = write!(

@@ -130,6 +130,8 @@ pub struct Meta {
     /// Per month: the site's coincident peak kW and when it happened.
     pub peaks: Vec<(String, f64, String)>,
     pub meters: usize,
+    /// Meter events in the range per device: kind → count (gaps, resets, wraps, glitches, late readings).
+    pub events: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// Per-slot facts shared by every meter (local time, period, hour-of-week, ...).
@@ -441,6 +443,15 @@ pub fn build(
     rep.meta.from = Some(q.from);
     rep.meta.to = Some(q.to);
     rep.meta.meters = series.len();
+    let (a, b) = (
+        ((clock.s0 + clock.r0 as i64) * period) as f64,
+        ((clock.s0 + clock.n as i64) * period) as f64,
+    );
+    for (device, kind, n) in store.event_counts(a, b)? {
+        if series.iter().any(|s| s.device == device) {
+            rep.meta.events.entry(device).or_default().insert(kind, n);
+        }
+    }
     Ok(rep)
 }
 

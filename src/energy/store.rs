@@ -366,6 +366,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Meter events per device and kind with `at` in `[from, to)` (unix seconds).
+    pub fn event_counts(&self, from: f64, to: f64) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT s.device, e.kind, count(*) FROM event e JOIN series s ON s.id = e.series
+             WHERE e.at >= ?1 AND e.at < ?2 GROUP BY s.device, e.kind ORDER BY s.device, e.kind",
+        )?;
+        let rows = st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn events(&self, series: i64) -> anyhow::Result<Vec<(f64, String)>> {
         let mut st = self
             .conn

@@ -212,6 +212,10 @@ location = {{ building = "main" }}
     );
     assert!(html.contains("Top after-hours consumers") && html.contains("meter-1"));
     assert!(html.contains("2,520 kWh"), "total in the cards");
+    assert!(
+        !html.contains("Data quality"),
+        "a clean export has no meter events"
+    );
     for external in ["src=", "href=", "<script", "@import", "url("] {
         assert!(!html.contains(external), "self-contained: found {external}");
     }
@@ -395,6 +399,27 @@ listen = "127.0.0.1:{http}"
         "00:45-01:15 was spread over the outage"
     );
     assert_eq!(rows[0]["period"], "2026-01-05T00:00+00:00");
+
+    let o = caretaker(&[
+        "energy",
+        "report",
+        "--state",
+        state.to_str().unwrap(),
+        "--from",
+        "2026-01-05",
+        "--to",
+        "2026-01-05",
+        "--format",
+        "html",
+    ]);
+    let html = String::from_utf8_lossy(&o.stdout);
+    let dq = html.split("Data quality").nth(1).unwrap_or_default();
+    assert!(
+        dq.contains(
+            "<td class=\"l\">meter-1</td><td>1</td><td>0</td><td>0</td><td>1</td><td>0</td>"
+        ),
+        "one gap and one glitch listed: {dq}"
+    );
 
     // InfluxDB: the `energy` measurement with the device's tags, one point per 15-minute slot.
     let q = "SELECT sum(consumption), count(consumption) FROM energy WHERE device = 'meter-1' AND building = 'main'";
