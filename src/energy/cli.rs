@@ -139,16 +139,12 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
         Format::Json => report::to_json(&rep),
         Format::Csv => report::to_csv(&rep),
         Format::Table => {
+            let by = format!("{:?}", a.by).to_lowercase();
             let mut s = format!(
-                "{}  {} .. {} (through the end of {})  by {:?}, per {}\n",
+                "{}  {from} .. {to} (through the end of {to})  by {by}, per {}\n",
                 rep.meta.site,
-                from,
-                to,
-                to,
-                a.by,
                 q.group.name()
-            )
-            .to_lowercase();
+            );
             s.push_str(&report::to_table(&rep));
             s
         }

@@ -349,6 +349,9 @@ pub fn build(
     let mut flags = vec![0u8; clock.n];
     let total = all_series.len();
     for (k, s) in all_series.iter().enumerate() {
+        if let Some(p) = progress.as_deref_mut() {
+            p(k + 1, total);
+        }
         let selected = series.iter().any(|x| x.id == s.id);
         if !selected && !needed.contains(s.device.as_str()) {
             continue;
@@ -399,9 +402,6 @@ pub fn build(
                     e.1[i] |= flags[i];
                 }
             }
-        }
-        if let Some(p) = progress.as_deref_mut() {
-            p(k + 1, total);
         }
     }
     for v in &virtuals {
