@@ -148,6 +148,16 @@ pub fn import(
             temperature: true,
         });
     }
+    // One meter point per device (what the live stage uses), or reports would add two views of one meter.
+    if let Some((mi, mp)) = super::meter_point(dev) {
+        if mi != pi {
+            bail!(
+                "`{device}/{point}` is not the device's meter point: Caretaker meters `{device}/{}` (its first \
+                 energy or volume counter, else its total power); import that point",
+                mp.name
+            );
+        }
+    }
     let Some(spec) = super::meter_spec(pdef) else {
         bail!(
             "point `{device}/{point}` is in {}: only energy or volume counters (Wh, kWh, MWh, GJ, m3, l), \

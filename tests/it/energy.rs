@@ -270,6 +270,23 @@ location = {{ building = "main" }}
         "{}",
         text(&o)
     );
+    let o = caretaker(&[
+        "energy",
+        "import",
+        "--config",
+        cfg_s,
+        "--csv",
+        csv_path.to_str().unwrap(),
+        "--device",
+        "meter-1",
+        "--point",
+        "power",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Caretaker meters `meter-1/energy_total`"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
