@@ -224,11 +224,25 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         .as_ref()
         .map(|i| i.batch_size as u32)
         .unwrap_or(5000);
+    let mut stages: Vec<Box<dyn crate::pipeline::Stage>> =
+        work_orders.iter().map(|w| w.stage()).collect();
+    if let Some(energy) = &config.energy {
+        // Interval consumption into [state] dir/energy.sqlite, and the `energy` measurement into the queue.
+        stages.push(Box::new(crate::energy::stage::EnergyStage::start(
+            energy,
+            &config.state_dir,
+            crate::energy::cli::site_tz(&config)
+                .iana_name()
+                .unwrap_or("UTC"),
+            &config.site.name,
+            queue.clone(),
+        )?));
+    }
     let pipeline = Pipeline {
         rx,
         catalog: catalog.clone(),
         queue: queue.clone(),
-        stages: work_orders.iter().map(|w| w.stage()).collect(),
+        stages,
         chunk_lines,
     };
     let pipeline_task = tokio::spawn(pipeline.run());

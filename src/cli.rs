@@ -46,6 +46,19 @@ pub enum Command {
     WorkOrders(crate::work_orders::cli::WorkOrdersCommand),
     /// Replay history through the rules and print the work orders they would have opened.
     Backtest(crate::rules::backtest::BacktestArgs),
+    /// Energy reports and backfill from the local store.
+    Energy {
+        #[command(subcommand)]
+        command: EnergyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnergyCommand {
+    /// Consumption, cost, baseline and peaks per period and group (table, csv, json or a self-contained html).
+    Report(crate::energy::cli::ReportArgs),
+    /// Load a meter's historic CSV export (`timestamp,value`) into the store.
+    Import(crate::energy::cli::ImportArgs),
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -76,6 +89,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Check { config } => Ok(check(&config)),
         Command::WorkOrders(cmd) => crate::work_orders::cli::run(cmd),
         Command::Backtest(args) => crate::rules::backtest::run(args),
+        Command::Energy { command } => match command {
+            EnergyCommand::Report(a) => crate::energy::cli::run_report(a),
+            EnergyCommand::Import(a) => crate::energy::cli::run_import(a),
+        },
     }
 }
 
@@ -166,6 +183,14 @@ pub fn check(config: &std::path::Path) -> i32 {
                         .join(", ")
                 }
             );
+            if let Some(e) = &c.energy {
+                println!(
+                    "energy: {} min intervals, {} tariff(s), {} virtual meter(s)",
+                    e.period / 60,
+                    e.tariffs.len(),
+                    e.virtual_meters.len()
+                );
+            }
             println!("state: {}", c.state_dir.display());
             0
         }

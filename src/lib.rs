@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod energy;
 pub mod pipeline;
 pub mod reading;
 pub mod rules;

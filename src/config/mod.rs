@@ -36,6 +36,7 @@ struct RawSiteConfig {
     devices: Vec<RawDevice>,
     #[serde(default)]
     work_orders: Option<crate::work_orders::config::RawWorkOrders>,
+    energy: Option<crate::energy::config::RawEnergy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +197,8 @@ pub struct SiteConfig {
     pub pipeline: PipelineConfig,
     pub devices: Vec<DeviceConfig>,
     pub work_orders: crate::work_orders::WorkOrdersConfig,
+    /// `[energy]`: interval consumption, tariffs, baselines (the energy stage runs only when present).
+    pub energy: Option<crate::energy::config::EnergyConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -677,6 +680,13 @@ impl SiteConfig {
             }
             None => Default::default(),
         };
+        let energy = raw.energy.as_ref().map(|e| {
+            let (c, errs) = crate::energy::config::validate(e);
+            for (k, m) in errs {
+                cx.err(&k, m);
+            }
+            c
+        });
         SiteConfig {
             work_orders,
             file: cx.file.to_path_buf(),
@@ -692,6 +702,7 @@ impl SiteConfig {
             http,
             pipeline,
             devices,
+            energy,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod check_cli;
 mod modbus;
+mod energy;
 mod mqtt_influx;
 mod spool;
 mod rules;

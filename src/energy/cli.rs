@@ -1,0 +1,228 @@
+//! `caretaker energy report|import`: the command-line side of the energy module.
+
+use super::config::EnergyConfig;
+use super::report::{self, By, Group, Query};
+use super::store::{self, Store};
+use anyhow::{Context, bail};
+use jiff::tz::TimeZone;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+    Html,
+}
+
+/// The arguments of `caretaker energy report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Site config (TOML): the store under its [state] dir, its tariffs, calendar and virtual meters.
+    #[arg(
+        long,
+        short,
+        conflicts_with = "state",
+        required_unless_present = "state"
+    )]
+    pub config: Option<PathBuf>,
+    /// A state dir holding energy.sqlite, without a config (no cost: tariffs live in the config).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// First day (site time zone), e.g. 2026-01-01. Default: 30 days before --to.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, included (site time zone). Default: yesterday.
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, value_enum, default_value_t = By::Day)]
+    pub by: By,
+    /// device, category, or a location tag (building, floor, ...).
+    #[arg(long, default_value = "device")]
+    pub group: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// The arguments of `caretaker energy import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Site config (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// CSV of `timestamp,value` (the counter as the meter shows it).
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Device id (declared under [[devices]]).
+    #[arg(long)]
+    pub device: String,
+    /// The meter point's name in the device's profile (e.g. energy_total).
+    #[arg(long)]
+    pub point: String,
+}
+
+/// The site's time zone: `[site] timezone`, else the system's.
+pub fn site_tz(cfg: &crate::config::SiteConfig) -> TimeZone {
+    cfg.site
+        .timezone
+        .as_deref()
+        .and_then(|t| TimeZone::get(t).ok())
+        .unwrap_or_else(TimeZone::system)
+}
+
+fn load(config: &Path) -> anyhow::Result<crate::app::Loaded> {
+    crate::app::load(config).map_err(|errs| {
+        let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!(
+            "{}\n{} error(s) in {}",
+            list.join("\n"),
+            errs.len(),
+            config.display()
+        )
+    })
+}
+
+pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
+    let (store, cfg, tz, site) = match (&a.config, &a.state) {
+        (Some(c), _) => {
+            let l = load(c)?;
+            let tz = site_tz(&l.config);
+            let (store, _, _) = Store::open_existing(&store::path_in(&l.config.state_dir))?;
+            let energy = l.config.energy.clone().unwrap_or_default();
+            (store, energy, tz, l.config.site.name.clone())
+        }
+        (None, Some(dir)) => {
+            let (store, tz, site) = Store::open_existing(&store::path_in(dir))?;
+            let tz = TimeZone::get(&tz).unwrap_or_else(|_| TimeZone::system());
+            (store, EnergyConfig::default(), tz, site)
+        }
+        (None, None) => bail!("give --config FILE or --state DIR"),
+    };
+    let today = jiff::Timestamp::now().to_zoned_datetime(tz.clone()).date();
+    let to = match &a.to {
+        Some(s) => report::parse_day(s, "--to")?,
+        None => today.yesterday()?,
+    };
+    let from = match &a.from {
+        Some(s) => report::parse_day(s, "--from")?,
+        None => to.checked_sub(jiff::Span::new().days(29))?,
+    };
+    if to < from {
+        bail!("--to {to} is before --from {from}");
+    }
+    let q = Query {
+        from,
+        to: to.tomorrow()?,
+        by: a.by,
+        group: Group::parse(&a.group),
+        devices: None,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last = 0;
+    let mut progress = |k: usize, n: usize| {
+        let pct = k * 100 / n.max(1);
+        if tty && n >= 20 && pct / 10 != last / 10 {
+            last = pct;
+            eprint!("\rreading meters: {k}/{n}");
+            if k == n {
+                eprintln!();
+            }
+        }
+    };
+    let mut rep = report::build(&store, &cfg, &tz, &q, Some(&mut progress))?;
+    rep.meta.site = site;
+    let text = match a.format {
+        Format::Json => report::to_json(&rep),
+        Format::Csv => report::to_csv(&rep),
+        Format::Table => {
+            let by = format!("{:?}", a.by).to_lowercase();
+            let mut s = format!(
+                "{}  {from} .. {to} (through the end of {to})  by {by}, per {}\n",
+                rep.meta.site,
+                q.group.name()
+            );
+            s.push_str(&report::to_table(&rep));
+            s
+        }
+        Format::Html => super::html::render(&rep, &q),
+    };
+    match &a.output {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!("wrote {} ({} rows)", p.display(), rep.rows.len());
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            if !text.ends_with('\n') {
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
+    let l = load(&a.config)?;
+    let tz = site_tz(&l.config);
+    let energy = l.config.energy.clone().unwrap_or_default();
+    let mut store = Store::open(
+        &store::path_in(&l.config.state_dir),
+        energy.period,
+        tz.iana_name().unwrap_or("UTC"),
+        &l.config.site.name,
+    )?;
+    let s = super::import::import(
+        &mut store,
+        &l.catalog,
+        &tz,
+        &a.csv,
+        &a.device,
+        &a.point,
+        |msg| eprintln!("{msg}"),
+    )?;
+    let fmt = |t: Option<jiff::Timestamp>| {
+        t.map(|t| {
+            t.to_zoned_datetime(tz.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        })
+        .unwrap_or_default()
+    };
+    if s.temperature {
+        println!(
+            "imported {} readings of {}/{} ({} .. {}): {} hourly means, mean {:.1} degC (degree days)",
+            s.readings,
+            a.device,
+            a.point,
+            fmt(s.first),
+            fmt(s.last),
+            s.slots,
+            s.consumption
+        );
+        return Ok(0);
+    }
+    println!(
+        "imported {} readings of {}/{} ({} .. {}): {:.3} {} in {} intervals",
+        s.readings,
+        a.device,
+        a.point,
+        fmt(s.first),
+        fmt(s.last),
+        s.consumption,
+        s.unit,
+        s.slots
+    );
+    let mut kinds: std::collections::BTreeMap<&str, usize> = Default::default();
+    for e in &s.events {
+        *kinds.entry(e.kind()).or_default() += 1;
+    }
+    for (k, n) in kinds {
+        println!("  {n} {k}{}", if n == 1 { "" } else { "s" });
+    }
+    Ok(0)
+}
