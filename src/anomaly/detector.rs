@@ -1,0 +1,335 @@
+//! One point's streaming detector: constant memory, O(1) work per reading, no look-ahead.
+//!
+//! Three complementary views of "normal", each turned into a surprise z (how many typical deviations away):
+//! - **short-term**: an exponentially weighted level (catches spikes, dips and level shifts as they happen);
+//! - **seasonal**: a per-time-of-day profile learnt over days (catches a missing daily peak, a flat stretch where
+//!   the day should move, a shifted daily shape);
+//! - **change**: a two-sided CUSUM on the standardised residual (catches slow drifts and small sustained shifts
+//!   that never look odd one reading at a time).
+//!
+//! The surprises are not comparable between series (a noisy CPU metric and a smooth temperature), so each one
+//! goes through an *anomaly likelihood* layer (after Numenta's): its recent average is compared with its own
+//! long-run distribution, which makes one threshold meaningful across very different points. The combined
+//! likelihood is then passed through a refractory step so an event fires once, not once per reading.
+//!
+//! Invariants: the state is plain numbers (serde round-trips it exactly); nothing here allocates after
+//! construction; a non-finite value or a timestamp going backwards never corrupts the state (it is skipped or
+//! treated as "same time").
+
+use serde::{Deserialize, Serialize};
+
+/// General parameters, the same for every point (no per-series tuning).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    /// Readings before the detector speaks (it scores 0 while learning).
+    pub learn: u32,
+    /// Weight of the newest reading in the short-term level.
+    pub level_alpha: f64,
+    /// Weight of the newest residual in the typical deviation.
+    pub dev_alpha: f64,
+    /// Time-of-day buckets in the seasonal profile.
+    pub buckets: u16,
+    /// Weight of the newest day in a seasonal bucket once it has seen a few days.
+    pub season_alpha: f64,
+    /// Weight of the newest surprise in its short average.
+    pub short_alpha: f64,
+    /// Weight of the newest short average in the long-run distribution.
+    pub long_alpha: f64,
+    /// Readings after an event during which only a clearly larger surprise fires again.
+    pub refractory: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            learn: 200,
+            level_alpha: 0.3,
+            dev_alpha: 0.01,
+            buckets: 48,
+            season_alpha: 0.25,
+            short_alpha: 0.5,
+            long_alpha: 0.002,
+            refractory: 400,
+        }
+    }
+}
+
+/// Which views feed the final score (`caretaker detect --detector NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// All views combined (what the daemon runs).
+    #[default]
+    Combined,
+    /// Short-term level only.
+    Level,
+    /// Seasonal profile only.
+    Seasonal,
+    /// Plain rolling Gaussian z-score, no likelihood layer: the reference baseline.
+    Gaussian,
+}
+
+impl Kind {
+    pub const NAMES: &'static [&'static str] = &["combined", "level", "seasonal", "gaussian"];
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Some(match name {
+            "combined" | "default" => Kind::Combined,
+            "level" => Kind::Level,
+            "seasonal" => Kind::Seasonal,
+            "gaussian" => Kind::Gaussian,
+            _ => return None,
+        })
+    }
+}
+
+/// What one reading looked like to the detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Event score in [0, 1]: high once when something unusual starts, then quiet for the refractory period
+    /// unless it gets clearly worse. This is what `caretaker detect` writes.
+    pub score: f64,
+    /// Sustained anomaly level in [0, 1] (no refractory step): stays high while the behaviour stays unusual.
+    /// Rules that need "for: 15m" look at this one.
+    pub level: f64,
+    /// Expected value from the baseline (seasonal when learnt, else the short-term level).
+    pub expected: f64,
+    /// Expected range (about ±3 typical deviations around `expected`).
+    pub low: f64,
+    pub high: f64,
+    /// False while the detector is still learning (score and level are 0 then).
+    pub ready: bool,
+}
+
+/// Long-run distribution of one surprise signal, turned into a likelihood.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+struct Likelihood {
+    short: f64,
+    mean: f64,
+    var: f64,
+    n: u32,
+}
+
+impl Likelihood {
+    /// Feeds one surprise; returns how many long-run standard deviations the recent average sits above normal.
+    #[inline]
+    fn update(&mut self, z: f64, p: &Params) -> f64 {
+        self.short += p.short_alpha * (z - self.short);
+        let a = if self.n < 1000 {
+            (1.0 / (self.n as f64 + 1.0)).max(p.long_alpha)
+        } else {
+            p.long_alpha
+        };
+        self.n = self.n.saturating_add(1);
+        let sd = self.var.sqrt().max(0.05 + 0.1 * self.mean);
+        let out = (self.short - self.mean) / sd;
+        let d = self.short - self.mean;
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+        out
+    }
+}
+
+/// One point's detector state. About 0.6 KiB with the default 48 buckets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Detector {
+    params: Params,
+    kind: Kind,
+    n: u64,
+    last_at: i64,
+    level: f64,
+    dev: f64,
+    mag: f64,
+    cusum_hi: f64,
+    cusum_lo: f64,
+    /// Seasonal profile: mean, typical deviation and days seen per time-of-day bucket.
+    season_mean: Vec<f32>,
+    season_dev: Vec<f32>,
+    season_n: Vec<u16>,
+    lk_level: Likelihood,
+    lk_season: Likelihood,
+    lk_change: Likelihood,
+    hold: f64,
+    since_event: u32,
+}
+
+#[inline]
+fn squash(z: f64) -> f64 {
+    if z <= 0.0 { 0.0 } else { z / (z + 3.0) }
+}
+
+impl Detector {
+    pub fn new(kind: Kind, params: Params) -> Self {
+        let b = params.buckets.max(1) as usize;
+        Detector {
+            params,
+            kind,
+            n: 0,
+            last_at: i64::MIN,
+            level: 0.0,
+            dev: 0.0,
+            mag: 0.0,
+            cusum_hi: 0.0,
+            cusum_lo: 0.0,
+            season_mean: vec![0.0; b],
+            season_dev: vec![0.0; b],
+            season_n: vec![0; b],
+            lk_level: Likelihood::default(),
+            lk_season: Likelihood::default(),
+            lk_change: Likelihood::default(),
+            hold: 0.0,
+            since_event: u32::MAX,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Readings seen so far.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// Heap + inline bytes this detector holds (for the memory-per-point figure).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.season_mean.capacity() * 4 * 2
+            + self.season_n.capacity() * 2
+    }
+
+    /// Scores one reading. `at` is in seconds since the epoch (any fixed origin works; only time of day is used).
+    pub fn observe(&mut self, at: i64, x: f64) -> Score {
+        if !x.is_finite() {
+            return self.quiet(self.level);
+        }
+        let at = if at < self.last_at { self.last_at } else { at };
+        self.last_at = at;
+        let p = self.params;
+        if self.n == 0 {
+            self.level = x;
+            self.mag = x.abs();
+        }
+        self.n += 1;
+        self.mag += 0.01 * (x.abs() - self.mag);
+        // Floor for deviations: a perfectly flat series must not make the first wiggle infinitely surprising.
+        let eps = 1e-3 * self.mag + 1e-9;
+
+        // Short-term view.
+        let res = x - self.level;
+        let dev = self.dev.max(eps);
+        let z_level = res.abs() / dev;
+        let dev_a = if self.n < 100 {
+            1.0 / self.n as f64
+        } else {
+            p.dev_alpha
+        };
+        // A huge residual only moves the typical deviation a little (robustness against spikes).
+        self.dev += dev_a * (res.abs().min(6.0 * dev + eps) - self.dev);
+        self.level += p.level_alpha * res;
+
+        // Change view: CUSUM on the standardised residual, slack 0.5 sd, reset on decision.
+        let r = (res / dev).clamp(-4.0, 4.0);
+        self.cusum_hi = (self.cusum_hi + r - 0.5).max(0.0);
+        self.cusum_lo = (self.cusum_lo - r - 0.5).max(0.0);
+        let z_change = self.cusum_hi.max(self.cusum_lo);
+        if z_change > 20.0 {
+            self.cusum_hi = 0.0;
+            self.cusum_lo = 0.0;
+        }
+
+        // Seasonal view.
+        let b = self.season_n.len();
+        let day = at.rem_euclid(86_400);
+        let i = (day as usize * b) / 86_400;
+        let sn = self.season_n[i];
+        let (z_season, expected_s, dev_s) = if sn >= 3 {
+            let m = self.season_mean[i] as f64;
+            let d = (self.season_dev[i] as f64).max(eps);
+            ((x - m).abs() / d, Some(m), d)
+        } else {
+            (0.0, None, dev)
+        };
+        {
+            let a = if sn < 4 {
+                1.0 / (sn as f64 + 1.0)
+            } else {
+                p.season_alpha / 4.0
+            };
+            let m = self.season_mean[i] as f64;
+            let e = if sn == 0 { dev } else { (x - m).abs() };
+            self.season_mean[i] = (m + a * (x - m)) as f32;
+            let d = self.season_dev[i] as f64;
+            self.season_dev[i] = (d + a * (e.min(6.0 * d.max(eps)) - d)) as f32;
+            self.season_n[i] = sn.saturating_add(1);
+        }
+
+        let expected = expected_s.unwrap_or(self.level);
+        let spread = 3.0 * if expected_s.is_some() { dev_s } else { dev };
+
+        let zl = self.lk_level.update(z_level.min(50.0).ln_1p(), &p);
+        let zs = self.lk_season.update(z_season.min(50.0).ln_1p(), &p);
+        let zc = self.lk_change.update((z_change / 4.0).ln_1p(), &p);
+
+        if self.n <= p.learn as u64 {
+            return Score {
+                score: 0.0,
+                level: 0.0,
+                expected,
+                low: expected - spread,
+                high: expected + spread,
+                ready: false,
+            };
+        }
+        let z = match self.kind {
+            Kind::Combined => zl.max(if sn >= 3 { zs } else { 0.0 }).max(zc),
+            Kind::Level => zl,
+            Kind::Seasonal => {
+                if sn >= 3 {
+                    zs
+                } else {
+                    0.0
+                }
+            }
+            Kind::Gaussian => z_level,
+        };
+        // Refractory step: after an event, only a surprise that beats the decaying peak fires again.
+        self.since_event = self.since_event.saturating_add(1);
+        let ev = if z > self.hold {
+            self.hold = z * 1.5;
+            self.since_event = 0;
+            z
+        } else {
+            0.0
+        };
+        if self.since_event >= p.refractory {
+            self.hold = 0.0;
+        } else {
+            self.hold *= 0.995;
+        }
+        Score {
+            score: squash(ev),
+            level: squash(z),
+            expected,
+            low: expected - spread,
+            high: expected + spread,
+            ready: true,
+        }
+    }
+
+    fn quiet(&self, expected: f64) -> Score {
+        Score {
+            score: 0.0,
+            level: 0.0,
+            expected,
+            low: expected,
+            high: expected,
+            ready: self.n > self.params.learn as u64,
+        }
+    }
+}
