@@ -38,6 +38,20 @@ pub struct Params {
     pub long_alpha: f64,
     /// Readings after an event during which only a clearly larger surprise fires again.
     pub refractory: u32,
+    /// How much larger than the last event a surprise must be to fire again within the refractory period.
+    pub hold_gain: f64,
+    /// Per-reading decay of that bar.
+    pub hold_decay: f64,
+    /// Weight of the newest reading in the long-run normalisation of the novelty view.
+    pub norm_alpha: f64,
+    /// Smoothing of the normalised series before windows are cut from it.
+    pub smooth_alpha: f64,
+    /// A window this many typical distances away from every prototype becomes a new prototype.
+    pub vigilance: f64,
+    /// How far the nearest prototype moves toward a matching window.
+    pub proto_rate: f64,
+    /// Weight of the newest distance in the typical distance.
+    pub dist_alpha: f64,
 }
 
 impl Default for Params {
@@ -48,9 +62,16 @@ impl Default for Params {
             dev_alpha: 0.01,
             buckets: 48,
             season_alpha: 0.25,
-            short_alpha: 0.5,
-            long_alpha: 0.002,
-            refractory: 400,
+            short_alpha: 0.2,
+            long_alpha: 0.0005,
+            refractory: 300,
+            hold_gain: 1.5,
+            hold_decay: 0.999,
+            norm_alpha: 0.001,
+            smooth_alpha: 0.5,
+            vigilance: 3.0,
+            proto_rate: 0.05,
+            dist_alpha: 0.01,
         }
     }
 }
@@ -66,12 +87,20 @@ pub enum Kind {
     Level,
     /// Seasonal profile only.
     Seasonal,
+    /// CUSUM change view only.
+    Change,
+    /// Shape-novelty (prototype memory) view only.
+    Novelty,
+    /// Mean of the seasonal and novelty likelihoods.
+    SeasonNovelty,
+    /// Mean of the views' likelihoods.
+    Mean,
     /// Plain rolling Gaussian z-score, no likelihood layer: the reference baseline.
     Gaussian,
 }
 
 impl Kind {
-    pub const NAMES: &'static [&'static str] = &["combined", "level", "seasonal", "gaussian"];
+    pub const NAMES: &'static [&'static str] = &["combined", "level", "seasonal", "change", "novelty", "season-novelty", "mean", "gaussian"];
 
     pub fn parse(name: &str) -> Option<Kind> {
         Some(match name {
@@ -79,6 +108,10 @@ impl Kind {
             "level" => Kind::Level,
             "seasonal" => Kind::Seasonal,
             "gaussian" => Kind::Gaussian,
+            "change" => Kind::Change,
+            "mean" => Kind::Mean,
+            "novelty" => Kind::Novelty,
+            "season-novelty" => Kind::SeasonNovelty,
             _ => return None,
         })
     }
@@ -131,6 +164,110 @@ impl Likelihood {
     }
 }
 
+const DIM: usize = 8;
+const PROTOS: usize = 24;
+const HIST: usize = 16;
+
+/// Density view: a small memory of recent-shape prototypes (online vector quantisation, like a bounded fuzzy
+/// ART). A window of the normalised series that is far from every prototype is novel; the nearest prototype
+/// learns the window, and a novel window replaces the least recently matched prototype.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Novelty {
+    mean: f64,
+    dev: f64,
+    smooth: f64,
+    hist: Vec<f32>,
+    pos: u32,
+    protos: Vec<f32>,
+    last_used: Vec<u32>,
+    used: u32,
+    clock: u32,
+    dist: f64,
+}
+
+impl Novelty {
+    fn new() -> Self {
+        Novelty {
+            mean: 0.0,
+            dev: 0.0,
+            smooth: 0.0,
+            hist: vec![0.0; HIST],
+            pos: 0,
+            protos: vec![0.0; PROTOS * DIM],
+            last_used: vec![0; PROTOS],
+            used: 0,
+            clock: 0,
+            dist: 0.0,
+        }
+    }
+
+    /// Returns the novelty of the current window (its distance to the nearest prototype over the typical one).
+    #[inline]
+    fn update(&mut self, x: f64, n: u64, p: &Params) -> f64 {
+        let a = if n < 500 { 1.0 / n as f64 } else { p.norm_alpha };
+        let d = x - self.mean;
+        self.mean += a * d;
+        self.dev += a * (d.abs() - self.dev);
+        let u = (d / (self.dev + 1e-9 + 1e-6 * self.mean.abs())).clamp(-8.0, 8.0);
+        self.smooth += p.smooth_alpha * (u - self.smooth);
+        self.pos = (self.pos + 1) % HIST as u32;
+        self.hist[self.pos as usize] = self.smooth as f32;
+        if n < (HIST * 2) as u64 {
+            return 0.0;
+        }
+        let mut e = [0f32; DIM];
+        let step = HIST / DIM;
+        for (k, v) in e.iter_mut().enumerate() {
+            *v = self.hist[(self.pos as usize + HIST - k * step) % HIST];
+        }
+        self.clock = self.clock.wrapping_add(1);
+        let used = self.used as usize;
+        let mut best = f32::MAX;
+        let mut bi = 0usize;
+        for (i, pr) in self.protos.chunks_exact(DIM).take(used).enumerate() {
+            let mut s = 0f32;
+            for k in 0..DIM {
+                let t = pr[k] - e[k];
+                s += t * t;
+            }
+            if s < best {
+                best = s;
+                bi = i;
+            }
+        }
+        let dist = (best as f64 / DIM as f64).sqrt();
+        let typ = self.dist.max(0.02);
+        let nov = if used == 0 { 0.0 } else { dist / typ };
+        if used < PROTOS {
+            if used == 0 || nov > p.vigilance {
+                self.protos[used * DIM..(used + 1) * DIM].copy_from_slice(&e);
+                self.last_used[used] = self.clock;
+                self.used += 1;
+                return nov;
+            }
+        } else if nov > p.vigilance {
+            // Replace the least recently matched prototype.
+            let (old, _) = self
+                .last_used
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, c)| self.clock.wrapping_sub(**c))
+                .unwrap_or((0, &0));
+            self.protos[old * DIM..(old + 1) * DIM].copy_from_slice(&e);
+            self.last_used[old] = self.clock;
+            self.dist += p.dist_alpha * (dist.min(3.0 * typ) - self.dist);
+            return nov;
+        }
+        let pr = &mut self.protos[bi * DIM..(bi + 1) * DIM];
+        for k in 0..DIM {
+            pr[k] += p.proto_rate as f32 * (e[k] - pr[k]);
+        }
+        self.last_used[bi] = self.clock;
+        self.dist += p.dist_alpha * (dist.min(3.0 * typ) - self.dist);
+        nov
+    }
+}
+
 /// One point's detector state. About 0.6 KiB with the default 48 buckets.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Detector {
@@ -150,6 +287,8 @@ pub struct Detector {
     lk_level: Likelihood,
     lk_season: Likelihood,
     lk_change: Likelihood,
+    novelty: Novelty,
+    lk_novelty: Likelihood,
     hold: f64,
     since_event: u32,
 }
@@ -178,6 +317,8 @@ impl Detector {
             lk_level: Likelihood::default(),
             lk_season: Likelihood::default(),
             lk_change: Likelihood::default(),
+            novelty: Novelty::new(),
+            lk_novelty: Likelihood::default(),
             hold: 0.0,
             since_event: u32::MAX,
         }
@@ -275,6 +416,8 @@ impl Detector {
         let zl = self.lk_level.update(z_level.min(50.0).ln_1p(), &p);
         let zs = self.lk_season.update(z_season.min(50.0).ln_1p(), &p);
         let zc = self.lk_change.update((z_change / 4.0).ln_1p(), &p);
+        let z_nov = self.novelty.update(x, self.n, &p);
+        let zn = self.lk_novelty.update(z_nov.min(50.0).ln_1p(), &p);
 
         if self.n <= p.learn as u64 {
             return Score {
@@ -297,11 +440,27 @@ impl Detector {
                 }
             }
             Kind::Gaussian => z_level,
+            Kind::Change => zc,
+            Kind::Novelty => zn,
+            Kind::SeasonNovelty => {
+                if sn >= 3 {
+                    (zs + zn) / 2.0
+                } else {
+                    zn
+                }
+            }
+            Kind::Mean => {
+                if sn >= 3 {
+                    (zl + zs + zc) / 3.0
+                } else {
+                    (zl + zc) / 2.0
+                }
+            }
         };
         // Refractory step: after an event, only a surprise that beats the decaying peak fires again.
         self.since_event = self.since_event.saturating_add(1);
         let ev = if z > self.hold {
-            self.hold = z * 1.5;
+            self.hold = z * p.hold_gain;
             self.since_event = 0;
             z
         } else {
@@ -310,7 +469,7 @@ impl Detector {
         if self.since_event >= p.refractory {
             self.hold = 0.0;
         } else {
-            self.hold *= 0.995;
+            self.hold *= p.hold_decay;
         }
         Score {
             score: squash(ev),
