@@ -40,6 +40,16 @@ pub struct Params {
     pub refractory: u32,
     /// How much larger than the last event a surprise must be to fire again within the refractory period.
     pub hold_gain: f64,
+    /// Below this sustained surprise the behaviour counts as normal again (for re-arming).
+    pub rearm_z: f64,
+    /// An event must also reach this fraction of the largest surprise of the long past ...
+    pub record_frac: f64,
+    /// ... which fades by this factor per reading.
+    pub record_decay: f64,
+    /// A value this fraction of the seen range beyond the seen minimum or maximum scores at least `range_z`
+    /// (0 turns the range view off).
+    pub range_tol: f64,
+    pub range_z: f64,
     /// Per-reading decay of that bar.
     pub hold_decay: f64,
     /// Weight of the newest reading in the long-run normalisation of the novelty view.
@@ -52,6 +62,11 @@ pub struct Params {
     pub proto_rate: f64,
     /// Weight of the newest distance in the typical distance.
     pub dist_alpha: f64,
+    /// Weights of the views in the combined score (the seasonal one counts once its buckets have learnt).
+    pub w_level: f64,
+    pub w_season: f64,
+    pub w_change: f64,
+    pub w_novelty: f64,
 }
 
 impl Default for Params {
@@ -64,14 +79,23 @@ impl Default for Params {
             season_alpha: 0.25,
             short_alpha: 0.2,
             long_alpha: 0.0005,
-            refractory: 300,
-            hold_gain: 1.5,
-            hold_decay: 0.999,
+            refractory: 100_000_000,
+            hold_gain: 2.0,
+            rearm_z: 0.5,
+            record_frac: 0.0,
+            record_decay: 0.9995,
+            range_tol: 0.02,
+            range_z: 3.0,
+            hold_decay: 0.998,
             norm_alpha: 0.001,
             smooth_alpha: 0.5,
             vigilance: 3.0,
-            proto_rate: 0.05,
+            proto_rate: 0.1,
             dist_alpha: 0.01,
+            w_level: 0.0,
+            w_season: 1.0,
+            w_change: 0.0,
+            w_novelty: 1.0,
         }
     }
 }
@@ -100,7 +124,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const NAMES: &'static [&'static str] = &["combined", "level", "seasonal", "change", "novelty", "season-novelty", "mean", "gaussian"];
+    pub const NAMES: &'static [&'static str] = &[
+        "combined",
+        "level",
+        "seasonal",
+        "change",
+        "novelty",
+        "season-novelty",
+        "mean",
+        "gaussian",
+    ];
 
     pub fn parse(name: &str) -> Option<Kind> {
         Some(match name {
@@ -204,7 +237,11 @@ impl Novelty {
     /// Returns the novelty of the current window (its distance to the nearest prototype over the typical one).
     #[inline]
     fn update(&mut self, x: f64, n: u64, p: &Params) -> f64 {
-        let a = if n < 500 { 1.0 / n as f64 } else { p.norm_alpha };
+        let a = if n < 500 {
+            1.0 / n as f64
+        } else {
+            p.norm_alpha
+        };
         let d = x - self.mean;
         self.mean += a * d;
         self.dev += a * (d.abs() - self.dev);
@@ -290,6 +327,9 @@ pub struct Detector {
     novelty: Novelty,
     lk_novelty: Likelihood,
     hold: f64,
+    record: f64,
+    lo: f64,
+    hi: f64,
     since_event: u32,
 }
 
@@ -320,6 +360,9 @@ impl Detector {
             novelty: Novelty::new(),
             lk_novelty: Likelihood::default(),
             hold: 0.0,
+            record: 0.0,
+            lo: f64::INFINITY,
+            hi: f64::NEG_INFINITY,
             since_event: u32::MAX,
         }
     }
@@ -430,7 +473,11 @@ impl Detector {
             };
         }
         let z = match self.kind {
-            Kind::Combined => zl.max(if sn >= 3 { zs } else { 0.0 }).max(zc),
+            Kind::Combined => {
+                let ws = if sn >= 3 { p.w_season } else { 0.0 };
+                let w = p.w_level + ws + p.w_change + p.w_novelty;
+                (p.w_level * zl + ws * zs + p.w_change * zc + p.w_novelty * zn) / w.max(1e-9)
+            }
             Kind::Level => zl,
             Kind::Seasonal => {
                 if sn >= 3 {
@@ -457,15 +504,32 @@ impl Detector {
                 }
             }
         };
-        // Refractory step: after an event, only a surprise that beats the decaying peak fires again.
-        self.since_event = self.since_event.saturating_add(1);
-        let ev = if z > self.hold {
-            self.hold = z * p.hold_gain;
+        // Range view: a value well beyond anything seen so far is unusual whatever the models say.
+        let range = self.hi - self.lo;
+        let z = if p.range_tol > 0.0
+            && self.n > p.learn as u64
+            && (x > self.hi + p.range_tol * range || x < self.lo - p.range_tol * range)
+        {
+            z.max(p.range_z)
+        } else {
+            z
+        };
+        self.hi = self.hi.max(x);
+        self.lo = self.lo.min(x);
+        // Refractory step: after an event, only a surprise that beats the decaying peak fires again, until the
+        // behaviour has looked normal (below `rearm_z`) for `refractory` readings in a row.
+        if z > p.rearm_z {
             self.since_event = 0;
+        } else {
+            self.since_event = self.since_event.saturating_add(1);
+        }
+        let ev = if z > self.hold && z > p.record_frac * self.record {
+            self.hold = z * p.hold_gain;
             z
         } else {
             0.0
         };
+        self.record = (self.record * p.record_decay).max(z);
         if self.since_event >= p.refractory {
             self.hold = 0.0;
         } else {
