@@ -556,3 +556,135 @@ impl Detector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Five-minute readings with a daily cycle and noise.
+    fn daily(n: usize, seed: u64) -> Vec<(i64, f64)> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n)
+            .map(|i| {
+                let t = 1_400_000_000 + i as i64 * 300;
+                let ph = 2.0 * std::f64::consts::PI * (t % 86_400) as f64 / 86_400.0;
+                (t, 50.0 + 20.0 * ph.sin() + 2.0 * (rng.f64() - 0.5))
+            })
+            .collect()
+    }
+
+    fn run(det: &mut Detector, data: &[(i64, f64)]) -> Vec<Score> {
+        data.iter().map(|&(t, v)| det.observe(t, v)).collect()
+    }
+
+    /// The score of the normal tail of a run, and of a window after an injected fault.
+    fn peak(scores: &[Score], from: usize, to: usize) -> f64 {
+        scores[from..to].iter().map(|s| s.score).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn silent_while_learning_and_scores_in_unit_range() {
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &daily(3000, 1));
+        assert!(s[..200].iter().all(|s| !s.ready && s.score == 0.0));
+        assert!(
+            s.iter()
+                .all(|s| (0.0..=1.0).contains(&s.score) && (0.0..=1.0).contains(&s.level))
+        );
+    }
+
+    #[test]
+    fn spike_level_shift_and_flat_stretch_stand_out_from_normal_days() {
+        let normal = 288 * 7;
+        for (name, fault) in [
+            (
+                "spike",
+                Box::new(|i: usize, v: f64| if i == 0 { v + 80.0 } else { v })
+                    as Box<dyn Fn(usize, f64) -> f64>,
+            ),
+            ("shift", Box::new(|_: usize, v: f64| v + 30.0)),
+            ("flat", Box::new(|_: usize, _: f64| 50.0)),
+        ] {
+            let mut data = daily(normal + 288, 2);
+            for (i, p) in data[normal..].iter_mut().enumerate() {
+                p.1 = fault(i, p.1);
+            }
+            let mut det = Detector::new(Kind::Combined, Params::default());
+            let s = run(&mut det, &data);
+            // Quiet baseline: the highest score of the last normal days (after learning has settled).
+            let base = peak(&s, 288 * 4, normal);
+            let hit = peak(&s, normal, normal + 288);
+            assert!(
+                hit > base + 0.1 && hit > 0.4,
+                "{name}: fault {hit:.3} vs normal {base:.3}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_fires_once_not_every_reading() {
+        let normal = 288 * 6;
+        let mut data = daily(normal + 288, 3);
+        for p in data[normal..].iter_mut() {
+            p.1 += 30.0;
+        }
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &data);
+        let hit = peak(&s, normal, normal + 288);
+        let fired = s[normal..].iter().filter(|s| s.score >= hit * 0.8).count();
+        assert!(fired <= 3, "{fired} readings fired for one level shift");
+        // The sustained level stays high while the shift lasts.
+        let sustained = s[normal..normal + 36]
+            .iter()
+            .filter(|s| s.level > 0.3)
+            .count();
+        assert!(sustained > 10, "level high for only {sustained} readings");
+    }
+
+    #[test]
+    fn expected_range_brackets_normal_values() {
+        let data = daily(288 * 5, 4);
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &data);
+        let inside = s[288 * 4..]
+            .iter()
+            .zip(&data[288 * 4..])
+            .filter(|(s, d)| s.low <= d.1 && d.1 <= s.high)
+            .count();
+        assert!(
+            inside > 280,
+            "{inside} of 288 normal readings inside the expected range"
+        );
+    }
+
+    #[test]
+    fn state_round_trip_continues_identically() {
+        let data = daily(2000, 5);
+        let mut a = Detector::new(Kind::Combined, Params::default());
+        run(&mut a, &data[..1500]);
+        let mut b: Detector = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        for &(t, v) in &data[1500..] {
+            let (x, y) = (a.observe(t, v), b.observe(t, v));
+            assert!((x.score - y.score).abs() < 1e-9 && (x.level - y.level).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn memory_per_point_is_under_4_kib() {
+        let det = Detector::new(Kind::Combined, Params::default());
+        assert!(det.memory_bytes() < 4096, "{} bytes", det.memory_bytes());
+    }
+
+    #[test]
+    fn non_finite_values_and_clock_steps_back_do_not_corrupt_state() {
+        let data = daily(1000, 6);
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        run(&mut det, &data);
+        let s = det.observe(data[999].0 + 300, f64::NAN);
+        assert_eq!(s.score, 0.0);
+        let s = det.observe(data[500].0, data[999].1);
+        assert!(s.score.is_finite() && s.level.is_finite());
+        let s = det.observe(data[999].0 + 600, data[999].1);
+        assert!(s.expected.is_finite() && s.low <= s.high);
+    }
+}

@@ -7,6 +7,8 @@
 
 pub mod csv;
 pub mod detector;
+pub mod equipment;
+pub mod forecast;
 
 pub use detector::{Detector, Kind, Params, Score};
 
