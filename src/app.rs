@@ -147,11 +147,16 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         .as_ref()
         .map(|i| i.batch_size as u32)
         .unwrap_or(5000);
+    // Anomaly detection: restores detector state from [state].dir and saves it when the pipeline stops.
+    let anomaly = {
+        let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+        crate::anomaly::stage::AnomalyStage::open(&config.state_dir, &cat)
+    };
     let pipeline = Pipeline {
         rx,
         catalog: catalog.clone(),
         queue: queue.clone(),
-        stages: Vec::new(),
+        stages: vec![Box::new(anomaly)],
         chunk_lines,
     };
     let pipeline_task = tokio::spawn(pipeline.run());
