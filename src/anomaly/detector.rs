@@ -361,8 +361,8 @@ impl Detector {
             lk_novelty: Likelihood::default(),
             hold: 0.0,
             record: 0.0,
-            lo: f64::INFINITY,
-            hi: f64::NEG_INFINITY,
+            lo: f64::MAX,
+            hi: f64::MIN,
             since_event: u32::MAX,
         }
     }
@@ -686,5 +686,22 @@ mod tests {
         assert!(s.score.is_finite() && s.level.is_finite());
         let s = det.observe(data[999].0 + 600, data[999].1);
         assert!(s.expected.is_finite() && s.low <= s.high);
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn early_state_serialises_without_nulls() {
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        for i in 0..3 {
+            let json = serde_json::to_string(&det).unwrap();
+            assert!(!json.contains("null"), "after {i} readings: {json}");
+            let back: Detector = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.count(), i);
+            det.observe(i as i64 * 60, 21.0);
+        }
     }
 }
