@@ -224,8 +224,14 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         .as_ref()
         .map(|i| i.batch_size as u32)
         .unwrap_or(5000);
-    let mut stages: Vec<Box<dyn crate::pipeline::Stage>> =
-        work_orders.iter().map(|w| w.stage()).collect();
+    // Anomaly detection: restores detector state from [state].dir and saves it when the pipeline stops.
+    let anomaly = {
+        let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+        crate::anomaly::stage::AnomalyStage::open(&config.state_dir, &cat)
+    };
+    // Stage order matters: anomaly scores are computed before the rules read them.
+    let mut stages: Vec<Box<dyn crate::pipeline::Stage>> = vec![Box::new(anomaly)];
+    stages.extend(work_orders.iter().map(|w| w.stage()));
     if let Some(energy) = &config.energy {
         // Interval consumption into [state] dir/energy.sqlite, and the `energy` measurement into the queue.
         stages.push(Box::new(crate::energy::stage::EnergyStage::start(

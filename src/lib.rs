@@ -3,6 +3,7 @@
 //! Data flow (see ARCHITECTURE.md): sources (MQTT, Modbus) → bounded channel of `Batch` → pipeline (decode,
 //! map, route) → InfluxDB queue and writer, plus rules, work orders and energy.
 
+pub mod anomaly;
 pub mod app;
 pub mod catalog;
 pub mod cli;

@@ -1,0 +1,720 @@
+//! One point's streaming detector: constant memory, O(1) work per reading, no look-ahead.
+//!
+//! Three complementary views of "normal", each turned into a surprise z (how many typical deviations away):
+//! - **short-term**: an exponentially weighted level (catches spikes, dips and level shifts as they happen);
+//! - **seasonal**: a per-time-of-day profile learnt over days (catches a missing daily peak, a flat stretch where
+//!   the day should move, a shifted daily shape);
+//! - **change**: a two-sided CUSUM on the standardised residual (catches slow drifts and small sustained shifts
+//!   that never look odd one reading at a time).
+//!
+//! The surprises are not comparable between series (a noisy CPU metric and a smooth temperature), so each one
+//! goes through an *anomaly likelihood* layer (after Numenta's): its recent average is compared with its own
+//! long-run distribution, which makes one threshold meaningful across very different points. The combined
+//! likelihood is then passed through a refractory step so an event fires once, not once per reading.
+//!
+//! Invariants: the state is plain numbers (serde round-trips it exactly); nothing here allocates after
+//! construction; a non-finite value or a timestamp going backwards never corrupts the state (it is skipped or
+//! treated as "same time").
+
+use serde::{Deserialize, Serialize};
+
+/// General parameters, the same for every point (no per-series tuning).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    /// Readings before the detector speaks (it scores 0 while learning).
+    pub learn: u32,
+    /// Weight of the newest reading in the short-term level.
+    pub level_alpha: f64,
+    /// Weight of the newest residual in the typical deviation.
+    pub dev_alpha: f64,
+    /// Time-of-day buckets in the seasonal profile.
+    pub buckets: u16,
+    /// Weight of the newest day in a seasonal bucket once it has seen a few days.
+    pub season_alpha: f64,
+    /// Weight of the newest surprise in its short average.
+    pub short_alpha: f64,
+    /// Weight of the newest short average in the long-run distribution.
+    pub long_alpha: f64,
+    /// Readings after an event during which only a clearly larger surprise fires again.
+    pub refractory: u32,
+    /// How much larger than the last event a surprise must be to fire again within the refractory period.
+    pub hold_gain: f64,
+    /// Below this sustained surprise the behaviour counts as normal again (for re-arming).
+    pub rearm_z: f64,
+    /// An event must also reach this fraction of the largest surprise of the long past ...
+    pub record_frac: f64,
+    /// ... which fades by this factor per reading.
+    pub record_decay: f64,
+    /// A value this fraction of the seen range beyond the seen minimum or maximum scores at least `range_z`
+    /// (0 turns the range view off).
+    pub range_tol: f64,
+    pub range_z: f64,
+    /// Per-reading decay of that bar.
+    pub hold_decay: f64,
+    /// Weight of the newest reading in the long-run normalisation of the novelty view.
+    pub norm_alpha: f64,
+    /// Smoothing of the normalised series before windows are cut from it.
+    pub smooth_alpha: f64,
+    /// A window this many typical distances away from every prototype becomes a new prototype.
+    pub vigilance: f64,
+    /// How far the nearest prototype moves toward a matching window.
+    pub proto_rate: f64,
+    /// Weight of the newest distance in the typical distance.
+    pub dist_alpha: f64,
+    /// Weights of the views in the combined score (the seasonal one counts once its buckets have learnt).
+    pub w_level: f64,
+    pub w_season: f64,
+    pub w_change: f64,
+    pub w_novelty: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            learn: 200,
+            level_alpha: 0.3,
+            dev_alpha: 0.01,
+            buckets: 48,
+            season_alpha: 0.25,
+            short_alpha: 0.2,
+            long_alpha: 0.0005,
+            refractory: 100_000_000,
+            hold_gain: 2.0,
+            rearm_z: 0.5,
+            record_frac: 0.0,
+            record_decay: 0.9995,
+            range_tol: 0.02,
+            range_z: 3.0,
+            hold_decay: 0.998,
+            norm_alpha: 0.001,
+            smooth_alpha: 0.5,
+            vigilance: 3.0,
+            proto_rate: 0.1,
+            dist_alpha: 0.01,
+            w_level: 0.0,
+            w_season: 1.0,
+            w_change: 0.0,
+            w_novelty: 1.0,
+        }
+    }
+}
+
+/// Which views feed the final score (`caretaker detect --detector NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// All views combined (what the daemon runs).
+    #[default]
+    Combined,
+    /// Short-term level only.
+    Level,
+    /// Seasonal profile only.
+    Seasonal,
+    /// CUSUM change view only.
+    Change,
+    /// Shape-novelty (prototype memory) view only.
+    Novelty,
+    /// Mean of the seasonal and novelty likelihoods.
+    SeasonNovelty,
+    /// Mean of the views' likelihoods.
+    Mean,
+    /// Plain rolling Gaussian z-score, no likelihood layer: the reference baseline.
+    Gaussian,
+}
+
+impl Kind {
+    pub const NAMES: &'static [&'static str] = &[
+        "combined",
+        "level",
+        "seasonal",
+        "change",
+        "novelty",
+        "season-novelty",
+        "mean",
+        "gaussian",
+    ];
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Some(match name {
+            "combined" | "default" => Kind::Combined,
+            "level" => Kind::Level,
+            "seasonal" => Kind::Seasonal,
+            "gaussian" => Kind::Gaussian,
+            "change" => Kind::Change,
+            "mean" => Kind::Mean,
+            "novelty" => Kind::Novelty,
+            "season-novelty" => Kind::SeasonNovelty,
+            _ => return None,
+        })
+    }
+}
+
+/// What one reading looked like to the detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Event score in [0, 1]: high once when something unusual starts, then quiet for the refractory period
+    /// unless it gets clearly worse. This is what `caretaker detect` writes.
+    pub score: f64,
+    /// Sustained anomaly level in [0, 1] (no refractory step): stays high while the behaviour stays unusual.
+    /// Rules that need "for: 15m" look at this one.
+    pub level: f64,
+    /// Expected value from the baseline (seasonal when learnt, else the short-term level).
+    pub expected: f64,
+    /// Expected range (about ±3 typical deviations around `expected`).
+    pub low: f64,
+    pub high: f64,
+    /// False while the detector is still learning (score and level are 0 then).
+    pub ready: bool,
+}
+
+/// Long-run distribution of one surprise signal, turned into a likelihood.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+struct Likelihood {
+    short: f64,
+    mean: f64,
+    var: f64,
+    n: u32,
+}
+
+impl Likelihood {
+    /// Feeds one surprise; returns how many long-run standard deviations the recent average sits above normal.
+    #[inline]
+    fn update(&mut self, z: f64, p: &Params) -> f64 {
+        self.short += p.short_alpha * (z - self.short);
+        let a = if self.n < 1000 {
+            (1.0 / (self.n as f64 + 1.0)).max(p.long_alpha)
+        } else {
+            p.long_alpha
+        };
+        self.n = self.n.saturating_add(1);
+        let sd = self.var.sqrt().max(0.05 + 0.1 * self.mean);
+        let out = (self.short - self.mean) / sd;
+        let d = self.short - self.mean;
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+        out
+    }
+}
+
+const DIM: usize = 8;
+const PROTOS: usize = 24;
+const HIST: usize = 16;
+
+/// Density view: a small memory of recent-shape prototypes (online vector quantisation, like a bounded fuzzy
+/// ART). A window of the normalised series that is far from every prototype is novel; the nearest prototype
+/// learns the window, and a novel window replaces the least recently matched prototype.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Novelty {
+    mean: f64,
+    dev: f64,
+    smooth: f64,
+    hist: Vec<f32>,
+    pos: u32,
+    protos: Vec<f32>,
+    last_used: Vec<u32>,
+    used: u32,
+    clock: u32,
+    dist: f64,
+}
+
+impl Novelty {
+    fn new() -> Self {
+        Novelty {
+            mean: 0.0,
+            dev: 0.0,
+            smooth: 0.0,
+            hist: vec![0.0; HIST],
+            pos: 0,
+            protos: vec![0.0; PROTOS * DIM],
+            last_used: vec![0; PROTOS],
+            used: 0,
+            clock: 0,
+            dist: 0.0,
+        }
+    }
+
+    /// Returns the novelty of the current window (its distance to the nearest prototype over the typical one).
+    #[inline]
+    fn update(&mut self, x: f64, n: u64, p: &Params) -> f64 {
+        let a = if n < 500 {
+            1.0 / n as f64
+        } else {
+            p.norm_alpha
+        };
+        let d = x - self.mean;
+        self.mean += a * d;
+        self.dev += a * (d.abs() - self.dev);
+        let u = (d / (self.dev + 1e-9 + 1e-6 * self.mean.abs())).clamp(-8.0, 8.0);
+        self.smooth += p.smooth_alpha * (u - self.smooth);
+        self.pos = (self.pos + 1) % HIST as u32;
+        self.hist[self.pos as usize] = self.smooth as f32;
+        if n < (HIST * 2) as u64 {
+            return 0.0;
+        }
+        let mut e = [0f32; DIM];
+        let step = HIST / DIM;
+        for (k, v) in e.iter_mut().enumerate() {
+            *v = self.hist[(self.pos as usize + HIST - k * step) % HIST];
+        }
+        self.clock = self.clock.wrapping_add(1);
+        let used = self.used as usize;
+        let mut best = f32::MAX;
+        let mut bi = 0usize;
+        for (i, pr) in self.protos.chunks_exact(DIM).take(used).enumerate() {
+            let mut s = 0f32;
+            for k in 0..DIM {
+                let t = pr[k] - e[k];
+                s += t * t;
+            }
+            if s < best {
+                best = s;
+                bi = i;
+            }
+        }
+        let dist = (best as f64 / DIM as f64).sqrt();
+        let typ = self.dist.max(0.02);
+        let nov = if used == 0 { 0.0 } else { dist / typ };
+        if used < PROTOS {
+            if used == 0 || nov > p.vigilance {
+                self.protos[used * DIM..(used + 1) * DIM].copy_from_slice(&e);
+                self.last_used[used] = self.clock;
+                self.used += 1;
+                return nov;
+            }
+        } else if nov > p.vigilance {
+            // Replace the least recently matched prototype.
+            let (old, _) = self
+                .last_used
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, c)| self.clock.wrapping_sub(**c))
+                .unwrap_or((0, &0));
+            self.protos[old * DIM..(old + 1) * DIM].copy_from_slice(&e);
+            self.last_used[old] = self.clock;
+            self.dist += p.dist_alpha * (dist.min(3.0 * typ) - self.dist);
+            return nov;
+        }
+        let pr = &mut self.protos[bi * DIM..(bi + 1) * DIM];
+        for k in 0..DIM {
+            pr[k] += p.proto_rate as f32 * (e[k] - pr[k]);
+        }
+        self.last_used[bi] = self.clock;
+        self.dist += p.dist_alpha * (dist.min(3.0 * typ) - self.dist);
+        nov
+    }
+}
+
+/// One point's detector state. About 1.8 KiB with the default 48 buckets (see `memory_bytes`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Detector {
+    params: Params,
+    kind: Kind,
+    n: u64,
+    last_at: i64,
+    level: f64,
+    dev: f64,
+    mag: f64,
+    cusum_hi: f64,
+    cusum_lo: f64,
+    /// Seasonal profile: mean, typical deviation and days seen per time-of-day bucket.
+    season_mean: Vec<f32>,
+    season_dev: Vec<f32>,
+    season_n: Vec<u16>,
+    lk_level: Likelihood,
+    lk_season: Likelihood,
+    lk_change: Likelihood,
+    novelty: Novelty,
+    lk_novelty: Likelihood,
+    hold: f64,
+    record: f64,
+    lo: f64,
+    hi: f64,
+    since_event: u32,
+}
+
+/// Surprise (likelihood z) at which the score reaches 0.9. Chosen so that 0.9 sits where the threshold that
+/// maximises NAB's standard profile falls (about z = 1.2 on nab-dev), so `score_above: 0.9` means "as unusual
+/// as what NAB counts as an anomaly". The map is strictly increasing, so it changes no NAB figure.
+const Z_AT_09: f64 = 1.2;
+
+#[inline]
+fn squash(z: f64) -> f64 {
+    if z <= 0.0 {
+        0.0
+    } else {
+        1.0 - (-z * std::f64::consts::LN_10 / Z_AT_09).exp()
+    }
+}
+
+impl Detector {
+    pub fn new(kind: Kind, params: Params) -> Self {
+        let b = params.buckets.max(1) as usize;
+        Detector {
+            params,
+            kind,
+            n: 0,
+            last_at: i64::MIN,
+            level: 0.0,
+            dev: 0.0,
+            mag: 0.0,
+            cusum_hi: 0.0,
+            cusum_lo: 0.0,
+            season_mean: vec![0.0; b],
+            season_dev: vec![0.0; b],
+            season_n: vec![0; b],
+            lk_level: Likelihood::default(),
+            lk_season: Likelihood::default(),
+            lk_change: Likelihood::default(),
+            novelty: Novelty::new(),
+            lk_novelty: Likelihood::default(),
+            hold: 0.0,
+            record: 0.0,
+            lo: f64::MAX,
+            hi: f64::MIN,
+            since_event: u32::MAX,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Readings seen so far.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// Heap + inline bytes this detector holds (for the memory-per-point figure).
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.season_mean.capacity() * 4
+            + self.season_dev.capacity() * 4
+            + self.season_n.capacity() * 2
+            + self.novelty.hist.capacity() * 4
+            + self.novelty.protos.capacity() * 4
+            + self.novelty.last_used.capacity() * 4
+    }
+
+    /// Scores one reading. `at` is in seconds since the epoch (any fixed origin works; only time of day is used).
+    pub fn observe(&mut self, at: i64, x: f64) -> Score {
+        if !x.is_finite() {
+            return self.quiet(self.level);
+        }
+        let at = if at < self.last_at { self.last_at } else { at };
+        self.last_at = at;
+        let p = self.params;
+        if self.n == 0 {
+            self.level = x;
+            self.mag = x.abs();
+        }
+        self.n += 1;
+        self.mag += 0.01 * (x.abs() - self.mag);
+        // Floor for deviations: a perfectly flat series must not make the first wiggle infinitely surprising.
+        let eps = 1e-3 * self.mag + 1e-9;
+
+        // Short-term view.
+        let res = x - self.level;
+        let dev = self.dev.max(eps);
+        let z_level = res.abs() / dev;
+        let dev_a = if self.n < 100 {
+            1.0 / self.n as f64
+        } else {
+            p.dev_alpha
+        };
+        // A huge residual only moves the typical deviation a little (robustness against spikes).
+        self.dev += dev_a * (res.abs().min(6.0 * dev + eps) - self.dev);
+        self.level += p.level_alpha * res;
+
+        // Change view: CUSUM on the standardised residual, slack 0.5 sd, reset on decision.
+        let r = (res / dev).clamp(-4.0, 4.0);
+        self.cusum_hi = (self.cusum_hi + r - 0.5).max(0.0);
+        self.cusum_lo = (self.cusum_lo - r - 0.5).max(0.0);
+        let z_change = self.cusum_hi.max(self.cusum_lo);
+        if z_change > 20.0 {
+            self.cusum_hi = 0.0;
+            self.cusum_lo = 0.0;
+        }
+
+        // Seasonal view.
+        let b = self.season_n.len();
+        let day = at.rem_euclid(86_400);
+        let i = (day as usize * b) / 86_400;
+        let sn = self.season_n[i];
+        let (z_season, expected_s, dev_s) = if sn >= 3 {
+            let m = self.season_mean[i] as f64;
+            let d = (self.season_dev[i] as f64).max(eps);
+            ((x - m).abs() / d, Some(m), d)
+        } else {
+            (0.0, None, dev)
+        };
+        {
+            let a = if sn < 4 {
+                1.0 / (sn as f64 + 1.0)
+            } else {
+                p.season_alpha / 4.0
+            };
+            let m = self.season_mean[i] as f64;
+            let e = if sn == 0 { dev } else { (x - m).abs() };
+            self.season_mean[i] = (m + a * (x - m)) as f32;
+            let d = self.season_dev[i] as f64;
+            self.season_dev[i] = (d + a * (e.min(6.0 * d.max(eps)) - d)) as f32;
+            self.season_n[i] = sn.saturating_add(1);
+        }
+
+        let expected = expected_s.unwrap_or(self.level);
+        let spread = 3.0 * if expected_s.is_some() { dev_s } else { dev };
+
+        let zl = self.lk_level.update(z_level.min(50.0).ln_1p(), &p);
+        let zs = self.lk_season.update(z_season.min(50.0).ln_1p(), &p);
+        let zc = self.lk_change.update((z_change / 4.0).ln_1p(), &p);
+        let z_nov = self.novelty.update(x, self.n, &p);
+        let zn = self.lk_novelty.update(z_nov.min(50.0).ln_1p(), &p);
+
+        if self.n <= p.learn as u64 {
+            return Score {
+                score: 0.0,
+                level: 0.0,
+                expected,
+                low: expected - spread,
+                high: expected + spread,
+                ready: false,
+            };
+        }
+        let z = match self.kind {
+            Kind::Combined => {
+                let ws = if sn >= 3 { p.w_season } else { 0.0 };
+                let w = p.w_level + ws + p.w_change + p.w_novelty;
+                (p.w_level * zl + ws * zs + p.w_change * zc + p.w_novelty * zn) / w.max(1e-9)
+            }
+            Kind::Level => zl,
+            Kind::Seasonal => {
+                if sn >= 3 {
+                    zs
+                } else {
+                    0.0
+                }
+            }
+            Kind::Gaussian => z_level,
+            Kind::Change => zc,
+            Kind::Novelty => zn,
+            Kind::SeasonNovelty => {
+                if sn >= 3 {
+                    (zs + zn) / 2.0
+                } else {
+                    zn
+                }
+            }
+            Kind::Mean => {
+                if sn >= 3 {
+                    (zl + zs + zc) / 3.0
+                } else {
+                    (zl + zc) / 2.0
+                }
+            }
+        };
+        // Range view: a value well beyond anything seen so far is unusual whatever the models say.
+        let range = self.hi - self.lo;
+        let z = if p.range_tol > 0.0
+            && self.n > p.learn as u64
+            && (x > self.hi + p.range_tol * range || x < self.lo - p.range_tol * range)
+        {
+            z.max(p.range_z)
+        } else {
+            z
+        };
+        self.hi = self.hi.max(x);
+        self.lo = self.lo.min(x);
+        // Refractory step: after an event, only a surprise that beats the decaying peak fires again, until the
+        // behaviour has looked normal (below `rearm_z`) for `refractory` readings in a row.
+        if z > p.rearm_z {
+            self.since_event = 0;
+        } else {
+            self.since_event = self.since_event.saturating_add(1);
+        }
+        let ev = if z > self.hold && z > p.record_frac * self.record {
+            self.hold = z * p.hold_gain;
+            z
+        } else {
+            0.0
+        };
+        self.record = (self.record * p.record_decay).max(z);
+        if self.since_event >= p.refractory {
+            self.hold = 0.0;
+        } else {
+            self.hold *= p.hold_decay;
+        }
+        Score {
+            score: squash(ev),
+            level: squash(z),
+            expected,
+            low: expected - spread,
+            high: expected + spread,
+            ready: true,
+        }
+    }
+
+    fn quiet(&self, expected: f64) -> Score {
+        Score {
+            score: 0.0,
+            level: 0.0,
+            expected,
+            low: expected,
+            high: expected,
+            ready: self.n > self.params.learn as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Five-minute readings with a daily cycle and noise.
+    fn daily(n: usize, seed: u64) -> Vec<(i64, f64)> {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (0..n)
+            .map(|i| {
+                let t = 1_400_000_000 + i as i64 * 300;
+                let ph = 2.0 * std::f64::consts::PI * (t % 86_400) as f64 / 86_400.0;
+                (t, 50.0 + 20.0 * ph.sin() + 2.0 * (rng.f64() - 0.5))
+            })
+            .collect()
+    }
+
+    fn run(det: &mut Detector, data: &[(i64, f64)]) -> Vec<Score> {
+        data.iter().map(|&(t, v)| det.observe(t, v)).collect()
+    }
+
+    /// The score of the normal tail of a run, and of a window after an injected fault.
+    fn peak(scores: &[Score], from: usize, to: usize) -> f64 {
+        scores[from..to].iter().map(|s| s.score).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn silent_while_learning_and_scores_in_unit_range() {
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &daily(3000, 1));
+        assert!(s[..200].iter().all(|s| !s.ready && s.score == 0.0));
+        assert!(
+            s.iter()
+                .all(|s| (0.0..=1.0).contains(&s.score) && (0.0..=1.0).contains(&s.level))
+        );
+    }
+
+    #[test]
+    fn spike_level_shift_and_flat_stretch_stand_out_from_normal_days() {
+        let normal = 288 * 7;
+        for (name, fault) in [
+            (
+                "spike",
+                Box::new(|i: usize, v: f64| if i == 0 { v + 80.0 } else { v })
+                    as Box<dyn Fn(usize, f64) -> f64>,
+            ),
+            ("shift", Box::new(|_: usize, v: f64| v + 30.0)),
+            ("flat", Box::new(|_: usize, _: f64| 50.0)),
+        ] {
+            let mut data = daily(normal + 288, 2);
+            for (i, p) in data[normal..].iter_mut().enumerate() {
+                p.1 = fault(i, p.1);
+            }
+            let mut det = Detector::new(Kind::Combined, Params::default());
+            let s = run(&mut det, &data);
+            // Quiet baseline: the highest score of the last normal days (after learning has settled).
+            let base = peak(&s, 288 * 4, normal);
+            let hit = peak(&s, normal, normal + 288);
+            assert!(
+                hit > base + 0.1 && hit > 0.4,
+                "{name}: fault {hit:.3} vs normal {base:.3}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_fires_once_not_every_reading() {
+        let normal = 288 * 6;
+        let mut data = daily(normal + 288, 3);
+        for p in data[normal..].iter_mut() {
+            p.1 += 30.0;
+        }
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &data);
+        let hit = peak(&s, normal, normal + 288);
+        let fired = s[normal..].iter().filter(|s| s.score >= hit * 0.8).count();
+        assert!(fired <= 3, "{fired} readings fired for one level shift");
+        // The sustained level stays high while the shift lasts.
+        let sustained = s[normal..normal + 36]
+            .iter()
+            .filter(|s| s.level > 0.3)
+            .count();
+        assert!(sustained > 10, "level high for only {sustained} readings");
+    }
+
+    #[test]
+    fn expected_range_brackets_normal_values() {
+        let data = daily(288 * 5, 4);
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &data);
+        let inside = s[288 * 4..]
+            .iter()
+            .zip(&data[288 * 4..])
+            .filter(|(s, d)| s.low <= d.1 && d.1 <= s.high)
+            .count();
+        assert!(
+            inside > 280,
+            "{inside} of 288 normal readings inside the expected range"
+        );
+    }
+
+    #[test]
+    fn state_round_trip_continues_identically() {
+        let data = daily(2000, 5);
+        let mut a = Detector::new(Kind::Combined, Params::default());
+        run(&mut a, &data[..1500]);
+        let mut b: Detector = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        for &(t, v) in &data[1500..] {
+            let (x, y) = (a.observe(t, v), b.observe(t, v));
+            assert!((x.score - y.score).abs() < 1e-9 && (x.level - y.level).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn memory_per_point_is_under_4_kib() {
+        let det = Detector::new(Kind::Combined, Params::default());
+        assert!(det.memory_bytes() < 4096, "{} bytes", det.memory_bytes());
+    }
+
+    #[test]
+    fn non_finite_values_and_clock_steps_back_do_not_corrupt_state() {
+        let data = daily(1000, 6);
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        run(&mut det, &data);
+        let s = det.observe(data[999].0 + 300, f64::NAN);
+        assert_eq!(s.score, 0.0);
+        let s = det.observe(data[500].0, data[999].1);
+        assert!(s.score.is_finite() && s.level.is_finite());
+        let s = det.observe(data[999].0 + 600, data[999].1);
+        assert!(s.expected.is_finite() && s.low <= s.high);
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn early_state_serialises_without_nulls() {
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        for i in 0..3 {
+            let json = serde_json::to_string(&det).unwrap();
+            assert!(!json.contains("null"), "after {i} readings: {json}");
+            let back: Detector = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.count(), i);
+            det.observe(i as i64 * 60, 21.0);
+        }
+    }
+}

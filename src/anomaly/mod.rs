@@ -1,0 +1,272 @@
+//! Predictive maintenance: streaming anomaly detection per point, trend forecasts, equipment models.
+//!
+//! Pure code, no I/O except the explicit [`Detectors::save`] / [`Detectors::load`] of detector state. The rules
+//! engine calls [`Detectors::observe`] once per reading (O(1), constant memory per point) and decides from the
+//! returned [`Score`] whether to open a work order; `caretaker detect` runs the very same [`Detector`] offline on a
+//! CSV file (see [`csv`]). See docs/anomaly.md for the API and the NAB evaluation.
+
+pub mod csv;
+pub mod detector;
+pub mod equipment;
+pub mod forecast;
+pub mod stage;
+
+pub use detector::{Detector, Kind, Params, Score};
+
+use crate::catalog::PointId;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Every monitored point's detector, indexed by dense `PointId`.
+#[derive(Debug, Clone)]
+pub struct Detectors {
+    kind: Kind,
+    params: Params,
+    points: Vec<Option<Detector>>,
+}
+
+/// Bumped when the state layout changes; a state file of another version is ignored (relearn) rather than
+/// misread.
+const STATE_VERSION: u32 = 1;
+
+/// Saving or restoring detector state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a detector state file: {source}")]
+    Format {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{path}: state version {found}, expected {STATE_VERSION}: starting to learn afresh")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: saved with other detector parameters: starting to learn afresh")]
+    Params { path: PathBuf },
+}
+
+impl Detectors {
+    pub fn new(kind: Kind, params: Params) -> Self {
+        Detectors {
+            kind,
+            params,
+            points: Vec::new(),
+        }
+    }
+
+    /// Scores one reading of `point` taken at `at_ns` (Unix nanoseconds). The first reading of a point creates
+    /// its detector. `None` only for a non-finite value.
+    pub fn observe(&mut self, point: PointId, at_ns: i64, value: f64) -> Option<Score> {
+        if !value.is_finite() {
+            return None;
+        }
+        let i = point.0 as usize;
+        if i >= self.points.len() {
+            self.points.resize(i + 1, None);
+        }
+        let d = self.points[i].get_or_insert_with(|| Detector::new(self.kind, self.params));
+        Some(d.observe(at_ns.div_euclid(1_000_000_000), value))
+    }
+
+    /// The detector of `point`, if it has seen a reading.
+    pub fn get(&self, point: PointId) -> Option<&Detector> {
+        self.points.get(point.0 as usize).and_then(|d| d.as_ref())
+    }
+
+    /// Points with a detector.
+    pub fn len(&self) -> usize {
+        self.points.iter().filter(|d| d.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the state lives under `[state].dir`.
+    pub fn state_path(state_dir: &Path) -> PathBuf {
+        state_dir.join("anomaly").join("detectors.json")
+    }
+
+    /// Writes the state atomically (temp file + rename) so a crash mid-write keeps the previous state. Points
+    /// are keyed by `name(point)` (e.g. `ahu-3/supply_air_temp`), not by `PointId`, because ids are assigned at
+    /// load time and change when the site config does.
+    pub fn save(&self, path: &Path, name: impl Fn(PointId) -> String) -> Result<(), StateError> {
+        self.save_with(path, name, &Default::default())
+    }
+
+    /// Like [`save`](Self::save), plus `extra` detectors by name (restored state of points not seen since the
+    /// restart, kept so a device that reports late does not lose what it learnt).
+    pub fn save_with(
+        &self,
+        path: &Path,
+        name: impl Fn(PointId) -> String,
+        extra: &std::collections::BTreeMap<String, Detector>,
+    ) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut points = extra.clone();
+        points.extend(
+            self.points
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.as_ref().map(|d| (name(PointId(i as u32)), d.clone()))),
+        );
+        let saved = Saved {
+            version: STATE_VERSION,
+            kind: self.kind,
+            params: self.params,
+            points,
+        };
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(&saved).expect("detector state always serialises");
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Restores state written by [`save`](Self::save) into `self`: every saved point that `resolve` still knows
+    /// gets its detector back (points no longer configured are dropped). Returns how many were restored; 0 when
+    /// there is no state file yet. State saved with other parameters is ignored (relearning is safer than
+    /// mixing).
+    pub fn restore(
+        &mut self,
+        path: &Path,
+        resolve: impl Fn(&str) -> Option<PointId>,
+    ) -> Result<usize, StateError> {
+        let saved = self.load_saved(path)?;
+        let mut n = 0;
+        for (name, det) in saved {
+            if let Some(id) = resolve(&name) {
+                self.insert(id, det);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads a state file into detectors by point name (empty when there is none), checking that it was saved
+    /// with this set's kind and parameters.
+    pub fn load_saved(
+        &self,
+        path: &Path,
+    ) -> Result<std::collections::BTreeMap<String, Detector>, StateError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        #[derive(Deserialize)]
+        struct Head {
+            version: u32,
+        }
+        let format = |source| StateError::Format {
+            path: path.to_path_buf(),
+            source,
+        };
+        let head: Head = serde_json::from_slice(&bytes).map_err(format)?;
+        if head.version != STATE_VERSION {
+            return Err(StateError::Version {
+                path: path.to_path_buf(),
+                found: head.version,
+            });
+        }
+        let saved: Saved = serde_json::from_slice(&bytes).map_err(format)?;
+        if saved.kind != self.kind || saved.params != self.params {
+            return Err(StateError::Params {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(saved.points)
+    }
+
+    /// Puts a (restored) detector in place for `point`.
+    pub fn insert(&mut self, point: PointId, det: Detector) {
+        let i = point.0 as usize;
+        if i >= self.points.len() {
+            self.points.resize(i + 1, None);
+        }
+        self.points[i] = Some(det);
+    }
+
+    /// Whether `point` has a detector.
+    pub fn contains(&self, point: PointId) -> bool {
+        self.get(point).is_some()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    version: u32,
+    kind: Kind,
+    params: Params,
+    points: std::collections::BTreeMap<String, Detector>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_a_restart_keyed_by_point_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Detectors::state_path(dir.path());
+        let names = ["ahu-1/supply_air_temp", "ahu-1/fan_power"];
+        let mut a = Detectors::new(Kind::Combined, Params::default());
+        for i in 0..1000i64 {
+            let at = i * 300 * 1_000_000_000;
+            a.observe(PointId(0), at, 20.0 + (i % 12) as f64);
+            a.observe(PointId(1), at, 3.0 + (i % 5) as f64 * 0.1);
+        }
+        a.save(&path, |p| names[p.0 as usize].to_string()).unwrap();
+
+        // After the restart the same points have other ids (a device was added in front) and one is gone.
+        let mut b = Detectors::new(Kind::Combined, Params::default());
+        let n = b
+            .restore(&path, |name| (name == names[1]).then_some(PointId(7)))
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(b.get(PointId(7)).unwrap().count(), 1000);
+        assert!(b.get(PointId(0)).is_none());
+        let (x, y) = (
+            a.observe(PointId(1), 1000 * 300_000_000_000, 3.2).unwrap(),
+            b.observe(PointId(7), 1000 * 300_000_000_000, 3.2).unwrap(),
+        );
+        assert!(x.ready && y.ready && (x.level - y.level).abs() < 1e-9);
+
+        // No file yet: nothing restored, no error. Garbage: a clear error naming the file.
+        let mut c = Detectors::new(Kind::Combined, Params::default());
+        assert_eq!(
+            c.restore(&dir.path().join("none.json"), |_| None).unwrap(),
+            0
+        );
+        std::fs::write(&path, b"{not json").unwrap();
+        let e = c.restore(&path, |_| None).unwrap_err().to_string();
+        assert!(
+            e.contains("detectors.json") && e.contains("not a detector state file"),
+            "{e}"
+        );
+        // Other parameters: refuse rather than mix.
+        a.save(&path, |p| names[p.0 as usize].to_string()).unwrap();
+        let p = Params {
+            learn: 10,
+            ..Params::default()
+        };
+        let mut d = Detectors::new(Kind::Combined, p);
+        assert!(matches!(
+            d.restore(&path, |_| None),
+            Err(StateError::Params { .. })
+        ));
+    }
+}
