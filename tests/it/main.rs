@@ -2,5 +2,6 @@
 //! 1.6.7, victoria-metrics), started on free loopback ports in temp dirs by `support`.
 
 mod check_cli;
+mod deploy;
 mod mqtt_influx;
 mod support;
