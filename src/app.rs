@@ -69,7 +69,8 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
     run_until(loaded, shutdown).await
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -85,6 +86,15 @@ async fn wait_for_signal() {
 
 /// Runs a loaded site until `shutdown` is cancelled, then stops in order.
 pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_until_with(loaded, shutdown, Vec::new()).await
+}
+
+/// [`run_until`] with extra pipeline stages (the demo's live summary).
+pub async fn run_until_with(
+    loaded: Loaded,
+    shutdown: CancellationToken,
+    extra_stages: Vec<Box<dyn crate::pipeline::Stage>>,
+) -> anyhow::Result<()> {
     let Loaded { config, catalog } = loaded;
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         anyhow::anyhow!(
@@ -151,7 +161,7 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         rx,
         catalog: catalog.clone(),
         queue: queue.clone(),
-        stages: Vec::new(),
+        stages: extra_stages,
         chunk_lines,
     };
     let pipeline_task = tokio::spawn(pipeline.run());

@@ -13,7 +13,14 @@ const EXTRA_MEASUREMENTS: &[&str] = &["energy", "work_orders"];
 /// Tags on every series (plus location tags, see `location_tags`).
 const SERIES_TAGS: &[&str] = &["site", "device", "profile"];
 /// Columns of a Flux record that are not tags.
-const FLUX_COLUMNS: &[&str] = &["_measurement", "_field", "_value", "_time", "_start", "_stop"];
+const FLUX_COLUMNS: &[&str] = &[
+    "_measurement",
+    "_field",
+    "_value",
+    "_time",
+    "_start",
+    "_stop",
+];
 
 fn profiles() -> Profiles {
     let (p, errs) = caretaker::catalog::profile::load_dirs(&[repo().join("device_profiles")]);
@@ -149,9 +156,10 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
     let tags = location_tags();
     assert!(tags.contains("building"), "{tags:?}");
     let dir = repo().join("deploy/grafana/dashboards");
-    let datasource_yaml =
-        std::fs::read_to_string(repo().join("deploy/grafana/provisioning/datasources/influxdb.yaml"))
-            .unwrap();
+    let datasource_yaml = std::fs::read_to_string(
+        repo().join("deploy/grafana/provisioning/datasources/influxdb.yaml"),
+    )
+    .unwrap();
     let ds: serde_json::Value = serde_saphyr::from_str(&datasource_yaml).unwrap();
     let ds_uid = ds["datasources"][0]["uid"].as_str().unwrap().to_string();
     assert_eq!(ds["datasources"][0]["jsonData"]["version"], "Flux");
@@ -199,7 +207,13 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
         );
     }
     assert!(queries >= 15, "{queries}");
-    for m in ["environment", "electricity", "water", "energy", "work_orders"] {
+    for m in [
+        "environment",
+        "electricity",
+        "water",
+        "energy",
+        "work_orders",
+    ] {
         assert!(measurements_seen.contains(m), "{m} not charted");
     }
 }
@@ -252,10 +266,17 @@ fn the_sample_config_documents_every_key_and_passes_check() {
         }
         let key = l.split('=').next().unwrap().trim();
         // The first keys of a table entry (`[[mqtt.subscriptions]]`, `[[devices]]`) are explained above the table.
-        let explained = (0..i).rev().take_while(|j| !lines[*j].trim().is_empty()).any(|j| {
-            lines[j].trim_start().starts_with('#') || lines[j].trim_start().starts_with("[[")
-        });
-        assert!(explained, "deploy/caretaker.toml:{}: `{key}` has no comment", i + 1);
+        let explained = (0..i)
+            .rev()
+            .take_while(|j| !lines[*j].trim().is_empty())
+            .any(|j| {
+                lines[j].trim_start().starts_with('#') || lines[j].trim_start().starts_with("[[")
+            });
+        assert!(
+            explained,
+            "deploy/caretaker.toml:{}: `{key}` has no comment",
+            i + 1
+        );
     }
 }
 
@@ -274,7 +295,10 @@ fn the_compose_config_passes_check_with_the_image_paths() {
             "/usr/share/caretaker/rules",
             &repo().join("rules").display().to_string(),
         )
-        .replace("/var/lib/caretaker", &dir.path().join("state").display().to_string());
+        .replace(
+            "/var/lib/caretaker",
+            &dir.path().join("state").display().to_string(),
+        );
     let cfg = write_config(dir.path(), &text);
     let (code, out) = check(&cfg, &[("CARETAKER_INFLUXDB__TOKEN", "t0ken")]);
     assert_eq!(code, 0, "{out}");
@@ -367,12 +391,14 @@ fn the_compose_file_wires_the_stack_and_its_files_exist() {
     }
     // The InfluxDB org and bucket match the compose config Caretaker writes with.
     let env = &c["services"]["influxdb"]["environment"];
-    let cfg: toml::Table =
-        std::fs::read_to_string(repo().join("deploy/compose/caretaker.toml"))
-            .unwrap()
-            .parse()
-            .unwrap();
-    assert_eq!(env["DOCKER_INFLUXDB_INIT_ORG"], cfg["influxdb"]["org"].as_str().unwrap());
+    let cfg: toml::Table = std::fs::read_to_string(repo().join("deploy/compose/caretaker.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        env["DOCKER_INFLUXDB_INIT_ORG"],
+        cfg["influxdb"]["org"].as_str().unwrap()
+    );
     assert_eq!(
         env["DOCKER_INFLUXDB_INIT_BUCKET"],
         cfg["influxdb"]["bucket"].as_str().unwrap()
@@ -380,7 +406,10 @@ fn the_compose_file_wires_the_stack_and_its_files_exist() {
     // The simulator's site file is shipped in the image.
     let docker = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
     assert!(docker.matches("\nFROM ").count() + usize::from(docker.starts_with("FROM ")) >= 2);
-    for line in docker.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+    for line in docker
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
         let parts: Vec<&str> = line.split_whitespace().collect();
         for src in &parts[1..parts.len() - 1] {
             assert!(repo().join(src).exists(), "Dockerfile copies missing {src}");
