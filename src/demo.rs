@@ -52,7 +52,8 @@ impl Observed {
         m.values()
             .filter(|c| c.2 == day)
             .map(|c| (c.1 - c.0).max(0.0) * c.3)
-            .sum()
+            .sum::<f64>()
+            + 0.0 // no "-0.0" on an empty day
     }
 }
 
@@ -132,7 +133,9 @@ pub fn find_shipped(name: &str) -> Option<PathBuf> {
     }
     c.push(Path::new("/usr/share/caretaker").join(name));
     c.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(name));
-    c.into_iter().find(|p| p.is_dir())
+    c.into_iter()
+        .find(|p| p.is_dir())
+        .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
 }
 
 fn toml_str(s: &str) -> String {
@@ -218,13 +221,13 @@ pub fn daemon_config(
 
 #[cfg(feature = "demo")]
 fn start_broker(port: u16) -> anyhow::Result<u16> {
-    let port = if port == 0 {
-        std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port()
-    } else {
-        port
-    };
+    // Bind once here so a port in use is a clear error (rumqttd would only log it from its thread).
+    let port = std::net::TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| {
+            anyhow::anyhow!("embedded MQTT broker: cannot listen on 127.0.0.1:{port}: {e}")
+        })?
+        .local_addr()?
+        .port();
     let cfg = format!(
         r#"id = 0
 [router]
@@ -255,13 +258,7 @@ next_connection_delay_ms = 1
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })?;
-    let end = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > end {
-            anyhow::bail!("the embedded MQTT broker did not start on 127.0.0.1:{port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // No readiness probe: rumqttd logs every probe connection as an error. The clients retry until it listens.
     Ok(port)
 }
 
@@ -311,12 +308,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         anyhow::bail!("--speed must be above 0 and at most 100000");
     }
     let profiles_dir = match &opts.profiles {
-        Some(p) => p.clone(),
+        Some(p) => std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()),
         None => find_shipped("device_profiles").ok_or_else(|| {
             anyhow::anyhow!("cannot find the shipped device_profiles folder: run from the source checkout or pass --profiles DIR")
         })?,
     };
-    let rules_dir = opts.rules.clone().or_else(|| find_shipped("rules"));
+    let rules_dir = match &opts.rules {
+        Some(r) => Some(std::fs::canonicalize(r).unwrap_or_else(|_| r.clone())),
+        None => find_shipped("rules"),
+    };
     let (profiles, errs) = crate::catalog::profile::load_dirs(std::slice::from_ref(&profiles_dir));
     if !errs.is_empty() {
         return Err(list_errors(&errs));
@@ -331,6 +331,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&state)
         .map_err(|e| anyhow::anyhow!("cannot create state dir {}: {e}", state.display()))?;
+    let state = std::fs::canonicalize(&state).unwrap_or(state);
 
     // One clock for the simulated devices and the daemon's arrival stamps.
     let start_ns = simulate::start_ns(&spec);

@@ -202,7 +202,7 @@ pub fn check_profiles(
         };
         let Some(p) = profiles.get(&d.profile) else {
             if skip_unknown {
-                warn!(device = %d.id, profile = %d.profile, "profile not installed: this simulated device is left out");
+                info!(device = %d.id, profile = %d.profile, "profile not installed: this simulated device is left out");
                 continue;
             }
             let hint = crate::util::did_you_mean(&d.profile, profiles.keys().map(String::as_str))

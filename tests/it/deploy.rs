@@ -97,6 +97,7 @@ fn check_query(
     q: &str,
     fields_by_measurement: &BTreeMap<String, BTreeSet<String>>,
     tags: &BTreeSet<String>,
+    bool_fields: &BTreeSet<String>,
 ) -> Vec<String> {
     let mut errs = Vec::new();
     let measurements = quoted_after(q, "r._measurement == \"");
@@ -126,6 +127,13 @@ fn check_query(
                     "field `{f}` is not a point of any profile with category {measurements:?}"
                 ));
             }
+            // Bool points are InfluxDB booleans: mean/max/sum fail on them unless converted.
+            if bool_fields.contains(f) && q.contains("aggregateWindow") && !q.contains("toFloat()")
+            {
+                errs.push(format!(
+                    "field `{f}` is a boolean: convert with toFloat() before aggregating"
+                ));
+            }
         }
         for c in columns(q) {
             if !FLUX_COLUMNS.contains(&c.as_str())
@@ -137,6 +145,15 @@ fn check_query(
         }
     }
     errs
+}
+
+fn bool_fields(profiles: &Profiles) -> BTreeSet<String> {
+    profiles
+        .values()
+        .flat_map(|p| p.points.iter())
+        .filter(|p| p.unit == caretaker::catalog::Unit::Bool)
+        .map(|p| p.name.clone())
+        .collect()
 }
 
 fn fields_by_measurement(profiles: &Profiles) -> BTreeMap<String, BTreeSet<String>> {
@@ -153,6 +170,7 @@ fn fields_by_measurement(profiles: &Profiles) -> BTreeMap<String, BTreeSet<Strin
 fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
     let profiles = profiles();
     let fbm = fields_by_measurement(&profiles);
+    let bools = bool_fields(&profiles);
     let tags = location_tags();
     assert!(tags.contains("building"), "{tags:?}");
     let dir = repo().join("deploy/grafana/dashboards");
@@ -190,7 +208,7 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
                 let q = t["query"].as_str().unwrap();
                 queries += 1;
                 measurements_seen.extend(quoted_after(q, "r._measurement == \""));
-                for e in check_query(q, &fbm, &tags) {
+                for e in check_query(q, &fbm, &tags, &bools) {
                     problems.push(format!(
                         "{} / {title}: {e}",
                         path.file_name().unwrap().to_string_lossy()
@@ -220,18 +238,25 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
 
 #[test]
 fn the_dashboard_checker_catches_wrong_names() {
-    let fbm = fields_by_measurement(&profiles());
+    let profiles = profiles();
+    let fbm = fields_by_measurement(&profiles);
+    let bools = bool_fields(&profiles);
     let tags = location_tags();
+    let check = |q: &str| check_query(q, &fbm, &tags, &bools);
     let ok = r#"filter(fn: (r) => r._measurement == "environment" and r._field == "temperature" and r.building == "a")"#;
-    assert!(check_query(ok, &fbm, &tags).is_empty());
-    let typo_field = ok.replace("temperature", "temprature");
-    assert!(check_query(&typo_field, &fbm, &tags)[0].contains("temprature"));
-    let wrong_measurement = ok.replace("environment", "hvacc");
-    assert!(!check_query(&wrong_measurement, &fbm, &tags).is_empty());
-    let field_of_other_measurement = ok.replace("temperature", "water_leak");
-    assert!(!check_query(&field_of_other_measurement, &fbm, &tags).is_empty());
-    let bad_tag = ok.replace("r.building", "r.bulding");
-    assert!(check_query(&bad_tag, &fbm, &tags)[0].contains("bulding"));
+    assert!(check(ok).is_empty());
+    assert!(check(&ok.replace("temperature", "temprature"))[0].contains("temprature"));
+    assert!(!check(&ok.replace("environment", "hvacc")).is_empty());
+    assert!(!check(&ok.replace("temperature", "water_leak")).is_empty());
+    assert!(check(&ok.replace("r.building", "r.bulding"))[0].contains("bulding"));
+    let occupancy = ok.replace("temperature", "occupancy");
+    assert!(check(&occupancy).is_empty());
+    let averaged = format!("{occupancy} |> aggregateWindow(every: 1m, fn: mean)");
+    assert!(check(&averaged)[0].contains("boolean"));
+    assert!(
+        check(&averaged.replace("|> aggregateWindow", "|> toFloat() |> aggregateWindow"))
+            .is_empty()
+    );
 }
 
 fn check(config: &Path, env: &[(&str, &str)]) -> (i32, String) {

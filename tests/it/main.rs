@@ -2,6 +2,7 @@
 //! 1.6.7, victoria-metrics), started on free loopback ports in temp dirs by `support`.
 
 mod check_cli;
+mod demo;
 mod deploy;
 mod mqtt_influx;
 mod support;
