@@ -9,6 +9,9 @@
 use super::site::ModelKind;
 use crate::catalog::Unit;
 
+/// AHU supply air setpoint, degC (cool enough that a healthy unit stays clear of "supply air too warm").
+const SUPPLY_SETPOINT: f64 = 16.5;
+
 /// What every model sees at a step.
 #[derive(Debug, Clone, Copy)]
 pub struct Env {
@@ -104,6 +107,9 @@ pub struct Model {
     fan_kw: f64,
     valve: f64,
     fan_starts: f64,
+    run_hours: f64,
+    heat_kwh: f64,
+    outdoor: f64,
     // Lighting.
     level: f64,
     // Battery devices.
@@ -139,6 +145,9 @@ impl Model {
             fan_kw: 0.0,
             valve: 0.0,
             fan_starts: 0.0,
+            run_hours: 5000.0 * quirk,
+            heat_kwh: 20_000.0 * quirk,
+            outdoor: 5.0,
             level: 0.0,
             battery: 90.0 + 10.0 * quirk,
             leak: false,
@@ -197,10 +206,16 @@ impl Model {
                 self.volume_m3 += self.flow_m3h * dt / 3600.0;
             }
             ModelKind::Meter => {
-                // A building: base load at night, office load by day, heating pumps in the cold.
-                let base = 15.0 * self.size;
+                // A building: a small base load at night (servers, fridges, emergency lighting), office load by
+                // day, heating pumps in the cold while the plant runs (06:00-20:00 on workdays).
+                let base = 3.0 * self.size;
                 let day = 45.0 * self.size * occ;
-                let cold = (12.0 - env.outdoor).max(0.0) * 0.6 * self.size;
+                let plant = env.workday() && (6.0..20.0).contains(&env.hour);
+                let cold = if plant {
+                    (12.0 - env.outdoor).max(0.0) * 0.6 * self.size
+                } else {
+                    0.0
+                };
                 let target_kw = base + day + cold;
                 let kw = approach(self.power_w / 1000.0, target_kw, dt, 600.0) + noise(rng, 0.3);
                 self.power_w = kw.max(0.0) * 1000.0;
@@ -218,10 +233,13 @@ impl Model {
                     self.fan_starts += 1.0;
                 }
                 self.fan_on = on;
+                self.outdoor = env.outdoor;
                 let (progress, clog_to) = f.clog.unwrap_or((0.0, 0.0));
                 let clean_dp = 120.0;
                 if on {
-                    self.supply = approach(self.supply, 18.0, dt, 300.0) + noise(rng, 0.08);
+                    self.run_hours += dt / 3600.0;
+                    self.supply =
+                        approach(self.supply, SUPPLY_SETPOINT, dt, 300.0) + noise(rng, 0.08);
                     self.ret = approach(self.ret, 21.5 + occ, dt, 1800.0) + noise(rng, 0.05);
                     let dp = clean_dp + progress * (clog_to - clean_dp).max(0.0);
                     self.filter_dp = approach(self.filter_dp, dp, dt, 60.0) + noise(rng, 2.0);
@@ -229,8 +247,10 @@ impl Model {
                     self.fan_kw = 4.0 * self.size * (self.filter_dp / clean_dp).sqrt().min(1.6)
                         + noise(rng, 0.03);
                     self.valve = ((18.0 - env.outdoor) * 5.0).clamp(0.0, 100.0);
+                    self.heat_kwh += 40.0 * self.size * self.valve / 100.0 * dt / 3600.0;
                 } else {
-                    self.supply = approach(self.supply, self.ret - 1.0, dt, 1800.0);
+                    // The duct drifts slowly towards room temperature while the fan stands still.
+                    self.supply = approach(self.supply, self.ret - 1.0, dt, 2400.0);
                     self.ret = approach(self.ret, 18.0, dt, 3.0 * 3600.0);
                     self.filter_dp = approach(self.filter_dp, 0.0, dt, 30.0).max(0.0);
                     self.fan_kw = 0.0;
@@ -302,6 +322,13 @@ impl Model {
             }
             (M::Plug | M::Meter, "frequency") => (50.0, Unit::Hz),
             (M::Plug, "device_temperature") => (30.0 + self.power_w / 20.0, Unit::DegC),
+            (M::Meter, "voltage_l1_l2" | "voltage_l2_l3" | "voltage_l3_l1") => {
+                (self.voltage * 3f64.sqrt(), Unit::V)
+            }
+            (M::Meter, "power_factor_total") => (self.pf, Unit::PowerFactor),
+            (M::Meter, "current_neutral") => (current / 3.0 * 0.08 * (1.0 + self.quirk), Unit::A),
+            (M::Meter, "energy_export" | "reactive_energy_export") => (0.0, Unit::KWh),
+            (M::Meter, "reactive_energy_import") => (self.energy_kwh * 0.33, Unit::KVarh),
             (M::Meter, n) if n.ends_with("_l1") || n.ends_with("_l2") || n.ends_with("_l3") => {
                 let i: f64 = n[n.len() - 1..].parse().unwrap_or(1.0);
                 let base = &n[..n.len() - 3];
@@ -311,9 +338,6 @@ impl Model {
                     "power" | "active_power" => (self.power_w / 3.0 * phase(i), Unit::W),
                     "power_factor" => (self.pf, Unit::PowerFactor),
                     "apparent_power" => (self.power_w / 3.0 / self.pf * phase(i), Unit::VA),
-                    "voltage_l1_l2" | "voltage_l2_l3" | "voltage_l3_l1" => {
-                        (self.voltage * 3f64.sqrt(), Unit::V)
-                    }
                     _ => return None,
                 }
             }
@@ -327,8 +351,14 @@ impl Model {
             }
             (M::Ahu, "supply_air_temp") => (self.supply, Unit::DegC),
             (M::Ahu, "return_air_temp") => (self.ret, Unit::DegC),
-            (M::Ahu, "supply_air_setpoint") => (18.0, Unit::DegC),
+            (M::Ahu, "supply_air_setpoint") => (SUPPLY_SETPOINT, Unit::DegC),
+            (M::Ahu, "outdoor_air_temp") => (self.outdoor, Unit::DegC),
             (M::Ahu, "filter_dp") => (self.filter_dp.max(0.0), Unit::Pa),
+            // The controller's own pressure switch trips late, at 500 Pa (final pressure drop of F7 filters).
+            (M::Ahu, "filter_alarm") => (f64::from(self.filter_dp > 500.0), Unit::Bool),
+            (M::Ahu, "frost_alarm") => (0.0, Unit::Bool),
+            (M::Ahu, "fan_run_hours") => (self.run_hours, Unit::Hours),
+            (M::Ahu, "heating_energy") => (self.heat_kwh, Unit::KWh),
             (M::Ahu, "fan_power") => (kw, Unit::KW),
             (M::Ahu, "fan_speed") => (if self.fan_on { 80.0 } else { 0.0 }, Unit::Percent),
             (M::Ahu, "valve_position" | "heating_valve") => (self.valve, Unit::Percent),
@@ -337,6 +367,16 @@ impl Model {
                 (f64::from(self.level > 0.0), Unit::Bool)
             }
             (M::Lighting, "level" | "dim_level" | "brightness") => (self.level, Unit::Percent),
+            // DALI gateways report per ballast: every ballast of the zone follows the zone's level.
+            (M::Lighting, n) if n.starts_with("ballast_") && n.ends_with("_level") => {
+                (self.level, Unit::Percent)
+            }
+            (M::Lighting, n)
+                if n.starts_with("ballast_")
+                    && (n.ends_with("_lamp_failure") || n.ends_with("_gear_failure")) =>
+            {
+                (0.0, Unit::Bool)
+            }
             _ => return None,
         })
     }

@@ -74,7 +74,7 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
     assert!(readings > 1000, "{out}");
     let (seen, total) = devices_reporting(&out);
     assert!(total >= 11 && seen == total, "{out}");
-    // 12 s at 600x is two simulated hours past 04:00: the leak (04:30) and the stuck sensor (05:00) have begun.
+    // 12 s at 600x is two simulated hours past 00:30: the leak and the stuck sensor (01:00) have begun.
     assert!(
         out.contains("fault starts: leak-basement-1 (water leak)"),
         "{out}"
@@ -85,7 +85,8 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
     );
     assert!(!err.contains("ERROR"), "{err}");
 
-    // In InfluxDB, in simulated time (Monday 2026-01-12 from 04:00 Berlin = 03:00 UTC), with the faults visible.
+    // In InfluxDB, in simulated time (Monday 2026-01-12 from 00:30 Berlin = 23:30 UTC the day before), with the
+    // faults visible.
     let wait = wait_until(Duration::from_secs(10), || async {
         influx
             .count("caretaker", "environment", "temperature")
@@ -98,7 +99,7 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
     let (_, rows) = influx
         .select(
             "caretaker",
-            "SELECT count(\"water_leak\") FROM \"water\" WHERE time >= '2026-01-12T03:00:00Z' AND time < '2026-01-12T12:00:00Z'",
+            "SELECT count(\"water_leak\") FROM \"water\" WHERE time >= '2026-01-11T23:30:00Z' AND time < '2026-01-12T12:00:00Z'",
         )
         .await;
     assert_eq!(
@@ -125,14 +126,14 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
         0,
         "a dry sensor reported a leak"
     );
-    // The stuck sensor repeats one value after 05:00 Berlin (04:00 UTC); its neighbour's values move.
+    // The stuck sensor repeats one value after 01:00 Berlin (00:00 UTC); its neighbour's values move.
     let distinct = |dev: &'static str| {
         let influx = &influx;
         async move {
             let (_, rows) = influx
                 .select(
                     "caretaker",
-                    &format!("SELECT \"temperature\" FROM \"environment\" WHERE device = '{dev}' AND time > '2026-01-12T04:01:00Z'"),
+                    &format!("SELECT \"temperature\" FROM \"environment\" WHERE device = '{dev}' AND time > '2026-01-12T00:01:00Z'"),
                 )
                 .await;
             let mut v: Vec<String> = rows.iter().map(|r| r[1].to_string()).collect();
