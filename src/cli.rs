@@ -150,6 +150,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .enable_all()
                 .build()?;
             rt.block_on(crate::demo::run(crate::demo::DemoOptions {
+                work_orders: None,
                 speed,
                 run_for,
                 state,

@@ -21,9 +21,58 @@ use tokio_util::sync::CancellationToken;
 /// The shipped demo site, built into the binary so `caretaker demo` works from any folder.
 pub const DEMO_SITE: &str = include_str!("../deploy/demo/site.toml");
 
+/// A work order as the demo shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaisedWorkOrder {
+    pub id: i64,
+    pub rule: String,
+    pub device: String,
+    pub status: String,
+    /// Simulated time it opened, ns.
+    pub opened_at_ns: i64,
+}
+
+/// Where the demo reads work orders (the daemon's work-order store under the state dir). The demo works without
+/// one: it then shows "n/a" and lists the scripted faults only.
+pub trait WorkOrderView: Send + Sync {
+    fn list(&self, state_dir: &Path) -> Vec<RaisedWorkOrder>;
+}
+
+/// Pairs each work order with the scripted fault it caught (same device, opened after the fault began): the
+/// second list holds the faults no work order caught. A work order paired with `None` is a false positive.
+pub fn match_faults<'a>(
+    faults: &'a [simulate::ScriptedFault],
+    work_orders: &'a [RaisedWorkOrder],
+) -> (
+    Vec<(&'a RaisedWorkOrder, Option<&'a simulate::ScriptedFault>)>,
+    Vec<&'a simulate::ScriptedFault>,
+) {
+    let pairs: Vec<_> = work_orders
+        .iter()
+        .map(|w| {
+            let f = faults
+                .iter()
+                .filter(|f| f.device == w.device && f.from_ns <= w.opened_at_ns)
+                .max_by_key(|f| f.from_ns);
+            (w, f)
+        })
+        .collect();
+    let missed = faults
+        .iter()
+        .filter(|f| {
+            !pairs
+                .iter()
+                .any(|(_, m)| m.is_some_and(|m| std::ptr::eq(m, *f)))
+        })
+        .collect();
+    (pairs, missed)
+}
+
 /// What `caretaker demo` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DemoOptions {
+    /// Work orders to show (None until the rules engine is built in).
+    pub work_orders: Option<Arc<dyn WorkOrderView>>,
     pub speed: Option<f64>,
     pub run_for: Option<Duration>,
     pub state: Option<PathBuf>,
@@ -448,6 +497,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break false,
         }
         let now = clock.now_ns();
+        let open_wo = opts.work_orders.as_ref().map(|v| {
+            v.list(&state)
+                .iter()
+                .filter(|w| w.status != "resolved")
+                .count()
+        });
         let (count, online, kwh) = {
             let o = seen.lock().unwrap_or_else(|e| e.into_inner());
             // Online = a reading within the last ten simulated minutes (devices report every one or two).
@@ -487,11 +542,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             faults_announced += 1;
         }
         let line = format!(
-            "{}  {:>6.0} readings/s  devices online {}/{}  open work orders: n/a  today {:.1} kWh",
+            "{}  {:>6.0} readings/s  devices online {}/{}  open work orders: {}  today {:.1} kWh",
             fmt_sim(now, &spec.timezone),
             rate,
             online,
             total_devices,
+            open_wo
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "n/a".into()),
             kwh
         );
         if tty {
@@ -577,4 +635,107 @@ fn list_errors(errs: &[crate::diag::Diagnostic]) -> anyhow::Error {
         eprintln!("error: {e}");
     }
     anyhow::anyhow!("{} error(s); the demo did not start", errs.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::ScriptedFault;
+    use crate::simulate::site::FaultKind;
+
+    fn fault(device: &str, kind: FaultKind, from_ns: i64) -> ScriptedFault {
+        ScriptedFault {
+            device: device.into(),
+            kind,
+            from_ns,
+            until_ns: None,
+            clog_to: None,
+            period: Duration::from_secs(600),
+            ramp_ns: None,
+        }
+    }
+
+    fn wo(id: i64, rule: &str, device: &str, at: i64) -> RaisedWorkOrder {
+        RaisedWorkOrder {
+            id,
+            rule: rule.into(),
+            device: device.into(),
+            status: "open".into(),
+            opened_at_ns: at,
+        }
+    }
+
+    #[test]
+    fn work_orders_pair_with_the_fault_they_caught_and_the_rest_stand_out() {
+        let faults = vec![
+            fault("leak-1", FaultKind::Leak, 100),
+            fault("ahu-1", FaultKind::FilterClog, 200),
+            fault("meter-2", FaultKind::Offline, 300),
+        ];
+        let wos = vec![
+            wo(1, "water-leak-detected", "leak-1", 150),
+            wo(2, "ahu-filter-clogged", "ahu-1", 900),
+            // Before its device's fault began: not caught by it.
+            wo(3, "meter-offline", "meter-2", 250),
+            wo(4, "overnight-base-load", "meter-1", 50),
+        ];
+        let (pairs, missed) = match_faults(&faults, &wos);
+        assert_eq!(pairs[0].1.map(|f| f.kind), Some(FaultKind::Leak));
+        assert_eq!(pairs[1].1.map(|f| f.kind), Some(FaultKind::FilterClog));
+        assert!(pairs[2].1.is_none() && pairs[3].1.is_none());
+        assert_eq!(missed.len(), 1);
+        assert_eq!(missed[0].device, "meter-2");
+    }
+
+    #[test]
+    fn the_daemon_config_declares_every_device_and_derives_subscriptions() {
+        let spec = SiteSpec::parse(Path::new("site.toml"), DEMO_SITE).unwrap();
+        let running_devices = spec.devices.clone();
+        let mut addrs = BTreeMap::new();
+        addrs.insert(
+            "ahu-1".to_string(),
+            "127.0.0.1:40001".parse::<std::net::SocketAddr>().unwrap(),
+        );
+        let running = simulate::Running {
+            status: Default::default(),
+            faults: vec![],
+            modbus_addrs: addrs,
+            devices: running_devices,
+            task: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .spawn(async {}),
+        };
+        let text = daemon_config(
+            &spec,
+            &running,
+            1883,
+            Path::new("/tmp/st"),
+            Path::new("/p"),
+            None,
+            600.0,
+        );
+        let v: toml::Table = text.parse().unwrap();
+        let devices = v["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), spec.devices.len());
+        let topics: Vec<&str> = v["mqtt"]["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["topic"].as_str().unwrap())
+            .collect();
+        assert!(
+            topics.contains(&"campus/main/1/{device}/telemetry"),
+            "{topics:?}"
+        );
+        assert!(topics.contains(&"zigbee2mqtt/leak/{device}"), "{topics:?}");
+        let ahu = devices
+            .iter()
+            .find(|d| d["id"].as_str() == Some("ahu-1"))
+            .unwrap();
+        // 60 s simulated at 600x is polled every 100 ms of real time.
+        assert_eq!(ahu["modbus"]["url"].as_str(), Some("tcp://127.0.0.1:40001"));
+        assert_eq!(ahu["modbus"]["poll"].as_str(), Some("100ms"));
+        assert_eq!(ahu["location"]["room"].as_str(), Some("ahu-1"));
+    }
 }
