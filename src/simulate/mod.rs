@@ -14,6 +14,7 @@ pub mod site;
 
 use crate::catalog::{Profile, Profiles};
 use crate::util::Backoff;
+use modbus::Bank;
 use model::{Env, Faults, Model};
 use site::{DeviceSpec, FaultKind, FaultStart, SiteSpec, Transport};
 use std::collections::{BTreeMap, HashMap};
@@ -152,8 +153,6 @@ struct SimDevice {
     next_publish: i64,
     bank: Option<Arc<RwLock<Bank>>>,
 }
-
-use modbus::Bank;
 
 impl SimDevice {
     fn fault_state(&self, now: i64) -> (Faults, bool) {
@@ -497,4 +496,85 @@ pub fn summary(devices: &[DeviceSpec]) -> String {
         devices.len() - mqtt,
         faults
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_start_after_an_offset_or_at_the_next_local_time_of_day() {
+        let text = r#"
+[simulation]
+timezone = "Europe/Berlin"
+start = "2026-01-12T00:30:00"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[[devices]]
+id = "r1"
+model = "room"
+profile = "p"
+topic = "t/r1"
+faults = [{ kind = "stuck", at = "01:00" }, { kind = "offline", at = "00:15", duration = "1h" }, { kind = "stuck", after = "2h" }]
+"#;
+        let spec = SiteSpec::parse(std::path::Path::new("s.toml"), text).unwrap();
+        let start = start_ns(&spec);
+        // 00:30 Berlin in winter is 23:30 UTC the day before.
+        assert_eq!(start, 1_768_174_200_000_000_000);
+        let f = resolve_faults(&spec, &spec.devices, start);
+        let min = 60_000_000_000i64;
+        assert_eq!(f[0].from_ns - start, 30 * min);
+        assert_eq!(f[1].from_ns - start, 120 * min);
+        // 00:15 has passed on the first day: the next one.
+        assert_eq!(f[2].from_ns - start, (24 * 60 - 15) * min);
+        assert_eq!(f[2].until_ns, Some(f[2].from_ns + 60 * min));
+        assert!(f[2].active(f[2].from_ns) && !f[2].active(f[2].from_ns + 60 * min));
+    }
+
+    #[test]
+    fn a_clogged_filter_stays_clogged_and_short_cycles_alternate() {
+        let mk = |kind| ScriptedFault {
+            device: "a".into(),
+            kind,
+            from_ns: 0,
+            until_ns: Some(100),
+            clog_to: Some(400.0),
+            period: Duration::from_nanos(20),
+            ramp_ns: Some(100),
+        };
+        assert!(mk(FaultKind::FilterClog).active(1_000));
+        assert!(!mk(FaultKind::Leak).active(1_000));
+        let dev = |f: ScriptedFault| {
+            SimDevice {
+            spec: DeviceSpec {
+                id: "a".into(),
+                model: site::ModelKind::Ahu,
+                profile: "p".into(),
+                transport: Transport::Mqtt { topic: "t".into() },
+                location: Default::default(),
+                interval: Duration::from_secs(60),
+                size: 1.0,
+                faults: vec![],
+            },
+            profile: Arc::new(
+                crate::catalog::profile::parse_profile(
+                    std::path::Path::new("p.yaml"),
+                    "schema: 1\nname: p\ncategory: hvac\npoints:\n  - { name: filter_dp, unit: Pa, kind: gauge, mqtt: { json: /dp } }\n",
+                )
+                .unwrap(),
+            ),
+            model: Model::new(site::ModelKind::Ahu, 1.0, 1),
+            faults: vec![f],
+            next_publish: 0,
+            bank: None,
+        }
+        };
+        let clog = dev(mk(FaultKind::FilterClog));
+        assert_eq!(clog.fault_state(50).0.clog, Some((0.5, 400.0)));
+        assert_eq!(clog.fault_state(500).0.clog, Some((1.0, 400.0)));
+        let cyc = dev(mk(FaultKind::ShortCycle));
+        assert_eq!(cyc.fault_state(5).0.short_cycle_on, Some(true));
+        assert_eq!(cyc.fault_state(15).0.short_cycle_on, Some(false));
+        assert_eq!(cyc.fault_state(150).0.short_cycle_on, None);
+    }
 }
