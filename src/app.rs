@@ -116,7 +116,8 @@ fn open_spool(
     Ok(spool)
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -132,6 +133,15 @@ async fn wait_for_signal() {
 
 /// Runs a loaded site until `shutdown` is cancelled, then stops in order.
 pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_until_with(loaded, shutdown, Vec::new()).await
+}
+
+/// [`run_until`] with extra pipeline stages (the demo's live summary).
+pub async fn run_until_with(
+    loaded: Loaded,
+    shutdown: CancellationToken,
+    extra_stages: Vec<Box<dyn crate::pipeline::Stage>>,
+) -> anyhow::Result<()> {
     let Loaded {
         config,
         catalog,
@@ -231,6 +241,7 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
     };
     // Stage order matters: anomaly scores are computed before the rules read them.
     let mut stages: Vec<Box<dyn crate::pipeline::Stage>> = vec![Box::new(anomaly)];
+    stages.extend(extra_stages);
     stages.extend(work_orders.iter().map(|w| w.stage()));
     if let Some(energy) = &config.energy {
         // Interval consumption into [state] dir/energy.sqlite, and the `energy` measurement into the queue.

@@ -1,4 +1,4 @@
-//! The command line: `caretaker run|check|detect ...`. Each command maps to one library call; `main` only maps the
+//! The command line: `caretaker run|check|detect|simulate|demo ...`. Each command maps to one library call; `main` only maps the
 //! result to an exit code.
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,6 +40,51 @@ pub enum Command {
         /// Site config (TOML).
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Run a simulated campus: MQTT devices publishing to a broker, Modbus TCP devices listening on ports.
+    Simulate {
+        /// Simulated site file (TOML; see deploy/demo/site.toml and docs/demo.md).
+        #[arg(long)]
+        site: PathBuf,
+        /// Simulated seconds per real second (default: the site file's `speed`).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Broker to publish to, overriding the site file's (`mqtt://host:port`).
+        #[arg(long)]
+        mqtt: Option<String>,
+        /// Address the Modbus TCP devices listen on, overriding the site file's (`0.0.0.0` in a container).
+        #[arg(long)]
+        modbus_host: Option<String>,
+        /// Simulated start: `now` or a local date-time like 2026-01-12T04:00:00 (default: the site file's).
+        #[arg(long)]
+        start: Option<String>,
+        /// Stop after this long (real time), e.g. `10m`; default: until Ctrl-C.
+        #[arg(long = "for", value_name = "DURATION")]
+        run_for: Option<String>,
+    },
+    /// Show the whole job in one command: an embedded broker, the simulated campus and the daemon.
+    Demo {
+        /// Simulated seconds per real second (default 600: ten simulated minutes per second).
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Stop after this long (real time), e.g. `2m`; default: until Ctrl-C.
+        #[arg(long = "for", value_name = "DURATION")]
+        run_for: Option<String>,
+        /// Keep the daemon's state (work orders, energy store) here instead of a new temp dir.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Simulated site file (default: the built-in deploy/demo/site.toml).
+        #[arg(long)]
+        site: Option<PathBuf>,
+        /// Device profiles folder (default: the shipped device_profiles).
+        #[arg(long)]
+        profiles: Option<PathBuf>,
+        /// Rules folder (default: the shipped rules).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Port of the embedded MQTT broker on 127.0.0.1 (default: a free one).
+        #[arg(long, default_value_t = 0)]
+        broker_port: u16,
     },
     /// Score a `timestamp,value` CSV with the anomaly detector; writes `timestamp,value,anomaly_score`.
     Detect {
@@ -92,7 +137,13 @@ fn init_logging(format: LogFormat, filter: &str) {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    init_logging(cli.log_format, &cli.log_level);
+    // The demo's live summary owns the terminal: only warnings interrupt it unless asked otherwise (not the
+    // expected "no InfluxDB" one, nor the embedded broker's chatter about clients leaving).
+    let level = match (&cli.command, cli.log_level.as_str()) {
+        (Command::Demo { .. }, "info") => "warn,caretaker::app=error,rumqttd=off",
+        (_, l) => l,
+    };
+    init_logging(cli.log_format, level);
     match cli.command {
         Command::Run { config } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -102,6 +153,47 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::Simulate {
+            site,
+            speed,
+            mqtt,
+            modbus_host,
+            start,
+            run_for,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(simulate(site, speed, mqtt, modbus_host, start, run_for))
+        }
+        Command::Demo {
+            speed,
+            run_for,
+            state,
+            site,
+            profiles,
+            rules,
+            broker_port,
+        } => {
+            let run_for = run_for
+                .map(|d| crate::util::parse_duration(&d))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::demo::run(crate::demo::DemoOptions {
+                work_orders: None,
+                speed,
+                run_for,
+                state,
+                site,
+                profiles,
+                rules,
+                broker_port,
+            }))?;
+            Ok(0)
+        }
         Command::Detect {
             input,
             output,
@@ -159,6 +251,119 @@ pub fn detect(
         output = %output.display(),
         seconds = started.elapsed().as_secs_f64(),
         "scored"
+    );
+    Ok(0)
+}
+
+/// `caretaker simulate`: runs a site file until Ctrl-C or `--for`.
+async fn simulate(
+    site: PathBuf,
+    speed: Option<f64>,
+    mqtt: Option<String>,
+    modbus_host: Option<String>,
+    start: Option<String>,
+    run_for: Option<String>,
+) -> anyhow::Result<i32> {
+    use crate::simulate::{self, site::SiteSpec};
+    let mut spec = match SiteSpec::load(&site) {
+        Ok(s) => s,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s) in {}", errs.len(), site.display());
+            return Ok(1);
+        }
+    };
+    if let Some(s) = speed {
+        if !(s > 0.0 && s <= 100_000.0) {
+            anyhow::bail!("--speed must be above 0 and at most 100000");
+        }
+        spec.speed = s;
+    }
+    match start.as_deref() {
+        None => {}
+        Some("now") => spec.start = None,
+        Some(s) => {
+            spec.start = Some(s.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "--start: `{s}` is not `now` or a local date-time like 2026-01-12T04:00:00: {e}"
+                )
+            })?)
+        }
+    }
+    let mqtt = match mqtt {
+        None => None,
+        Some(u) => {
+            let rest = u
+                .strip_prefix("mqtt://")
+                .ok_or_else(|| anyhow::anyhow!("--mqtt: use mqtt://host:port"))?;
+            let (h, p) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+            Some((
+                h.to_string(),
+                p.parse()
+                    .map_err(|_| anyhow::anyhow!("--mqtt: bad port `{p}`"))?,
+            ))
+        }
+    };
+    let run_for = run_for
+        .map(|d| crate::util::parse_duration(&d))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+    let (profiles, errs) = crate::catalog::profile::load_dirs(&spec.profile_dirs);
+    if !errs.is_empty() {
+        for e in &errs {
+            eprintln!("error: {e}");
+        }
+        return Ok(1);
+    }
+    let clock = simulate::Clock {
+        real_start: std::time::Instant::now(),
+        start_ns: simulate::start_ns(&spec),
+        speed: spec.speed,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = simulate::start(
+        &spec,
+        &profiles,
+        clock,
+        &simulate::Options {
+            mqtt,
+            modbus_host,
+            ephemeral_ports: false,
+            skip_unknown_profiles: false,
+        },
+        stop.clone(),
+    )
+    .await?;
+    tracing::info!(
+        site = %spec.name,
+        speed = spec.speed,
+        "simulating {}",
+        simulate::summary(&running.devices)
+    );
+    for f in &running.faults {
+        let at = jiff::Timestamp::from_nanosecond(f.from_ns as i128)
+            .map(|t| t.to_zoned_datetime(spec.timezone.clone()).to_string())
+            .unwrap_or_default();
+        tracing::info!(device = %f.device, fault = f.kind.as_str(), starts = %at, "scripted fault");
+    }
+    match run_for {
+        Some(d) => {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = crate::app::wait_for_signal() => {}
+            }
+        }
+        None => crate::app::wait_for_signal().await,
+    }
+    stop.cancel();
+    let _ = running.task.await;
+    let st = &running.status;
+    tracing::info!(
+        published = st.mqtt_published.load(std::sync::atomic::Ordering::Relaxed),
+        dropped = st.mqtt_dropped.load(std::sync::atomic::Ordering::Relaxed),
+        "simulation stopped"
     );
     Ok(0)
 }

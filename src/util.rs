@@ -186,8 +186,25 @@ impl RateLimiter {
     }
 }
 
-/// Unix time now in nanoseconds.
+/// A simulated clock for the whole process: (real instant, simulated ns at that instant, speed).
+static SIMULATED_CLOCK: std::sync::OnceLock<(std::time::Instant, i64, f64)> =
+    std::sync::OnceLock::new();
+
+/// Makes [`now_ns`] follow a simulated clock that reads `start_ns` now and runs `speed` times faster than real
+/// time. Only `caretaker demo` calls it: the simulated campus and the daemon share one process, so readings
+/// stamped on arrival carry simulated time, like the simulated devices' own timestamps. Returns false if a clock
+/// was already set (it cannot change).
+pub fn set_simulated_clock(start_ns: i64, speed: f64) -> bool {
+    SIMULATED_CLOCK
+        .set((std::time::Instant::now(), start_ns, speed))
+        .is_ok()
+}
+
+/// Unix time now in nanoseconds (simulated time under `caretaker demo`).
 pub fn now_ns() -> i64 {
+    if let Some((at, start, speed)) = SIMULATED_CLOCK.get() {
+        return start + (at.elapsed().as_nanos() as f64 * speed) as i64;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)

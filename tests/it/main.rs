@@ -5,6 +5,8 @@ mod anomaly;
 mod check_cli;
 mod modbus;
 mod energy;
+mod demo;
+mod deploy;
 mod mqtt_influx;
 mod spool;
 mod rules;

@@ -1,0 +1,329 @@
+//! `caretaker demo` and `caretaker simulate`, run as the built binary against real servers: the demo's readings
+//! flow from the simulated devices through its embedded broker into the daemon and a real InfluxDB 1.x; the
+//! simulator publishes to a real mosquitto and answers Modbus TCP on the port its site file names.
+
+use crate::support::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + timeout;
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (
+        code,
+        std::fs::read_to_string(out).unwrap_or_default(),
+        std::fs::read_to_string(err).unwrap_or_default(),
+    )
+}
+
+/// "from X of Y devices" in the demo's report.
+fn devices_reporting(out: &str) -> (usize, usize) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Readings: "))
+        .unwrap_or_else(|| panic!("no Readings line:\n{out}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "from").unwrap();
+    (words[i + 1].parse().unwrap(), words[i + 3].parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_time() {
+    let influx = Influxd::start();
+    influx.create_db("caretaker").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (code, out, err) = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_caretaker"))
+            .args(["demo", "--for", "12s", "--speed", "600", "--state"])
+            .arg(&state)
+            .current_dir(repo())
+            // The demo writes to InfluxDB only when one is configured: here through the environment.
+            .env("CARETAKER_INFLUXDB__URL", influx.url())
+            .env("CARETAKER_INFLUXDB__API", "v1")
+            .env("CARETAKER_INFLUXDB__DATABASE", "caretaker")
+            .env("CARETAKER_INFLUXDB__FLUSH_INTERVAL", "200ms"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("Demo finished after"), "{out}");
+    let readings: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Readings: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(readings > 1000, "{out}");
+    let (seen, total) = devices_reporting(&out);
+    assert!(total >= 11 && seen == total, "{out}");
+    // 12 s at 600x is two simulated hours past 00:30: the leak and the stuck sensor (01:00) have begun.
+    assert!(
+        out.contains("fault starts: leak-basement-1 (water leak)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("room-1-03        stuck temperature sensor"),
+        "{out}"
+    );
+    assert!(!err.contains("ERROR"), "{err}");
+
+    // In InfluxDB, in simulated time (Monday 2026-01-12 from 00:30 Berlin = 23:30 UTC the day before), with the
+    // faults visible.
+    let wait = wait_until(Duration::from_secs(10), || async {
+        influx
+            .count("caretaker", "environment", "temperature")
+            .await
+            > 100
+    })
+    .await;
+    assert!(wait, "no room temperatures in InfluxDB");
+    let all = influx.count("caretaker", "water", "water_leak").await;
+    let (_, rows) = influx
+        .select(
+            "caretaker",
+            "SELECT count(\"water_leak\") FROM \"water\" WHERE time >= '2026-01-11T23:30:00Z' AND time < '2026-01-12T12:00:00Z'",
+        )
+        .await;
+    assert_eq!(
+        rows[0][1].as_u64().unwrap(),
+        all,
+        "readings outside the simulated window"
+    );
+    // Booleans are stored as InfluxDB booleans.
+    let leak_reports = |dev: &'static str| {
+        let influx = &influx;
+        async move {
+            let (_, rows) = influx
+                .select(
+                    "caretaker",
+                    &format!("SELECT count(\"water_leak\") FROM \"water\" WHERE device = '{dev}' AND \"water_leak\" = true"),
+                )
+                .await;
+            rows.first().and_then(|r| r[1].as_u64()).unwrap_or(0)
+        }
+    };
+    assert!(leak_reports("leak-basement-1").await > 0);
+    assert_eq!(
+        leak_reports("leak-kitchen-1").await,
+        0,
+        "a dry sensor reported a leak"
+    );
+    // The stuck sensor repeats one value after 01:00 Berlin (00:00 UTC); its neighbour's values move.
+    let distinct = |dev: &'static str| {
+        let influx = &influx;
+        async move {
+            let (_, rows) = influx
+                .select(
+                    "caretaker",
+                    &format!("SELECT \"temperature\" FROM \"environment\" WHERE device = '{dev}' AND time > '2026-01-12T00:01:00Z'"),
+                )
+                .await;
+            let mut v: Vec<String> = rows.iter().map(|r| r[1].to_string()).collect();
+            let n = v.len();
+            v.sort();
+            v.dedup();
+            (n, v.len())
+        }
+    };
+    let (n, d) = distinct("room-1-03").await;
+    assert!(
+        n > 10 && d == 1,
+        "stuck sensor: {n} readings, {d} distinct values"
+    );
+    let (n, d) = distinct("room-1-01").await;
+    assert!(
+        n > 10 && d > n / 2,
+        "healthy sensor: {n} readings, {d} distinct values"
+    );
+
+    // The generated config is a valid site config.
+    let check = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["check", "--config"])
+        .arg(state.join("caretaker-demo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+const TEST_METER: &str = r#"schema: 1
+name: test-meter
+category: electricity
+points:
+  - { name: voltage_l1, unit: V, kind: gauge, modbus: { table: input, address: 0, type: f32 } }
+  - { name: energy_total, unit: kWh, kind: counter, scale: 0.01, modbus: { table: holding, address: 100, type: u32, order: CDAB } }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simulate_publishes_per_profile_to_a_real_broker_and_serves_modbus_on_its_port() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::copy(
+        repo().join("device_profiles/generic-room-sensor.yaml"),
+        profiles.join("generic-room-sensor.yaml"),
+    )
+    .unwrap();
+    std::fs::write(profiles.join("test-meter.yaml"), TEST_METER).unwrap();
+    let port = free_port();
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            r#"[simulation]
+start = "2026-01-13T10:00:00"
+speed = 60
+[mqtt]
+url = "mqtt://127.0.0.1:1"
+interval = "10s"
+[profiles]
+dirs = ["profiles"]
+[[devices]]
+id = "r1"
+model = "room"
+profile = "generic-room-sensor"
+topic = "campus/b/1/r1/telemetry"
+[[devices]]
+id = "m1"
+model = "meter"
+profile = "test-meter"
+modbus = {{ port = {port}, unit = 1 }}
+[[devices]]
+id = "m2"
+model = "meter"
+profile = "test-meter"
+modbus = {{ port = {port}, unit = 2 }}
+faults = [{{ kind = "offline" }}]
+"#
+        ),
+    )
+    .unwrap();
+
+    // A subscriber on the real broker.
+    let mut o = rumqttc::MqttOptions::new("sim-test-sub", "127.0.0.1", broker.port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 100);
+    client
+        .subscribe("campus/#", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let g = got.clone();
+    let sub = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    g.lock()
+                        .unwrap()
+                        .push((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["simulate", "--site"])
+        .arg(&site)
+        // --mqtt overrides the site's (unreachable) broker.
+        .args(["--mqtt", &broker.url(), "--for", "20s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("sim.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("sim.log")).unwrap_or_default();
+
+    let ok = wait_until(Duration::from_secs(10), || async {
+        got.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(ok, "no MQTT messages from the simulator:\n{}", log());
+    {
+        let msgs = got.lock().unwrap();
+        let (topic, payload) = &msgs[0];
+        assert_eq!(topic, "campus/b/1/r1/telemetry");
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        // Simulated time, Tuesday 10:00 Berlin: in office hours, the room is warm and CO2 is up.
+        let ts = v["ts"].as_i64().unwrap();
+        assert!(
+            (1_768_294_800_000..1_768_294_800_000 + 3_600_000).contains(&ts),
+            "{v}"
+        );
+        assert!(v["temperature"].as_f64().unwrap() > 18.0, "{v}");
+        assert!(v["co2"].as_f64().unwrap() > 450.0, "{v}");
+    }
+
+    // Modbus TCP on the site's port: unit 1 answers with a plausible voltage and counter; unit 2 is offline.
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    use tokio_modbus::prelude::*;
+    let mut ctx = None;
+    for _ in 0..50 {
+        if let Ok(c) = tokio_modbus::client::tcp::connect_slave(addr, Slave(1)).await {
+            ctx = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ctx = ctx.unwrap_or_else(|| panic!("no Modbus server on {addr}:\n{}", log()));
+    let v = ctx.read_input_registers(0, 2).await.unwrap().unwrap();
+    let volts = f32::from_bits(((v[0] as u32) << 16) | v[1] as u32);
+    assert!((220.0..240.0).contains(&volts), "{volts}");
+    let e = ctx.read_holding_registers(100, 2).await.unwrap().unwrap();
+    let kwh = (((e[1] as u32) << 16) | e[0] as u32) as f64 * 0.01;
+    assert!(kwh > 500.0, "{kwh}");
+    ctx.set_slave(Slave(2));
+    let r = tokio::time::timeout(Duration::from_millis(500), ctx.read_input_registers(0, 2)).await;
+    assert!(r.is_err(), "the offline meter answered: {r:?}");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    sub.abort();
+}
+
+#[test]
+fn a_bad_site_file_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.toml");
+    std::fs::write(
+        &site,
+        "[simulation]\nspeed = 60\n\n[[devices]]\nid = \"x\"\nmodel = \"roon\"\nprofile = \"generic-room-sensor\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["simulate", "--site"])
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("site.toml:6: devices[0].model: unknown model `roon` (did you mean `room`?)"),
+        "{err}"
+    );
+    assert!(err.contains("devices[0].id"), "{err}");
+}
