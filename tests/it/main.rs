@@ -3,11 +3,11 @@
 
 mod anomaly;
 mod check_cli;
-mod modbus;
-mod energy;
 mod demo;
 mod deploy;
+mod energy;
+mod modbus;
 mod mqtt_influx;
-mod spool;
 mod rules;
+mod spool;
 mod support;
