@@ -225,7 +225,7 @@ pub async fn run_until_with(
     };
 
     // Rules and work orders.
-    let work_orders = crate::work_orders::service::start(&config, &catalog, rules)?;
+    let work_orders = crate::work_orders::service::start(&config, &catalog, rules.clone())?;
 
     // Pipeline.
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
@@ -239,8 +239,42 @@ pub async fn run_until_with(
         let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
         crate::anomaly::stage::AnomalyStage::open(&config.state_dir, &cat)
     };
-    // Stage order matters: anomaly scores are computed before the rules read them.
+    // Signals for the rules (anomaly scores, forecasts, equipment models, energy baselines).
+    let (signal_stage, hub) = crate::signals::build(&rules, Some(anomaly.latest()));
+    if let Some(w) = &work_orders {
+        w.host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .engine
+            .set_signal(Box::new(hub.clone()));
+    }
+    if let (Some(energy), true) = (&config.energy, hub.wants_energy()) {
+        // Deviations from baseline come from the energy store (SQLite), refreshed every 5 minutes off the
+        // pipeline: a rule's `for: 3d` needs daily figures, not per-reading ones.
+        let (hub, catalog, energy) = (hub.clone(), catalog.clone(), energy.clone());
+        let path = crate::energy::store::path_in(&config.state_dir);
+        let tz = crate::energy::cli::site_tz(&config);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+            loop {
+                every.tick().await;
+                let (hub, catalog, energy, path, tz) =
+                    (hub.clone(), catalog.clone(), energy.clone(), path.clone(), tz.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    hub.refresh_energy(&catalog, &path, &energy, &tz)
+                })
+                .await;
+                if let Ok(Err(e)) = r {
+                    warn!(error = %e, "energy baselines for rules not refreshed");
+                }
+            }
+        });
+    }
+    // Stage order matters: anomaly scores and other signals are computed before the rules read them.
     let mut stages: Vec<Box<dyn crate::pipeline::Stage>> = vec![Box::new(anomaly)];
+    if let Some(s) = signal_stage {
+        stages.push(Box::new(s));
+    }
     stages.extend(extra_stages);
     stages.extend(work_orders.iter().map(|w| w.stage()));
     if let Some(energy) = &config.energy {

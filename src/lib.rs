@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod reading;
 pub mod rules;
 pub mod simulate;
+pub mod signals;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

@@ -7,7 +7,7 @@ use super::engine::{Engine, Transition, TransitionKind};
 use super::{Rule, RuleSet};
 use crate::catalog::{Catalog, DeviceIdx};
 use crate::pipeline::Stage;
-use crate::reading::Reading;
+use crate::reading::{Quality, Reading};
 use crate::work_orders::{AlarmEvent, AlarmKind};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -72,6 +72,13 @@ impl RulesHost {
         let mut buf = std::mem::take(&mut self.buf);
         for r in readings {
             self.engine.evaluate(catalog, r, &mut buf);
+            // Modbus devices report reachability as their `online` point (1 answering, 0 after `offline_after`
+            // failed polls): that is what `offline` conditions watch.
+            let (dev, _, def) = catalog.point(r.point);
+            if def.name == "online" && r.quality == Quality::Good {
+                self.engine
+                    .device_status(catalog, dev, r.value >= 0.5, r.at, &mut buf);
+            }
         }
         self.buf = buf;
         self.emit(catalog);
