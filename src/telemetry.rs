@@ -89,6 +89,9 @@ pub struct Health {
     pub queue_readings: AtomicU64,
     pub queue_oldest_ms: AtomicI64,
     pub started_ms: AtomicI64,
+    /// Polled Modbus devices and whether each is online. An offline device is listed, but does not make the
+    /// daemon degraded: one dead meter is a maintenance matter, not a reason to restart Caretaker.
+    pub modbus_online: Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 impl Health {
@@ -135,6 +138,13 @@ impl Health {
         let influx_ok = !self.influx_failing.load(Ordering::Relaxed);
         let oldest = self.queue_oldest_ms.load(Ordering::Relaxed);
         let ok = mqtt_ok && influx_ok;
+        let modbus = {
+            let m = self.modbus_online.lock().unwrap_or_else(|e| e.into_inner());
+            serde_json::json!({
+                "devices": m.len(),
+                "offline": m.iter().filter(|(_, on)| !**on).map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            })
+        };
         let doc = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "site": site,
@@ -154,6 +164,7 @@ impl Health {
                 "queued_readings": self.queue_readings.load(Ordering::Relaxed),
                 "oldest_unsent_seconds": if oldest > 0 { (now - oldest).max(0) as f64 / 1000.0 } else { 0.0 },
             },
+            "modbus": modbus,
         });
         (ok, doc)
     }
