@@ -322,6 +322,7 @@ pub async fn run_until_with(
         let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
         for link in crate::sources::modbus::build(&config, &cat) {
             let (tx, stop) = (tx.clone(), source_stop.clone());
+            let link = link.with_health(health.clone());
             sources.push(tokio::spawn(link.run(tx, stop)));
         }
     }

@@ -99,6 +99,9 @@ pub struct Health {
     pub spool_error: Mutex<Option<String>>,
     /// Catch-up figures: readings/s written and seconds to an empty backlog (`None`: not shrinking).
     pub drain_rate: Mutex<(f64, Option<f64>)>,
+    /// Polled Modbus devices and whether each is online. An offline device is listed, but does not make the
+    /// daemon degraded: one dead meter is a maintenance matter, not a reason to restart Caretaker.
+    pub modbus_online: Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 /// The spool's part of `/health`.
@@ -184,6 +187,13 @@ impl Health {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let modbus = {
+            let m = self.modbus_online.lock().unwrap_or_else(|e| e.into_inner());
+            serde_json::json!({
+                "devices": m.len(),
+                "offline": m.iter().filter(|(_, on)| !**on).map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            })
+        };
         let doc = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "site": site,
@@ -214,6 +224,7 @@ impl Health {
                 (None, Some(e)) => serde_json::json!({ "durable": false, "error": e }),
                 (None, None) => serde_json::Value::Null,
             },
+            "modbus": modbus,
         });
         (ok, doc)
     }

@@ -555,7 +555,13 @@ id = "main-meter"
 profile = "eastron-sdm630"
 location = {{ building = "library" }}
 modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = {{ energy_import = "1s" }} }}
+# Nothing listens here: it goes offline and must not disturb the meter above.
+[[devices]]
+id = "dead-meter"
+profile = "eastron-sdm630"
+modbus = {{ url = "tcp://127.0.0.1:{dead}", poll = "200ms", offline_after = 2 }}
 "#,
+            dead = free_port(),
             state = dir.path().join("state").display(),
             profiles = support::repo().join("device_profiles").display(),
             influx = influx.url(),
@@ -573,7 +579,7 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("modbus: 1 link(s), 1 device(s)"), "{text}");
+    assert!(text.contains("modbus: 2 link(s), 2 device(s)"), "{text}");
     assert!(text.contains(&meter.url()), "{text}");
     assert!(text.contains("main-meter (unit 1, eastron-sdm630, every 500ms, energy_import every 1s): 4 request(s) per cycle (27 with one per point)"), "{text}");
 
@@ -621,6 +627,41 @@ modbus = {{ url = "{meter}", unit = 1, poll = "500ms", timeout = "1s", points = 
             .await,
         1.0
     );
+    let health: Value = serde_json::from_str(
+        &support::http_client()
+            .get(format!("http://127.0.0.1:{http_port}/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        health["modbus"],
+        json!({"devices": 2, "offline": ["dead-meter"]}),
+        "{health}"
+    );
+    assert_eq!(
+        daemon
+            .metric("caretaker_device_online{device=\"dead-meter\"}")
+            .await,
+        0.0
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut last = Value::Null;
+    while last != json!(false) && Instant::now() < end {
+        let (_, rows) = influx
+            .select(
+                "caretaker",
+                "SELECT last(online) FROM electricity WHERE device = 'dead-meter'",
+            )
+            .await;
+        last = rows.first().map(|r| r[1].clone()).unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, json!(false), "the offline reading reaches InfluxDB");
 }
 
 /// A gateway answering exception 0x0B (gateway target device failed to respond) for unit 7. In-process fake,

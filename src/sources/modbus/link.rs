@@ -98,9 +98,16 @@ pub struct Link {
     devices: Vec<DeviceState>,
     cost: CostModel,
     stats: Arc<LinkStats>,
+    health: Option<Arc<crate::telemetry::Health>>,
 }
 
 impl Link {
+    /// Reports each device's online state in `/health` too.
+    pub fn with_health(mut self, health: Arc<crate::telemetry::Health>) -> Link {
+        self.health = Some(health);
+        self
+    }
+
     pub fn new(addr: LinkAddr, devices: Vec<DevicePoll>) -> Link {
         let stats = Arc::new(LinkStats::default());
         let devices = devices
@@ -116,6 +123,7 @@ impl Link {
             devices,
             cost: CostModel::default(),
             stats,
+            health: None,
         }
     }
 
@@ -141,6 +149,12 @@ impl Link {
         for d in &mut self.devices {
             d.next_due = vec![start; d.periods.len()];
             metrics::gauge!("caretaker_device_online", "device" => d.poll.id.clone()).set(1.0);
+            if let Some(h) = &self.health {
+                h.modbus_online
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(d.poll.id.clone(), true);
+            }
         }
         let cap = self
             .devices
@@ -224,7 +238,14 @@ impl Link {
                         }
                     },
                 };
+                let was_online = dev.online;
                 dev.after_poll(answered, at, &mut readings);
+                if let (Some(h), true) = (&self.health, was_online != dev.online) {
+                    h.modbus_online
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(dev.poll.id.clone(), dev.online);
+                }
                 if !readings.is_empty() {
                     let n = readings
                         .iter()
