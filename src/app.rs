@@ -273,9 +273,7 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
         }
     }
     reporter_stop.cancel();
-    if let Some(s) = &spool
-        && let Err(e) = s.sync()
-    {
+    if let Some(Err(e)) = spool.as_ref().map(|s| s.sync()) {
         error!(error = %e, "spool fsync at shutdown failed");
     }
     http_stop.cancel();

@@ -272,8 +272,20 @@ async fn full_spool_with_block_holds_the_bound_then_delivers_everything() {
     .await;
     assert!(ok, "no progress line:\n{}", daemon.log_text());
     let h = health(http).await;
-    assert!(h["influxdb"]["write_errors"]["network"].as_u64().unwrap_or(0) > 0, "{h}");
-    assert!(h["influxdb"]["oldest_unsent_seconds"].as_f64().unwrap_or(0.0) >= 5.0, "{h}");
+    assert!(
+        h["influxdb"]["write_errors"]["network"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{h}"
+    );
+    assert!(
+        h["influxdb"]["oldest_unsent_seconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 5.0,
+        "{h}"
+    );
 
     influx.restart();
     let ok = wait_until(Duration::from_secs(90), || async {

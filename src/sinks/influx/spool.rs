@@ -800,10 +800,10 @@ impl State {
 
     /// Seals the active segment (its flush goes to the fsync thread) and starts a new one.
     fn rotate(&mut self, dir: &Path) -> io::Result<()> {
-        if let Some(s) = self.segments.back()
-            && self.dirty
-        {
-            self.unsynced.push(s.file.clone());
+        if self.dirty {
+            if let Some(s) = self.segments.back() {
+                self.unsynced.push(s.file.clone());
+            }
             self.dirty = false;
         }
         let id = self.next_id;
@@ -878,13 +878,14 @@ impl ChunkQueue for Spool {
                 st.refresh_oldest();
             }
         }
-        if st
+        let rotate = st
             .segments
             .back()
-            .is_none_or(|a| a.size > HEADER && a.size + len > opts.segment_bytes)
-            && let Err(e) = st.rotate(&opts.dir)
-        {
-            return self.write_failed(st, chunk, &e);
+            .is_none_or(|a| a.size > HEADER && a.size + len > opts.segment_bytes);
+        if rotate {
+            if let Err(e) = st.rotate(&opts.dir) {
+                return self.write_failed(st, chunk, &e);
+            }
         }
         let active = st.segments.back_mut().unwrap();
         // Header and body in two writes rather than one copied buffer; a crash between them leaves a short
@@ -900,10 +901,10 @@ impl ChunkQueue for Spool {
         {
             return self.write_failed(st, chunk, &e);
         }
-        if opts.fsync_interval.is_zero()
-            && let Err(e) = active.file.sync_data()
-        {
-            return self.write_failed(st, chunk, &e);
+        if opts.fsync_interval.is_zero() {
+            if let Err(e) = active.file.sync_data() {
+                return self.write_failed(st, chunk, &e);
+            }
         }
         let start = active.size;
         let id = active.id;
