@@ -155,6 +155,7 @@ pub async fn run_until(loaded: Loaded, shutdown: CancellationToken) -> anyhow::R
                     spool = Some(s.clone());
                     s
                 }
+                Err(e) if e.is_locked() => return Err(e.into()),
                 Err(e) => {
                     error!(error = %e, queue_max_bytes = influx.queue_max_bytes,
                         "cannot open the spool: readings wait in memory only and are lost if the process stops while InfluxDB is unreachable");

@@ -228,6 +228,8 @@ struct State {
 
 struct Inner {
     opts: SpoolOptions,
+    /// Holds the `flock` on `<dir>/lock` for as long as the spool is open.
+    _lock: File,
     state: Mutex<State>,
     cursor: File,
     data: Notify,
@@ -320,6 +322,47 @@ fn read_cursor(path: &Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// Takes the spool's exclusive lock: two processes appending to one spool would interleave records.
+/// `flock` is released by the kernel when the holder dies, even by SIGKILL, so a crash never leaves it stale.
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // A spool closed a moment ago in this process may still be releasing it (its fsync thread): retry briefly.
+    for attempt in 0..20 {
+        // SAFETY: flock on a file descriptor we own and keep open; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(io_err(&path)(e));
+        }
+        if attempt < 19 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Err(SpoolError {
+        path,
+        source: io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "another caretaker process is using this spool; two daemons must not share a [state] dir",
+        ),
+    })
+}
+
+impl SpoolError {
+    /// Another process holds the spool.
+    pub fn is_locked(&self) -> bool {
+        self.source.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -332,6 +375,7 @@ impl Spool {
     pub fn open(opts: SpoolOptions) -> Result<(Arc<Spool>, Recovery), SpoolError> {
         let dir = opts.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_dir(&dir)?;
         let mut ids = Vec::new();
         for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let e = e.map_err(io_err(&dir))?;
@@ -419,6 +463,7 @@ impl Spool {
         st.rotate(&dir).map_err(io_err(&dir))?;
         let inner = Arc::new(Inner {
             opts,
+            _lock: lock,
             state: Mutex::new(st),
             cursor: cursor_file,
             data: Notify::new(),
@@ -1364,6 +1409,23 @@ mod tests {
         assert!(!seg_path(dir.path(), 99).exists());
         q.try_push(chunk(2, 2)).unwrap();
         assert_eq!(drain(&q), [1, 2]);
+    }
+
+    #[test]
+    fn a_second_open_of_a_spool_in_use_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        let err = match Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)) {
+            Err(e) => e,
+            Ok(_) => panic!("opened twice"),
+        };
+        assert!(err.is_locked());
+        assert!(
+            err.to_string().contains("another caretaker process"),
+            "{err}"
+        );
+        drop(q);
+        assert!(Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).is_ok());
     }
 
     #[test]
