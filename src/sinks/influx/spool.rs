@@ -433,7 +433,13 @@ impl Spool {
                 _ => (s.id, HEADER),
             })
             .unwrap_or((0, HEADER));
-        let next_id = ids.last().map(|i| i + 1).unwrap_or(1);
+        // Never reuse an id at or below the cursor's: records there would count as acknowledged at the next start.
+        let next_id = ids
+            .last()
+            .copied()
+            .max(cursor.map(|(cs, _)| cs))
+            .map(|i| i + 1)
+            .unwrap_or(1);
         let cursor_file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -1409,6 +1415,28 @@ mod tests {
         assert!(!seg_path(dir.path(), 99).exists());
         q.try_push(chunk(2, 2)).unwrap();
         assert_eq!(drain(&q), [1, 2]);
+    }
+
+    #[test]
+    fn segments_removed_by_hand_never_make_new_data_look_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+            for i in 0..60 {
+                q.try_push(chunk(i, 2)).unwrap();
+            }
+            assert_eq!(drain(&q).len(), 60);
+        }
+        for f in segment_files(dir.path()) {
+            std::fs::remove_file(f).unwrap();
+        }
+        {
+            let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+            q.try_push(chunk(100, 2)).unwrap();
+        }
+        let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        assert_eq!(rec.chunks, 1);
+        assert_eq!(drain(&q), [100]);
     }
 
     #[test]
