@@ -191,6 +191,7 @@ pub async fn run_until_with(
                     spool = Some(s.clone());
                     s
                 }
+                Err(e) if e.is_locked() => return Err(e.into()),
                 Err(e) => {
                     error!(error = %e, queue_max_bytes = influx.queue_max_bytes,
                         "cannot open the spool: readings wait in memory only and are lost if the process stops while InfluxDB is unreachable");
@@ -381,9 +382,7 @@ pub async fn run_until_with(
         }
     }
     reporter_stop.cancel();
-    if let Some(s) = &spool
-        && let Err(e) = s.sync()
-    {
+    if let Some(Err(e)) = spool.as_ref().map(|s| s.sync()) {
         error!(error = %e, "spool fsync at shutdown failed");
     }
     http_stop.cancel();

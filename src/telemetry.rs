@@ -66,6 +66,29 @@ fn describe() {
         "caretaker_influx_oldest_unsent_seconds",
         "Age of the oldest reading not yet written to InfluxDB"
     );
+    describe_gauge!(
+        "caretaker_spool_bytes",
+        "Bytes of spool segment files on disk"
+    );
+    describe_gauge!("caretaker_spool_segments", "Spool segment files on disk");
+    describe_counter!(
+        "caretaker_spool_corrupt_bytes_total",
+        "Bytes of torn or corrupt spool records cut off (start-up) or unreadable (later)"
+    );
+    describe_gauge!(
+        "caretaker_influx_drain_readings_per_second",
+        "Readings acknowledged by InfluxDB per second (catch-up rate)"
+    );
+    describe_gauge!(
+        "caretaker_influx_incoming_readings_per_second",
+        "Readings entering the InfluxDB queue per second"
+    );
+    describe_gauge!(
+        "caretaker_influx_catch_up_seconds",
+        "Estimated seconds until the backlog is sent; -1 while it is not shrinking"
+    );
+    counter!("caretaker_readings_dropped_total", "stage" => "spool", "reason" => "spool_full")
+        .increment(0);
     // Register the headline counters at zero so dashboards and scripts see them before the first event.
     counter!("caretaker_readings_received_total", "source" => "mqtt").increment(0);
     counter!("caretaker_readings_written_total").increment(0);

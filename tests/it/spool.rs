@@ -263,6 +263,29 @@ async fn full_spool_with_block_holds_the_bound_then_delivers_everything() {
         "sources wait while the spool is full ({received} readings received)"
     );
     assert!(daemon.log_text().contains("spool full"));
+    // While InfluxDB is away, the backlog is reported (every 5 s once the oldest reading is 5 s late).
+    let ok = wait_until(Duration::from_secs(20), || async {
+        daemon
+            .log_text()
+            .contains("catching up with InfluxDB: backlog not shrinking")
+    })
+    .await;
+    assert!(ok, "no progress line:\n{}", daemon.log_text());
+    let h = health(http).await;
+    assert!(
+        h["influxdb"]["write_errors"]["network"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{h}"
+    );
+    assert!(
+        h["influxdb"]["oldest_unsent_seconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 5.0,
+        "{h}"
+    );
 
     influx.restart();
     let ok = wait_until(Duration::from_secs(90), || async {
@@ -283,6 +306,11 @@ async fn full_spool_with_block_holds_the_bound_then_delivers_everything() {
         "block drops nothing"
     );
     assert!(spool_disk_bytes(&state) <= max);
+    let ok = wait_until(Duration::from_secs(15), || async {
+        daemon.log_text().contains("caught up with InfluxDB")
+    })
+    .await;
+    assert!(ok, "no caught-up line:\n{}", daemon.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

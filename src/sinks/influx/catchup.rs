@@ -27,11 +27,18 @@ pub struct Progress {
     pub eta_seconds: Option<f64>,
 }
 
-/// Rates from two samples: backlog (readings queued) before and after, readings written in between.
-pub fn progress(backlog_before: u64, backlog_after: u64, written: u64, dt: Duration) -> Progress {
+/// Rates from two samples: backlog (readings queued) before and after, readings written and readings dropped
+/// (`when_full = "drop_oldest"`) in between.
+pub fn progress(
+    backlog_before: u64,
+    backlog_after: u64,
+    written: u64,
+    dropped: u64,
+    dt: Duration,
+) -> Progress {
     let secs = dt.as_secs_f64().max(1e-3);
-    // Whatever was written or added to the backlog came in during the period.
-    let incoming = (backlog_after + written).saturating_sub(backlog_before);
+    // Whatever was written, dropped or added to the backlog came in during the period.
+    let incoming = (backlog_after + written + dropped).saturating_sub(backlog_before);
     let drain_rate = written as f64 / secs;
     let incoming_rate = incoming as f64 / secs;
     let net = drain_rate - incoming_rate;
@@ -79,6 +86,13 @@ pub async fn run(
     let mut last = Instant::now();
     let mut last_backlog = queue.stats().readings;
     let mut last_written = health.readings_written.load(Ordering::Relaxed);
+    let dropped_now = || {
+        spool
+            .as_ref()
+            .map(|s| s.spool_stats().dropped_readings)
+            .unwrap_or(0)
+    };
+    let mut last_dropped = dropped_now();
     // Start of the current episode of being behind, and the written counter then.
     let mut behind: Option<(Instant, u64)> = None;
     // Health and gauges refresh every second; rates and progress lines every `every`.
@@ -98,14 +112,16 @@ pub async fn run(
         next_report += every;
         let st = queue.stats();
         let written = health.readings_written.load(Ordering::Relaxed);
+        let dropped = dropped_now();
         let now = Instant::now();
         let p = progress(
             last_backlog,
             st.readings,
             written - last_written,
+            dropped - last_dropped,
             now - last,
         );
-        (last, last_backlog, last_written) = (now, st.readings, written);
+        (last, last_backlog, last_written, last_dropped) = (now, st.readings, written, dropped);
         metrics::gauge!("caretaker_influx_drain_readings_per_second").set(p.drain_rate);
         metrics::gauge!("caretaker_influx_incoming_readings_per_second").set(p.incoming_rate);
         metrics::gauge!("caretaker_influx_catch_up_seconds").set(p.eta_seconds.unwrap_or(-1.0));
@@ -152,20 +168,23 @@ mod tests {
     #[test]
     fn rates_and_eta() {
         // 10 s: 5,000 written, backlog 20,000 -> 16,000: 1,000 came in.
-        let p = progress(20_000, 16_000, 5_000, Duration::from_secs(10));
+        let p = progress(20_000, 16_000, 5_000, 0, Duration::from_secs(10));
         assert_eq!(p.drain_rate, 500.0);
         assert_eq!(p.incoming_rate, 100.0);
         assert_eq!(p.eta_seconds, Some(40.0));
         // Outage: nothing written, backlog grows.
-        let p = progress(100, 300, 0, Duration::from_secs(2));
+        let p = progress(100, 300, 0, 0, Duration::from_secs(2));
         assert_eq!(
             (p.drain_rate, p.incoming_rate, p.eta_seconds),
             (0.0, 100.0, None)
         );
         // Empty.
         assert_eq!(
-            progress(10, 0, 10, Duration::from_secs(1)).eta_seconds,
+            progress(10, 0, 10, 0, Duration::from_secs(1)).eta_seconds,
             Some(0.0)
         );
+        // A full spool dropping 400 while 500 came in and nothing was written: the backlog grew by 100.
+        let p = progress(1_000, 1_100, 0, 400, Duration::from_secs(1));
+        assert_eq!((p.incoming_rate, p.eta_seconds), (500.0, None));
     }
 }

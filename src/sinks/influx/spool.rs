@@ -228,6 +228,8 @@ struct State {
 
 struct Inner {
     opts: SpoolOptions,
+    /// Holds the `flock` on `<dir>/lock` for as long as the spool is open.
+    _lock: File,
     state: Mutex<State>,
     cursor: File,
     data: Notify,
@@ -320,6 +322,47 @@ fn read_cursor(path: &Path) -> Option<(u64, u64)> {
     ))
 }
 
+/// Takes the spool's exclusive lock: two processes appending to one spool would interleave records.
+/// `flock` is released by the kernel when the holder dies, even by SIGKILL, so a crash never leaves it stale.
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // A spool closed a moment ago in this process may still be releasing it (its fsync thread): retry briefly.
+    for attempt in 0..20 {
+        // SAFETY: flock on a file descriptor we own and keep open; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::WouldBlock {
+            return Err(io_err(&path)(e));
+        }
+        if attempt < 19 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Err(SpoolError {
+        path,
+        source: io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "another caretaker process is using this spool; two daemons must not share a [state] dir",
+        ),
+    })
+}
+
+impl SpoolError {
+    /// Another process holds the spool.
+    pub fn is_locked(&self) -> bool {
+        self.source.kind() == io::ErrorKind::WouldBlock
+    }
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -332,6 +375,7 @@ impl Spool {
     pub fn open(opts: SpoolOptions) -> Result<(Arc<Spool>, Recovery), SpoolError> {
         let dir = opts.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_dir(&dir)?;
         let mut ids = Vec::new();
         for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let e = e.map_err(io_err(&dir))?;
@@ -389,7 +433,13 @@ impl Spool {
                 _ => (s.id, HEADER),
             })
             .unwrap_or((0, HEADER));
-        let next_id = ids.last().map(|i| i + 1).unwrap_or(1);
+        // Never reuse an id at or below the cursor's: records there would count as acknowledged at the next start.
+        let next_id = ids
+            .last()
+            .copied()
+            .max(cursor.map(|(cs, _)| cs))
+            .map(|i| i + 1)
+            .unwrap_or(1);
         let cursor_file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -419,6 +469,7 @@ impl Spool {
         st.rotate(&dir).map_err(io_err(&dir))?;
         let inner = Arc::new(Inner {
             opts,
+            _lock: lock,
             state: Mutex::new(st),
             cursor: cursor_file,
             data: Notify::new(),
@@ -800,10 +851,10 @@ impl State {
 
     /// Seals the active segment (its flush goes to the fsync thread) and starts a new one.
     fn rotate(&mut self, dir: &Path) -> io::Result<()> {
-        if let Some(s) = self.segments.back()
-            && self.dirty
-        {
-            self.unsynced.push(s.file.clone());
+        if self.dirty {
+            if let Some(s) = self.segments.back() {
+                self.unsynced.push(s.file.clone());
+            }
             self.dirty = false;
         }
         let id = self.next_id;
@@ -878,13 +929,14 @@ impl ChunkQueue for Spool {
                 st.refresh_oldest();
             }
         }
-        if st
+        let rotate = st
             .segments
             .back()
-            .is_none_or(|a| a.size > HEADER && a.size + len > opts.segment_bytes)
-            && let Err(e) = st.rotate(&opts.dir)
-        {
-            return self.write_failed(st, chunk, &e);
+            .is_none_or(|a| a.size > HEADER && a.size + len > opts.segment_bytes);
+        if rotate {
+            if let Err(e) = st.rotate(&opts.dir) {
+                return self.write_failed(st, chunk, &e);
+            }
         }
         let active = st.segments.back_mut().unwrap();
         // Header and body in two writes rather than one copied buffer; a crash between them leaves a short
@@ -900,10 +952,10 @@ impl ChunkQueue for Spool {
         {
             return self.write_failed(st, chunk, &e);
         }
-        if opts.fsync_interval.is_zero()
-            && let Err(e) = active.file.sync_data()
-        {
-            return self.write_failed(st, chunk, &e);
+        if opts.fsync_interval.is_zero() {
+            if let Err(e) = active.file.sync_data() {
+                return self.write_failed(st, chunk, &e);
+            }
         }
         let start = active.size;
         let id = active.id;
@@ -1363,6 +1415,45 @@ mod tests {
         assert!(!seg_path(dir.path(), 99).exists());
         q.try_push(chunk(2, 2)).unwrap();
         assert_eq!(drain(&q), [1, 2]);
+    }
+
+    #[test]
+    fn segments_removed_by_hand_never_make_new_data_look_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+            for i in 0..60 {
+                q.try_push(chunk(i, 2)).unwrap();
+            }
+            assert_eq!(drain(&q).len(), 60);
+        }
+        for f in segment_files(dir.path()) {
+            std::fs::remove_file(f).unwrap();
+        }
+        {
+            let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+            q.try_push(chunk(100, 2)).unwrap();
+        }
+        let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        assert_eq!(rec.chunks, 1);
+        assert_eq!(drain(&q), [100]);
+    }
+
+    #[test]
+    fn a_second_open_of_a_spool_in_use_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        let err = match Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)) {
+            Err(e) => e,
+            Ok(_) => panic!("opened twice"),
+        };
+        assert!(err.is_locked());
+        assert!(
+            err.to_string().contains("another caretaker process"),
+            "{err}"
+        );
+        drop(q);
+        assert!(Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).is_ok());
     }
 
     #[test]
