@@ -55,6 +55,48 @@ rates = [{ price = 0.30, days = ["mon","tue","wed","thu","fri"], from = "07:00",
 "#;
 
 #[test]
+fn check_lists_every_energy_config_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"[site]
+name = "x"
+[state]
+dir = "state"
+[energy]
+period = "20m"
+reorder_windw = "1m"
+[[energy.tariffs]]
+name = "a"
+valid_from = "2026-01-01"
+rates = [{ price = 0.3, days = ["mnday"], from = "07:00", to = "21:00" }]
+[[energy.tariffs]]
+name = "b"
+valid_from = "2026-06-01"
+category = "electrcity"
+rates = [{ price = 0.3 }]
+[[energy.virtual_meters]]
+name = "v"
+expr = "a b"
+"#,
+    );
+    let o = caretaker(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "site.toml:6: energy.period: `20m`: the settlement period must be 15m, 30m or 60m",
+        "site.toml:7: energy.reorder_windw: unknown key `reorder_windw`",
+        "site.toml:11: energy.tariffs[0].rates[0].days: `mnday` is not a weekday",
+        "site.toml:11: energy.tariffs[0].rates: no rate covers mon 00:00",
+        "site.toml:15: energy.tariffs[1].category: unknown category `electrcity` (did you mean `electricity`?)",
+        "energy.tariffs[1].valid_from: tariff `b` overlaps tariff `a`",
+        "site.toml:19: energy.virtual_meters[0].expr: `a b`: missing `+` or `-` before `b`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
 fn import_a_meter_export_then_report_json_csv_html() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
