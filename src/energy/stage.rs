@@ -9,7 +9,7 @@
 //!   with the states that produced them, so a crash or restart neither loses nor double-counts consumption (the
 //!   next reading after a restart continues from the stored state). Then, for every slot it touched, the
 //!   worker queues one line `energy,<the device's tags>,point=P,unit=kWh consumption=..,estimated=..,
-//!   derived=..,power_avg_kw=.. <slot start>` with the slot's stored total into the InfluxDB queue (the same
+//!   derived=..,cost=..,power_avg_kw=.. <slot start>` (`cost` when a tariff prices the slot) with the slot's stored total into the InfluxDB queue (the same
 //!   queue as readings: spooled and retried like them). A slot still filling is rewritten with its larger
 //!   total later; InfluxDB keeps the last value per series and timestamp, so Grafana sees the final figure.
 //!
@@ -109,9 +109,11 @@ impl EnergyStage {
         info!(store = %path.display(), meters = states.len(), period_s = cfg.period, "energy store open");
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = tokio::runtime::Handle::try_current().ok();
+        let tz = jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let prices = cfg.clone();
         let worker = std::thread::Builder::new()
             .name("energy-store".into())
-            .spawn(move || worker(store, rx, queue, handle))?;
+            .spawn(move || worker(store, rx, queue, handle, prices, tz))?;
         Ok(EnergyStage {
             window: cfg.reorder_window,
             period: cfg.period,
@@ -314,6 +316,8 @@ fn worker(
     rx: mpsc::Receiver<Msg>,
     queue: Option<Arc<dyn ChunkQueue>>,
     handle: Option<tokio::runtime::Handle>,
+    cfg: EnergyConfig,
+    tz: jiff::tz::TimeZone,
 ) {
     let mut ids: HashMap<(String, String), i64> = HashMap::new();
     let period = store.period;
@@ -398,6 +402,18 @@ fn worker(
                 } else {
                     b",derived=false"
                 });
+                // Energy cost of the slot at the price in force then (standing and demand charges are not
+                // per slot: see `caretaker energy report`).
+                if let Ok(ts) = jiff::Timestamp::from_second(slot * period) {
+                    let dt = tz.to_datetime(ts);
+                    if let Some(price) = cfg
+                        .tariff(&it.category, dt.date())
+                        .and_then(|t| t.price(dt))
+                    {
+                        body.extend_from_slice(b",cost=");
+                        body.extend_from_slice(ryu::Buffer::new().format(v * price).as_bytes());
+                    }
+                }
                 if it.unit == "kWh" {
                     body.extend_from_slice(b",power_avg_kw=");
                     let kw = v * 3600.0 / period as f64;

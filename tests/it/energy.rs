@@ -493,6 +493,17 @@ listen = "127.0.0.1:{http}"
         (rows[0][1].as_f64().unwrap() - 12.0).abs() < 1e-9,
         "{rows:?}"
     );
+    // Cost per interval: 2026-01-05 00:00-02:00 is a Monday night, 0.20 EUR/kWh.
+    let (_, cost) = influx
+        .select(
+            "ct",
+            "SELECT sum(cost) FROM energy WHERE device = 'meter-1'",
+        )
+        .await;
+    assert!(
+        (cost[0][1].as_f64().unwrap() - 12.0 * 0.20).abs() < 1e-9,
+        "{cost:?}"
+    );
     let (_, est) = influx
         .select(
             "ct",
