@@ -258,8 +258,15 @@ impl Stage for EnergyStage {
     }
 
     fn process(&mut self, catalog: &Catalog, readings: &[Reading]) {
+        // A device clock far ahead would make every later reading look late to its converter.
+        let horizon = crate::util::now_ns() + 3_600_000_000_000;
         for r in readings {
             if r.quality == Quality::Bad || !r.value.is_finite() {
+                continue;
+            }
+            if r.at > horizon {
+                metrics::counter!("caretaker_readings_dropped_total", "stage" => "energy", "reason" => "future")
+                    .increment(1);
                 continue;
             }
             let Some(m) = self.classify(catalog, r.point) else {
@@ -360,6 +367,7 @@ fn worker(
             .collect();
         for (_, it) in &resolved {
             for e in &it.events {
+                metrics::counter!("caretaker_energy_events_total", "kind" => e.kind()).increment(1);
                 if e.kind() != "gap" {
                     warn!(device = %it.device, point = %it.point, kind = e.kind(), event = ?e, "meter reading anomaly");
                 }
@@ -550,5 +558,44 @@ mod degree_day_tests {
             store.series().unwrap().is_empty(),
             "a thermometer is not a meter"
         );
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use crate::catalog::profile::load_dirs;
+
+    #[test]
+    fn a_reading_from_a_clock_far_ahead_does_not_block_the_meter() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let (profiles, _) = load_dirs(&[dir]);
+        let mut cat = Catalog::new("t", profiles);
+        cat.add_device("plug", "tasmota-energy-plug", Default::default(), true)
+            .unwrap();
+        let p = cat
+            .device_by_id("plug")
+            .unwrap()
+            .1
+            .point_id("energy_total")
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let now = crate::util::now_ns();
+        let min = 60_000_000_000i64;
+        {
+            let mut st =
+                EnergyStage::start(&EnergyConfig::default(), tmp.path(), "UTC", "t", None).unwrap();
+            let rs = [
+                Reading::good(p, 10.0, now - 10 * min),
+                Reading::good(p, 99.0, now + 24 * 60 * min), // a year-2000 RTC reset the other way
+                Reading::good(p, 10.5, now - 5 * min),
+                Reading::good(p, 11.0, now),
+            ];
+            st.process(&cat, &rs);
+        }
+        let (store, _, _) =
+            Store::open_existing(&super::super::store::path_in(tmp.path())).unwrap();
+        let id = store.series().unwrap()[0].id;
+        assert!((store.total(id, 0, i64::MAX / 4).unwrap() - 1.0).abs() < 1e-9);
     }
 }
