@@ -309,6 +309,23 @@ pub fn build(
         .into_iter()
         .filter(|s| q.devices.as_ref().is_none_or(|d| d.contains(&s.device)))
         .collect();
+    if let Group::Tag(t) = &q.group {
+        let mut tags: Vec<&str> = series
+            .iter()
+            .flat_map(|s| s.location.keys().map(String::as_str))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        if !series.is_empty() && !tags.contains(&t.as_str()) {
+            let hint = crate::util::did_you_mean(t, tags.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            bail!(
+                "no meter has a location tag `{t}`{hint}; group by device, category{}",
+                tags.iter().map(|t| format!(", {t}")).collect::<String>()
+            );
+        }
+    }
     // Virtual meters whose terms we must keep.
     let virtuals: Vec<_> = cfg
         .virtual_meters

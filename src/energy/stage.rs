@@ -587,7 +587,7 @@ mod clock_tests {
                 EnergyStage::start(&EnergyConfig::default(), tmp.path(), "UTC", "t", None).unwrap();
             let rs = [
                 Reading::good(p, 10.0, now - 10 * min),
-                Reading::good(p, 99.0, now + 24 * 60 * min), // a year-2000 RTC reset the other way
+                Reading::good(p, 99.0, now + 24 * 60 * min), // a device clock a day ahead
                 Reading::good(p, 10.5, now - 5 * min),
                 Reading::good(p, 11.0, now),
             ];
