@@ -80,6 +80,8 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open energy store {}", path.display()))?;
+        // The daemon and `caretaker energy import|report` may use the store at the same time.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise energy store {}", path.display()))?;
@@ -123,6 +125,7 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open energy store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let get = |k: &str| -> anyhow::Result<String> {
             conn.query_row("SELECT value FROM meta WHERE key=?1", [k], |r| r.get(0))
                 .optional()?
