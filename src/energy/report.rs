@@ -1037,7 +1037,7 @@ pub fn to_table(r: &Report) -> String {
     s
 }
 
-/// Parses `--from`/`--to`: a date (`2026-01-05`). `to_inclusive` makes a date mean "through the end of it".
+/// Parses `--from`/`--to`: a local date (`2026-01-05`).
 pub fn parse_day(s: &str, what: &str) -> anyhow::Result<Date> {
     s.parse::<Date>()
         .with_context(|| format!("{what} `{s}` is not a date like 2026-01-05"))
