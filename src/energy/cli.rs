@@ -145,7 +145,27 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
                 rep.meta.site,
                 q.group.name()
             );
-            s.push_str(&report::to_table(&rep));
+            if rep.rows.is_empty() {
+                let at = |t: i64| {
+                    jiff::Timestamp::from_second(t)
+                        .map(|t| {
+                            t.to_zoned_datetime(tz.clone())
+                                .strftime("%Y-%m-%d %H:%M")
+                                .to_string()
+                        })
+                        .unwrap_or_default()
+                };
+                match store.data_range()? {
+                    Some((a, b)) => s.push_str(&format!(
+                        "no data in this range; the store holds {} .. {}\n",
+                        at(a),
+                        at(b)
+                    )),
+                    None => s.push_str("the energy store is empty\n"),
+                }
+            } else {
+                s.push_str(&report::to_table(&rep));
+            }
             s
         }
         Format::Html => super::html::render(&rep, &q),

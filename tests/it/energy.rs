@@ -229,6 +229,24 @@ location = {{ building = "main" }}
         "{table}"
     );
 
+    let o = caretaker(&[
+        "energy",
+        "report",
+        "--config",
+        cfg_s,
+        "--from",
+        "2027-01-01",
+        "--to",
+        "2027-01-31",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "no data in this range; the store holds 2025-12-08 00:00 .. 2026-01-12 00:00"
+        ),
+        "{}",
+        text(&o)
+    );
+
     let html_path = dir.path().join("report.html");
     let o = caretaker(&[
         "energy",
