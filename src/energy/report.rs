@@ -1396,6 +1396,49 @@ mod tests {
     }
 
     #[test]
+    fn hourly_and_half_hourly_settlement_periods() {
+        for period in [1800i64, 3600] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut st = Store::open(
+                &crate::energy::store::path_in(dir.path()),
+                period,
+                "UTC",
+                "t",
+            )
+            .unwrap();
+            let id = st
+                .series_id("m", "e", "kWh", "electricity", false, &BTreeMap::new())
+                .unwrap();
+            // 2 kW flat, and 6 kW in the 10:00 hour of 2026-01-05.
+            let ten = (1_767_571_200 + 10 * 3600) / period;
+            let mut s = Slots::default();
+            for slot in 1_767_571_200 / period..1_767_657_600 / period {
+                let kw = if slot >= ten && slot < ten + 3600 / period {
+                    6.0
+                } else {
+                    2.0
+                };
+                s.add(slot, kw * period as f64 / 3600.0, 0);
+            }
+            st.write(&[(id, &s)], Mode::Add, &[], &[]).unwrap();
+            let r = build(
+                &st,
+                &EnergyConfig::default(),
+                &TimeZone::UTC,
+                &q("2026-01-05", "2026-01-06", By::Day, "device"),
+                None,
+            )
+            .unwrap();
+            let m = row(&r, "2026-01-05", "m");
+            assert!(
+                (m.consumption - (23.0 * 2.0 + 6.0)).abs() < 1e-9,
+                "{period}: {m:?}"
+            );
+            assert_eq!(m.peak_kw, Some(6.0), "{period}");
+        }
+    }
+
+    #[test]
     fn virtual_meter_with_unknown_term_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let (st, tz) = fixture(dir.path());
