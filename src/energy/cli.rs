@@ -43,6 +43,9 @@ pub struct ReportArgs {
     pub group: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Only these devices or virtual meters (repeat the option for several).
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -119,7 +122,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
         to: to.tomorrow()?,
         by: a.by,
         group: Group::parse(&a.group),
-        devices: None,
+        devices: (!a.devices.is_empty()).then(|| a.devices.clone()),
     };
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;

@@ -223,6 +223,14 @@ location = {{ building = "main" }}
         "{by_building}"
     );
 
+    let one: serde_json::Value = serde_json::from_str(&report(&[
+        "--by", "month", "--device", "meter-1", "--format", "json",
+    ]))
+    .unwrap();
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1, "{one}");
+    let none: serde_json::Value =
+        serde_json::from_str(&report(&["--device", "meter-9", "--format", "json"])).unwrap();
+    assert!(none["rows"].as_array().unwrap().is_empty());
     let table = report(&["--by", "month"]);
     assert!(
         table.contains("2026-01") && table.contains("504.000"),
