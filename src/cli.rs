@@ -456,12 +456,28 @@ pub fn check(config: &std::path::Path) -> i32 {
                 }
             );
             if let Some(e) = &c.energy {
+                let meters = l
+                    .catalog
+                    .devices()
+                    .filter(|(_, d)| crate::energy::meter_point(d).is_some())
+                    .count();
                 println!(
-                    "energy: {} min intervals, {} tariff(s), {} virtual meter(s)",
+                    "energy: {} min intervals, {meters} declared meter(s), {} tariff(s), {} virtual meter(s)",
                     e.period / 60,
                     e.tariffs.len(),
                     e.virtual_meters.len()
                 );
+                for v in &e.virtual_meters {
+                    for (_, t) in &v.terms {
+                        if l.catalog.device_by_id(t).is_none() {
+                            println!(
+                                "  note: virtual meter `{}` uses `{t}`, not declared under [[devices]] \
+                                 (fine if it arrives over MQTT)",
+                                v.name
+                            );
+                        }
+                    }
+                }
             }
             println!("state: {}", c.state_dir.display());
             0

@@ -43,6 +43,9 @@ pub struct ReportArgs {
     pub group: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Only these devices or virtual meters (repeat the option for several).
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -119,7 +122,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
         to: to.tomorrow()?,
         by: a.by,
         group: Group::parse(&a.group),
-        devices: None,
+        devices: (!a.devices.is_empty()).then(|| a.devices.clone()),
     };
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;
@@ -145,7 +148,27 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
                 rep.meta.site,
                 q.group.name()
             );
-            s.push_str(&report::to_table(&rep));
+            if rep.rows.is_empty() {
+                let at = |t: i64| {
+                    jiff::Timestamp::from_second(t)
+                        .map(|t| {
+                            t.to_zoned_datetime(tz.clone())
+                                .strftime("%Y-%m-%d %H:%M")
+                                .to_string()
+                        })
+                        .unwrap_or_default()
+                };
+                match store.data_range()? {
+                    Some((a, b)) => s.push_str(&format!(
+                        "no data in this range; the store holds {} .. {}\n",
+                        at(a),
+                        at(b)
+                    )),
+                    None => s.push_str("the energy store is empty\n"),
+                }
+            } else {
+                s.push_str(&report::to_table(&rep));
+            }
             s
         }
         Format::Html => super::html::render(&rep, &q),

@@ -393,10 +393,14 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
             if crate::catalog::Category::parse(cat).is_none() {
                 errs.push((
                     k("category"),
-                    format!(
-                        "unknown category `{cat}`; expected one of: {}",
-                        crate::catalog::Category::ALL.join(", ")
-                    ),
+                    crate::catalog::units::parse_word(
+                        "category",
+                        cat,
+                        crate::catalog::Category::parse,
+                        crate::catalog::Category::ALL,
+                    )
+                    .err()
+                    .unwrap_or_default(),
                 ));
             }
         }

@@ -87,6 +87,15 @@ pub struct Slots {
 
 impl Slots {
     pub fn add(&mut self, slot: i64, amount: f64, flags: u8) {
+        // Converters produce slots in time order: most adds hit the last slot or append after it.
+        if let Some(mut last) = self.map.last_entry() {
+            if *last.key() == slot {
+                let e = last.get_mut();
+                e.0 += amount;
+                e.1 |= flags;
+                return;
+            }
+        }
         let e = self.map.entry(slot).or_insert((0.0, 0));
         e.0 += amount;
         e.1 |= flags;

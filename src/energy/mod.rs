@@ -145,3 +145,62 @@ pub fn daily_deviations(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::profile::{load_dirs, parse_profile};
+
+    #[test]
+    fn each_device_gets_one_meter_point_in_base_units() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let (profiles, _) = load_dirs(&[dir]);
+        let mut cat = crate::catalog::Catalog::new("t", profiles);
+        let pick = |cat: &mut crate::catalog::Catalog, profile: &str| {
+            let idx = cat
+                .add_device(profile, profile, Default::default(), true)
+                .unwrap();
+            let d = cat.device(idx);
+            meter_point(d).map(|(_, p)| (p.name.clone(), meter_spec(p).unwrap()))
+        };
+        let (name, spec) = pick(&mut cat, "tasmota-energy-plug").unwrap();
+        assert_eq!(name, "energy_total");
+        assert_eq!(spec.kind, MeterKind::Counter { wrap: None });
+        let (name, spec) = pick(&mut cat, "shelly-plus-pm").unwrap();
+        assert_eq!(
+            (name.as_str(), spec.to_base),
+            ("energy_total", 0.001),
+            "Wh → kWh"
+        );
+        let (name, spec) = pick(&mut cat, "shelly-pro-3em").unwrap();
+        assert_eq!(name, "power_total", "the total, not the phases");
+        assert_eq!(spec.kind, MeterKind::Power);
+        assert!(pick(&mut cat, "generic-room-sensor").is_none());
+    }
+
+    #[test]
+    fn modbus_registers_wrap_at_their_width() {
+        let p = parse_profile(
+            std::path::Path::new("m.yaml"),
+            r#"schema: 1
+name: m
+category: electricity
+points:
+  - { name: energy, unit: kWh, kind: counter, scale: 0.1, modbus: { table: holding, address: 0, type: u16 } }
+  - { name: water, unit: l, kind: counter, modbus: { table: input, address: 2, type: u32 } }
+"#,
+        )
+        .unwrap();
+        let s = meter_spec(&p.points[0]).unwrap();
+        assert_eq!(s.kind, MeterKind::Counter { wrap: Some(6553.6) });
+        let s = meter_spec(&p.points[1]).unwrap();
+        assert_eq!(
+            s.kind,
+            MeterKind::Counter {
+                wrap: Some(4_294_967_296.0)
+            }
+        );
+        assert_eq!(s.to_base, 0.001, "litres → m3");
+        assert_eq!(base_unit(p.points[1].unit).unwrap().0, "m3");
+    }
+}

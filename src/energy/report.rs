@@ -309,6 +309,23 @@ pub fn build(
         .into_iter()
         .filter(|s| q.devices.as_ref().is_none_or(|d| d.contains(&s.device)))
         .collect();
+    if let Group::Tag(t) = &q.group {
+        let mut tags: Vec<&str> = series
+            .iter()
+            .flat_map(|s| s.location.keys().map(String::as_str))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        if !series.is_empty() && !tags.contains(&t.as_str()) {
+            let hint = crate::util::did_you_mean(t, tags.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            bail!(
+                "no meter has a location tag `{t}`{hint}; group by device, category{}",
+                tags.iter().map(|t| format!(", {t}")).collect::<String>()
+            );
+        }
+    }
     // Virtual meters whose terms we must keep.
     let virtuals: Vec<_> = cfg
         .virtual_meters
@@ -1020,7 +1037,7 @@ pub fn to_table(r: &Report) -> String {
     s
 }
 
-/// Parses `--from`/`--to`: a date (`2026-01-05`). `to_inclusive` makes a date mean "through the end of it".
+/// Parses `--from`/`--to`: a local date (`2026-01-05`).
 pub fn parse_day(s: &str, what: &str) -> anyhow::Result<Date> {
     s.parse::<Date>()
         .with_context(|| format!("{what} `{s}` is not a date like 2026-01-05"))
@@ -1376,6 +1393,49 @@ mod tests {
         assert_eq!(b.hdd, Some(20.5));
         assert_eq!(a.hdd, None);
         assert!(!to_json(&r0).contains("hdd"));
+    }
+
+    #[test]
+    fn hourly_and_half_hourly_settlement_periods() {
+        for period in [1800i64, 3600] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut st = Store::open(
+                &crate::energy::store::path_in(dir.path()),
+                period,
+                "UTC",
+                "t",
+            )
+            .unwrap();
+            let id = st
+                .series_id("m", "e", "kWh", "electricity", false, &BTreeMap::new())
+                .unwrap();
+            // 2 kW flat, and 6 kW in the 10:00 hour of 2026-01-05.
+            let ten = (1_767_571_200 + 10 * 3600) / period;
+            let mut s = Slots::default();
+            for slot in 1_767_571_200 / period..1_767_657_600 / period {
+                let kw = if slot >= ten && slot < ten + 3600 / period {
+                    6.0
+                } else {
+                    2.0
+                };
+                s.add(slot, kw * period as f64 / 3600.0, 0);
+            }
+            st.write(&[(id, &s)], Mode::Add, &[], &[]).unwrap();
+            let r = build(
+                &st,
+                &EnergyConfig::default(),
+                &TimeZone::UTC,
+                &q("2026-01-05", "2026-01-06", By::Day, "device"),
+                None,
+            )
+            .unwrap();
+            let m = row(&r, "2026-01-05", "m");
+            assert!(
+                (m.consumption - (23.0 * 2.0 + 6.0)).abs() < 1e-9,
+                "{period}: {m:?}"
+            );
+            assert_eq!(m.peak_kw, Some(6.0), "{period}");
+        }
     }
 
     #[test]

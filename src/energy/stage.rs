@@ -9,7 +9,7 @@
 //!   with the states that produced them, so a crash or restart neither loses nor double-counts consumption (the
 //!   next reading after a restart continues from the stored state). Then, for every slot it touched, the
 //!   worker queues one line `energy,<the device's tags>,point=P,unit=kWh consumption=..,estimated=..,
-//!   derived=..,power_avg_kw=.. <slot start>` with the slot's stored total into the InfluxDB queue (the same
+//!   derived=..,cost=..,power_avg_kw=.. <slot start>` (`cost` when a tariff prices the slot) with the slot's stored total into the InfluxDB queue (the same
 //!   queue as readings: spooled and retried like them). A slot still filling is rewritten with its larger
 //!   total later; InfluxDB keeps the last value per series and timestamp, so Grafana sees the final figure.
 //!
@@ -109,9 +109,11 @@ impl EnergyStage {
         info!(store = %path.display(), meters = states.len(), period_s = cfg.period, "energy store open");
         let (tx, rx) = mpsc::channel::<Msg>();
         let handle = tokio::runtime::Handle::try_current().ok();
+        let tz = jiff::tz::TimeZone::get(timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let prices = cfg.clone();
         let worker = std::thread::Builder::new()
             .name("energy-store".into())
-            .spawn(move || worker(store, rx, queue, handle))?;
+            .spawn(move || worker(store, rx, queue, handle, prices, tz))?;
         Ok(EnergyStage {
             window: cfg.reorder_window,
             period: cfg.period,
@@ -256,8 +258,15 @@ impl Stage for EnergyStage {
     }
 
     fn process(&mut self, catalog: &Catalog, readings: &[Reading]) {
+        // A device clock far ahead would make every later reading look late to its converter.
+        let horizon = crate::util::now_ns() + 3_600_000_000_000;
         for r in readings {
             if r.quality == Quality::Bad || !r.value.is_finite() {
+                continue;
+            }
+            if r.at > horizon {
+                metrics::counter!("caretaker_readings_dropped_total", "stage" => "energy", "reason" => "future")
+                    .increment(1);
                 continue;
             }
             let Some(m) = self.classify(catalog, r.point) else {
@@ -314,6 +323,8 @@ fn worker(
     rx: mpsc::Receiver<Msg>,
     queue: Option<Arc<dyn ChunkQueue>>,
     handle: Option<tokio::runtime::Handle>,
+    cfg: EnergyConfig,
+    tz: jiff::tz::TimeZone,
 ) {
     let mut ids: HashMap<(String, String), i64> = HashMap::new();
     let period = store.period;
@@ -356,6 +367,7 @@ fn worker(
             .collect();
         for (_, it) in &resolved {
             for e in &it.events {
+                metrics::counter!("caretaker_energy_events_total", "kind" => e.kind()).increment(1);
                 if e.kind() != "gap" {
                     warn!(device = %it.device, point = %it.point, kind = e.kind(), event = ?e, "meter reading anomaly");
                 }
@@ -398,6 +410,18 @@ fn worker(
                 } else {
                     b",derived=false"
                 });
+                // Energy cost of the slot at the price in force then (standing and demand charges are not
+                // per slot: see `caretaker energy report`).
+                if let Ok(ts) = jiff::Timestamp::from_second(slot * period) {
+                    let dt = tz.to_datetime(ts);
+                    if let Some(price) = cfg
+                        .tariff(&it.category, dt.date())
+                        .and_then(|t| t.price(dt))
+                    {
+                        body.extend_from_slice(b",cost=");
+                        body.extend_from_slice(ryu::Buffer::new().format(v * price).as_bytes());
+                    }
+                }
                 if it.unit == "kWh" {
                     body.extend_from_slice(b",power_avg_kw=");
                     let kw = v * 3600.0 / period as f64;
@@ -534,5 +558,44 @@ mod degree_day_tests {
             store.series().unwrap().is_empty(),
             "a thermometer is not a meter"
         );
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use crate::catalog::profile::load_dirs;
+
+    #[test]
+    fn a_reading_from_a_clock_far_ahead_does_not_block_the_meter() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let (profiles, _) = load_dirs(&[dir]);
+        let mut cat = Catalog::new("t", profiles);
+        cat.add_device("plug", "tasmota-energy-plug", Default::default(), true)
+            .unwrap();
+        let p = cat
+            .device_by_id("plug")
+            .unwrap()
+            .1
+            .point_id("energy_total")
+            .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let now = crate::util::now_ns();
+        let min = 60_000_000_000i64;
+        {
+            let mut st =
+                EnergyStage::start(&EnergyConfig::default(), tmp.path(), "UTC", "t", None).unwrap();
+            let rs = [
+                Reading::good(p, 10.0, now - 10 * min),
+                Reading::good(p, 99.0, now + 24 * 60 * min), // a device clock a day ahead
+                Reading::good(p, 10.5, now - 5 * min),
+                Reading::good(p, 11.0, now),
+            ];
+            st.process(&cat, &rs);
+        }
+        let (store, _, _) =
+            Store::open_existing(&super::super::store::path_in(tmp.path())).unwrap();
+        let id = store.series().unwrap()[0].id;
+        assert!((store.total(id, 0, i64::MAX / 4).unwrap() - 1.0).abs() < 1e-9);
     }
 }

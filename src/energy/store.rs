@@ -80,6 +80,8 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open energy store {}", path.display()))?;
+        // The daemon and `caretaker energy import|report` may use the store at the same time.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise energy store {}", path.display()))?;
@@ -123,6 +125,7 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open energy store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let get = |k: &str| -> anyhow::Result<String> {
             conn.query_row("SELECT value FROM meta WHERE key=?1", [k], |r| r.get(0))
                 .optional()?
@@ -382,6 +385,40 @@ impl Store {
             .prepare("SELECT at, kind FROM event WHERE series=?1 ORDER BY at")?;
         let rows = st.query_map([series], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The start of the first and the end of the last slot holding data (unix seconds), if any.
+    pub fn data_range(&self) -> anyhow::Result<Option<(i64, i64)>> {
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            self.conn
+                .query_row("SELECT min(day), max(day) FROM day", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let (Some(lo), Some(hi)) = (lo, hi) else {
+            return Ok(None);
+        };
+        let n = self.slots_per_day();
+        let mut first = i64::MAX;
+        let mut last = i64::MIN;
+        let mut st = self
+            .conn
+            .prepare("SELECT day, data FROM day WHERE day = ?1 OR day = ?2")?;
+        let mut rows = st.query(params![lo, hi])?;
+        while let Some(r) = rows.next()? {
+            let d: i64 = r.get(0)?;
+            let b = r.get_ref(1)?.as_blob()?;
+            if b.len() != n * 9 {
+                continue;
+            }
+            let flags = &b[n * 8..];
+            if let Some(i) = flags.iter().position(|f| f & PRESENT != 0) {
+                first = first.min((d * n as i64 + i as i64) * self.period);
+            }
+            if let Some(i) = flags.iter().rposition(|f| f & PRESENT != 0) {
+                last = last.max((d * n as i64 + i as i64 + 1) * self.period);
+            }
+        }
+        Ok((first <= last).then_some((first, last)))
     }
 
     /// Number of stored day rows per series (for progress and stats).

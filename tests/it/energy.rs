@@ -55,6 +55,48 @@ rates = [{ price = 0.30, days = ["mon","tue","wed","thu","fri"], from = "07:00",
 "#;
 
 #[test]
+fn check_lists_every_energy_config_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"[site]
+name = "x"
+[state]
+dir = "state"
+[energy]
+period = "20m"
+reorder_windw = "1m"
+[[energy.tariffs]]
+name = "a"
+valid_from = "2026-01-01"
+rates = [{ price = 0.3, days = ["mnday"], from = "07:00", to = "21:00" }]
+[[energy.tariffs]]
+name = "b"
+valid_from = "2026-06-01"
+category = "electrcity"
+rates = [{ price = 0.3 }]
+[[energy.virtual_meters]]
+name = "v"
+expr = "a b"
+"#,
+    );
+    let o = caretaker(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        "site.toml:6: energy.period: `20m`: the settlement period must be 15m, 30m or 60m",
+        "site.toml:7: energy.reorder_windw: unknown key `reorder_windw`",
+        "site.toml:11: energy.tariffs[0].rates[0].days: `mnday` is not a weekday",
+        "site.toml:11: energy.tariffs[0].rates: no rate covers mon 00:00",
+        "site.toml:15: energy.tariffs[1].category: unknown category `electrcity` (did you mean `electricity`?)",
+        "energy.tariffs[1].valid_from: tariff `b` overlaps tariff `a`",
+        "site.toml:19: energy.virtual_meters[0].expr: `a b`: missing `+` or `-` before `b`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
 fn import_a_meter_export_then_report_json_csv_html() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
@@ -181,10 +223,36 @@ location = {{ building = "main" }}
         "{by_building}"
     );
 
+    let one: serde_json::Value = serde_json::from_str(&report(&[
+        "--by", "month", "--device", "meter-1", "--format", "json",
+    ]))
+    .unwrap();
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1, "{one}");
+    let none: serde_json::Value =
+        serde_json::from_str(&report(&["--device", "meter-9", "--format", "json"])).unwrap();
+    assert!(none["rows"].as_array().unwrap().is_empty());
     let table = report(&["--by", "month"]);
     assert!(
         table.contains("2026-01") && table.contains("504.000"),
         "{table}"
+    );
+
+    let o = caretaker(&[
+        "energy",
+        "report",
+        "--config",
+        cfg_s,
+        "--from",
+        "2027-01-01",
+        "--to",
+        "2027-01-31",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "no data in this range; the store holds 2025-12-08 00:00 .. 2026-01-12 00:00"
+        ),
+        "{}",
+        text(&o)
     );
 
     let html_path = dir.path().join("report.html");
@@ -450,6 +518,17 @@ listen = "127.0.0.1:{http}"
     assert!(
         (rows[0][1].as_f64().unwrap() - 12.0).abs() < 1e-9,
         "{rows:?}"
+    );
+    // Cost per interval: 2026-01-05 00:00-02:00 is a Monday night, 0.20 EUR/kWh.
+    let (_, cost) = influx
+        .select(
+            "ct",
+            "SELECT sum(cost) FROM energy WHERE device = 'meter-1'",
+        )
+        .await;
+    assert!(
+        (cost[0][1].as_f64().unwrap() - 12.0 * 0.20).abs() < 1e-9,
+        "{cost:?}"
     );
     let (_, est) = influx
         .select(
