@@ -259,8 +259,13 @@ pub async fn run_until_with(
             let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
             loop {
                 every.tick().await;
-                let (hub, catalog, energy, path, tz) =
-                    (hub.clone(), catalog.clone(), energy.clone(), path.clone(), tz.clone());
+                let (hub, catalog, energy, path, tz) = (
+                    hub.clone(),
+                    catalog.clone(),
+                    energy.clone(),
+                    path.clone(),
+                    tz.clone(),
+                );
                 let r = tokio::task::spawn_blocking(move || {
                     hub.refresh_energy(&catalog, &path, &energy, &tz)
                 })

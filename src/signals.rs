@@ -133,7 +133,11 @@ impl HubSignal {
         let devices: Vec<(DeviceIdx, String)> = {
             let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
             cat.devices()
-                .filter(|(_, d)| rules.iter().any(|a| a.matches(&d.id, &d.profile, &d.location)))
+                .filter(|(_, d)| {
+                    rules
+                        .iter()
+                        .any(|a| a.matches(&d.id, &d.profile, &d.location))
+                })
                 .map(|(i, d)| (i, d.id.clone()))
                 .collect()
         };
@@ -147,7 +151,9 @@ impl HubSignal {
             .yesterday()?;
         let mut out = HashMap::new();
         for (idx, id) in devices {
-            if let Some(d) = crate::energy::baseline_deviation(&store, settings, tz, &id, yesterday)? {
+            if let Some(d) =
+                crate::energy::baseline_deviation(&store, settings, tz, &id, yesterday)?
+            {
                 out.insert(idx, d * 100.0);
             }
         }
@@ -173,7 +179,11 @@ impl Signal for HubSignal {
             SignalKind::Forecast { within_ns } => {
                 let g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
                 let fit = g.trends.get(&point?)?.fit.as_ref()?;
-                Some(forecast_peak(fit, at / 1_000_000_000, within_ns / 1_000_000_000))
+                Some(forecast_peak(
+                    fit,
+                    at / 1_000_000_000,
+                    within_ns / 1_000_000_000,
+                ))
             }
             SignalKind::EquipmentAnomaly => {
                 let g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
