@@ -115,6 +115,21 @@ impl State {
     }
 }
 
+/// Most values kept for a `within` window (a point reporting every second keeps 17 minutes).
+const WINDOW_MAX: usize = 1024;
+
+/// Keeps a window sane: a reading older than the newest one (out of order, or a replay) restarts it, and it
+/// never grows past [`WINDOW_MAX`].
+#[inline]
+fn window_guard(w: &mut VecDeque<(i64, f64)>, at: i64) {
+    if w.back().is_some_and(|b| b.0 > at) {
+        w.clear();
+    }
+    if w.len() >= WINDOW_MAX {
+        w.pop_front();
+    }
+}
+
 /// Which way is worse, for the peak.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Worse {
@@ -373,6 +388,7 @@ impl Engine {
             Condition::Inside(lo, hi) => v >= lo && v <= hi,
             Condition::RisesBy { by, within_ns } | Condition::FallsBy { by, within_ns } => {
                 let w = st.window.get_or_insert_with(Default::default);
+                window_guard(w, at);
                 while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
                     w.pop_front();
                 }
@@ -387,6 +403,7 @@ impl Engine {
             }
             Condition::Cycles { max, within_ns } => {
                 let w = st.window.get_or_insert_with(Default::default);
+                window_guard(w, at);
                 let on = v > 0.5;
                 if on && st.ref_value.is_finite() && st.ref_value <= 0.5 {
                     w.push_back((at, v));
@@ -819,6 +836,37 @@ mod tests {
             ]
         );
         assert_eq!(out[0].value, 1.0);
+    }
+
+    #[test]
+    fn windows_survive_readings_out_of_order() {
+        let (cat, mut e) = setup(&rule("{ rises_by: 5, within: 10m }", ""));
+        // A replay of older readings restarts the window instead of mixing them with newer ones.
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[
+                (1000, 20.0),
+                (1100, 21.0),
+                (0, 26.0),
+                (100, 27.0),
+                (200, 31.5),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 200)]);
+        let pid = cat
+            .device_by_id("ahu-1")
+            .unwrap()
+            .1
+            .point_id("supply_air_temp")
+            .unwrap();
+        let mut out = Vec::new();
+        for i in 0..3_000 {
+            e.evaluate(&cat, &Reading::good(pid, 40.0, T0 + 300 * S + i), &mut out);
+        }
+        let w = e.instances[0].st.window.as_ref().unwrap().len();
+        assert!(w <= WINDOW_MAX, "{w}");
     }
 
     #[test]
