@@ -149,6 +149,8 @@ struct Instance {
     clear: Option<Condition>,
     clear_hold: i64,
     worse: Worse,
+    /// The rule has a schedule (kept here so unscheduled rules never touch the rule itself per reading).
+    scheduled: bool,
     st: State,
 }
 
@@ -299,6 +301,7 @@ impl Engine {
             clear: rule.clear.map(|c| c.cond.convert(f, o)),
             clear_hold: rule.clear.map(|c| c.hold_ns).unwrap_or(0),
             worse,
+            scheduled: rule.schedule.is_some(),
             st: State::new(self.now_hint, windowed),
         });
     }
@@ -373,8 +376,8 @@ impl Engine {
     }
 
     fn eval_instance(&mut self, i: usize, v: f64, at: i64, out: &mut Vec<Transition>) {
-        let rule = self.instances[i].rule;
-        let armed = self.armed(rule, at);
+        let (rule, scheduled) = (self.instances[i].rule, self.instances[i].scheduled);
+        let armed = !scheduled || self.armed(rule, at);
         let repeat_every = self.opts.repeat_every_ns;
         let signal = self.signal.as_deref();
         let inst = &mut self.instances[i];
