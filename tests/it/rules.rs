@@ -607,3 +607,52 @@ fn check_reports_rule_errors_with_file_and_line() {
     assert!(out.contains("rules: 1 in 1 folder(s)"), "{out}");
     assert!(out.contains("work-order targets: hook, bus"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backtest_reads_history_back_from_influxdb() {
+    let influx = Influxd::start();
+    influx.create_db("ct").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = site_config(dir.path(), 1883, 9464, 8080);
+    // Declared devices are the ones whose series a backtest from InfluxDB maps to points.
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + &format!(
+            "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"ct\"\n[[devices]]\nid = \"room-9\"\nprofile = \"generic-room-sensor\"\nlocation = {{ building = \"b2\" }}\n",
+            influx.url()
+        );
+    std::fs::write(&cfg, text).unwrap();
+    // The series as the daemon writes them: measurement = category, field = point, tags site/device/profile/...
+    let mut lines = String::new();
+    for (t, v) in [(0, 22.0), (60, 31.0), (63, 31.5), (120, 24.0)] {
+        lines.push_str(&format!(
+            "environment,building=b2,device=room-9,profile=generic-room-sensor,site=test\\ campus temperature={v},humidity=40 {}\n",
+            (T0 + t * 1000) * 1_000_000
+        ));
+    }
+    let resp = http_client()
+        .post(format!("{}/write?db=ct", influx.url()))
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+    let (code, out, err) = caretaker(&[
+        "backtest",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--from-influx",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-02T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let wos: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(wos.len(), 1, "{wos:?}\n{err}");
+    assert_eq!(wos[0]["device"], "room-9");
+    assert_eq!(wos[0]["opened_at"], "2026-01-01T00:01:03Z");
+    assert_eq!(wos[0]["resolved_at"], "2026-01-01T00:02:00Z");
+    assert_eq!(wos[0]["title"], "Room room-9 in b2 at 31.5 degC");
+}
