@@ -398,6 +398,13 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.calls().len(), 3);
+    assert_eq!(
+        daemon
+            .metric(r#"caretaker_work_order_outbox_pending{target="hook"}"#)
+            .await,
+        1.0,
+        "the waiting delivery shows in /metrics"
+    );
 
     // 5. The receiver comes back: the resolution arrives, and every delivery exactly once.
     receiver.up().await;
