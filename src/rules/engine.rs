@@ -395,13 +395,21 @@ impl Engine {
                 while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
                     w.pop_front();
                 }
+                // A monotonic queue: for rises_by only values that could still be the window's minimum are
+                // kept (ascending), for falls_by the maximum (descending); the front is the answer. O(1) amortized.
+                let rises = matches!(inst.when, Condition::RisesBy { .. });
+                while w
+                    .back()
+                    .is_some_and(|b| if rises { b.1 >= v } else { b.1 <= v })
+                {
+                    w.pop_back();
+                }
                 w.push_back((at, v));
-                if matches!(inst.when, Condition::RisesBy { .. }) {
-                    let lo = w.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
-                    v - lo >= by
+                let extreme = w.front().map(|f| f.1).unwrap_or(v);
+                if rises {
+                    v - extreme >= by
                 } else {
-                    let hi = w.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
-                    hi - v >= by
+                    extreme - v >= by
                 }
             }
             Condition::Cycles { max, within_ns } => {
@@ -797,6 +805,28 @@ mod tests {
             vec![
                 (TransitionKind::Raised, 599),
                 (TransitionKind::Cleared, 1300)
+            ]
+        );
+        let (cat, mut e) = setup(&rule("{ falls_by: 4, within: 10m }", ""));
+        // The peak 25 at 100 is the window's maximum until it ages out at 700.
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[
+                (0, 22.0),
+                (100, 25.0),
+                (200, 23.0),
+                (300, 21.5),
+                (400, 20.9),
+                (750, 20.0),
+            ],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 400),
+                (TransitionKind::Cleared, 750)
             ]
         );
         let (cat, mut e) = setup(&rule("{ flatline: 1h, tolerance: 0.01 }", ""));
