@@ -115,6 +115,21 @@ impl State {
     }
 }
 
+/// Most values kept for a `within` window (a point reporting every second keeps 17 minutes).
+const WINDOW_MAX: usize = 1024;
+
+/// Keeps a window sane: a reading older than the newest one (out of order, or a replay) restarts it, and it
+/// never grows past [`WINDOW_MAX`].
+#[inline]
+fn window_guard(w: &mut VecDeque<(i64, f64)>, at: i64) {
+    if w.back().is_some_and(|b| b.0 > at) {
+        w.clear();
+    }
+    if w.len() >= WINDOW_MAX {
+        w.pop_front();
+    }
+}
+
 /// Which way is worse, for the peak.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Worse {
@@ -134,6 +149,8 @@ struct Instance {
     clear: Option<Condition>,
     clear_hold: i64,
     worse: Worse,
+    /// The rule has a schedule (kept here so unscheduled rules never touch the rule itself per reading).
+    scheduled: bool,
     st: State,
 }
 
@@ -284,6 +301,7 @@ impl Engine {
             clear: rule.clear.map(|c| c.cond.convert(f, o)),
             clear_hold: rule.clear.map(|c| c.hold_ns).unwrap_or(0),
             worse,
+            scheduled: rule.schedule.is_some(),
             st: State::new(self.now_hint, windowed),
         });
     }
@@ -358,8 +376,8 @@ impl Engine {
     }
 
     fn eval_instance(&mut self, i: usize, v: f64, at: i64, out: &mut Vec<Transition>) {
-        let rule = self.instances[i].rule;
-        let armed = self.armed(rule, at);
+        let (rule, scheduled) = (self.instances[i].rule, self.instances[i].scheduled);
+        let armed = !scheduled || self.armed(rule, at);
         let repeat_every = self.opts.repeat_every_ns;
         let signal = self.signal.as_deref();
         let inst = &mut self.instances[i];
@@ -373,20 +391,30 @@ impl Engine {
             Condition::Inside(lo, hi) => v >= lo && v <= hi,
             Condition::RisesBy { by, within_ns } | Condition::FallsBy { by, within_ns } => {
                 let w = st.window.get_or_insert_with(Default::default);
+                window_guard(w, at);
                 while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
                     w.pop_front();
                 }
+                // A monotonic queue: for rises_by only values that could still be the window's minimum are
+                // kept (ascending), for falls_by the maximum (descending); the front is the answer. O(1) amortized.
+                let rises = matches!(inst.when, Condition::RisesBy { .. });
+                while w
+                    .back()
+                    .is_some_and(|b| if rises { b.1 >= v } else { b.1 <= v })
+                {
+                    w.pop_back();
+                }
                 w.push_back((at, v));
-                if matches!(inst.when, Condition::RisesBy { .. }) {
-                    let lo = w.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
-                    v - lo >= by
+                let extreme = w.front().map(|f| f.1).unwrap_or(v);
+                if rises {
+                    v - extreme >= by
                 } else {
-                    let hi = w.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
-                    hi - v >= by
+                    extreme - v >= by
                 }
             }
             Condition::Cycles { max, within_ns } => {
                 let w = st.window.get_or_insert_with(Default::default);
+                window_guard(w, at);
                 let on = v > 0.5;
                 if on && st.ref_value.is_finite() && st.ref_value <= 0.5 {
                     w.push_back((at, v));
@@ -779,6 +807,28 @@ mod tests {
                 (TransitionKind::Cleared, 1300)
             ]
         );
+        let (cat, mut e) = setup(&rule("{ falls_by: 4, within: 10m }", ""));
+        // The peak 25 at 100 is the window's maximum until it ages out at 700.
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[
+                (0, 22.0),
+                (100, 25.0),
+                (200, 23.0),
+                (300, 21.5),
+                (400, 20.9),
+                (750, 20.0),
+            ],
+        );
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (TransitionKind::Raised, 400),
+                (TransitionKind::Cleared, 750)
+            ]
+        );
         let (cat, mut e) = setup(&rule("{ flatline: 1h, tolerance: 0.01 }", ""));
         let out = feed(
             &mut e,
@@ -819,6 +869,37 @@ mod tests {
             ]
         );
         assert_eq!(out[0].value, 1.0);
+    }
+
+    #[test]
+    fn windows_survive_readings_out_of_order() {
+        let (cat, mut e) = setup(&rule("{ rises_by: 5, within: 10m }", ""));
+        // A replay of older readings restarts the window instead of mixing them with newer ones.
+        let out = feed(
+            &mut e,
+            &cat,
+            "ahu-1",
+            &[
+                (1000, 20.0),
+                (1100, 21.0),
+                (0, 26.0),
+                (100, 27.0),
+                (200, 31.5),
+            ],
+        );
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 200)]);
+        let pid = cat
+            .device_by_id("ahu-1")
+            .unwrap()
+            .1
+            .point_id("supply_air_temp")
+            .unwrap();
+        let mut out = Vec::new();
+        for i in 0..3_000 {
+            e.evaluate(&cat, &Reading::good(pid, 40.0, T0 + 300 * S + i), &mut out);
+        }
+        let w = e.instances[0].st.window.as_ref().unwrap().len();
+        assert!(w <= WINDOW_MAX, "{w}");
     }
 
     #[test]

@@ -817,6 +817,18 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
             .clear
             .as_ref()
             .and_then(|c| condition(&mut e, line_of(c), &k("clear"), &c.value, true));
+        if let (Some(w), Some(_)) = (when, clear) {
+            if !w.cond.has_thresholds() {
+                e.push(
+                    r.clear.as_ref().and_then(line_of),
+                    k("clear"),
+                    format!(
+                        "`{}` clears by itself (when readings return, move or count again); remove `clear`",
+                        w.cond.name()
+                    ),
+                );
+            }
+        }
         let device_level = matches!(
             when.map(|t| t.cond),
             Some(
@@ -1228,6 +1240,19 @@ rules:
             matches!(rules[0].when.cond, Condition::Signal { kind: SignalKind::Anomaly, above } if above == 0.9)
         );
         assert_eq!(rules[1].point, None);
+    }
+
+    #[test]
+    fn clear_only_for_value_conditions() {
+        let text = "schema: 1\nrules:\n  - name: s\n    applies_to: { profile: test-ahu }\n    point: fan_power\n    when: { stale: 5m }\n    clear: { below: 3 }\n    severity: minor\n";
+        let (_, errs) = parse(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].line),
+            ("rules[0].clear", Some(7))
+        );
+        let (_, errs) = parse(&text.replace("stale: 5m", "above: 5"));
+        assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]

@@ -264,3 +264,70 @@ pub fn validate(
         errs,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(toml_text: &str) -> RawWorkOrders {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn targets_validate_with_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "abc\n").unwrap();
+        let cfg = dir.path().join("site.toml");
+        let (c, errs) = validate(
+            &raw(r#"
+flap_window = "5m"
+[[targets]]
+kind = "webhook"
+url = "http://127.0.0.1:1/hook"
+secret_file = "s"
+[[targets]]
+kind = "mqtt"
+url = "mqtt://127.0.0.1:1883"
+topic = "wo"
+"#),
+            &cfg,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(c.flap_window, Duration::from_secs(300));
+        assert_eq!(c.targets[0].name, "webhook-0");
+        assert_eq!(
+            c.targets[0].kind,
+            TargetKind::Webhook {
+                url: "http://127.0.0.1:1/hook".into(),
+                secret: Some(b"abc".to_vec())
+            }
+        );
+        assert!(
+            matches!(&c.targets[1].kind, TargetKind::Mqtt { port: 1883, topic, .. } if topic == "wo")
+        );
+        let (_, errs) = validate(
+            &raw(r#"
+[[targets]]
+kind = "mqtt"
+url = "mqtt://h"
+[[targets]]
+kind = "atlas"
+url = "ftp://x"
+topic = "t"
+[[targets]]
+kind = "jira"
+"#),
+            &cfg,
+        );
+        let keys: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        for k in [
+            "work_orders.targets[0].topic",
+            "work_orders.targets[1].url",
+            "work_orders.targets[1].topic",
+            "work_orders.targets[1].api_key_file",
+            "work_orders.targets[2].kind",
+        ] {
+            assert!(keys.contains(&k), "{k} missing: {errs:?}");
+        }
+    }
+}

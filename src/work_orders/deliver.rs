@@ -282,10 +282,15 @@ impl Worker {
             if stop.is_cancelled() {
                 return;
             }
-            let row = {
+            let (row, pending) = {
                 let n = name.clone();
-                db(&self.store, move |s| s.next_pending(&n)).await
+                db(&self.store, move |s| {
+                    (s.next_pending(&n), s.pending_count(&n).unwrap_or(0))
+                })
+                .await
             };
+            metrics::gauge!("caretaker_work_order_outbox_pending", "target" => name.clone())
+                .set(pending as f64);
             let wait = match row {
                 Err(e) => {
                     warn!(target = %name, error = %e, "outbox read failed");

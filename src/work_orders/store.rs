@@ -593,6 +593,15 @@ impl Store {
             .optional()
     }
 
+    /// Undelivered outbox rows of one target.
+    pub fn pending_count(&self, target: &str) -> rusqlite::Result<i64> {
+        self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE target = ?1 AND delivered_at IS NULL",
+            params![target],
+            |r| r.get(0),
+        )
+    }
+
     /// Undelivered outbox rows per target.
     pub fn pending_counts(&self) -> rusqlite::Result<Vec<(String, i64)>> {
         let mut st = self

@@ -159,6 +159,14 @@ url = "http://127.0.0.1:{hook_port}/hook"
 secret_file = "hook.secret"
 timeout = "2s"
 max_retry_backoff = "1s"
+[[work_orders.targets]]
+kind = "mqtt"
+name = "bus"
+url = "mqtt://127.0.0.1:{mqtt_port}"
+topic = "caretaker/test/work-orders"
+client_id = "caretaker-wo-{http_port}"
+timeout = "2s"
+max_retry_backoff = "1s"
 "#,
             state = dir.join("state").display(),
             profiles = repo().join("device_profiles").display(),
@@ -192,6 +200,47 @@ fn list(state: &Path) -> Vec<serde_json::Value> {
     }
     serde_json::from_str::<Vec<serde_json::Value>>(&out)
         .unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+}
+
+/// Collects the JSON messages published on a topic.
+async fn subscribe(port: u16, topic: &str) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    let mut o = rumqttc::MqttOptions::new("rules-test-subscriber", "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 100);
+    client
+        .subscribe(topic, rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (g, subscribed) = (
+        got.clone(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let s = subscribed.clone();
+    tokio::spawn(async move {
+        let _client = client; // keep the connection's request channel open
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    g.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&p.payload).unwrap_or_default());
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    s.store(true, std::sync::atomic::Ordering::Relaxed)
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            subscribed.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await
+    );
+    got
 }
 
 async fn wait_subscribed(p: &Publisher, d: &Daemon) {
@@ -238,6 +287,7 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     let (http, hook_port) = (free_port(), free_port());
     let rx = Received::default();
     let mut receiver = Receiver::start(hook_port, rx.clone()).await;
+    let bus = subscribe(mosq.port, "caretaker/test/work-orders").await;
     let cfg = site_config(dir.path(), mosq.port, http, hook_port);
     let mut daemon = Daemon::start(&cfg, http);
     let publisher = Publisher::connect(mosq.port, "rules-publisher");
@@ -348,6 +398,13 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rx.calls().len(), 3);
+    assert_eq!(
+        daemon
+            .metric(r#"caretaker_work_order_outbox_pending{target="hook"}"#)
+            .await,
+        1.0,
+        "the waiting delivery shows in /metrics"
+    );
 
     // 5. The receiver comes back: the resolution arrives, and every delivery exactly once.
     receiver.up().await;
@@ -461,6 +518,24 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     assert_eq!(stats["teams"][0]["total"], 2);
     assert_eq!(stats["teams"][0]["resolved"], 1);
 
+    // The MQTT target got the same events, with the same idempotency keys.
+    let webhook_keys: Vec<String> = rx.calls().into_iter().map(|c| c.key).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            bus.lock().unwrap().len() >= webhook_keys.len()
+        })
+        .await,
+        "{:?}",
+        bus.lock().unwrap()
+    );
+    let bus_keys: Vec<String> = bus
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["idempotency_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bus_keys, webhook_keys);
+
     // 7. Backtest on the same readings opens the same work orders at the same times.
     let csv = dir.path().join("history.csv");
     let mut text = String::from("timestamp,device,point,value,profile\n");
@@ -537,5 +612,54 @@ fn check_reports_rule_errors_with_file_and_line() {
     let (code, out, err) = caretaker(&["check", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rules: 1 in 1 folder(s)"), "{out}");
-    assert!(out.contains("work-order targets: hook"), "{out}");
+    assert!(out.contains("work-order targets: hook, bus"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backtest_reads_history_back_from_influxdb() {
+    let influx = Influxd::start();
+    influx.create_db("ct").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = site_config(dir.path(), 1883, 9464, 8080);
+    // Declared devices are the ones whose series a backtest from InfluxDB maps to points.
+    let text = std::fs::read_to_string(&cfg).unwrap()
+        + &format!(
+            "[influxdb]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"ct\"\n[[devices]]\nid = \"room-9\"\nprofile = \"generic-room-sensor\"\nlocation = {{ building = \"b2\" }}\n",
+            influx.url()
+        );
+    std::fs::write(&cfg, text).unwrap();
+    // The series as the daemon writes them: measurement = category, field = point, tags site/device/profile/...
+    let mut lines = String::new();
+    for (t, v) in [(0, 22.0), (60, 31.0), (63, 31.5), (120, 24.0)] {
+        lines.push_str(&format!(
+            "environment,building=b2,device=room-9,profile=generic-room-sensor,site=test\\ campus temperature={v},humidity=40 {}\n",
+            (T0 + t * 1000) * 1_000_000
+        ));
+    }
+    let resp = http_client()
+        .post(format!("{}/write?db=ct", influx.url()))
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "{:?}", resp.text().await);
+    let (code, out, err) = caretaker(&[
+        "backtest",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--from-influx",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-02T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let wos: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(wos.len(), 1, "{wos:?}\n{err}");
+    assert_eq!(wos[0]["device"], "room-9");
+    assert_eq!(wos[0]["opened_at"], "2026-01-01T00:01:03Z");
+    assert_eq!(wos[0]["resolved_at"], "2026-01-01T00:02:00Z");
+    assert_eq!(wos[0]["title"], "Room room-9 in b2 at 31.5 degC");
 }
