@@ -54,7 +54,7 @@ struct RawRule {
     work_order: Option<Spanned<RawWorkOrder>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAppliesTo {
     #[serde(default)]
@@ -112,6 +112,13 @@ struct RawCondition {
 #[serde(deny_unknown_fields)]
 struct RawScore {
     score_above: f64,
+    /// `anomaly: { score_above: 0.9, for: 15m }`: the hold may sit inside the condition (the shape the issue
+    /// gives) or beside it in `when`.
+    #[serde(default, rename = "for")]
+    hold: Option<String>,
+    /// `equipment_anomaly: { profile: generic-ahu, ... }`: the equipment model's profile (narrows applies_to).
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,12 +126,44 @@ struct RawScore {
 struct RawForecast {
     above: f64,
     within: String,
+    #[serde(default, rename = "for")]
+    hold: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnergy {
-    above_baseline_by: f64,
+    /// Percent: `30%` or `30`.
+    above_baseline_by: Percent,
+    #[serde(default, rename = "for")]
+    hold: Option<String>,
+}
+
+/// A percentage written `30%` or as a plain number (`30`).
+#[derive(Debug, Clone, Copy)]
+struct Percent(f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(v) => Ok(Percent(v)),
+            Raw::Text(t) => t
+                .trim()
+                .trim_end_matches('%')
+                .trim()
+                .parse::<f64>()
+                .map(Percent)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("`{t}` is not a percentage like `30%`"))
+                }),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -659,11 +698,28 @@ fn condition(
             "energy",
             Condition::Signal {
                 kind: SignalKind::EnergyAboveBaseline,
-                above: en.above_baseline_by,
+                above: en.above_baseline_by.0,
             },
         ));
     }
-    let hold_ns = match &c.hold {
+    // `for` may also sit inside a signal condition (`anomaly: { score_above: 0.9, for: 15m }`).
+    let inner_hold = [
+        c.anomaly.as_ref().and_then(|a| a.hold.as_ref()),
+        c.equipment_anomaly.as_ref().and_then(|a| a.hold.as_ref()),
+        c.forecast.as_ref().and_then(|f| f.hold.as_ref()),
+        c.energy.as_ref().and_then(|en| en.hold.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    if c.hold.is_some() && inner_hold.is_some() {
+        e.push(
+            line,
+            format!("{key}.for"),
+            "give `for` once: inside the condition or beside it, not both",
+        );
+    }
+    let hold_ns = match c.hold.as_ref().or(inner_hold) {
         None => 0,
         Some(s) => match parse_duration(s) {
             Ok(d) => d.as_nanos() as i64,
@@ -767,8 +823,27 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
             );
         }
         // applies_to
-        let a = &r.applies_to.value;
         let aline = line_of(&r.applies_to);
+        let mut a = r.applies_to.value.clone();
+        // `equipment_anomaly: { profile: ... }` names the equipment's profile: it narrows applies_to.
+        if let Some(p) = r
+            .when
+            .value
+            .equipment_anomaly
+            .as_ref()
+            .and_then(|s| s.profile.clone())
+        {
+            match &a.profile {
+                None => a.profile = Some(p),
+                Some(q) if *q != p => e.push(
+                    line_of(&r.when),
+                    k("when.equipment_anomaly.profile"),
+                    format!("`{p}` differs from applies_to.profile `{q}`"),
+                ),
+                Some(_) => {}
+            }
+        }
+        let a = &a;
         let category = a.category.as_ref().and_then(|c| {
             crate::catalog::units::parse_word("category", c, Category::parse, Category::ALL)
                 .map_err(|m| e.push(aline, k("applies_to.category"), m))
@@ -1240,6 +1315,55 @@ rules:
             matches!(rules[0].when.cond, Condition::Signal { kind: SignalKind::Anomaly, above } if above == 0.9)
         );
         assert_eq!(rules[1].point, None);
+    }
+
+    #[test]
+    fn signal_conditions_take_the_issue_shapes() {
+        // The shapes issues 6 and 7 spell out: `for` inside the condition, a profile on equipment_anomaly,
+        // and a percentage written with `%`.
+        let text = "schema: 1
+rules:
+  - name: odd
+    applies_to: { category: hvac }
+    point: fan_power
+    when: { anomaly: { score_above: 0.9, for: 15m } }
+    severity: minor
+  - name: ahu-state
+    applies_to: { category: hvac }
+    when: { equipment_anomaly: { profile: test-ahu, score_above: 0.95 } }
+    severity: minor
+  - name: trend
+    applies_to: { profile: test-ahu }
+    point: fan_power
+    when: { forecast: { above: 250, within: 7d } }
+    severity: warning
+  - name: waste
+    applies_to: { profile: test-ahu }
+    point: fan_power
+    when: { energy: { above_baseline_by: 30%, for: 3d } }
+    severity: warning
+";
+        let (rules, errs) = parse(text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(rules[0].when.hold_ns, 900_000_000_000);
+        assert_eq!(rules[1].applies_to.profile.as_deref(), Some("test-ahu"));
+        assert!(matches!(
+            rules[2].when.cond,
+            Condition::Signal { kind: SignalKind::Forecast { within_ns }, above }
+                if above == 250.0 && within_ns == 7 * 86_400_000_000_000
+        ));
+        assert!(matches!(
+            rules[3].when.cond,
+            Condition::Signal { kind: SignalKind::EnergyAboveBaseline, above } if above == 30.0
+        ));
+        assert_eq!(rules[3].when.hold_ns, 3 * 86_400_000_000_000);
+        let (_, errs) = parse(&text.replace("30%", "thirty"));
+        assert!(errs[0].message.contains("percentage"), "{errs:?}");
+        let (_, errs) = parse(&text.replace(
+            "score_above: 0.9, for: 15m } }",
+            "score_above: 0.9, for: 15m }, for: 5m }",
+        ));
+        assert!(errs[0].message.contains("give `for` once"), "{errs:?}");
     }
 
     #[test]
