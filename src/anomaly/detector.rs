@@ -166,6 +166,9 @@ pub struct Score {
     pub high: f64,
     /// False while the detector is still learning (score and level are 0 then).
     pub ready: bool,
+    /// True once the seasonal profile for this time of day has learnt (three days of history): from then on
+    /// `level` is trustworthy enough to open work orders. Rules should wait for it.
+    pub settled: bool,
 }
 
 /// Long-run distribution of one surprise signal, turned into a likelihood.
@@ -311,6 +314,7 @@ pub struct Detector {
     params: Params,
     kind: Kind,
     n: u64,
+    first_at: i64,
     last_at: i64,
     level: f64,
     dev: f64,
@@ -338,13 +342,22 @@ pub struct Detector {
 /// as what NAB counts as an anomaly". The map is strictly increasing, so it changes no NAB figure.
 const Z_AT_09: f64 = 1.2;
 
+/// Same for the sustained `level`, which is not thinned by the refractory step: a smoothed surprise above 1.2 for
+/// a few readings is common on normal data, one above 3 is not, so `level` reaches 0.9 at z = 3.
+const LEVEL_Z_AT_09: f64 = 3.0;
+
 #[inline]
-fn squash(z: f64) -> f64 {
+fn squash_at(z: f64, z09: f64) -> f64 {
     if z <= 0.0 {
         0.0
     } else {
-        1.0 - (-z * std::f64::consts::LN_10 / Z_AT_09).exp()
+        1.0 - (-z * std::f64::consts::LN_10 / z09).exp()
     }
+}
+
+#[inline]
+fn squash(z: f64) -> f64 {
+    squash_at(z, Z_AT_09)
 }
 
 impl Detector {
@@ -354,6 +367,7 @@ impl Detector {
             params,
             kind,
             n: 0,
+            first_at: 0,
             last_at: i64::MIN,
             level: 0.0,
             dev: 0.0,
@@ -409,6 +423,7 @@ impl Detector {
         self.last_at = at;
         let p = self.params;
         if self.n == 0 {
+            self.first_at = at;
             self.level = x;
             self.mag = x.abs();
         }
@@ -483,6 +498,7 @@ impl Detector {
                 low: expected - spread,
                 high: expected + spread,
                 ready: false,
+                settled: false,
             };
         }
         let z = match self.kind {
@@ -550,11 +566,12 @@ impl Detector {
         }
         Score {
             score: squash(ev),
-            level: squash(z),
+            level: squash_at(z, LEVEL_Z_AT_09),
             expected,
             low: expected - spread,
             high: expected + spread,
             ready: true,
+            settled: at - self.first_at >= 3 * 86_400,
         }
     }
 
@@ -566,6 +583,7 @@ impl Detector {
             low: expected,
             high: expected,
             ready: self.n > self.params.learn as u64,
+            settled: false,
         }
     }
 }
