@@ -448,3 +448,36 @@ mod tests {
         assert_eq!(about(20 * 60), "about 20 minutes");
     }
 }
+#[cfg(test)]
+mod false_alarms {
+    use super::*;
+    use crate::anomaly::{Detector, Kind, Params};
+
+    /// A hundred days of normal behaviour (daily cycle plus uniform, near-Gaussian or spiky noise) must not open
+    /// a single `anomaly: { score_above: 0.9, for: 15m }` work order.
+    #[test]
+    fn normal_data_opens_no_work_order_in_a_hundred_days() {
+        for (name, noise) in [("uniform", 0), ("near-gaussian", 1), ("spiky", 2)] {
+            let mut det = Detector::new(Kind::Combined, Params::default());
+            let mut alarm = AnomalyAlarm::new(0.9, 900);
+            let mut rng = fastrand::Rng::with_seed(1);
+            let mut raises = Vec::new();
+            for i in 0..(100 * 288) {
+                let t = 1_400_000_000 + i * 300;
+                let ph = 2.0 * std::f64::consts::PI * (t % 86_400) as f64 / 86_400.0;
+                let e = match noise {
+                    0 => 3.0 * rng.f64(),
+                    1 => (0..6).map(|_| rng.f64()).sum::<f64>() - 3.0,
+                    _ if rng.f64() < 0.01 => 10.0 * rng.f64(),
+                    _ => rng.f64(),
+                };
+                let v = 50.0 + 20.0 * ph.sin() + e;
+                let s = det.observe(t, v);
+                if let Some(Transition::Raised { message, .. }) = alarm.update("p", "", t, v, &s) {
+                    raises.push(message);
+                }
+            }
+            assert!(raises.is_empty(), "{name}: {raises:?}");
+        }
+    }
+}
