@@ -53,7 +53,7 @@ pub enum Command {
         /// season-novelty, level, change, mean; gaussian (plain rolling z-score, the reference).
         #[arg(long, default_value = "combined")]
         detector: String,
-        /// Override a general detector parameter, e.g. `--set refractory=300` (repeatable; see docs/anomaly.md).
+        /// Override a general detector parameter, e.g. `--set hold_gain=3` (repeatable; see docs/anomaly.md).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
