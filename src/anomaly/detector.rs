@@ -50,6 +50,10 @@ pub struct Params {
     /// (0 turns the range view off).
     pub range_tol: f64,
     pub range_z: f64,
+    /// A run of identical values longer than `flat_factor` times the longest run seen before (and at least
+    /// `flat_min` readings) scores at least `range_z` once (0 turns the flat-line view off).
+    pub flat_factor: f64,
+    pub flat_min: u32,
     /// Per-reading decay of that bar.
     pub hold_decay: f64,
     /// Weight of the newest reading in the long-run normalisation of the novelty view.
@@ -86,6 +90,8 @@ impl Default for Params {
             record_decay: 0.9995,
             range_tol: 0.02,
             range_z: 3.0,
+            flat_factor: 2.0,
+            flat_min: 6,
             hold_decay: 0.998,
             norm_alpha: 0.001,
             smooth_alpha: 0.5,
@@ -332,6 +338,9 @@ pub struct Detector {
     lk_novelty: Likelihood,
     hold: f64,
     record: f64,
+    last_x: f64,
+    run: u32,
+    max_run: f64,
     lo: f64,
     hi: f64,
     since_event: u32,
@@ -384,6 +393,9 @@ impl Detector {
             lk_novelty: Likelihood::default(),
             hold: 0.0,
             record: 0.0,
+            last_x: 0.0,
+            run: 0,
+            max_run: 0.0,
             lo: f64::MAX,
             hi: f64::MIN,
             since_event: u32::MAX,
@@ -428,6 +440,17 @@ impl Detector {
             self.mag = x.abs();
         }
         self.n += 1;
+        // Flat-line tracking: the current run of identical values, and the longest run of the past (fading
+        // slowly, so a point that legitimately holds its value for long stretches is not flagged).
+        if self.n > 1 && x == self.last_x {
+            self.run = self.run.saturating_add(1);
+        } else {
+            // Only finished runs count as "held still before", or a stuck value would raise its own bar.
+            self.max_run = self.max_run.max(self.run as f64);
+            self.run = 0;
+        }
+        self.last_x = x;
+        self.max_run *= 0.9995;
         self.mag += 0.01 * (x.abs() - self.mag);
         // Floor for deviations: a perfectly flat series must not make the first wiggle infinitely surprising.
         let eps = 1e-3 * self.mag + 1e-9;
@@ -545,6 +568,13 @@ impl Detector {
         };
         self.hi = self.hi.max(x);
         self.lo = self.lo.min(x);
+        // Flat-line view: a value stuck for much longer than this point has ever held still (a frozen sensor, a
+        // stalled controller) is unusual even when the stuck value itself is normal.
+        let bar = (p.flat_factor * self.max_run).max(p.flat_min as f64);
+        // It fires once per run (when the run passes the bar), so it is not held back by the refractory step.
+        let flat_hit =
+            p.flat_factor > 0.0 && self.run as f64 >= bar && (self.run as f64) < bar + 1.0;
+        let z = if flat_hit { z.max(p.range_z) } else { z };
         // Refractory step: after an event, only a surprise that beats the decaying peak fires again, until the
         // behaviour has looked normal (below `rearm_z`) for `refractory` readings in a row.
         if z > p.rearm_z {
@@ -552,7 +582,7 @@ impl Detector {
         } else {
             self.since_event = self.since_event.saturating_add(1);
         }
-        let ev = if z > self.hold && z > p.record_frac * self.record {
+        let ev = if flat_hit || (z > self.hold && z > p.record_frac * self.record) {
             self.hold = z * p.hold_gain;
             z
         } else {
@@ -670,6 +700,25 @@ mod tests {
             .filter(|s| s.level > 0.3)
             .count();
         assert!(sustained > 10, "level high for only {sustained} readings");
+    }
+
+    #[test]
+    fn a_frozen_sensor_fires_within_a_few_readings() {
+        let normal = 288 * 5;
+        let mut data = daily(normal + 100, 7);
+        let stuck = data[normal].1;
+        for p in data[normal..].iter_mut() {
+            p.1 = stuck;
+        }
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &data);
+        let first = s[normal..].iter().position(|s| s.score > 0.99);
+        assert!(
+            first.is_some_and(|i| i <= 8),
+            "frozen value fired at {first:?}"
+        );
+        let fired = s[normal..].iter().filter(|s| s.score > 0.99).count();
+        assert_eq!(fired, 1, "once per frozen stretch");
     }
 
     #[test]
