@@ -314,7 +314,7 @@ impl Novelty {
     }
 }
 
-/// One point's detector state. About 1.8 KiB with the default 48 buckets (see `memory_bytes`).
+/// One point's detector state. About 2 KiB with the default 48 buckets (see `memory_bytes`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Detector {
     params: Params,
