@@ -94,10 +94,11 @@ pub enum Command {
         /// Output CSV (`timestamp,value,anomaly_score`, one row per input row).
         #[arg(long, short)]
         output: PathBuf,
-        /// Detector: combined (default, what the daemon runs), level, seasonal, gaussian (reference).
+        /// Detector: combined (what the daemon runs); single views for comparison: seasonal, novelty,
+        /// season-novelty, level, change, mean; gaussian (plain rolling z-score, the reference).
         #[arg(long, default_value = "combined")]
         detector: String,
-        /// Override a general detector parameter, e.g. `--set refractory=300` (repeatable; see docs/anomaly.md).
+        /// Override a general detector parameter, e.g. `--set hold_gain=3` (repeatable; see docs/anomaly.md).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },

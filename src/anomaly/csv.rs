@@ -14,10 +14,11 @@ use std::path::Path;
 /// A bad input row, named by file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    #[error("{file}: {source}")]
+    #[error("cannot {what} {file}: {err}")]
     Io {
+        what: &'static str,
         file: String,
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("{file}:{line}: {msg}")]
     Row {
@@ -86,20 +87,39 @@ pub fn detect_file(
     params: Params,
 ) -> Result<usize, DetectError> {
     let file = input.display().to_string();
-    let text = std::fs::read_to_string(input).map_err(|source| DetectError::Io {
+    let text = std::fs::read_to_string(input).map_err(|err| DetectError::Io {
+        what: "read",
         file: file.clone(),
-        source,
+        err,
     })?;
-    let out = std::fs::File::create(output).map_err(|source| DetectError::Io {
+    // Written next to the output and renamed at the end: a failed run leaves no half-written scores file.
+    let tmp = output.with_file_name(format!(
+        ".{}.partial",
+        output
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let out = std::fs::File::create(&tmp).map_err(|err| DetectError::Io {
+        what: "create",
         file: output.display().to_string(),
-        source,
+        err,
     })?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-    let n = detect_text(&text, &file, &mut w, kind, params)?;
-    w.flush().map_err(|source| DetectError::Io {
-        file: output.display().to_string(),
-        source,
-    })?;
+    let result = detect_text(&text, &file, &mut w, kind, params).and_then(|n| {
+        w.flush()
+            .and_then(|_| std::fs::rename(&tmp, output))
+            .map_err(|err| DetectError::Io {
+                what: "write",
+                file: output.display().to_string(),
+                err,
+            })?;
+        Ok(n)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let n = result?;
     Ok(n)
 }
 
@@ -116,9 +136,10 @@ pub fn detect_text(
         line,
         msg,
     };
-    let io = |source| DetectError::Io {
+    let io = |err| DetectError::Io {
+        what: "write the scores of",
         file: file.to_string(),
-        source,
+        err,
     };
     let mut lines = text.lines().enumerate();
     let header = loop {

@@ -50,6 +50,10 @@ pub struct Params {
     /// (0 turns the range view off).
     pub range_tol: f64,
     pub range_z: f64,
+    /// A run of identical values longer than `flat_factor` times the longest run seen before (and at least
+    /// `flat_min` readings) scores at least `range_z` once (0 turns the flat-line view off).
+    pub flat_factor: f64,
+    pub flat_min: u32,
     /// Per-reading decay of that bar.
     pub hold_decay: f64,
     /// Weight of the newest reading in the long-run normalisation of the novelty view.
@@ -86,6 +90,8 @@ impl Default for Params {
             record_decay: 0.9995,
             range_tol: 0.02,
             range_z: 3.0,
+            flat_factor: 2.0,
+            flat_min: 6,
             hold_decay: 0.998,
             norm_alpha: 0.001,
             smooth_alpha: 0.5,
@@ -166,6 +172,9 @@ pub struct Score {
     pub high: f64,
     /// False while the detector is still learning (score and level are 0 then).
     pub ready: bool,
+    /// True once the seasonal profile for this time of day has learnt (three days of history): from then on
+    /// `level` is trustworthy enough to open work orders. Rules should wait for it.
+    pub settled: bool,
 }
 
 /// Long-run distribution of one surprise signal, turned into a likelihood.
@@ -305,12 +314,13 @@ impl Novelty {
     }
 }
 
-/// One point's detector state. About 1.8 KiB with the default 48 buckets (see `memory_bytes`).
+/// One point's detector state. About 2 KiB with the default 48 buckets (see `memory_bytes`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Detector {
     params: Params,
     kind: Kind,
     n: u64,
+    first_at: i64,
     last_at: i64,
     level: f64,
     dev: f64,
@@ -328,6 +338,9 @@ pub struct Detector {
     lk_novelty: Likelihood,
     hold: f64,
     record: f64,
+    last_x: f64,
+    run: u32,
+    max_run: f64,
     lo: f64,
     hi: f64,
     since_event: u32,
@@ -338,13 +351,22 @@ pub struct Detector {
 /// as what NAB counts as an anomaly". The map is strictly increasing, so it changes no NAB figure.
 const Z_AT_09: f64 = 1.2;
 
+/// Same for the sustained `level`, which is not thinned by the refractory step: a smoothed surprise above 1.2 for
+/// a few readings is common on normal data, one above 3 is not, so `level` reaches 0.9 at z = 3.
+const LEVEL_Z_AT_09: f64 = 3.0;
+
 #[inline]
-fn squash(z: f64) -> f64 {
+fn squash_at(z: f64, z09: f64) -> f64 {
     if z <= 0.0 {
         0.0
     } else {
-        1.0 - (-z * std::f64::consts::LN_10 / Z_AT_09).exp()
+        1.0 - (-z * std::f64::consts::LN_10 / z09).exp()
     }
+}
+
+#[inline]
+fn squash(z: f64) -> f64 {
+    squash_at(z, Z_AT_09)
 }
 
 impl Detector {
@@ -354,6 +376,7 @@ impl Detector {
             params,
             kind,
             n: 0,
+            first_at: 0,
             last_at: i64::MIN,
             level: 0.0,
             dev: 0.0,
@@ -370,6 +393,9 @@ impl Detector {
             lk_novelty: Likelihood::default(),
             hold: 0.0,
             record: 0.0,
+            last_x: 0.0,
+            run: 0,
+            max_run: 0.0,
             lo: f64::MAX,
             hi: f64::MIN,
             since_event: u32::MAX,
@@ -409,10 +435,22 @@ impl Detector {
         self.last_at = at;
         let p = self.params;
         if self.n == 0 {
+            self.first_at = at;
             self.level = x;
             self.mag = x.abs();
         }
         self.n += 1;
+        // Flat-line tracking: the current run of identical values, and the longest run of the past (fading
+        // slowly, so a point that legitimately holds its value for long stretches is not flagged).
+        if self.n > 1 && x == self.last_x {
+            self.run = self.run.saturating_add(1);
+        } else {
+            // Only finished runs count as "held still before", or a stuck value would raise its own bar.
+            self.max_run = self.max_run.max(self.run as f64);
+            self.run = 0;
+        }
+        self.last_x = x;
+        self.max_run *= 0.9995;
         self.mag += 0.01 * (x.abs() - self.mag);
         // Floor for deviations: a perfectly flat series must not make the first wiggle infinitely surprising.
         let eps = 1e-3 * self.mag + 1e-9;
@@ -483,6 +521,7 @@ impl Detector {
                 low: expected - spread,
                 high: expected + spread,
                 ready: false,
+                settled: false,
             };
         }
         let z = match self.kind {
@@ -529,6 +568,13 @@ impl Detector {
         };
         self.hi = self.hi.max(x);
         self.lo = self.lo.min(x);
+        // Flat-line view: a value stuck for much longer than this point has ever held still (a frozen sensor, a
+        // stalled controller) is unusual even when the stuck value itself is normal.
+        let bar = (p.flat_factor * self.max_run).max(p.flat_min as f64);
+        // It fires once per run (when the run passes the bar), so it is not held back by the refractory step.
+        let flat_hit =
+            p.flat_factor > 0.0 && self.run as f64 >= bar && (self.run as f64) < bar + 1.0;
+        let z = if flat_hit { z.max(p.range_z) } else { z };
         // Refractory step: after an event, only a surprise that beats the decaying peak fires again, until the
         // behaviour has looked normal (below `rearm_z`) for `refractory` readings in a row.
         if z > p.rearm_z {
@@ -536,7 +582,7 @@ impl Detector {
         } else {
             self.since_event = self.since_event.saturating_add(1);
         }
-        let ev = if z > self.hold && z > p.record_frac * self.record {
+        let ev = if flat_hit || (z > self.hold && z > p.record_frac * self.record) {
             self.hold = z * p.hold_gain;
             z
         } else {
@@ -550,11 +596,12 @@ impl Detector {
         }
         Score {
             score: squash(ev),
-            level: squash(z),
+            level: squash_at(z, LEVEL_Z_AT_09),
             expected,
             low: expected - spread,
             high: expected + spread,
             ready: true,
+            settled: at - self.first_at >= 3 * 86_400,
         }
     }
 
@@ -566,6 +613,7 @@ impl Detector {
             low: expected,
             high: expected,
             ready: self.n > self.params.learn as u64,
+            settled: false,
         }
     }
 }
@@ -652,6 +700,25 @@ mod tests {
             .filter(|s| s.level > 0.3)
             .count();
         assert!(sustained > 10, "level high for only {sustained} readings");
+    }
+
+    #[test]
+    fn a_frozen_sensor_fires_within_a_few_readings() {
+        let normal = 288 * 5;
+        let mut data = daily(normal + 100, 7);
+        let stuck = data[normal].1;
+        for p in data[normal..].iter_mut() {
+            p.1 = stuck;
+        }
+        let mut det = Detector::new(Kind::Combined, Params::default());
+        let s = run(&mut det, &data);
+        let first = s[normal..].iter().position(|s| s.score > 0.99);
+        assert!(
+            first.is_some_and(|i| i <= 8),
+            "frozen value fired at {first:?}"
+        );
+        let fired = s[normal..].iter().filter(|s| s.score > 0.99).count();
+        assert_eq!(fired, 1, "once per frozen stretch");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! returned [`Score`] whether to open a work order; `caretaker detect` runs the very same [`Detector`] offline on a
 //! CSV file (see [`csv`]). See docs/anomaly.md for the API and the NAB evaluation.
 
+pub mod conditions;
 pub mod csv;
 pub mod detector;
 pub mod equipment;
@@ -12,6 +13,7 @@ pub mod forecast;
 pub mod stage;
 
 pub use detector::{Detector, Kind, Params, Score};
+pub use forecast::Trend;
 
 use crate::catalog::PointId;
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,21 @@ pub struct Detectors {
     kind: Kind,
     params: Params,
     points: Vec<Option<Detector>>,
+    /// Trends of the points a forecast condition watches (see [`track_trend`](Self::track_trend)).
+    trends: Vec<Option<Trend>>,
+}
+
+/// Saved state by point name, not yet attached to a `PointId` (points that have not reported since start-up).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Pending {
+    pub detectors: std::collections::BTreeMap<String, Detector>,
+    pub trends: std::collections::BTreeMap<String, Trend>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.detectors.is_empty() && self.trends.is_empty()
+    }
 }
 
 /// Bumped when the state layout changes; a state file of another version is ignored (relearn) rather than
@@ -54,7 +71,30 @@ impl Detectors {
             kind,
             params,
             points: Vec::new(),
+            trends: Vec::new(),
         }
+    }
+
+    /// Starts keeping a trend (hourly buckets over 14 days) for `point`, fed by [`observe`](Self::observe) and
+    /// saved with the detectors. For points that a `forecast:` condition watches.
+    pub fn track_trend(&mut self, point: PointId) -> &mut Trend {
+        let i = point.0 as usize;
+        if i >= self.trends.len() {
+            self.trends.resize(i + 1, None);
+        }
+        self.trends[i].get_or_insert_with(Trend::new)
+    }
+
+    /// Puts a (restored) trend in place for `point`.
+    pub fn insert_trend(&mut self, point: PointId, trend: Trend) {
+        *self.track_trend(point) = trend;
+    }
+
+    /// The trend of `point`, if tracked (mutable: a fit may drop history after a reversal).
+    pub fn trend_mut(&mut self, point: PointId) -> Option<&mut Trend> {
+        self.trends
+            .get_mut(point.0 as usize)
+            .and_then(|t| t.as_mut())
     }
 
     /// Scores one reading of `point` taken at `at_ns` (Unix nanoseconds). The first reading of a point creates
@@ -67,8 +107,12 @@ impl Detectors {
         if i >= self.points.len() {
             self.points.resize(i + 1, None);
         }
+        let at = at_ns.div_euclid(1_000_000_000);
+        if let Some(Some(t)) = self.trends.get_mut(i) {
+            t.observe(at, value);
+        }
         let d = self.points[i].get_or_insert_with(|| Detector::new(self.kind, self.params));
-        Some(d.observe(at_ns.div_euclid(1_000_000_000), value))
+        Some(d.observe(at, value))
     }
 
     /// The detector of `point`, if it has seen a reading.
@@ -103,7 +147,7 @@ impl Detectors {
         &self,
         path: &Path,
         name: impl Fn(PointId) -> String,
-        extra: &std::collections::BTreeMap<String, Detector>,
+        extra: &Pending,
     ) -> Result<(), StateError> {
         let io = |source| StateError::Io {
             path: path.to_path_buf(),
@@ -112,7 +156,14 @@ impl Detectors {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut points = extra.clone();
+        let mut points = extra.detectors.clone();
+        let mut trends = extra.trends.clone();
+        trends.extend(
+            self.trends
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.as_ref().map(|t| (name(PointId(i as u32)), t.clone()))),
+        );
         points.extend(
             self.points
                 .iter()
@@ -124,6 +175,7 @@ impl Detectors {
             kind: self.kind,
             params: self.params,
             points,
+            trends,
         };
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&saved).expect("detector state always serialises");
@@ -142,10 +194,15 @@ impl Detectors {
     ) -> Result<usize, StateError> {
         let saved = self.load_saved(path)?;
         let mut n = 0;
-        for (name, det) in saved {
+        for (name, det) in saved.detectors {
             if let Some(id) = resolve(&name) {
                 self.insert(id, det);
                 n += 1;
+            }
+        }
+        for (name, t) in saved.trends {
+            if let Some(id) = resolve(&name) {
+                self.insert_trend(id, t);
             }
         }
         Ok(n)
@@ -153,13 +210,10 @@ impl Detectors {
 
     /// Reads a state file into detectors by point name (empty when there is none), checking that it was saved
     /// with this set's kind and parameters.
-    pub fn load_saved(
-        &self,
-        path: &Path,
-    ) -> Result<std::collections::BTreeMap<String, Detector>, StateError> {
+    pub fn load_saved(&self, path: &Path) -> Result<Pending, StateError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pending::default()),
             Err(source) => {
                 return Err(StateError::Io {
                     path: path.to_path_buf(),
@@ -188,7 +242,10 @@ impl Detectors {
                 path: path.to_path_buf(),
             });
         }
-        Ok(saved.points)
+        Ok(Pending {
+            detectors: saved.points,
+            trends: saved.trends,
+        })
     }
 
     /// Puts a (restored) detector in place for `point`.
@@ -212,6 +269,8 @@ struct Saved {
     kind: Kind,
     params: Params,
     points: std::collections::BTreeMap<String, Detector>,
+    #[serde(default)]
+    trends: std::collections::BTreeMap<String, Trend>,
 }
 
 #[cfg(test)]
@@ -228,7 +287,12 @@ mod tests {
             let at = i * 300 * 1_000_000_000;
             a.observe(PointId(0), at, 20.0 + (i % 12) as f64);
             a.observe(PointId(1), at, 3.0 + (i % 5) as f64 * 0.1);
+            if i == 0 {
+                a.track_trend(PointId(1));
+            }
         }
+        let buckets = a.trend_mut(PointId(1)).unwrap().len();
+        assert!(buckets > 70, "{buckets} hourly buckets");
         a.save(&path, |p| names[p.0 as usize].to_string()).unwrap();
 
         // After the restart the same points have other ids (a device was added in front) and one is gone.
@@ -239,6 +303,11 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(b.get(PointId(7)).unwrap().count(), 1000);
         assert!(b.get(PointId(0)).is_none());
+        assert_eq!(
+            b.trend_mut(PointId(7)).unwrap().len(),
+            buckets,
+            "the trend came back too"
+        );
         let (x, y) = (
             a.observe(PointId(1), 1000 * 300_000_000_000, 3.2).unwrap(),
             b.observe(PointId(7), 1000 * 300_000_000_000, 3.2).unwrap(),

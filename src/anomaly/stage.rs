@@ -31,7 +31,7 @@ pub struct AnomalyStage {
     /// Point names for saving (the catalog is only lent to `process`).
     names: Vec<Option<String>>,
     /// Saved detectors of points that have not reported since the restart.
-    pending: std::collections::BTreeMap<String, super::Detector>,
+    pending: super::Pending,
     restored: usize,
     dirty: bool,
 }
@@ -48,13 +48,13 @@ impl AnomalyStage {
         let pending = match detectors.load_saved(&path) {
             Ok(p) => {
                 if !p.is_empty() {
-                    info!(points = p.len(), path = %path.display(), "anomaly detector state loaded");
+                    info!(points = p.detectors.len(), trends = p.trends.len(), path = %path.display(), "anomaly detector state loaded");
                 }
                 p
             }
             Err(e) => {
                 warn!(error = %e, "anomaly detector state not restored");
-                Default::default()
+                super::Pending::default()
             }
         };
         AnomalyStage {
@@ -87,6 +87,11 @@ impl AnomalyStage {
 
     pub fn detectors(&self) -> &Detectors {
         &self.detectors
+    }
+
+    /// Mutable access, e.g. for [`Detectors::track_trend`] on the points a forecast condition watches.
+    pub fn detectors_mut(&mut self) -> &mut Detectors {
+        &mut self.detectors
     }
 
     /// Saves now (also done on drop).
@@ -131,7 +136,10 @@ impl Stage for AnomalyStage {
             }
             if self.names[i].is_none() {
                 let name = catalog.point_name(r.point);
-                if let Some(det) = self.pending.remove(&name) {
+                if let Some(t) = self.pending.trends.remove(&name) {
+                    self.detectors.insert_trend(r.point, t);
+                }
+                if let Some(det) = self.pending.detectors.remove(&name) {
                     self.detectors.insert(r.point, det);
                     self.restored += 1;
                     tracing::debug!(point = %name, readings = self.detectors.get(r.point).map(|d| d.count()).unwrap_or(0), "anomaly detector restored");

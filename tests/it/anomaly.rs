@@ -74,15 +74,25 @@ fn detect_scores_every_row_in_order_and_flags_a_spike() {
         "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,x1\n",
     )
     .unwrap();
+    let failed = dir.path().join("failed.csv");
     let out = detect(&[
         "--input",
         input.to_str().unwrap(),
         "--output",
-        output.to_str().unwrap(),
+        failed.to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("series.csv:3: bad value `x1`"), "{err}");
+    assert!(
+        !failed.exists(),
+        "a failed run leaves no half-written output"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "no temp file left behind"
+    );
     let out = detect(&[
         "--input",
         input.to_str().unwrap(),
