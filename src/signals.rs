@@ -227,7 +227,7 @@ impl SignalStage {
                 fit: None,
             });
             t.trend.observe(at_s, r.value);
-            if at_s - t.fitted_at >= 3600 {
+            if at_s.saturating_sub(t.fitted_at) >= 3600 {
                 t.fitted_at = at_s;
                 t.fit = t.trend.fit();
             }
@@ -300,5 +300,42 @@ impl Stage for SignalStage {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fit(slope_per_day: f64, slope_se_per_day: f64) -> Fit {
+        Fit {
+            origin: 0,
+            intercept: 100.0,
+            slope: slope_per_day / 86_400.0,
+            slope_se: slope_se_per_day / 86_400.0,
+            sigma: 1.0,
+            buckets: 72,
+            now: 1_000_000,
+            level_now: 100.0,
+        }
+    }
+
+    #[test]
+    fn a_confident_rise_forecasts_the_value_at_the_horizon() {
+        let f = fit(10.0, 0.5);
+        let v = forecast_peak(&f, 1_000_000, 7 * 86_400);
+        assert!((v - 170.0).abs() < 1e-6, "{v}");
+    }
+
+    #[test]
+    fn a_doubtful_or_falling_trend_forecasts_no_rise() {
+        assert_eq!(
+            forecast_peak(&fit(10.0, 50.0), 1_000_000, 7 * 86_400),
+            100.0
+        );
+        assert_eq!(
+            forecast_peak(&fit(-10.0, 0.5), 1_000_000, 7 * 86_400),
+            100.0
+        );
     }
 }

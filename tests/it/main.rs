@@ -9,5 +9,6 @@ mod energy;
 mod modbus;
 mod mqtt_influx;
 mod rules;
+mod signals;
 mod spool;
 mod support;

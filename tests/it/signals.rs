@@ -1,0 +1,168 @@
+//! Anomaly and forecast rules open work orders end to end: three days of room readings (timestamps in the
+//! payload) published to a real mosquitto reach `caretaker run`; the anomaly detector learns the daily cycle,
+//! a sudden jump opens exactly one `anomaly` work order (none before it), and a steady humidity rise opens a
+//! `forecast` work order long before the limit is reached.
+
+use crate::support::*;
+use std::process::Command;
+use std::time::Duration;
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z, ms
+const STEP_MS: i64 = 300_000; // a reading every 5 minutes
+const DAYS: i64 = 3;
+const JUMP_AT: i64 = DAYS * 288; // index of the first anomalous reading
+
+fn temperature(i: i64) -> f64 {
+    let day = (i as f64) / 288.0 * std::f64::consts::TAU;
+    // Deterministic noise, so the test is repeatable.
+    let noise = (((i * 7919) % 101) as f64 / 100.0 - 0.5) * 0.3;
+    let normal = 21.0 + 2.0 * day.sin() + noise;
+    if i >= JUMP_AT { normal + 12.0 } else { normal }
+}
+
+fn humidity(i: i64) -> f64 {
+    // Rises 10 %RH a day: from 30 to 60 over three days, heading for 90 within the next week.
+    30.0 + 10.0 * i as f64 / 288.0 + (((i * 31) % 7) as f64 - 3.0) * 0.1
+}
+
+fn list(state: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["work-orders", "list", "--state"])
+        .arg(state)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomaly_and_forecast_rules_open_work_orders() {
+    let mosq = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let http = free_port();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/predictive.yaml"),
+        r#"schema: 1
+rules:
+  - name: room-temperature-unusual
+    applies_to: { profile: generic-room-sensor }
+    point: temperature
+    when: { anomaly: { score_above: 0.9, for: 15m } }
+    severity: minor
+    work_order: { title: "Room {device}: temperature {value} unusual", team: hvac }
+  - name: humidity-heading-for-limit
+    applies_to: { profile: generic-room-sensor }
+    point: humidity
+    when: { forecast: { above: 90, within: 7d } }
+    severity: warning
+    work_order: { title: "Room {device}: humidity will pass 90 %RH within a week", team: hvac }
+"#,
+    )
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"[site]
+name = "signals"
+[state]
+dir = "{state}"
+[profiles]
+dirs = ["{profiles}"]
+[rules]
+dirs = ["rules"]
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+client_id = "caretaker-signals-{http}"
+[[mqtt.subscriptions]]
+topic = "campus/{{building}}/{{device}}/telemetry"
+profile = "generic-room-sensor"
+[http]
+listen = "127.0.0.1:{http}"
+"#,
+            state = state.display(),
+            profiles = repo().join("device_profiles").display(),
+            port = mosq.port,
+        ),
+    );
+    let daemon = Daemon::start(&cfg, http);
+    let publisher = Publisher::connect(mosq.port, "signals-publisher");
+    let ok = wait_until(Duration::from_secs(30), || async {
+        publisher
+            .publish("campus/probe/probe/telemetry", r#"{"humidity": 50}"#)
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        daemon
+            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(
+        ok,
+        "daemon never received a message:\n{}",
+        daemon.log_text()
+    );
+
+    let end = JUMP_AT + 12; // an hour of the anomaly
+    for i in 0..end {
+        publisher
+            .publish(
+                "campus/b1/room-1/telemetry",
+                format!(
+                    r#"{{"ts": {}, "temperature": {:.3}, "humidity": {:.3}}}"#,
+                    T0 + i * STEP_MS,
+                    temperature(i),
+                    humidity(i)
+                ),
+            )
+            .await;
+    }
+    let expected = 2.0 * end as f64;
+    let got = wait_until(Duration::from_secs(60), || async {
+        daemon
+            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+            .await
+            >= expected
+    })
+    .await;
+    assert!(got, "not every reading arrived:\n{}", daemon.log_text());
+
+    let mut orders = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        orders = list(&state);
+        let n = orders.len();
+        async move { n >= 2 }
+    })
+    .await;
+    let by_rule = |r: &str| -> Vec<serde_json::Value> {
+        orders.iter().filter(|o| o["rule"] == r).cloned().collect()
+    };
+    let anomaly = by_rule("room-temperature-unusual");
+    assert_eq!(
+        anomaly.len(),
+        1,
+        "one anomaly work order: {orders:#?}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(anomaly[0]["device"], "room-1");
+    assert_eq!(anomaly[0]["point"], "temperature");
+    let jump = jiff::Timestamp::from_millisecond(T0 + JUMP_AT * STEP_MS).unwrap();
+    let opened: jiff::Timestamp = anomaly[0]["opened_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        opened >= jump && opened <= jump + jiff::SignedDuration::from_mins(60),
+        "the anomaly work order opened at {opened}, the jump was at {jump}"
+    );
+    let forecast = by_rule("humidity-heading-for-limit");
+    assert_eq!(forecast.len(), 1, "one forecast work order: {orders:#?}");
+    assert_eq!(forecast[0]["point"], "humidity");
+    assert_eq!(
+        orders.len(),
+        2,
+        "no other work orders (false positives): {orders:#?}"
+    );
+}
