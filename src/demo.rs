@@ -68,11 +68,17 @@ pub fn match_faults<'a>(
     (pairs, missed)
 }
 
+/// Writes the HTML energy report of a finished demo (the daemon's config file and state dir in, the report's path
+/// out); `None` until the energy module is built in.
+pub type EnergyReportFn = Arc<dyn Fn(&Path, &Path) -> anyhow::Result<PathBuf> + Send + Sync>;
+
 /// What `caretaker demo` was asked for.
 #[derive(Clone)]
 pub struct DemoOptions {
     /// Work orders to show (None until the rules engine is built in).
     pub work_orders: Option<Arc<dyn WorkOrderView>>,
+    /// Writes the HTML energy report at the end.
+    pub energy_report: Option<EnergyReportFn>,
     pub speed: Option<f64>,
     pub run_for: Option<Duration>,
     pub state: Option<PathBuf>,
@@ -656,6 +662,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Observed::today(&o.counters, day),
         Observed::today(&o.water, day)
     );
+    if let Some(report) = &opts.energy_report {
+        match report(&config_file, &state) {
+            Ok(path) => println!(
+                "Energy report (HTML, open it in a browser): {}",
+                path.display()
+            ),
+            Err(e) => println!("Energy report: not written: {e:#}"),
+        }
+    }
     println!(
         "State (config, work orders, energy store): {}",
         state.display()
