@@ -68,9 +68,20 @@ pub fn match_faults<'a>(
     (pairs, missed)
 }
 
-/// Writes the HTML energy report of a finished demo (the daemon's config file and state dir in, the report's path
-/// out); `None` until the energy module is built in.
-pub type EnergyReportFn = Arc<dyn Fn(&Path, &Path) -> anyhow::Result<PathBuf> + Send + Sync>;
+/// A finished demo run, for hooks that work on its results.
+#[derive(Debug, Clone)]
+pub struct DemoRun {
+    /// The daemon's generated config file.
+    pub config: PathBuf,
+    pub state: PathBuf,
+    /// First and last simulated day, in the site's time zone (`2026-01-12`).
+    pub first_day: String,
+    pub last_day: String,
+}
+
+/// Writes the HTML energy report of a finished demo and returns its path; `None` until the energy module is
+/// built in.
+pub type EnergyReportFn = Arc<dyn Fn(&DemoRun) -> anyhow::Result<PathBuf> + Send + Sync>;
 
 /// What `caretaker demo` was asked for.
 #[derive(Clone)]
@@ -663,7 +674,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Observed::today(&o.water, day)
     );
     if let Some(report) = &opts.energy_report {
-        match report(&config_file, &state) {
+        let date = |ns: i64| {
+            jiff::Timestamp::from_nanosecond(ns as i128)
+                .map(|t| {
+                    t.to_zoned_datetime(spec.timezone.clone())
+                        .date()
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        let run = DemoRun {
+            config: config_file.clone(),
+            state: state.clone(),
+            first_day: date(start_ns),
+            last_day: date(end_ns),
+        };
+        match report(&run) {
             Ok(path) => println!(
                 "Energy report (HTML, open it in a browser): {}",
                 path.display()
