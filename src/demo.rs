@@ -622,49 +622,46 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .filter(|f| f.from_ns <= end_ns)
         .cloned()
         .collect();
-    match &opts.work_orders {
-        Some(view) => {
-            let wos = view.list(&state);
-            let (pairs, missed) = match_faults(&reached, &wos);
-            println!("\nWork orders raised: {}", wos.len());
-            for (w, f) in &pairs {
-                let caught = match f {
-                    Some(f) => format!("caught: {}", f.kind.describe()),
-                    None => "no scripted fault here (false positive)".into(),
-                };
-                println!(
-                    "  #{:<3} {}  {:<27} {:<16} {:<9} {caught}",
-                    w.id,
-                    fmt_sim(w.opened_at_ns, &spec.timezone),
-                    w.rule,
-                    w.device,
-                    w.status,
-                );
-            }
-            for f in &missed {
-                println!(
-                    "  no work order (yet) for: {}  {} ({})",
-                    fmt_sim(f.from_ns, &spec.timezone),
-                    f.device,
-                    f.kind.describe()
-                );
-            }
+    println!("\nScripted faults (what the rules should catch):");
+    for f in &running.faults {
+        let note = if f.from_ns > end_ns {
+            " (not reached)"
+        } else {
+            ""
+        };
+        println!(
+            "  {}  {:<16} {}{note}",
+            fmt_sim(f.from_ns, &spec.timezone),
+            f.device,
+            f.kind.describe()
+        );
+    }
+
+    if let Some(view) = &opts.work_orders {
+        let wos = view.list(&state);
+        let (pairs, missed) = match_faults(&reached, &wos);
+        println!("\nWork orders raised: {}", wos.len());
+        for (w, f) in &pairs {
+            let caught = match f {
+                Some(f) => format!("caught: {}", f.kind.describe()),
+                None => "no scripted fault here (false positive)".into(),
+            };
+            println!(
+                "  #{:<3} {}  {:<27} {:<16} {:<9} {caught}",
+                w.id,
+                fmt_sim(w.opened_at_ns, &spec.timezone),
+                w.rule,
+                w.device,
+                w.status,
+            );
         }
-        None => {
-            println!("\nScripted faults (what the rules should catch):");
-            for f in &running.faults {
-                let note = if f.from_ns > end_ns {
-                    " (not reached)"
-                } else {
-                    ""
-                };
-                println!(
-                    "  {}  {:<16} {}{note}",
-                    fmt_sim(f.from_ns, &spec.timezone),
-                    f.device,
-                    f.kind.describe()
-                );
-            }
+        for f in &missed {
+            println!(
+                "  no work order (yet) for: {}  {} ({})",
+                fmt_sim(f.from_ns, &spec.timezone),
+                f.device,
+                f.kind.describe()
+            );
         }
     }
     let day = day_of(end_ns, &spec.timezone);
