@@ -185,6 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .build()?;
             rt.block_on(crate::demo::run(crate::demo::DemoOptions {
                 work_orders: None,
+                energy_report: None,
                 speed,
                 run_for,
                 state,

@@ -68,11 +68,28 @@ pub fn match_faults<'a>(
     (pairs, missed)
 }
 
+/// A finished demo run, for hooks that work on its results.
+#[derive(Debug, Clone)]
+pub struct DemoRun {
+    /// The daemon's generated config file.
+    pub config: PathBuf,
+    pub state: PathBuf,
+    /// First and last simulated day, in the site's time zone (`2026-01-12`).
+    pub first_day: String,
+    pub last_day: String,
+}
+
+/// Writes the HTML energy report of a finished demo and returns its path; `None` until the energy module is
+/// built in.
+pub type EnergyReportFn = Arc<dyn Fn(&DemoRun) -> anyhow::Result<PathBuf> + Send + Sync>;
+
 /// What `caretaker demo` was asked for.
 #[derive(Clone)]
 pub struct DemoOptions {
     /// Work orders to show (None until the rules engine is built in).
     pub work_orders: Option<Arc<dyn WorkOrderView>>,
+    /// Writes the HTML energy report at the end.
+    pub energy_report: Option<EnergyReportFn>,
     pub speed: Option<f64>,
     pub run_for: Option<Duration>,
     pub state: Option<PathBuf>,
@@ -605,49 +622,46 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .filter(|f| f.from_ns <= end_ns)
         .cloned()
         .collect();
-    match &opts.work_orders {
-        Some(view) => {
-            let wos = view.list(&state);
-            let (pairs, missed) = match_faults(&reached, &wos);
-            println!("\nWork orders raised: {}", wos.len());
-            for (w, f) in &pairs {
-                let caught = match f {
-                    Some(f) => format!("caught: {}", f.kind.describe()),
-                    None => "no scripted fault here (false positive)".into(),
-                };
-                println!(
-                    "  #{:<3} {}  {:<27} {:<16} {:<9} {caught}",
-                    w.id,
-                    fmt_sim(w.opened_at_ns, &spec.timezone),
-                    w.rule,
-                    w.device,
-                    w.status,
-                );
-            }
-            for f in &missed {
-                println!(
-                    "  no work order (yet) for: {}  {} ({})",
-                    fmt_sim(f.from_ns, &spec.timezone),
-                    f.device,
-                    f.kind.describe()
-                );
-            }
+    println!("\nScripted faults (what the rules should catch):");
+    for f in &running.faults {
+        let note = if f.from_ns > end_ns {
+            " (not reached)"
+        } else {
+            ""
+        };
+        println!(
+            "  {}  {:<16} {}{note}",
+            fmt_sim(f.from_ns, &spec.timezone),
+            f.device,
+            f.kind.describe()
+        );
+    }
+
+    if let Some(view) = &opts.work_orders {
+        let wos = view.list(&state);
+        let (pairs, missed) = match_faults(&reached, &wos);
+        println!("\nWork orders raised: {}", wos.len());
+        for (w, f) in &pairs {
+            let caught = match f {
+                Some(f) => format!("caught: {}", f.kind.describe()),
+                None => "no scripted fault here (false positive)".into(),
+            };
+            println!(
+                "  #{:<3} {}  {:<27} {:<16} {:<9} {caught}",
+                w.id,
+                fmt_sim(w.opened_at_ns, &spec.timezone),
+                w.rule,
+                w.device,
+                w.status,
+            );
         }
-        None => {
-            println!("\nScripted faults (what the rules should catch):");
-            for f in &running.faults {
-                let note = if f.from_ns > end_ns {
-                    " (not reached)"
-                } else {
-                    ""
-                };
-                println!(
-                    "  {}  {:<16} {}{note}",
-                    fmt_sim(f.from_ns, &spec.timezone),
-                    f.device,
-                    f.kind.describe()
-                );
-            }
+        for f in &missed {
+            println!(
+                "  no work order (yet) for: {}  {} ({})",
+                fmt_sim(f.from_ns, &spec.timezone),
+                f.device,
+                f.kind.describe()
+            );
         }
     }
     let day = day_of(end_ns, &spec.timezone);
@@ -656,6 +670,30 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Observed::today(&o.counters, day),
         Observed::today(&o.water, day)
     );
+    if let Some(report) = &opts.energy_report {
+        let date = |ns: i64| {
+            jiff::Timestamp::from_nanosecond(ns as i128)
+                .map(|t| {
+                    t.to_zoned_datetime(spec.timezone.clone())
+                        .date()
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        let run = DemoRun {
+            config: config_file.clone(),
+            state: state.clone(),
+            first_day: date(start_ns),
+            last_day: date(end_ns),
+        };
+        match report(&run) {
+            Ok(path) => println!(
+                "Energy report (HTML, open it in a browser): {}",
+                path.display()
+            ),
+            Err(e) => println!("Energy report: not written: {e:#}"),
+        }
+    }
     println!(
         "State (config, work orders, energy store): {}",
         state.display()

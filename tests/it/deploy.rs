@@ -441,3 +441,38 @@ fn the_compose_file_wires_the_stack_and_its_files_exist() {
         }
     }
 }
+
+#[test]
+fn the_commands_in_the_kit_are_ones_the_cli_accepts() {
+    use clap::Parser;
+    let parse = |args: Vec<String>, origin: &str| {
+        let mut argv = vec!["caretaker".to_string()];
+        argv.extend(args);
+        if let Err(e) = caretaker::cli::Cli::try_parse_from(&argv) {
+            panic!("{origin}: `{}` is rejected: {e}", argv.join(" "));
+        }
+    };
+    // compose: the simulator's command.
+    let text = std::fs::read_to_string(repo().join("deploy/compose.yaml")).unwrap();
+    let c: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let cmd: Vec<String> = c["services"]["simulator"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cmd[0], "simulate");
+    parse(cmd, "compose.yaml simulator");
+    // systemd: ExecStart and ExecStartPre.
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/caretaker.service")).unwrap();
+    for l in unit.lines().filter(|l| l.starts_with("ExecStart")) {
+        let v = l.split_once('=').unwrap().1;
+        let args: Vec<String> = v.split_whitespace().skip(1).map(String::from).collect();
+        parse(args, l);
+    }
+    // Dockerfile: the default command.
+    let docker = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let cmd_line = docker.lines().find(|l| l.starts_with("CMD ")).unwrap();
+    let args: Vec<String> = serde_json::from_str(&cmd_line[4..]).unwrap();
+    parse(args, "Dockerfile CMD");
+}
