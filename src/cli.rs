@@ -184,8 +184,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 .enable_all()
                 .build()?;
             rt.block_on(crate::demo::run(crate::demo::DemoOptions {
-                work_orders: None,
-                energy_report: None,
+                work_orders: Some(std::sync::Arc::new(crate::demo::StoreView)),
+                energy_report: Some(std::sync::Arc::new(|run: &crate::demo::DemoRun| {
+                    let out = run.state.join("energy-report.html");
+                    crate::energy::cli::run_report(crate::energy::cli::ReportArgs {
+                        config: Some(run.config.clone()),
+                        state: None,
+                        from: Some(run.first_day.clone()),
+                        to: Some(run.last_day.clone()),
+                        by: crate::energy::report::By::Day,
+                        group: "device".into(),
+                        format: crate::energy::cli::Format::Html,
+                        devices: Vec::new(),
+                        output: Some(out.clone()),
+                    })?;
+                    Ok(out)
+                })),
                 speed,
                 run_for,
                 state,

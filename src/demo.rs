@@ -255,7 +255,7 @@ pub fn daemon_config(
             ));
         }
     }
-    t.push_str("[pipeline]\nshutdown_timeout = \"3s\"\n\n");
+    t.push_str("[pipeline]\nshutdown_timeout = \"3s\"\n\n[energy]\n\n");
     for d in &running.devices {
         t.push_str(&format!(
             "[[devices]]\nid = {}\nprofile = {}\n",
@@ -808,5 +808,32 @@ mod tests {
         assert_eq!(ahu["modbus"]["url"].as_str(), Some("tcp://127.0.0.1:40001"));
         assert_eq!(ahu["modbus"]["poll"].as_str(), Some("100ms"));
         assert_eq!(ahu["location"]["room"].as_str(), Some("ahu-1"));
+    }
+}
+
+/// The demo's view of raised work orders: the daemon's own SQLite store.
+pub struct StoreView;
+
+impl WorkOrderView for StoreView {
+    fn list(&self, state_dir: &Path) -> Vec<RaisedWorkOrder> {
+        let path = crate::work_orders::service::store_path(state_dir);
+        if !path.exists() {
+            return Vec::new();
+        }
+        let Ok(store) = crate::work_orders::store::Store::open(&path, None) else {
+            return Vec::new();
+        };
+        store
+            .list(None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| RaisedWorkOrder {
+                id: w.id,
+                rule: w.rule,
+                device: w.device,
+                status: w.status,
+                opened_at_ns: w.opened_at * 1_000_000,
+            })
+            .collect()
     }
 }

@@ -173,8 +173,10 @@ impl Signal for HubSignal {
     ) -> Option<f64> {
         match kind {
             SignalKind::Anomaly => {
+                // `level` stays high while the behaviour stays unusual; it is trusted once the detector has
+                // learnt this time of day (`settled`, three days of history).
                 let s = self.anomaly.as_ref()?.get(point?)?;
-                s.ready.then_some(s.level)
+                (s.ready && s.settled).then_some(s.level)
             }
             SignalKind::Forecast { within_ns } => {
                 let g = self.shared.lock().unwrap_or_else(|e| e.into_inner());

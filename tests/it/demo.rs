@@ -327,3 +327,48 @@ fn a_bad_site_file_is_refused_with_file_line_and_key() {
     );
     assert!(err.contains("devices[0].id"), "{err}");
 }
+
+/// After merging rules (issue 5): the demo raises the work order each scripted fault should, and no others.
+#[test]
+fn the_demo_raises_one_work_order_per_scripted_fault_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (code, out, err) = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_caretaker"))
+            .args(["demo", "--for", "80s", "--state"])
+            .arg(&state)
+            .current_dir(repo()),
+        Duration::from_secs(150),
+    );
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    let list = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["work-orders", "list", "--format", "json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let wos: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
+    let mut got: Vec<(String, String)> = wos
+        .iter()
+        .map(|w| {
+            (
+                w["rule"].as_str().unwrap().to_string(),
+                w["device"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = [
+        ("ahu-fan-short-cycling", "ahu-2"),
+        ("ahu-filter-clogged", "ahu-1"),
+        ("meter-offline", "meter-sub-2"),
+        ("room-temperature-flatline", "room-1-03"),
+        ("water-leak-detected", "leak-basement-1"),
+        ("water-night-flow", "water-main"),
+    ]
+    .iter()
+    .map(|(r, d)| (r.to_string(), d.to_string()))
+    .collect();
+    want.sort();
+    assert_eq!(got, want, "{out}");
+    assert!(!out.contains("false positive"), "{out}");
+}
