@@ -15,23 +15,103 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// Where the store thread writes the `work_orders` measurement (see `work_orders::influx`).
+pub struct InfluxOut {
+    pub queue: Arc<dyn crate::sinks::influx::queue::ChunkQueue>,
+    pub handle: tokio::runtime::Handle,
+}
+
 /// Runs the store: applies every event until the channel closes. Blocking: run it on a thread of its own.
-pub fn run_store(mut store: Store, rx: std::sync::mpsc::Receiver<AlarmEvent>, notify: Arc<Notify>) {
-    for ev in rx {
-        match store.apply(&ev) {
-            Ok(a) => {
-                if a.event != "none" {
-                    metrics::counter!("caretaker_work_orders_total", "state" => a.event)
-                        .increment(1);
-                    info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
-                        point = %ev.point, "work order");
-                    notify.notify_waiters();
-                }
+/// With `influx`, after each burst of events and once a second (for changes people make through the CLI), it
+/// moves pending `work_orders` points from the outbox into the InfluxDB queue.
+pub fn run_store(
+    mut store: Store,
+    rx: std::sync::mpsc::Receiver<AlarmEvent>,
+    notify: Arc<Notify>,
+    influx: Option<InfluxOut>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let ev = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut next = ev;
+        while let Some(ev) = next.take() {
+            apply(&mut store, &ev, &notify);
+            next = rx.try_recv().ok();
+        }
+        if let Some(out) = &influx {
+            flush_influx(&mut store, out);
+        }
+    }
+    if let Some(out) = &influx {
+        flush_influx(&mut store, out);
+    }
+}
+
+fn apply(store: &mut Store, ev: &AlarmEvent, notify: &Notify) {
+    match store.apply(ev) {
+        Ok(a) => {
+            if a.event != "none" {
+                metrics::counter!("caretaker_work_orders_total", "state" => a.event).increment(1);
+                info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
+                    point = %ev.point, "work order");
+                notify.notify_waiters();
             }
+        }
+        Err(e) => {
+            metrics::counter!("caretaker_errors_total", "stage" => "work_orders").increment(1);
+            error!(error = %e, rule = %ev.rule, device = %ev.device, "work-order store write failed");
+        }
+    }
+}
+
+/// Pending `work_orders` points → the InfluxDB queue (waiting while it is full), then marked delivered.
+fn flush_influx(store: &mut Store, out: &InfluxOut) {
+    use super::influx::{TARGET, encode_row};
+    use crate::sinks::influx::queue::{Chunk, push};
+    loop {
+        let rows = match store.pending(TARGET, 500) {
+            Ok(r) if r.is_empty() => return,
+            Ok(r) => r,
             Err(e) => {
-                metrics::counter!("caretaker_errors_total", "stage" => "work_orders").increment(1);
-                error!(error = %e, rule = %ev.rule, device = %ev.device, "work-order store write failed");
+                error!(error = %e, "work-order store: cannot read the InfluxDB outbox");
+                return;
             }
+        };
+        let mut body = Vec::new();
+        let mut lines = 0u32;
+        for r in &rows {
+            if encode_row(r, &mut body) {
+                lines += 1;
+            } else {
+                warn!(
+                    outbox_row = r.id,
+                    "work-order outbox row is not a work-order change; skipped"
+                );
+            }
+        }
+        if lines > 0 {
+            let chunk = Chunk {
+                body,
+                lines,
+                readings: 0,
+                created_ms: now_ms(),
+            };
+            out.handle.block_on(push(&*out.queue, chunk));
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if let Err(e) = store.mark_all_delivered(&ids, now_ms()) {
+            // They will be queued again: same series and timestamps, so InfluxDB keeps one of each.
+            error!(error = %e, "work-order store: cannot mark InfluxDB rows delivered");
+            return;
+        }
+        metrics::counter!("caretaker_work_order_deliveries_total", "target" => TARGET, "result" => "ok")
+            .increment(ids.len() as u64);
+        if rows.len() < 500 {
+            return;
         }
     }
 }
