@@ -18,7 +18,6 @@ use tracing::{error, info, warn};
 /// Where the store thread writes the `work_orders` measurement (see `work_orders::influx`).
 pub struct InfluxOut {
     pub queue: Arc<dyn crate::sinks::influx::queue::ChunkQueue>,
-    pub handle: tokio::runtime::Handle,
 }
 
 /// Runs the store: applies every event until the channel closes. Blocking: run it on a thread of its own.
@@ -68,10 +67,12 @@ fn apply(store: &mut Store, ev: &AlarmEvent, notify: &Notify) {
     }
 }
 
-/// Pending `work_orders` points → the InfluxDB queue (waiting while it is full), then marked delivered.
+/// Pending `work_orders` points → the InfluxDB queue, then marked delivered. When the queue is full (InfluxDB
+/// down and the spool at its bound) the rows stay in the outbox and are tried again a second later: the store
+/// thread never waits on InfluxDB, and nothing is lost.
 fn flush_influx(store: &mut Store, out: &InfluxOut) {
     use super::influx::{TARGET, encode_row};
-    use crate::sinks::influx::queue::{Chunk, push};
+    use crate::sinks::influx::queue::Chunk;
     loop {
         let rows = match store.pending(TARGET, 500) {
             Ok(r) if r.is_empty() => return,
@@ -100,7 +101,9 @@ fn flush_influx(store: &mut Store, out: &InfluxOut) {
                 readings: 0,
                 created_ms: now_ms(),
             };
-            out.handle.block_on(push(&*out.queue, chunk));
+            if out.queue.try_push(chunk).is_err() {
+                return;
+            }
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         if let Err(e) = store.mark_all_delivered(&ids, now_ms()) {

@@ -61,19 +61,19 @@ pub fn start(
         .collect();
     // The `work_orders` measurement is an outbox target of its own, so changes people make through the CLI
     // reach InfluxDB too; the store thread moves its rows into the InfluxDB queue.
-    let influx = match (queue, tokio::runtime::Handle::try_current()) {
-        (Some(queue), Ok(handle)) if !kinds.iter().any(|(n, _)| n == INFLUX_TARGET) => {
+    let influx = match queue {
+        Some(queue) if !kinds.iter().any(|(n, _)| n == INFLUX_TARGET) => {
             kinds.push((INFLUX_TARGET.to_string(), "influxdb".to_string()));
-            Some(InfluxOut { queue, handle })
+            Some(InfluxOut { queue })
         }
-        (Some(_), _) => {
+        Some(_) => {
             warn!(
                 target = INFLUX_TARGET,
                 "a work-order target has this reserved name: the work_orders measurement is not written"
             );
             None
         }
-        (None, _) => None,
+        None => None,
     };
     store.set_targets(&kinds)?;
     let active = store.active_alarms()?;
