@@ -43,6 +43,10 @@ pub fn run_store(
         }
         if let Some(out) = &influx {
             flush_influx(&mut store, out);
+            if let Ok(n) = store.pending_count(super::influx::TARGET) {
+                metrics::gauge!("caretaker_work_order_outbox_pending", "target" => super::influx::TARGET)
+                    .set(n as f64);
+            }
         }
     }
     if let Some(out) = &influx {
@@ -427,6 +431,64 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn work_orders_points_wait_in_the_outbox_while_the_queue_is_full() {
+        use crate::rules::{Resolve, Severity};
+        use crate::sinks::influx::queue::{Chunk, ChunkQueue, MemQueue};
+        use crate::work_orders::influx::TARGET;
+        use crate::work_orders::{AlarmEvent, AlarmKind, Store};
+        use std::sync::Arc;
+        let mut store = Store::in_memory("s").unwrap();
+        store
+            .set_targets(&[(TARGET.into(), "influxdb".into())])
+            .unwrap();
+        store
+            .apply(&AlarmEvent {
+                kind: AlarmKind::Raised,
+                rule: "r".into(),
+                device: "d".into(),
+                point: String::new(),
+                severity: Severity::Critical,
+                title: "t".into(),
+                team: None,
+                procedure: None,
+                resolve: Resolve::Auto,
+                due_within_ms: None,
+                unit: String::new(),
+                value: f64::NAN,
+                peak: f64::NAN,
+                at_ms: 1_000,
+                evidence: vec![],
+            })
+            .unwrap();
+        // A queue holding one chunk already and bounded below two: full.
+        let queue = Arc::new(MemQueue::new(8));
+        let filler = Chunk {
+            body: b"filler 1\n".to_vec(),
+            lines: 1,
+            readings: 1,
+            created_ms: 0,
+        };
+        queue.try_push(filler).unwrap();
+        let out = super::InfluxOut {
+            queue: queue.clone(),
+        };
+        super::flush_influx(&mut store, &out);
+        assert_eq!(store.pending_count(TARGET).unwrap(), 1);
+        assert_eq!(queue.stats().chunks, 1);
+        // The writer sent the filler: the point goes in and the row is delivered.
+        queue.commit(1);
+        super::flush_influx(&mut store, &out);
+        assert_eq!(store.pending_count(TARGET).unwrap(), 0);
+        let chunks = queue.peek(100);
+        let body = String::from_utf8(chunks[0].body.clone()).unwrap();
+        // A device-level rule without a team or a value: those keys are left out, not written empty.
+        assert_eq!(
+            body,
+            "work_orders,site=s,rule=r,device=d,severity=critical,event=opened,status=open id=1i,count=1i,open=1i 1000000001\n"
+        );
+    }
+
     #[test]
     fn hmac_matches_rfc4231_case_2() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
