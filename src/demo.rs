@@ -736,7 +736,6 @@ impl WorkOrderView for StoreView {
 }
 
 #[cfg(test)]
-#[allow(clippy::items_after_test_module)] // StoreView below is demo code; keep the diff small
 mod tests {
     use super::*;
     use crate::simulate::ScriptedFault;
