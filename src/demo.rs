@@ -150,6 +150,10 @@ impl Stage for DemoStage {
             *o.by_category
                 .entry(d.profile.category.as_str())
                 .or_default() += 1;
+            // A Modbus device's `online = 0` reading says it did not answer: not a sign of life.
+            if p.name == "online" && r.value < 0.5 {
+                continue;
+            }
             let e = o.last_seen.entry(idx).or_insert_with(|| (d.id.clone(), 0));
             e.1 = e.1.max(r.at);
             if p.kind != Kind::Counter {
