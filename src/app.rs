@@ -242,6 +242,8 @@ pub async fn run_until_with(
     };
     // Signals for the rules (anomaly scores, forecasts, equipment models, energy baselines).
     let (signal_stage, hub) = crate::signals::build(&rules, Some(anomaly.latest()));
+    // Trends and equipment models are kept under [state].dir like the anomaly detectors.
+    let signal_stage = signal_stage.map(|s| s.persist_in(&config.state_dir));
     if let Some(w) = &work_orders {
         w.host
             .lock()

@@ -16,8 +16,12 @@ use crate::pipeline::Stage;
 use crate::reading::{Quality, Reading};
 use crate::rules::engine::Signal;
 use crate::rules::{Condition, RuleSet, SignalKind};
-use std::collections::{HashMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
 
 /// Confidence a trend needs before a forecast counts (probability that the slope's sign is real).
 const FORECAST_CONFIDENCE: f64 = 0.9;
@@ -37,6 +41,53 @@ struct Shared {
     energy_rules: Vec<crate::rules::AppliesTo>,
     /// Percent above baseline (latest complete local day) per device, from the energy store.
     energy: HashMap<DeviceIdx, f64>,
+    /// Saved state not yet attached (points and devices that have not reported since start-up).
+    pending: SavedSignals,
+    /// `device/point` of each tracked trend and device id of each equipment model, for saving.
+    trend_names: HashMap<PointId, String>,
+    equipment_names: HashMap<DeviceIdx, String>,
+    dirty: bool,
+}
+
+/// Bumped when the layout of the signals state file changes (another version is ignored: relearn).
+const SIGNALS_STATE_VERSION: u32 = 1;
+
+/// What `[state].dir/anomaly/signals.json` holds: trends by `device/point`, equipment models by device id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SavedSignals {
+    version: u32,
+    trends: BTreeMap<String, Trend>,
+    equipment: BTreeMap<String, SavedEquipment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedEquipment {
+    /// Number of profile points when saved (a changed profile relearns rather than mixes columns).
+    points: usize,
+    detector: EquipmentDetector,
+}
+
+/// Where SignalStage keeps its state under `[state].dir` (beside the anomaly detectors).
+pub fn state_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("anomaly").join("signals.json")
+}
+
+fn load_state(path: &Path) -> anyhow::Result<SavedSignals> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SavedSignals::default()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let saved: SavedSignals = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a signals state file: {e}", path.display()))?;
+    if saved.version != SIGNALS_STATE_VERSION {
+        anyhow::bail!(
+            "{}: state version {}, expected {SIGNALS_STATE_VERSION}: starting to learn afresh",
+            path.display(),
+            saved.version
+        );
+    }
+    Ok(saved)
 }
 
 struct TrendState {
@@ -66,6 +117,10 @@ pub struct HubSignal {
 pub struct SignalStage {
     shared: Arc<Mutex<Shared>>,
     touched: Vec<DeviceIdx>,
+    /// State file (trends and equipment models), when persisted.
+    path: Option<PathBuf>,
+    save_every: Duration,
+    last_save: Instant,
 }
 
 /// Builds the stage and the engine's signal for a rule set; `None` when no rule needs a signal other than
@@ -100,6 +155,9 @@ pub fn build(rules: &RuleSet, anomaly: Option<LatestScores>) -> (Option<SignalSt
     let stage = any.then(|| SignalStage {
         shared: shared.clone(),
         touched: Vec::new(),
+        path: None,
+        save_every: Duration::from_secs(600),
+        last_save: Instant::now(),
     });
     (stage, HubSignal { shared, anomaly })
 }
@@ -223,11 +281,21 @@ impl SignalStage {
         let (dev, device, def) = catalog.point(r.point);
         if g.forecast_points.contains(&def.name) {
             let at_s = r.at / 1_000_000_000;
-            let t = g.trends.entry(r.point).or_insert_with(|| TrendState {
-                trend: Trend::new(),
-                fitted_at: i64::MIN,
-                fit: None,
-            });
+            if !g.trends.contains_key(&r.point) {
+                let name = catalog.point_name(r.point);
+                let trend = g.pending.trends.remove(&name).unwrap_or_default();
+                g.trend_names.insert(r.point, name);
+                g.trends.insert(
+                    r.point,
+                    TrendState {
+                        trend,
+                        fitted_at: i64::MIN,
+                        fit: None,
+                    },
+                );
+            }
+            g.dirty = true;
+            let t = g.trends.get_mut(&r.point).expect("inserted above");
             t.trend.observe(at_s, r.value);
             if at_s.saturating_sub(t.fitted_at) >= 3600 {
                 t.fitted_at = at_s;
@@ -249,10 +317,16 @@ impl SignalStage {
                     .iter()
                     .map(|p| p.name != "online")
                     .collect();
+                let n = device.profile.points.len();
+                let detector = match g.pending.equipment.remove(&device.id) {
+                    Some(s) if s.points == n => s.detector,
+                    _ => EquipmentDetector::new(EQUIPMENT_STATES, EQUIPMENT_TRAIN_ROWS),
+                };
+                g.equipment_names.insert(dev, device.id.clone());
                 g.equipment.insert(
                     dev,
                     Equipment {
-                        detector: EquipmentDetector::new(EQUIPMENT_STATES, EQUIPMENT_TRAIN_ROWS),
+                        detector,
                         row: vec![f64::NAN; device.profile.points.len()],
                         columns,
                         score: None,
@@ -285,6 +359,7 @@ impl Stage for SignalStage {
         }
         // One equipment row per device per batch (a poll or a message), once every column has a value.
         let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g_dirty = false;
         for dev in self.touched.drain(..) {
             if let Some(e) = g.equipment.get_mut(&dev) {
                 e.touched = false;
@@ -296,18 +371,239 @@ impl Stage for SignalStage {
                     .map(|(v, _)| *v)
                     .collect();
                 if row.iter().all(|v| v.is_finite()) {
+                    g_dirty = true;
                     if let Some(s) = e.detector.observe(&row) {
                         e.score = Some(s.score);
                     }
                 }
             }
         }
+        g.dirty |= g_dirty;
+    }
+
+    fn flush(&mut self) {
+        if self.path.is_some() && self.last_save.elapsed() >= self.save_every {
+            self.save();
+        }
+    }
+}
+
+impl SignalStage {
+    /// Keeps the trends and equipment models under `[state].dir` (`anomaly/signals.json`, beside the anomaly
+    /// detectors): restores what a previous run saved, lazily by `device/point` and device id as each point
+    /// first reports, and saves every `save_every` (10 minutes) and when the pipeline stops, so a restart does
+    /// not relearn for days. Unreadable state is logged and ignored (relearn).
+    pub fn persist_in(mut self, state_dir: &Path) -> Self {
+        let path = state_path(state_dir);
+        match load_state(&path) {
+            Ok(saved) => {
+                if !saved.trends.is_empty() || !saved.equipment.is_empty() {
+                    info!(trends = saved.trends.len(), equipment = saved.equipment.len(), path = %path.display(), "signal state loaded");
+                }
+                self.shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .pending = saved;
+            }
+            Err(e) => warn!(error = %e, "signal state not restored"),
+        }
+        self.path = Some(path);
+        self
+    }
+
+    /// Changes how often state is saved while running (default 10 minutes).
+    pub fn save_every(mut self, every: Duration) -> Self {
+        self.save_every = every;
+        self
+    }
+
+    /// Saves now, atomically (temp file + rename); also done on drop. A no-op without [`persist_in`](Self::persist_in).
+    pub fn save(&mut self) {
+        self.last_save = Instant::now();
+        let Some(path) = &self.path else {
+            return;
+        };
+        let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.dirty {
+            return;
+        }
+        let mut out = g.pending.clone();
+        out.version = SIGNALS_STATE_VERSION;
+        for (p, t) in &g.trends {
+            if let Some(name) = g.trend_names.get(p) {
+                out.trends.insert(name.clone(), t.trend.clone());
+            }
+        }
+        for (d, e) in &g.equipment {
+            if let Some(id) = g.equipment_names.get(d) {
+                out.equipment.insert(
+                    id.clone(),
+                    SavedEquipment {
+                        points: e.row.len(),
+                        detector: e.detector.clone(),
+                    },
+                );
+            }
+        }
+        let r = (|| -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(&out).expect("signal state serialises"),
+            )?;
+            std::fs::rename(&tmp, path)
+        })();
+        match r {
+            Ok(()) => g.dirty = false,
+            Err(e) => warn!(error = %e, path = %path.display(), "signal state not saved"),
+        }
+    }
+}
+
+impl Drop for SignalStage {
+    fn drop(&mut self) {
+        self.save();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::engine::{Engine, Options, Transition, TransitionKind};
+    use std::collections::BTreeMap;
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_767_225_600 * S; // 2026-01-01T00:00:00Z
+    const STEP: i64 = 300 * S;
+
+    /// The shipped profiles, a catalog of `devices` (id, profile) and the rules of `yaml`, checked.
+    fn site(devices: &[(&str, &str)], yaml: &str) -> (Catalog, Arc<RuleSet>) {
+        let (profiles, errs) = crate::catalog::profile::load_dirs(&[PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/device_profiles"
+        ))]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let declared: BTreeMap<String, String> = devices
+            .iter()
+            .map(|(d, p)| (d.to_string(), p.to_string()))
+            .collect();
+        let (rules, errs) = crate::rules::parse_rules(
+            Path::new("rules/t.yaml"),
+            yaml,
+            &crate::rules::Context {
+                profiles: &profiles,
+                devices: &declared,
+                timezone: Some("UTC"),
+            },
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut cat = Catalog::new("site", profiles);
+        for (d, p) in devices {
+            cat.add_device(d, p, BTreeMap::new(), true).unwrap();
+        }
+        (cat, Arc::new(RuleSet { rules }))
+    }
+
+    /// A signal stage (persisted in `state`, when given) and an engine reading its signals.
+    fn start(rules: &Arc<RuleSet>, state: Option<&Path>) -> (SignalStage, HubSignal, Engine) {
+        let (stage, hub) = build(rules, None);
+        let mut stage = stage.expect("the rules need a signal stage");
+        if let Some(dir) = state {
+            stage = stage.persist_in(dir);
+        }
+        let mut engine = Engine::new(rules.clone(), Options::default());
+        engine.set_signal(Box::new(hub.clone()));
+        (stage, hub, engine)
+    }
+
+    /// Feeds readings one at a time through the stage, then the engine; returns the `Raised` transitions.
+    fn feed(
+        cat: &Catalog,
+        stage: &mut SignalStage,
+        engine: &mut Engine,
+        readings: impl IntoIterator<Item = Reading>,
+    ) -> Vec<Transition> {
+        let mut raised = Vec::new();
+        let mut out = Vec::new();
+        for r in readings {
+            stage.process(cat, std::slice::from_ref(&r));
+            engine.evaluate(cat, &r, &mut out);
+            raised.extend(out.drain(..).filter(|t| t.kind == TransitionKind::Raised));
+        }
+        raised
+    }
+
+    const FORECAST_RULE: &str = r#"schema: 1
+rules:
+  - name: humidity-heading-for-limit
+    applies_to: { profile: generic-room-sensor }
+    point: humidity
+    when: { forecast: { above: 90, within: 2d } }
+    severity: warning
+"#;
+
+    /// Humidity rising 10 %RH a day from 30: the 2-day forecast passes 90 on day 4.
+    fn humidity(cat: &Catalog, from: i64, to: i64) -> Vec<Reading> {
+        let p = cat
+            .device_by_id("room-1")
+            .unwrap()
+            .1
+            .point_id("humidity")
+            .unwrap();
+        (from..to)
+            .map(|i| Reading {
+                point: p,
+                value: 30.0 + 10.0 * i as f64 / 288.0 + (((i * 31) % 7) as f64 - 3.0) * 0.1,
+                quality: Quality::Good,
+                at: T0 + i * STEP,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_forecast_work_order_opens_after_a_restart_without_relearning() {
+        let (cat, rules) = site(&[("room-1", "generic-room-sensor")], FORECAST_RULE);
+        let restart = 288 * 15 / 4; // day 3.75: the forecast is ~87.5, below the limit
+        let end = 288 * 42 / 10; // day 4.2: 10.8 hours later, too few for a fresh trend (12 hourly buckets)
+
+        // Reference: one run without a restart.
+        let (mut stage, _, mut engine) = start(&rules, None);
+        let straight = feed(&cat, &mut stage, &mut engine, humidity(&cat, 0, end));
+        assert_eq!(straight.len(), 1, "{straight:?}");
+        assert!(
+            straight[0].at > T0 + restart * STEP,
+            "opened before the restart point"
+        );
+
+        // Restart at day 3.75: the first run saves its trend when it stops.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut stage, _, mut engine) = start(&rules, Some(dir.path()));
+        let before = feed(&cat, &mut stage, &mut engine, humidity(&cat, 0, restart));
+        assert!(before.is_empty(), "{before:?}");
+        drop(stage);
+        assert!(state_path(dir.path()).exists());
+        let (mut stage, _, mut engine) = start(&rules, Some(dir.path()));
+        let after = feed(&cat, &mut stage, &mut engine, humidity(&cat, restart, end));
+        assert_eq!(
+            after.len(),
+            1,
+            "the work order opens after the restart: {after:?}"
+        );
+        assert!(
+            (after[0].at - straight[0].at).abs() <= 3600 * S,
+            "opened at {} after the restart, {} without one",
+            after[0].at,
+            straight[0].at
+        );
+
+        // Control: without the saved trend, the same readings after the restart are too few to open it.
+        let (mut stage, _, mut engine) = start(&rules, None);
+        let fresh = feed(&cat, &mut stage, &mut engine, humidity(&cat, restart, end));
+        assert!(fresh.is_empty(), "{fresh:?}");
+    }
 
     fn fit(slope_per_day: f64, slope_se_per_day: f64) -> Fit {
         Fit {
