@@ -39,8 +39,8 @@ struct Shared {
     equipment: HashMap<DeviceIdx, Equipment>,
     /// Rules with an `energy` condition (to find their devices).
     energy_rules: Vec<crate::rules::AppliesTo>,
-    /// Percent above baseline (latest complete local day) per device, from the energy store.
-    energy: HashMap<DeviceIdx, f64>,
+    /// Deviation from baseline of the last complete local days per device, from the energy store.
+    energy: HashMap<DeviceIdx, Vec<EnergyDay>>,
     /// Saved state not yet attached (points and devices that have not reported since start-up).
     pending: SavedSignals,
     /// `device/point` of each tracked trend and device id of each equipment model, for saving.
@@ -173,14 +173,30 @@ impl HubSignal {
             .is_empty()
     }
 
-    /// Recomputes every energy-rule device's deviation from baseline for the latest complete local day, from
-    /// the energy store (SQLite; a few ms per device). Called every few minutes off the pipeline.
+    /// Recomputes every energy-rule device's deviation from baseline for the last complete local days, from
+    /// the energy store (SQLite; a few ms per device). Called every `[energy] baseline_refresh` off the
+    /// pipeline. Returns how many devices have a figure for yesterday.
     pub fn refresh_energy(
         &self,
         catalog: &crate::catalog::SharedCatalog,
         store_path: &std::path::Path,
         settings: &crate::energy::config::EnergyConfig,
         tz: &jiff::tz::TimeZone,
+    ) -> anyhow::Result<usize> {
+        let today = jiff::Timestamp::now().to_zoned_datetime(tz.clone()).date();
+        self.refresh_energy_on(catalog, store_path, settings, tz, today)
+    }
+
+    /// [`refresh_energy`](Self::refresh_energy) as if the local date were `today`: the deviations of the
+    /// [`ENERGY_DAYS`] local days before it. The `energy` signal at a time `t` is the deviation of the last
+    /// complete local day before `t`.
+    pub fn refresh_energy_on(
+        &self,
+        catalog: &crate::catalog::SharedCatalog,
+        store_path: &std::path::Path,
+        settings: &crate::energy::config::EnergyConfig,
+        tz: &jiff::tz::TimeZone,
+        today: jiff::civil::Date,
     ) -> anyhow::Result<usize> {
         let rules = self
             .shared
@@ -203,22 +219,57 @@ impl HubSignal {
             return Ok(0);
         }
         let (store, _, _) = crate::energy::store::Store::open_existing(store_path)?;
-        let yesterday = jiff::Timestamp::now()
-            .to_zoned_datetime(tz.clone())
-            .date()
-            .yesterday()?;
+        let from = today.checked_sub(jiff::Span::new().days(ENERGY_DAYS))?;
+        let secs = |d: jiff::civil::Date| -> anyhow::Result<i64> {
+            Ok(tz
+                .to_timestamp(d.to_datetime(jiff::civil::Time::midnight()))?
+                .as_second())
+        };
         let mut out = HashMap::new();
+        let mut n = 0;
         for (idx, id) in devices {
-            if let Some(d) =
-                crate::energy::baseline_deviation(&store, settings, tz, &id, yesterday)?
+            let mut days = Vec::new();
+            for (day, dev) in
+                crate::energy::daily_deviations(&store, settings, tz, &id, from, today)?
             {
-                out.insert(idx, d * 100.0);
+                if let Some(d) = dev {
+                    days.push(EnergyDay {
+                        start: secs(day)?,
+                        end: secs(day.tomorrow()?)?,
+                        percent: d * 100.0,
+                    });
+                }
             }
+            if days
+                .last()
+                .is_some_and(|d| d.end == secs(today).unwrap_or(0))
+            {
+                n += 1;
+            }
+            out.insert(idx, days);
         }
-        let n = out.len();
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).energy = out;
         Ok(n)
     }
+}
+
+/// Local days of deviations from baseline kept per device for `energy:` rules.
+pub const ENERGY_DAYS: i64 = 7;
+
+/// One complete local day's consumption against its baseline (Unix seconds).
+#[derive(Debug, Clone, Copy)]
+struct EnergyDay {
+    start: i64,
+    end: i64,
+    /// Percent above baseline (negative: below).
+    percent: f64,
+}
+
+/// The deviation of the last complete day before `at_s`: the latest day that ended by then, as long as it is
+/// yesterday or (while the refresh after midnight has not run yet) the day before.
+fn energy_at(days: &[EnergyDay], at_s: i64) -> Option<f64> {
+    let d = days.iter().rev().find(|d| d.end <= at_s)?;
+    (at_s < d.end + 2 * (d.end - d.start)).then_some(d.percent)
 }
 
 impl Signal for HubSignal {
@@ -251,7 +302,7 @@ impl Signal for HubSignal {
             }
             SignalKind::EnergyAboveBaseline => {
                 let g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-                g.energy.get(&device).copied()
+                energy_at(g.energy.get(&device)?, at.div_euclid(1_000_000_000))
             }
         }
     }
@@ -616,6 +667,111 @@ rules:
             now: 1_000_000,
             level_now: 100.0,
         }
+    }
+
+    const ENERGY_RULE: &str = r#"schema: 1
+rules:
+  - name: meter-above-baseline
+    applies_to: { device: meter-1 }
+    point: energy_import
+    when: { energy: { above_baseline_by: 30%, for: 3d } }
+    severity: warning
+"#;
+
+    #[test]
+    fn an_energy_rule_opens_after_days_above_an_imported_baseline() {
+        const DAY: i64 = 86_400;
+        const START: i64 = 1_767_571_200; // 2026-01-05T00:00:00Z, a Monday
+        const NORMAL_DAYS: i64 = 35; // five weeks of history: the baseline (4 weeks)
+        const HIGH_DAYS: i64 = 5; // then 60 % above it
+        let (cat, rules) = site(&[("meter-1", "eastron-sdm630")], ENERGY_RULE);
+        let dir = tempfile::tempdir().unwrap();
+        let tz = jiff::tz::TimeZone::UTC;
+
+        // The meter's export, as `caretaker energy import` reads it: an office load, 15-minute counter readings.
+        let mut csv = String::from("timestamp,value\n");
+        let mut counter = 1000.0;
+        for q in 0..=(NORMAL_DAYS + HIGH_DAYS) * 96 {
+            let t = START + q * 900;
+            csv.push_str(&format!("{t},{counter:.4}\n"));
+            let hour = (t % DAY) / 3600;
+            let kw = if (8..18).contains(&hour) { 5.0 } else { 2.0 };
+            let factor = if q >= NORMAL_DAYS * 96 { 1.6 } else { 1.0 };
+            counter += kw * factor * 0.25;
+        }
+        let csv_path = dir.path().join("meter-1.csv");
+        std::fs::write(&csv_path, csv).unwrap();
+        let store_path = crate::energy::store::path_in(dir.path());
+        let mut store = crate::energy::store::Store::open(&store_path, 900, "UTC", "site").unwrap();
+        let summary = crate::energy::import::import(
+            &mut store,
+            &cat,
+            &tz,
+            &csv_path,
+            "meter-1",
+            "energy_import",
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(summary.slots as i64, (NORMAL_DAYS + HIGH_DAYS) * 96);
+        drop(store);
+
+        let (_, hub, mut engine) = start(&rules, None);
+        let settings = crate::energy::config::EnergyConfig::default();
+        let mut raised = Vec::new();
+        let mut out = Vec::new();
+        // Two weeks before the rise to the day after the data ends: each day the refresh runs, then the meter
+        // reports hourly (the rule is evaluated on each reading of its point, as in the daemon).
+        let point = cat
+            .device_by_id("meter-1")
+            .unwrap()
+            .1
+            .point_id("energy_import")
+            .unwrap();
+        let cat = cat.shared();
+        for day in NORMAL_DAYS - 14..=NORMAL_DAYS + HIGH_DAYS {
+            let today = jiff::Timestamp::from_second(START + day * DAY)
+                .unwrap()
+                .to_zoned_datetime(tz.clone())
+                .date();
+            let n = hub
+                .refresh_energy_on(&cat, &store_path, &settings, &tz, today)
+                .unwrap();
+            assert_eq!(n, 1, "a figure for the day before {today}");
+            let c = cat.read().unwrap();
+            for h in 0..24 {
+                let r = Reading {
+                    point,
+                    value: 5000.0 + (day * 24 + h) as f64,
+                    quality: Quality::Good,
+                    at: (START + day * DAY + h * 3600) * S,
+                };
+                engine.evaluate(&c, &r, &mut out);
+                raised.extend(out.drain(..).filter(|t| t.kind == TransitionKind::Raised));
+            }
+        }
+        let value = |day: i64| {
+            hub.value(
+                SignalKind::EnergyAboveBaseline,
+                DeviceIdx(0),
+                Some(point),
+                (START + day * DAY) * S,
+            )
+        };
+        assert!(
+            value(NORMAL_DAYS).unwrap().abs() < 1.0,
+            "{:?}",
+            value(NORMAL_DAYS)
+        );
+        assert!(
+            (value(NORMAL_DAYS + 2).unwrap() - 60.0).abs() < 1.0,
+            "{:?}",
+            value(NORMAL_DAYS + 2)
+        );
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        // The first day above closes at NORMAL_DAYS + 1; three days of it later the work order opens.
+        assert_eq!(raised[0].at, (START + (NORMAL_DAYS + 4) * DAY) * S);
+        assert!((raised[0].value - 60.0).abs() < 1.0, "{}", raised[0].value);
     }
 
     #[test]
