@@ -326,6 +326,28 @@ pub fn forecast_peak(fit: &Fit, now_s: i64, within_s: i64) -> f64 {
     now.max(ahead)
 }
 
+/// The columns of a device's equipment model: its continuous gauges in profile order (not `online`, booleans
+/// or counters: a status bit or a running total is no operating state), at most [`MAX_DIMS`] of them (the
+/// mixture's limit; a profile with more keeps its first eight).
+///
+/// [`MAX_DIMS`]: crate::anomaly::equipment::MAX_DIMS
+fn equipment_columns(profile: &crate::catalog::profile::Profile) -> Vec<bool> {
+    use crate::catalog::units::{Kind, Unit};
+    let mut n = 0;
+    profile
+        .points
+        .iter()
+        .map(|p| {
+            let use_it = p.name != "online"
+                && p.kind == Kind::Gauge
+                && p.unit != Unit::Bool
+                && n < crate::anomaly::equipment::MAX_DIMS;
+            n += use_it as usize;
+            use_it
+        })
+        .collect()
+}
+
 impl SignalStage {
     fn observe(&mut self, catalog: &Catalog, r: &Reading) {
         let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -362,12 +384,7 @@ impl SignalStage {
                 if !applies {
                     return;
                 }
-                let columns: Vec<bool> = device
-                    .profile
-                    .points
-                    .iter()
-                    .map(|p| p.name != "online")
-                    .collect();
+                let columns = equipment_columns(&device.profile);
                 let n = device.profile.points.len();
                 let detector = match g.pending.equipment.remove(&device.id) {
                     Some(s) if s.points == n => s.detector,
@@ -772,6 +789,150 @@ rules:
         // The first day above closes at NORMAL_DAYS + 1; three days of it later the work order opens.
         assert_eq!(raised[0].at, (START + (NORMAL_DAYS + 4) * DAY) * S);
         assert!((raised[0].value - 60.0).abs() < 1.0, "{}", raised[0].value);
+    }
+
+    const EQUIPMENT_RULE: &str = r#"schema: 1
+rules:
+  - name: ahu-operating-state-unusual
+    applies_to: { category: hvac }
+    when: { equipment_anomaly: { profile: generic-ahu, score_above: 0.95, for: 10m } }
+    severity: major
+"#;
+
+    /// One 5-minute poll of a synthetic AHU (every point of generic-ahu): occupied 07:00-19:00 (fan running,
+    /// supply air held at 18 degC, cooling valve following the outdoor temperature), unoccupied otherwise (fan
+    /// off, valve shut, supply air drifting to return air). `fault`: while occupied, the supply air is as warm
+    /// as the return air although the fan runs and the valve is open as usual; every value stays within its
+    /// own normal range (unoccupied supply air is that warm), only the combination is new.
+    fn ahu_poll(
+        cat: &Catalog,
+        device: &str,
+        i: i64,
+        fault: bool,
+        rng: &mut fastrand::Rng,
+    ) -> Vec<Reading> {
+        let mut n = |sd: f64| (rng.f64() + rng.f64() + rng.f64() - 1.5) * 2.0 * sd;
+        let hour = (i * 5 / 60) % 24;
+        let occupied = (7..19).contains(&hour);
+        let outdoor =
+            15.0 + 8.0 * (std::f64::consts::TAU * (hour as f64 - 9.0) / 24.0).sin() + n(0.3);
+        let ret = if occupied { 22.0 } else { 20.0 } + n(0.3);
+        let values: [(&str, f64); 13] = if occupied {
+            let supply = if fault { ret + n(0.2) } else { 18.0 + n(0.2) };
+            [
+                ("supply_air_temp", supply),
+                ("return_air_temp", ret),
+                ("outdoor_air_temp", outdoor),
+                ("supply_air_setpoint", 18.0),
+                ("filter_dp", 180.0 + n(3.0)),
+                ("fan_speed", 70.0 + n(1.0)),
+                ("fan_power", 3.5 + n(0.05)),
+                (
+                    "valve_position",
+                    (20.0 + 4.0 * (outdoor - 15.0) + n(2.0)).clamp(0.0, 100.0),
+                ),
+                ("frost_alarm", 0.0),
+                ("filter_alarm", 0.0),
+                ("fan_run_hours", 1000.0 + (i / 12) as f64),
+                ("heating_energy", 5000.0 + (i / 6) as f64),
+                ("fan_status", 1.0),
+            ]
+        } else {
+            [
+                ("supply_air_temp", ret - 0.5 + n(0.2)),
+                ("return_air_temp", ret),
+                ("outdoor_air_temp", outdoor),
+                ("supply_air_setpoint", 18.0),
+                ("filter_dp", 2.0 + n(0.5)),
+                ("fan_speed", 0.0),
+                ("fan_power", 0.02 + n(0.005)),
+                ("valve_position", n(0.1).abs()),
+                ("frost_alarm", 0.0),
+                ("filter_alarm", 0.0),
+                ("fan_run_hours", 1000.0 + (i / 12) as f64),
+                ("heating_energy", 5000.0 + (i / 6) as f64),
+                ("fan_status", 0.0),
+            ]
+        };
+        let dev = cat.device_by_id(device).unwrap().1;
+        values
+            .iter()
+            .map(|(name, v)| Reading {
+                point: dev.point_id(name).unwrap(),
+                value: *v,
+                quality: Quality::Good,
+                at: T0 + i * STEP,
+            })
+            .collect()
+    }
+
+    /// Polls both AHUs from `from` to `to` (ahu-1 faulty during `fault`), ticking the engine after each poll
+    /// (the daemon's 1 s timer); returns the `Raised` transitions.
+    fn run_ahus(
+        cat: &Catalog,
+        stage: &mut SignalStage,
+        engine: &mut Engine,
+        from: i64,
+        to: i64,
+        fault: std::ops::Range<i64>,
+    ) -> Vec<Transition> {
+        let mut rng = fastrand::Rng::with_seed(from as u64 + 7);
+        let mut raised = Vec::new();
+        let mut out = Vec::new();
+        for i in from..to {
+            for dev in ["ahu-1", "ahu-2"] {
+                let poll = ahu_poll(cat, dev, i, dev == "ahu-1" && fault.contains(&i), &mut rng);
+                stage.process(cat, &poll);
+            }
+            engine.tick(cat, T0 + i * STEP, &mut out);
+            raised.extend(out.drain(..).filter(|t| t.kind == TransitionKind::Raised));
+        }
+        raised
+    }
+
+    #[test]
+    fn an_equipment_rule_opens_one_work_order_for_a_faulty_ahu_across_a_restart() {
+        let (cat, rules) = site(
+            &[("ahu-1", "generic-ahu"), ("ahu-2", "generic-ahu")],
+            EQUIPMENT_RULE,
+        );
+        let day = 288;
+        let restart = 3 * day; // the models trained on the first 500 polls (~42 h), then scored normal days
+        let fault = restart + 120..restart + 126; // day 3, 10:00-10:30
+        let end = restart + 180;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut stage, hub, mut engine) = start(&rules, Some(dir.path()));
+        let before = run_ahus(&cat, &mut stage, &mut engine, 0, restart, 0..0);
+        assert!(
+            before.is_empty(),
+            "no work order on normal operation: {before:?}"
+        );
+        let ahu1 = cat.device_by_id("ahu-1").unwrap().0;
+        let normal = hub.value(SignalKind::EquipmentAnomaly, ahu1, None, 0);
+        assert!(
+            normal.is_some_and(|s| s < 0.95),
+            "trained and scoring: {normal:?}"
+        );
+        drop(stage);
+
+        // After a restart the saved models score at once (a fresh one would train for 500 polls).
+        let (mut stage, hub, mut engine) = start(&rules, Some(dir.path()));
+        let after = run_ahus(&cat, &mut stage, &mut engine, restart, end, fault.clone());
+        assert_eq!(after.len(), 1, "one work order: {after:?}");
+        assert_eq!(after[0].device, ahu1);
+        assert!(
+            after[0].at >= T0 + fault.start * STEP && after[0].at < T0 + fault.end * STEP,
+            "opened during the fault"
+        );
+        assert!(after[0].value > 0.95, "{}", after[0].value);
+        let back = hub.value(SignalKind::EquipmentAnomaly, ahu1, None, 0);
+        assert!(back.is_some_and(|s| s < 0.95), "normal again: {back:?}");
+
+        // Control: without the saved models nothing scores yet, so the same fault opens nothing.
+        let (mut stage, _, mut engine) = start(&rules, None);
+        let fresh = run_ahus(&cat, &mut stage, &mut engine, restart, end, fault);
+        assert!(fresh.is_empty(), "{fresh:?}");
     }
 
     #[test]
