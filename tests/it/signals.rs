@@ -166,3 +166,31 @@ listen = "127.0.0.1:{http}"
         "no other work orders (false positives): {orders:#?}"
     );
 }
+
+/// `[energy] baseline_refresh` is checked like the other `[energy]` keys: file, line, key, what is wrong.
+#[test]
+fn check_names_a_bad_baseline_refresh_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"[site]
+name = "x"
+[state]
+dir = "state"
+[energy]
+period = "15m"
+baseline_refresh = "often"
+"#,
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("site.toml:7: energy.baseline_refresh: invalid duration `often`"),
+        "{err}"
+    );
+}
