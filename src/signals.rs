@@ -652,7 +652,8 @@ rules:
         let before = feed(&cat, &mut stage, &mut engine, humidity(&cat, 0, restart));
         assert!(before.is_empty(), "{before:?}");
         drop(stage);
-        assert!(state_path(dir.path()).exists());
+        let size = std::fs::metadata(state_path(dir.path())).unwrap().len();
+        eprintln!("signals state of one trend (3.75 days of hourly buckets): {size} bytes");
         let (mut stage, _, mut engine) = start(&rules, Some(dir.path()));
         let after = feed(&cat, &mut stage, &mut engine, humidity(&cat, restart, end));
         assert_eq!(
@@ -915,6 +916,10 @@ rules:
             "trained and scoring: {normal:?}"
         );
         drop(stage);
+        // Trained models keep no training rows: the state stays small.
+        let size = std::fs::metadata(state_path(dir.path())).unwrap().len();
+        eprintln!("signals state of 2 trained AHU models: {size} bytes");
+        assert!(size < 32 * 1024, "{size} bytes");
 
         // After a restart the saved models score at once (a fresh one would train for 500 polls).
         let (mut stage, hub, mut engine) = start(&rules, Some(dir.path()));
