@@ -941,6 +941,34 @@ rules:
     }
 
     #[test]
+    fn unreadable_signal_state_is_ignored_and_replaced() {
+        let (cat, rules) = site(&[("room-1", "generic-room-sensor")], FORECAST_RULE);
+        let dir = tempfile::tempdir().unwrap();
+        let path = state_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(
+            load_state(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("signals.json: not a signals state file")
+        );
+        let (mut stage, _, mut engine) = start(&rules, Some(dir.path()));
+        feed(&cat, &mut stage, &mut engine, humidity(&cat, 0, 300));
+        drop(stage);
+        let saved = load_state(&path).unwrap();
+        assert_eq!(saved.version, SIGNALS_STATE_VERSION);
+        assert!(saved.trends["room-1/humidity"].len() >= 24);
+        std::fs::write(&path, br#"{"version": 99, "trends": {}, "equipment": {}}"#).unwrap();
+        assert!(
+            load_state(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("state version 99")
+        );
+    }
+
+    #[test]
     fn a_confident_rise_forecasts_the_value_at_the_horizon() {
         let f = fit(10.0, 0.5);
         let v = forecast_peak(&f, 1_000_000, 7 * 86_400);
