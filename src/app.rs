@@ -226,7 +226,8 @@ pub async fn run_until_with(
     };
 
     // Rules and work orders.
-    let work_orders = crate::work_orders::service::start(&config, &catalog, rules.clone())?;
+    let work_orders =
+        crate::work_orders::service::start(&config, &catalog, rules.clone(), queue.clone())?;
 
     // Pipeline.
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);

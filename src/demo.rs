@@ -150,6 +150,10 @@ impl Stage for DemoStage {
             *o.by_category
                 .entry(d.profile.category.as_str())
                 .or_default() += 1;
+            // A Modbus device's `online = 0` reading says it did not answer: not a sign of life.
+            if p.name == "online" && r.value < 0.5 {
+                continue;
+            }
             let e = o.last_seen.entry(idx).or_insert_with(|| (d.id.clone(), 0));
             e.1 = e.1.max(r.at);
             if p.kind != Kind::Counter {
@@ -708,6 +712,33 @@ fn list_errors(errs: &[crate::diag::Diagnostic]) -> anyhow::Error {
     anyhow::anyhow!("{} error(s); the demo did not start", errs.len())
 }
 
+/// The demo's view of raised work orders: the daemon's own SQLite store.
+pub struct StoreView;
+
+impl WorkOrderView for StoreView {
+    fn list(&self, state_dir: &Path) -> Vec<RaisedWorkOrder> {
+        let path = crate::work_orders::service::store_path(state_dir);
+        if !path.exists() {
+            return Vec::new();
+        }
+        let Ok(store) = crate::work_orders::store::Store::open(&path, None) else {
+            return Vec::new();
+        };
+        store
+            .list(None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| RaisedWorkOrder {
+                id: w.id,
+                rule: w.rule,
+                device: w.device,
+                status: w.status,
+                opened_at_ns: w.opened_at * 1_000_000,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -808,32 +839,5 @@ mod tests {
         assert_eq!(ahu["modbus"]["url"].as_str(), Some("tcp://127.0.0.1:40001"));
         assert_eq!(ahu["modbus"]["poll"].as_str(), Some("100ms"));
         assert_eq!(ahu["location"]["room"].as_str(), Some("ahu-1"));
-    }
-}
-
-/// The demo's view of raised work orders: the daemon's own SQLite store.
-pub struct StoreView;
-
-impl WorkOrderView for StoreView {
-    fn list(&self, state_dir: &Path) -> Vec<RaisedWorkOrder> {
-        let path = crate::work_orders::service::store_path(state_dir);
-        if !path.exists() {
-            return Vec::new();
-        }
-        let Ok(store) = crate::work_orders::store::Store::open(&path, None) else {
-            return Vec::new();
-        };
-        store
-            .list(None)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| RaisedWorkOrder {
-                id: w.id,
-                rule: w.rule,
-                device: w.device,
-                status: w.status,
-                opened_at_ns: w.opened_at * 1_000_000,
-            })
-            .collect()
     }
 }

@@ -72,3 +72,56 @@ impl fmt::Display for Diagnostics {
         Ok(())
     }
 }
+
+/// Reads every `*.yaml` file in the given folders, sorted by name within each folder: the one way profiles and
+/// rules are found. `key` names the config key listing the folders and `what` the kind of file, for errors
+/// (an unreadable folder or file, or a `.yml` file that would otherwise be silently skipped).
+pub fn read_yaml_files(
+    dirs: &[PathBuf],
+    key: &str,
+    what: &str,
+) -> (Vec<(PathBuf, String)>, Vec<Diagnostic>) {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errs.push(Diagnostic::new(
+                    dir,
+                    None,
+                    key,
+                    format!("cannot read {what} folder: {e}"),
+                ));
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for path in files {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("yaml") => {}
+                Some("yml") => {
+                    errs.push(Diagnostic::new(
+                        &path,
+                        None,
+                        "",
+                        format!("{what} files use the `.yaml` extension; rename this file"),
+                    ));
+                    continue;
+                }
+                _ => continue,
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => out.push((path, text)),
+                Err(e) => errs.push(Diagnostic::new(
+                    &path,
+                    None,
+                    "",
+                    format!("cannot read: {e}"),
+                )),
+            }
+        }
+    }
+    (out, errs)
+}

@@ -26,6 +26,26 @@ def q(measurement_fields, agg="mean", group="device", every="v.windowPeriod", ex
         s += f'  |> group(columns: ["{group}", "_field"])\n'
     return s.rstrip("\n")
 
+def q_any(measurements, field, agg="max", group="device", boolean=True):
+    """One field across several measurements (e.g. the per-device `online` point of every Modbus profile)."""
+    mm = " or ".join(f'r._measurement == "{m}"' for m in measurements)
+    s = "from(bucket: v.defaultBucket)\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n"
+    s += f'  |> filter(fn: (r) => ({mm}) and r._field == "{field}")\n'
+    s += f"  |> filter(fn: (r) => {SITE})\n"
+    if boolean:
+        s += "  |> toFloat()\n"
+    s += f"  |> aggregateWindow(every: v.windowPeriod, fn: {agg}, createEmpty: false)\n"
+    s += f'  |> group(columns: ["{group}"])'
+    return s
+
+# Modbus profiles shipped in device_profiles/ (tests/it/deploy.rs checks every name against them).
+BALLASTS = range(16)  # intesis-dali-gateway reads ballasts 0..15 of line 0
+LEVELS = [f"ballast_{i:02d}_level" for i in BALLASTS]
+FAILURES = [f"ballast_{i:02d}_{k}_failure" for i in BALLASTS for k in ("lamp", "gear")]
+MODBUS_CATEGORIES = ["electricity", "hvac", "lighting", "heat"]
+ONLINE_MAP = {"mappings": [{"type": "value", "options": {"0": {"text": "offline", "color": "red"},
+                                                         "1": {"text": "online", "color": "green"}}}]}
+
 pid = [0]
 def panel(title, typ, queries, x, y, w=12, h=8, unit=None, desc=None, options=None, field_extra=None):
     pid[0] += 1
@@ -76,6 +96,20 @@ p = [
           options={"colorMode": "background", "reduceOptions": {"calcs": ["lastNotNull"]}},
           field_extra={"mappings": [{"type": "value", "options": {"0": {"text": "dry", "color": "green"},
                                                                   "1": {"text": "LEAK", "color": "red"}}}]}),
+    panel("AHU supply and return air", "timeseries",
+          [q(("hvac", ["supply_air_temp", "return_air_temp"]))], 0, 24, unit="celsius",
+          desc="hvac.supply_air_temp and return_air_temp of air-handling units (generic-ahu over Modbus)"),
+    panel("AHU filter differential pressure", "timeseries", [q(("hvac", ["filter_dp"]))], 12, 24, unit="pressurepa",
+          desc="hvac.filter_dp: rising pressure across the filter means it is clogging (rule ahu-filter-clogged)"),
+    panel("AHU fan power", "timeseries", [q(("hvac", ["fan_power"]))], 0, 32, unit="kwatt",
+          desc="hvac.fan_power"),
+    panel("Lighting: dimming level per ballast", "timeseries", [q(("lighting", LEVELS))], 12, 32, unit="percent",
+          desc="lighting.ballast_NN_level of DALI gateways (intesis-dali-gateway, ballasts 00-15)"),
+    panel("Lighting: lamp and control gear failures", "state-timeline",
+          [q(("lighting", FAILURES), agg="max", boolean=True)], 0, 40, w=24,
+          desc="lighting.ballast_NN_lamp_failure / gear_failure: 1 = failed",
+          field_extra={"mappings": [{"type": "value", "options": {"0": {"text": "ok", "color": "green"},
+                                                                  "1": {"text": "FAILED", "color": "red"}}}]}),
 ]
 write("site-overview.json", dash("caretaker-site-overview", "Caretaker: site overview",
       "Rooms, power and leaks across the site", p, ["overview"]))
@@ -97,25 +131,46 @@ p = [
           12, 8, unit="kwatth", desc="Raw kWh counters of Tasmota plugs (Shelly counts Wh: shown in the rollups)"),
     panel("Power factor", "timeseries", [q(("electricity", ["power_factor"]))], 0, 16, w=12),
     panel("Voltage", "timeseries", [q(("electricity", ["voltage"]))], 12, 16, w=12, unit="volt"),
+    panel("AHU fan power", "timeseries", [q(("hvac", ["fan_power"]))], 0, 24, w=12, unit="kwatt",
+          desc="hvac.fan_power of air-handling units: the largest electrical loads most buildings have"),
 ]
 write("energy.json", dash("caretaker-energy", "Caretaker: energy",
       "Consumption per meter, power and counters", p, ["energy"]))
 
 # ---- work orders ----
+# The `work_orders` measurement (src/work_orders/influx.rs): one point per change; tags site, rule, device,
+# point, severity, team, event (opened/updated/acknowledged/resolved), status; fields id, count, value, peak,
+# open (1 until resolved). tests/it/deploy.rs checks these names against what the code writes.
 pid[0] = 0
 wo_base = ('from(bucket: v.defaultBucket)\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n'
            '  |> filter(fn: (r) => r._measurement == "work_orders")\n'
            f'  |> filter(fn: (r) => {SITE})\n')
+wo_open_now = ('from(bucket: v.defaultBucket)\n  |> range(start: -90d)\n'
+               '  |> filter(fn: (r) => r._measurement == "work_orders" and r._field == "open")\n'
+               f'  |> filter(fn: (r) => {SITE})\n'
+               '  |> group(columns: ["site", "rule", "device", "point"])\n  |> sort(columns: ["_time"])\n  |> last()\n'
+               '  |> group(columns: ["severity"])\n  |> sum()')
 p = [
+    panel("Open work orders by severity", "stat", [wo_open_now], 0, 0, w=8, h=6,
+          desc="Last event of each alarm (rule, device, point) in the past 90 days: open = 1 until resolved",
+          options={"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "value"}),
     panel("Work-order events", "table",
-          [wo_base + '  |> group()\n  |> sort(columns: ["_time"], desc: true)\n  |> limit(n: 200)'], 0, 0, w=24, h=10,
-          desc="Events (opened, updated, acknowledged, resolved) of the `work_orders` measurement"),
+          [wo_base + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+           '  |> keep(columns: ["_time", "id", "event", "status", "severity", "rule", "device", "point", "team", "count", "value", "peak", "open"])\n'
+           '  |> group()\n  |> sort(columns: ["_time"], desc: true)\n  |> limit(n: 200)'], 8, 0, w=16, h=12,
+          desc="Every change (opened, updated, acknowledged, resolved), newest first, with the work order's count, last and peak value"),
     panel("Work orders opened per day by severity", "barchart",
-          [wo_base + '  |> filter(fn: (r) => r._field == "opened")\n  |> aggregateWindow(every: 1d, fn: sum, createEmpty: false)\n  |> group(columns: ["severity"])'],
-          0, 10, w=12),
-    panel("Leak sensors (evidence)", "state-timeline", [q(("water", ["water_leak"]), agg="max", boolean=True)], 12, 10, w=12),
+          [wo_base + '  |> filter(fn: (r) => r._field == "id" and r.event == "opened")\n'
+           '  |> aggregateWindow(every: 1d, fn: count, createEmpty: false)\n  |> group(columns: ["severity"])'],
+          0, 6, w=8, h=6),
+    panel("Work orders by rule (events)", "barchart",
+          [wo_base + '  |> filter(fn: (r) => r._field == "id")\n  |> group(columns: ["rule", "event"])\n  |> count()'],
+          0, 12, w=12, h=8),
+    panel("Leak sensors (evidence)", "state-timeline", [q(("water", ["water_leak"]), agg="max", boolean=True)], 12, 12, w=12),
     panel("Room temperature (evidence for stuck sensors)", "timeseries", [q(("environment", ["temperature"]))],
-          0, 18, w=24, unit="celsius"),
+          0, 20, w=12, unit="celsius"),
+    panel("AHU filter differential pressure (evidence)", "timeseries", [q(("hvac", ["filter_dp"]))],
+          12, 20, w=12, unit="pressurepa"),
 ]
 write("work-orders.json", dash("caretaker-work-orders", "Caretaker: work orders",
       "Work orders raised by rules, with the readings behind them", p, ["work-orders"]))
@@ -138,6 +193,9 @@ p = [
           [q(("water", ["battery"])), q(("environment", ["battery"]))], 12, 8, w=12, unit="percent"),
     panel("Zigbee link quality", "timeseries",
           [q(("water", ["link_quality"])), q(("environment", ["link_quality"]))], 12, 16, w=12),
+    panel("Modbus devices online", "state-timeline", [q_any(MODBUS_CATEGORIES, "online", agg="min")], 0, 16, w=12,
+          desc="The `online` point Caretaker adds to every Modbus device: 0 after `offline_after` failed polls",
+          field_extra=ONLINE_MAP),
 ]
 write("gateway-health.json", dash("caretaker-gateway-health", "Caretaker: gateway health",
       "Is data arriving? Readings per minute, silent devices, radio health. Caretaker's own metrics are on :9464/metrics",

@@ -467,66 +467,27 @@ pub type Profiles = BTreeMap<String, Arc<Profile>>;
 pub fn load_dirs(dirs: &[PathBuf]) -> (Profiles, Vec<Diagnostic>) {
     let mut profiles = Profiles::new();
     let mut errs = Vec::new();
-    for dir in dirs {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                errs.push(Diagnostic::new(
-                    dir,
-                    None,
-                    "profiles.dirs",
-                    format!("cannot read profile folder: {e}"),
-                ));
-                continue;
-            }
-        };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for path in files {
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("yaml") => {}
-                Some("yml") => {
+    let (files, read_errs) = crate::diag::read_yaml_files(dirs, "profiles.dirs", "profile");
+    errs.extend(read_errs);
+    for (path, text) in files {
+        match parse_profile(&path, &text) {
+            Ok(p) => {
+                if let Some(prev) = profiles.get(&p.name) {
                     errs.push(Diagnostic::new(
                         &path,
                         None,
-                        "",
-                        "profiles use the `.yaml` extension; rename this file",
+                        "name",
+                        format!(
+                            "profile `{}` is also defined in {}",
+                            p.name,
+                            prev.file.display()
+                        ),
                     ));
-                    continue;
+                } else {
+                    profiles.insert(p.name.clone(), Arc::new(p));
                 }
-                _ => continue,
             }
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    errs.push(Diagnostic::new(
-                        &path,
-                        None,
-                        "",
-                        format!("cannot read: {e}"),
-                    ));
-                    continue;
-                }
-            };
-            match parse_profile(&path, &text) {
-                Ok(p) => {
-                    if let Some(prev) = profiles.get(&p.name) {
-                        errs.push(Diagnostic::new(
-                            &path,
-                            None,
-                            "name",
-                            format!(
-                                "profile `{}` is also defined in {}",
-                                p.name,
-                                prev.file.display()
-                            ),
-                        ));
-                    } else {
-                        profiles.insert(p.name.clone(), Arc::new(p));
-                    }
-                }
-                Err(es) => errs.extend(es),
-            }
+            Err(es) => errs.extend(es),
         }
     }
     (profiles, errs)

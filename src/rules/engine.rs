@@ -384,6 +384,13 @@ impl Engine {
         let st = &mut inst.st;
         st.last_at = at;
         st.remember(at, v);
+        // A signal (anomaly score, forecast, ...) is asked for once per reading: it may take a lock.
+        let sig = match inst.when {
+            Condition::Signal { kind, .. } => {
+                signal.and_then(|s| s.value(kind, inst.device, inst.point, at))
+            }
+            _ => None,
+        };
         let holds = match inst.when {
             Condition::Above(t) => v > t,
             Condition::Below(t) => v < t,
@@ -446,16 +453,9 @@ impl Engine {
                 at - st.ref_at >= after_ns
             }
             Condition::Offline => false,
-            Condition::Signal { kind, above } => signal
-                .and_then(|s| s.value(kind, inst.device, inst.point, at))
-                .is_some_and(|x| x > above),
+            Condition::Signal { above, .. } => sig.is_some_and(|x| x > above),
         };
-        let value = match inst.when {
-            Condition::Signal { kind, .. } => signal
-                .and_then(|s| s.value(kind, inst.device, inst.point, at))
-                .unwrap_or(v),
-            _ => v,
-        };
+        let value = sig.unwrap_or(v);
         if !st.active {
             if holds && armed {
                 if st.pending_since == UNSET {

@@ -1084,62 +1084,23 @@ pub fn load_dirs(dirs: &[PathBuf], cx: &Context<'_>) -> (RuleSet, Vec<Diagnostic
     let mut set = RuleSet::default();
     let mut errs = Vec::new();
     let mut names: HashMap<String, (PathBuf, u64)> = HashMap::new();
-    for dir in dirs {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
+    let (files, read_errs) = crate::diag::read_yaml_files(dirs, "rules.dirs", "rule");
+    errs.extend(read_errs);
+    for (path, text) in files {
+        let (rules, es) = parse_rules(&path, &text, cx);
+        errs.extend(es);
+        for r in rules {
+            if let Some((f, l)) = names.get(&r.name) {
                 errs.push(Diagnostic::new(
-                    dir,
-                    None,
-                    "rules.dirs",
-                    format!("cannot read rule folder: {e}"),
+                    &r.file,
+                    Some(r.line),
+                    "name",
+                    format!("rule `{}` is also defined in {}:{l}", r.name, f.display()),
                 ));
                 continue;
             }
-        };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for path in files {
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("yaml") => {}
-                Some("yml") => {
-                    errs.push(Diagnostic::new(
-                        &path,
-                        None,
-                        "",
-                        "rule files use the `.yaml` extension; rename this file",
-                    ));
-                    continue;
-                }
-                _ => continue,
-            }
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    errs.push(Diagnostic::new(
-                        &path,
-                        None,
-                        "",
-                        format!("cannot read: {e}"),
-                    ));
-                    continue;
-                }
-            };
-            let (rules, es) = parse_rules(&path, &text, cx);
-            errs.extend(es);
-            for r in rules {
-                if let Some((f, l)) = names.get(&r.name) {
-                    errs.push(Diagnostic::new(
-                        &r.file,
-                        Some(r.line),
-                        "name",
-                        format!("rule `{}` is also defined in {}:{l}", r.name, f.display()),
-                    ));
-                    continue;
-                }
-                names.insert(r.name.clone(), (r.file.clone(), r.line));
-                set.rules.push(r);
-            }
+            names.insert(r.name.clone(), (r.file.clone(), r.line));
+            set.rules.push(r);
         }
     }
     (set, errs)

@@ -15,23 +15,110 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// Where the store thread writes the `work_orders` measurement (see `work_orders::influx`).
+pub struct InfluxOut {
+    pub queue: Arc<dyn crate::sinks::influx::queue::ChunkQueue>,
+}
+
 /// Runs the store: applies every event until the channel closes. Blocking: run it on a thread of its own.
-pub fn run_store(mut store: Store, rx: std::sync::mpsc::Receiver<AlarmEvent>, notify: Arc<Notify>) {
-    for ev in rx {
-        match store.apply(&ev) {
-            Ok(a) => {
-                if a.event != "none" {
-                    metrics::counter!("caretaker_work_orders_total", "state" => a.event)
-                        .increment(1);
-                    info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
-                        point = %ev.point, "work order");
-                    notify.notify_waiters();
-                }
+/// With `influx`, after each burst of events and once a second (for changes people make through the CLI), it
+/// moves pending `work_orders` points from the outbox into the InfluxDB queue.
+pub fn run_store(
+    mut store: Store,
+    rx: std::sync::mpsc::Receiver<AlarmEvent>,
+    notify: Arc<Notify>,
+    influx: Option<InfluxOut>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let ev = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(ev) => Some(ev),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut next = ev;
+        while let Some(ev) = next.take() {
+            apply(&mut store, &ev, &notify);
+            next = rx.try_recv().ok();
+        }
+        if let Some(out) = &influx {
+            flush_influx(&mut store, out);
+            if let Ok(n) = store.pending_count(super::influx::TARGET) {
+                metrics::gauge!("caretaker_work_order_outbox_pending", "target" => super::influx::TARGET)
+                    .set(n as f64);
             }
+        }
+    }
+    if let Some(out) = &influx {
+        flush_influx(&mut store, out);
+    }
+}
+
+fn apply(store: &mut Store, ev: &AlarmEvent, notify: &Notify) {
+    match store.apply(ev) {
+        Ok(a) => {
+            if a.event != "none" {
+                metrics::counter!("caretaker_work_orders_total", "state" => a.event).increment(1);
+                info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
+                    point = %ev.point, "work order");
+                notify.notify_waiters();
+            }
+        }
+        Err(e) => {
+            metrics::counter!("caretaker_errors_total", "stage" => "work_orders").increment(1);
+            error!(error = %e, rule = %ev.rule, device = %ev.device, "work-order store write failed");
+        }
+    }
+}
+
+/// Pending `work_orders` points → the InfluxDB queue, then marked delivered. When the queue is full (InfluxDB
+/// down and the spool at its bound) the rows stay in the outbox and are tried again a second later: the store
+/// thread never waits on InfluxDB, and nothing is lost.
+fn flush_influx(store: &mut Store, out: &InfluxOut) {
+    use super::influx::{TARGET, encode_row};
+    use crate::sinks::influx::queue::Chunk;
+    loop {
+        let rows = match store.pending(TARGET, 500) {
+            Ok(r) if r.is_empty() => return,
+            Ok(r) => r,
             Err(e) => {
-                metrics::counter!("caretaker_errors_total", "stage" => "work_orders").increment(1);
-                error!(error = %e, rule = %ev.rule, device = %ev.device, "work-order store write failed");
+                error!(error = %e, "work-order store: cannot read the InfluxDB outbox");
+                return;
             }
+        };
+        let mut body = Vec::new();
+        let mut lines = 0u32;
+        for r in &rows {
+            if encode_row(r, &mut body) {
+                lines += 1;
+            } else {
+                warn!(
+                    outbox_row = r.id,
+                    "work-order outbox row is not a work-order change; skipped"
+                );
+            }
+        }
+        if lines > 0 {
+            let chunk = Chunk {
+                body,
+                lines,
+                readings: 0,
+                created_ms: now_ms(),
+            };
+            if out.queue.try_push(chunk).is_err() {
+                return;
+            }
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        if let Err(e) = store.mark_all_delivered(&ids, now_ms()) {
+            // They will be queued again: same series and timestamps, so InfluxDB keeps one of each.
+            error!(error = %e, "work-order store: cannot mark InfluxDB rows delivered");
+            return;
+        }
+        metrics::counter!("caretaker_work_order_deliveries_total", "target" => TARGET, "result" => "ok")
+            .increment(ids.len() as u64);
+        if rows.len() < 500 {
+            return;
         }
     }
 }
@@ -344,6 +431,64 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn work_orders_points_wait_in_the_outbox_while_the_queue_is_full() {
+        use crate::rules::{Resolve, Severity};
+        use crate::sinks::influx::queue::{Chunk, ChunkQueue, MemQueue};
+        use crate::work_orders::influx::TARGET;
+        use crate::work_orders::{AlarmEvent, AlarmKind, Store};
+        use std::sync::Arc;
+        let mut store = Store::in_memory("s").unwrap();
+        store
+            .set_targets(&[(TARGET.into(), "influxdb".into())])
+            .unwrap();
+        store
+            .apply(&AlarmEvent {
+                kind: AlarmKind::Raised,
+                rule: "r".into(),
+                device: "d".into(),
+                point: String::new(),
+                severity: Severity::Critical,
+                title: "t".into(),
+                team: None,
+                procedure: None,
+                resolve: Resolve::Auto,
+                due_within_ms: None,
+                unit: String::new(),
+                value: f64::NAN,
+                peak: f64::NAN,
+                at_ms: 1_000,
+                evidence: vec![],
+            })
+            .unwrap();
+        // A queue holding one chunk already and bounded below two: full.
+        let queue = Arc::new(MemQueue::new(8));
+        let filler = Chunk {
+            body: b"filler 1\n".to_vec(),
+            lines: 1,
+            readings: 1,
+            created_ms: 0,
+        };
+        queue.try_push(filler).unwrap();
+        let out = super::InfluxOut {
+            queue: queue.clone(),
+        };
+        super::flush_influx(&mut store, &out);
+        assert_eq!(store.pending_count(TARGET).unwrap(), 1);
+        assert_eq!(queue.stats().chunks, 1);
+        // The writer sent the filler: the point goes in and the row is delivered.
+        queue.commit(1);
+        super::flush_influx(&mut store, &out);
+        assert_eq!(store.pending_count(TARGET).unwrap(), 0);
+        let chunks = queue.peek(100);
+        let body = String::from_utf8(chunks[0].body.clone()).unwrap();
+        // A device-level rule without a team or a value: those keys are left out, not written empty.
+        assert_eq!(
+            body,
+            "work_orders,site=s,rule=r,device=d,severity=critical,event=opened,status=open id=1i,count=1i,open=1i 1000000001\n"
+        );
+    }
+
     #[test]
     fn hmac_matches_rfc4231_case_2() {
         // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".

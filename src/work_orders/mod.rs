@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod influx;
 pub mod service;
 pub mod store;
 

@@ -1,7 +1,8 @@
 //! Wiring of rules and work orders in the daemon: opens the store, restores active alarms into the engine,
 //! starts the store thread, the stale/offline timer and one delivery worker per target; stops them in order.
 
-use super::deliver::{Worker, run_store};
+use super::deliver::{InfluxOut, Worker, run_store};
+use super::influx::TARGET as INFLUX_TARGET;
 use super::store::Store;
 use crate::catalog::SharedCatalog;
 use crate::config::SiteConfig;
@@ -37,6 +38,7 @@ pub fn start(
     config: &SiteConfig,
     catalog: &SharedCatalog,
     rules: Arc<RuleSet>,
+    queue: Option<Arc<dyn crate::sinks::influx::queue::ChunkQueue>>,
 ) -> anyhow::Result<Option<Service>> {
     let wo = &config.work_orders;
     if rules.is_empty() && wo.targets.is_empty() {
@@ -45,7 +47,7 @@ pub fn start(
     let path = store_path(&config.state_dir);
     let mut store = Store::open(&path, Some(&config.site.name))?;
     store.set_flap_window(wo.flap_window);
-    let kinds: Vec<(String, String)> = wo
+    let mut kinds: Vec<(String, String)> = wo
         .targets
         .iter()
         .map(|t| {
@@ -57,6 +59,22 @@ pub fn start(
             (t.name.clone(), k.to_string())
         })
         .collect();
+    // The `work_orders` measurement is an outbox target of its own, so changes people make through the CLI
+    // reach InfluxDB too; the store thread moves its rows into the InfluxDB queue.
+    let influx = match queue {
+        Some(queue) if !kinds.iter().any(|(n, _)| n == INFLUX_TARGET) => {
+            kinds.push((INFLUX_TARGET.to_string(), "influxdb".to_string()));
+            Some(InfluxOut { queue })
+        }
+        Some(_) => {
+            warn!(
+                target = INFLUX_TARGET,
+                "a work-order target has this reserved name: the work_orders measurement is not written"
+            );
+            None
+        }
+        None => None,
+    };
     store.set_targets(&kinds)?;
     let active = store.active_alarms()?;
     let mut engine = Engine::new(
@@ -84,7 +102,7 @@ pub fn start(
     let n = notify.clone();
     let store_thread = std::thread::Builder::new()
         .name("work-orders".into())
-        .spawn(move || run_store(store, rx, n))?;
+        .spawn(move || run_store(store, rx, n, influx))?;
     let mut host = RulesHost::new(engine, &config.site.name, tx);
     host.pending_restore = pending;
     let host = host.shared();

@@ -561,6 +561,28 @@ impl Store {
             .optional()
     }
 
+    /// Up to `limit` undelivered rows of a target, oldest first (the InfluxDB target takes them in batches).
+    pub fn pending(&self, target: &str, limit: usize) -> rusqlite::Result<Vec<OutboxRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, target, work_order, event, idempotency_key, payload, attempts, next_at, delivered_at, last_error \
+             FROM outbox WHERE target = ?1 AND delivered_at IS NULL ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![target, limit as i64], row_to_outbox)?;
+        rows.collect()
+    }
+
+    /// Marks rows delivered in one transaction.
+    pub fn mark_all_delivered(&mut self, ids: &[i64], now_ms: i64) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.execute(
+                "UPDATE outbox SET delivered_at = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+        }
+        tx.commit()
+    }
+
     pub fn mark_delivered(
         &self,
         id: i64,

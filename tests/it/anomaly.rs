@@ -165,22 +165,13 @@ async fn publish_run(mqtt_port: u16, cfg: &std::path::Path, from: i64, n: i64) -
     std::fs::write(cfg, text).unwrap();
     let mut daemon = Daemon::start(cfg, http);
     let publisher = Publisher::connect(mqtt_port, &format!("anomaly-pub-{http}"));
-    let ok = wait_until(Duration::from_secs(30), || async {
-        publisher
-            .publish("campus/probe/probe/telemetry", r#"{"temperature": 1}"#)
-            .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        daemon
-            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
-            .await
-            >= 1.0
-    })
+    wait_receiving(
+        &publisher,
+        &daemon,
+        "campus/probe/probe/telemetry",
+        r#"{"temperature": 1}"#,
+    )
     .await;
-    assert!(
-        ok,
-        "daemon never received a message:\n{}",
-        daemon.log_text()
-    );
     const BASE_MS: i64 = 1_767_225_600_000;
     for i in from..from + n {
         let payload = format!(

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-/// Measurements Caretaker writes that are not a profile category: energy rollups and work-order events.
+/// Measurements Caretaker writes that are not a profile category: energy rollups and work-order events
+/// (`work_orders` queries are checked against the tags and fields of a point the code writes, see
+/// `work_orders_schema`).
 const EXTRA_MEASUREMENTS: &[&str] = &["energy", "work_orders"];
 /// Tags on every series (plus location tags, see `location_tags`).
 const SERIES_TAGS: &[&str] = &["site", "device", "profile"];
@@ -21,6 +23,110 @@ const FLUX_COLUMNS: &[&str] = &[
     "_start",
     "_stop",
 ];
+
+/// Tag and field keys of the `work_orders` measurement, read from lines the code writes for a real change
+/// (a work order with a team, a point and a value, so every optional key is present).
+fn work_orders_schema() -> (BTreeSet<String>, BTreeSet<String>) {
+    use caretaker::rules::{Resolve, Severity};
+    use caretaker::work_orders::influx::{TARGET, encode_row};
+    use caretaker::work_orders::{AlarmEvent, AlarmKind, Store};
+    let mut st = Store::in_memory("site").unwrap();
+    st.set_targets(&[(TARGET.into(), "influxdb".into())])
+        .unwrap();
+    let ev = |kind| AlarmEvent {
+        kind,
+        rule: "r".into(),
+        device: "d".into(),
+        point: "p".into(),
+        severity: Severity::Major,
+        title: "t".into(),
+        team: Some("hvac".into()),
+        procedure: None,
+        resolve: Resolve::Auto,
+        due_within_ms: None,
+        unit: "degC".into(),
+        value: 1.0,
+        peak: 1.0,
+        at_ms: 1_767_225_600_000,
+        evidence: vec![],
+    };
+    st.apply(&ev(AlarmKind::Raised)).unwrap();
+    st.apply(&ev(AlarmKind::Cleared)).unwrap();
+    let (mut tags, mut fields) = (BTreeSet::new(), BTreeSet::new());
+    let mut body = Vec::new();
+    for row in st.pending(TARGET, 10).unwrap() {
+        assert!(encode_row(&row, &mut body));
+    }
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let series = parts.next().unwrap();
+        let (measurement, tag_part) = series.split_once(',').unwrap();
+        assert_eq!(measurement, "work_orders");
+        tags.extend(
+            tag_part
+                .split(',')
+                .map(|kv| kv.split('=').next().unwrap().to_string()),
+        );
+        fields.extend(
+            parts
+                .next()
+                .unwrap()
+                .split(',')
+                .map(|kv| kv.split('=').next().unwrap().to_string()),
+        );
+    }
+    (tags, fields)
+}
+
+/// Every `"..."` inside the `columns: [...]` lists of a Flux query (group, keep, pivot, sort).
+fn column_lists(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices("columns: [") {
+        let rest = &text[i + "columns: [".len()..];
+        let list = &rest[..rest.find(']').unwrap_or(rest.len())];
+        out.extend(
+            list.split(',')
+                .map(|c| c.trim().trim_matches('"').to_string()),
+        );
+    }
+    out.retain(|c| !c.is_empty());
+    out
+}
+
+/// Checks a query of the `work_orders` measurement against the keys the code writes.
+fn check_work_orders_query(q: &str, schema: &(BTreeSet<String>, BTreeSet<String>)) -> Vec<String> {
+    let (tags, fields) = schema;
+    let mut errs = Vec::new();
+    for f in quoted_after(q, "r._field == \"") {
+        if !fields.contains(&f) {
+            errs.push(format!(
+                "work_orders field `{f}` is not written (fields: {fields:?})"
+            ));
+        }
+    }
+    for c in columns(q) {
+        if !FLUX_COLUMNS.contains(&c.as_str()) && !tags.contains(&c) {
+            errs.push(format!(
+                "work_orders tag `{c}` is not written (tags: {tags:?})"
+            ));
+        }
+    }
+    // After a pivot, fields are columns too.
+    let pivoted = q.contains("pivot(");
+    for c in column_lists(q) {
+        let known = FLUX_COLUMNS.contains(&c.as_str())
+            || tags.contains(&c)
+            || (pivoted && fields.contains(&c));
+        if !known {
+            errs.push(format!(
+                "work_orders column `{c}` is neither a tag written nor a pivoted field"
+            ));
+        }
+    }
+    errs
+}
 
 fn profiles() -> Profiles {
     let (p, errs) = caretaker::catalog::profile::load_dirs(&[repo().join("device_profiles")]);
@@ -173,6 +279,7 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
     let bools = bool_fields(&profiles);
     let tags = location_tags();
     assert!(tags.contains("building"), "{tags:?}");
+    let wo_schema = work_orders_schema();
     let dir = repo().join("deploy/grafana/dashboards");
     let datasource_yaml = std::fs::read_to_string(
         repo().join("deploy/grafana/provisioning/datasources/influxdb.yaml"),
@@ -208,7 +315,14 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
                 let q = t["query"].as_str().unwrap();
                 queries += 1;
                 measurements_seen.extend(quoted_after(q, "r._measurement == \""));
-                for e in check_query(q, &fbm, &tags, &bools) {
+                let mut errs = check_query(q, &fbm, &tags, &bools);
+                if quoted_after(q, "r._measurement == \"")
+                    .iter()
+                    .any(|m| m == "work_orders")
+                {
+                    errs.extend(check_work_orders_query(q, &wo_schema));
+                }
+                for e in errs {
                     problems.push(format!(
                         "{} / {title}: {e}",
                         path.file_name().unwrap().to_string_lossy()
@@ -229,6 +343,8 @@ fn dashboards_query_only_measurements_fields_and_tags_caretaker_writes() {
         "environment",
         "electricity",
         "water",
+        "hvac",
+        "lighting",
         "energy",
         "work_orders",
     ] {
@@ -257,6 +373,31 @@ fn the_dashboard_checker_catches_wrong_names() {
         check(&averaged.replace("|> aggregateWindow", "|> toFloat() |> aggregateWindow"))
             .is_empty()
     );
+    let schema = work_orders_schema();
+    for k in [
+        "site", "rule", "device", "point", "severity", "team", "event", "status",
+    ] {
+        assert!(schema.0.contains(k), "tag {k} not written: {schema:?}");
+    }
+    for k in ["id", "count", "value", "peak", "open"] {
+        assert!(schema.1.contains(k), "field {k} not written: {schema:?}");
+    }
+    let wo = r#"filter(fn: (r) => r._measurement == "work_orders" and r._field == "open" and r.event == "opened") |> group(columns: ["severity"])"#;
+    assert!(check_work_orders_query(wo, &schema).is_empty());
+    assert!(
+        check_work_orders_query(&wo.replace("\"open\"", "\"opened\""), &schema)[0]
+            .contains("opened")
+    );
+    assert!(check_work_orders_query(&wo.replace("r.event", "r.evnt"), &schema)[0].contains("evnt"));
+    assert!(
+        check_work_orders_query(&wo.replace("\"severity\"]", "\"id\"]"), &schema)[0]
+            .contains("`id`")
+    );
+    let pivoted = format!(
+        "{} |> pivot(rowKey: [\"_time\"], columnKey: [\"_field\"], valueColumn: \"_value\")",
+        wo.replace("\"severity\"]", "\"id\"]")
+    );
+    assert!(check_work_orders_query(&pivoted, &schema).is_empty());
 }
 
 fn check(config: &Path, env: &[(&str, &str)]) -> (i32, String) {

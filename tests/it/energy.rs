@@ -402,22 +402,13 @@ listen = "127.0.0.1:{http}"
     let mut daemon = Daemon::start(&cfg, http);
     let publisher = Publisher::connect(mosq.port, "energy-publisher");
     // Probe until subscribed (a probe device of its own, far in the past).
-    let ok = wait_until(Duration::from_secs(30), || async {
-        publisher
-            .publish("meters/x/probe", r#"{"ts": 1000, "kwh": 1}"#)
-            .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        daemon
-            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
-            .await
-            >= 1.0
-    })
+    wait_receiving(
+        &publisher,
+        &daemon,
+        "meters/x/probe",
+        r#"{"ts": 1000, "kwh": 1}"#,
+    )
     .await;
-    assert!(
-        ok,
-        "daemon never received a message:\n{}",
-        daemon.log_text()
-    );
     // 2026-01-05 00:00 UTC onwards: a reading every 5 minutes for 2 hours at 6 kW (0.5 kWh each), with one
     // spurious zero (a meter reboot) and one 30-minute outage.
     let t0 = 1_767_571_200i64;

@@ -12,3 +12,4 @@ mod rules;
 mod signals;
 mod spool;
 mod support;
+mod work_orders_influx;

@@ -91,22 +91,13 @@ listen = "127.0.0.1:{http}"
     );
     let daemon = Daemon::start(&cfg, http);
     let publisher = Publisher::connect(mosq.port, "signals-publisher");
-    let ok = wait_until(Duration::from_secs(30), || async {
-        publisher
-            .publish("campus/probe/probe/telemetry", r#"{"humidity": 50}"#)
-            .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        daemon
-            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
-            .await
-            >= 1.0
-    })
+    wait_receiving(
+        &publisher,
+        &daemon,
+        "campus/probe/probe/telemetry",
+        r#"{"humidity": 50}"#,
+    )
     .await;
-    assert!(
-        ok,
-        "daemon never received a message:\n{}",
-        daemon.log_text()
-    );
 
     let end = JUMP_AT + 12; // an hour of the anomaly
     for i in 0..end {

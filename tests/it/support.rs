@@ -577,3 +577,17 @@ pub fn http_client() -> reqwest::Client {
     caretaker::tls::install_default_provider();
     reqwest::Client::new()
 }
+
+/// Publishes `payload` on `topic` until the daemon has received a reading, so the test's real messages are not
+/// sent before the daemon's subscription exists (a QoS 1 message to a topic nobody subscribes to is gone).
+pub async fn wait_receiving(p: &Publisher, d: &Daemon, topic: &str, payload: &str) {
+    let ok = wait_until(Duration::from_secs(30), || async {
+        p.publish(topic, payload.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(ok, "daemon never received a message:\n{}", d.log_text());
+}
