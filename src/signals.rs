@@ -267,9 +267,9 @@ struct EnergyDay {
 
 /// The deviation of the last complete day before `at_s`: the latest day that ended by then, as long as it is
 /// yesterday or (while the refresh after midnight has not run yet) the day before.
-fn energy_at(days: &[EnergyDay], at_s: i64) -> Option<f64> {
+fn energy_at(days: &[EnergyDay], at_s: i64) -> Option<&EnergyDay> {
     let d = days.iter().rev().find(|d| d.end <= at_s)?;
-    (at_s < d.end + 2 * (d.end - d.start)).then_some(d.percent)
+    (at_s < d.end + 2 * (d.end - d.start)).then_some(d)
 }
 
 impl Signal for HubSignal {
@@ -302,8 +302,27 @@ impl Signal for HubSignal {
             }
             SignalKind::EnergyAboveBaseline => {
                 let g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-                energy_at(g.energy.get(&device)?, at.div_euclid(1_000_000_000))
+                energy_at(g.energy.get(&device)?, at.div_euclid(1_000_000_000)).map(|d| d.percent)
             }
+        }
+    }
+
+    /// An energy day's deviation applies from the start of that day: `for: 3d` then means three complete days
+    /// above baseline, not three days of checks after the first one.
+    fn since(
+        &self,
+        kind: SignalKind,
+        device: DeviceIdx,
+        _point: Option<PointId>,
+        at: i64,
+    ) -> Option<i64> {
+        match kind {
+            SignalKind::EnergyAboveBaseline => {
+                let g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                energy_at(g.energy.get(&device)?, at.div_euclid(1_000_000_000))
+                    .map(|d| d.start.saturating_mul(1_000_000_000))
+            }
+            _ => None,
         }
     }
 }
@@ -787,8 +806,9 @@ rules:
             value(NORMAL_DAYS + 2)
         );
         assert_eq!(raised.len(), 1, "{raised:?}");
-        // The first day above closes at NORMAL_DAYS + 1; three days of it later the work order opens.
-        assert_eq!(raised[0].at, (START + (NORMAL_DAYS + 4) * DAY) * S);
+        // Three complete days above (NORMAL_DAYS .. NORMAL_DAYS + 3): the work order opens on the first reading
+        // after the third one closed.
+        assert_eq!(raised[0].at, (START + (NORMAL_DAYS + 3) * DAY) * S);
         assert!((raised[0].value - 60.0).abs() < 1.0, "{}", raised[0].value);
     }
 
