@@ -243,6 +243,8 @@ pub async fn run_until_with(
     };
     // Signals for the rules (anomaly scores, forecasts, equipment models, energy baselines).
     let (signal_stage, hub) = crate::signals::build(&rules, Some(anomaly.latest()));
+    // Trends and equipment models are kept under [state].dir like the anomaly detectors.
+    let signal_stage = signal_stage.map(|s| s.persist_in(&config.state_dir));
     if let Some(w) = &work_orders {
         w.host
             .lock()
@@ -251,13 +253,14 @@ pub async fn run_until_with(
             .set_signal(Box::new(hub.clone()));
     }
     if let (Some(energy), true) = (&config.energy, hub.wants_energy()) {
-        // Deviations from baseline come from the energy store (SQLite), refreshed every 5 minutes off the
-        // pipeline: a rule's `for: 3d` needs daily figures, not per-reading ones.
+        // Deviations from baseline come from the energy store (SQLite), refreshed every `[energy]
+        // baseline_refresh` (5 minutes) off the pipeline: a rule's `for: 3d` needs daily figures, not
+        // per-reading ones.
         let (hub, catalog, energy) = (hub.clone(), catalog.clone(), energy.clone());
         let path = crate::energy::store::path_in(&config.state_dir);
         let tz = crate::energy::cli::site_tz(&config);
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(300));
+            let mut every = tokio::time::interval(energy.baseline_refresh);
             loop {
                 every.tick().await;
                 let (hub, catalog, energy, path, tz) = (

@@ -39,6 +39,8 @@ pub struct RawEnergy {
     #[serde(default)]
     pub reorder_window: Option<String>,
     #[serde(default)]
+    pub baseline_refresh: Option<String>,
+    #[serde(default)]
     pub calendar: Option<RawCalendar>,
     #[serde(default)]
     pub tariffs: Vec<RawTariff>,
@@ -109,6 +111,8 @@ pub struct EnergyConfig {
     pub baseline_weeks: u32,
     /// How long the live stage holds readings to put late ones back in order (seconds).
     pub reorder_window: f64,
+    /// How often the daemon recomputes the deviation from baseline that `energy:` rules read (from the store).
+    pub baseline_refresh: std::time::Duration,
     pub calendar: Calendar,
     pub tariffs: Vec<Tariff>,
     pub virtual_meters: Vec<VirtualMeter>,
@@ -130,6 +134,7 @@ impl Default for EnergyConfig {
             period: 900,
             baseline_weeks: 4,
             reorder_window: 60.0,
+            baseline_refresh: std::time::Duration::from_secs(300),
             calendar: Calendar::default(),
             tariffs: Vec::new(),
             virtual_meters: Vec::new(),
@@ -364,6 +369,21 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
             Err(e) => errs.push(("energy.reorder_window".into(), e)),
         }
     }
+    if let Some(r) = &raw.baseline_refresh {
+        match crate::util::parse_duration(r) {
+            Ok(d)
+                if d >= std::time::Duration::from_secs(1)
+                    && d <= std::time::Duration::from_secs(86_400) =>
+            {
+                c.baseline_refresh = d
+            }
+            Ok(_) => errs.push((
+                "energy.baseline_refresh".into(),
+                format!("`{r}`: must be between 1s and 24h"),
+            )),
+            Err(e) => errs.push(("energy.baseline_refresh".into(), e)),
+        }
+    }
     if let Some(cal) = &raw.calendar {
         if let Some(open) = &cal.open {
             match open.split_once('-') {
@@ -586,6 +606,22 @@ mod tests {
             c.tariff("electricity", "2024-12-31".parse().unwrap())
                 .is_none()
         );
+    }
+
+    #[test]
+    fn baseline_refresh_defaults_to_five_minutes_and_is_validated() {
+        let (c, errs) = validate(&raw(""));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(c.baseline_refresh, std::time::Duration::from_secs(300));
+        let (c, errs) = validate(&raw(r#"baseline_refresh = "30s""#));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(c.baseline_refresh, std::time::Duration::from_secs(30));
+        for bad in ["often", "0s", "2d"] {
+            let (_, errs) = validate(&raw(&format!(r#"baseline_refresh = "{bad}""#)));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(errs[0].0, "energy.baseline_refresh");
+            assert!(errs[0].1.contains(bad), "{errs:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,19 @@ pub trait Signal: Send {
         point: Option<PointId>,
         at: i64,
     ) -> Option<f64>;
+
+    /// When the value `value` just returned for `at` started to apply, for signals that describe a past
+    /// period (an energy day's deviation from baseline is known only after the day): a rule's `for` is then
+    /// measured from there instead of from `at`. Asked only when a `for` starts. Default: `at`.
+    fn since(
+        &self,
+        _kind: SignalKind,
+        _device: DeviceIdx,
+        _point: Option<PointId>,
+        _at: i64,
+    ) -> Option<i64> {
+        None
+    }
 }
 
 /// What happened to an alarm.
@@ -459,7 +472,12 @@ impl Engine {
         if !st.active {
             if holds && armed {
                 if st.pending_since == UNSET {
-                    st.pending_since = at;
+                    st.pending_since = match (inst.when, signal) {
+                        (Condition::Signal { kind, .. }, Some(s)) => s
+                            .since(kind, inst.device, inst.point, at)
+                            .map_or(at, |t| t.min(at)),
+                        _ => at,
+                    };
                 }
                 if at - st.pending_since >= inst.when_hold {
                     st.active = true;

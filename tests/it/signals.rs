@@ -157,3 +157,162 @@ listen = "127.0.0.1:{http}"
         "no other work orders (false positives): {orders:#?}"
     );
 }
+
+/// `[energy] baseline_refresh` is checked like the other `[energy]` keys: file, line, key, what is wrong.
+#[test]
+fn check_names_a_bad_baseline_refresh_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        r#"[site]
+name = "x"
+[state]
+dir = "state"
+[energy]
+period = "15m"
+baseline_refresh = "often"
+"#,
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("site.toml:7: energy.baseline_refresh: invalid duration `often`"),
+        "{err}"
+    );
+}
+
+/// A daemon restart in the middle of a trend does not relearn it: the trend is saved under `[state].dir`
+/// when the daemon stops and restored at start-up, so the forecast work order opens ~10 hours of readings after
+/// the restart (too few for a fresh trend, which needs 12 hourly buckets).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forecast_work_order_opens_after_a_daemon_restart_mid_trend() {
+    let mosq = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/predictive.yaml"),
+        r#"schema: 1
+rules:
+  - name: humidity-heading-for-limit
+    applies_to: { profile: generic-room-sensor }
+    point: humidity
+    when: { forecast: { above: 90, within: 2d } }
+    severity: warning
+"#,
+    )
+    .unwrap();
+    let config = |http: u16| {
+        write_config(
+            dir.path(),
+            &format!(
+                r#"[site]
+name = "signals-restart"
+[state]
+dir = "{state}"
+[profiles]
+dirs = ["{profiles}"]
+[rules]
+dirs = ["rules"]
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+client_id = "caretaker-signals-restart"
+[[mqtt.subscriptions]]
+topic = "campus/{{building}}/{{device}}/telemetry"
+profile = "generic-room-sensor"
+[http]
+listen = "127.0.0.1:{http}"
+"#,
+                state = state.display(),
+                profiles = repo().join("device_profiles").display(),
+                port = mosq.port,
+            ),
+        )
+    };
+    let publisher = Publisher::connect(mosq.port, "signals-restart-publisher");
+    // Publishes readings `from..to` of room-1's humidity and waits until the daemon received them.
+    async fn run_part(daemon: &Daemon, publisher: &Publisher, from: i64, to: i64) {
+        let ok = wait_until(Duration::from_secs(30), || async {
+            publisher
+                .publish("campus/probe/probe/telemetry", r#"{"temperature": 20}"#)
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            daemon
+                .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+                .await
+                >= 1.0
+        })
+        .await;
+        assert!(
+            ok,
+            "daemon never received a message:\n{}",
+            daemon.log_text()
+        );
+        let base = daemon
+            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+            .await;
+        for i in from..to {
+            publisher
+                .publish(
+                    "campus/b1/room-1/telemetry",
+                    format!(
+                        r#"{{"ts": {}, "humidity": {:.3}}}"#,
+                        T0 + i * STEP_MS,
+                        humidity(i)
+                    ),
+                )
+                .await;
+        }
+        let got = wait_until(Duration::from_secs(60), || async {
+            daemon
+                .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+                .await
+                >= base + (to - from) as f64
+        })
+        .await;
+        assert!(got, "not every reading arrived:\n{}", daemon.log_text());
+    }
+
+    let restart = 288 * 15 / 4; // day 3.75: the 2-day forecast is ~87.5, below the limit
+    let end = 288 * 42 / 10; // day 4.2
+    let http = free_port();
+    let mut daemon = Daemon::start(&config(http), http);
+    run_part(&daemon, &publisher, 0, restart).await;
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", daemon.log_text());
+    assert!(
+        list(&state).is_empty(),
+        "nothing opened before the restart: {:#?}",
+        list(&state)
+    );
+    assert!(
+        state.join("anomaly/signals.json").exists(),
+        "the trend was saved at shutdown:\n{}",
+        daemon.log_text()
+    );
+
+    let http = free_port();
+    let daemon = Daemon::start(&config(http), http);
+    run_part(&daemon, &publisher, restart, end).await;
+    let mut orders = Vec::new();
+    wait_until(Duration::from_secs(20), || {
+        orders = list(&state);
+        let n = orders.len();
+        async move { n >= 1 }
+    })
+    .await;
+    assert_eq!(orders.len(), 1, "{orders:#?}\n{}", daemon.log_text());
+    assert_eq!(orders[0]["rule"], "humidity-heading-for-limit");
+    assert_eq!(orders[0]["device"], "room-1");
+    let opened: jiff::Timestamp = orders[0]["opened_at"].as_str().unwrap().parse().unwrap();
+    let restarted = jiff::Timestamp::from_millisecond(T0 + restart * STEP_MS).unwrap();
+    assert!(
+        opened > restarted,
+        "opened at {opened}, after the restart at {restarted}"
+    );
+}
