@@ -119,6 +119,55 @@ impl Unit {
             None => "none",
         }
     }
+
+    /// Factor and offset into the base unit of the unit's [`dimension`](Unit::dimension)
+    /// (`base = v * factor + offset`); `None`: no conversion known (only the same unit is accepted).
+    fn to_base(self) -> Option<(f64, f64)> {
+        use Unit::*;
+        Some(match self {
+            DegC => (1.0, 0.0),
+            Kelvin => (1.0, -273.15),
+            DegF => (5.0 / 9.0, -32.0 * 5.0 / 9.0),
+            W => (1.0, 0.0),
+            KW => (1e3, 0.0),
+            MW => (1e6, 0.0),
+            Wh => (1.0, 0.0),
+            KWh => (1e3, 0.0),
+            MWh => (1e6, 0.0),
+            GJ => (1e9 / 3600.0, 0.0),
+            VA => (1.0, 0.0),
+            KVA => (1e3, 0.0),
+            Var => (1.0, 0.0),
+            KVar => (1e3, 0.0),
+            L => (1.0, 0.0),
+            M3 => (1e3, 0.0),
+            LPerS => (60.0, 0.0),
+            LPerMin => (1.0, 0.0),
+            M3PerH => (1000.0 / 60.0, 0.0),
+            Pa => (1.0, 0.0),
+            KPa => (1e3, 0.0),
+            Bar => (1e5, 0.0),
+            Seconds => (1.0, 0.0),
+            Hours => (3600.0, 0.0),
+            _ => return Option::None,
+        })
+    }
+}
+
+/// Factor and offset turning a value in `from` into `to` (`v * f + o`); `None` if they are not convertible
+/// (different dimensions, or a unit without a known conversion). Used for rule thresholds written in another
+/// unit than their point's, and for the demo's kWh and m3 totals.
+pub fn unit_conversion(from: Unit, to: Unit) -> Option<(f64, f64)> {
+    if from == to {
+        return Some((1.0, 0.0));
+    }
+    if from.dimension() != to.dimension() {
+        return None;
+    }
+    let (ff, of) = from.to_base()?;
+    let (ft, ot) = to.to_base()?;
+    // base = v*ff + of; to = (base - ot) / ft
+    Some((ff / ft, (of - ot) / ft))
 }
 
 vocabulary! {

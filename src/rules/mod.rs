@@ -448,52 +448,7 @@ impl RuleSet {
     }
 }
 
-/// `(dimension, factor, offset)` to the dimension's base unit, for converting a rule's thresholds into the
-/// point's unit. `None`: no conversion known (only the same unit is accepted).
-fn to_base(u: Unit) -> Option<(&'static str, f64, f64)> {
-    use Unit::*;
-    Some(match u {
-        DegC => ("temperature", 1.0, 0.0),
-        Kelvin => ("temperature", 1.0, -273.15),
-        DegF => ("temperature", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
-        W => ("power", 1.0, 0.0),
-        KW => ("power", 1e3, 0.0),
-        MW => ("power", 1e6, 0.0),
-        Wh => ("energy", 1.0, 0.0),
-        KWh => ("energy", 1e3, 0.0),
-        MWh => ("energy", 1e6, 0.0),
-        GJ => ("energy", 1e9 / 3600.0, 0.0),
-        VA => ("apparent_power", 1.0, 0.0),
-        KVA => ("apparent_power", 1e3, 0.0),
-        Var => ("reactive_power", 1.0, 0.0),
-        KVar => ("reactive_power", 1e3, 0.0),
-        L => ("volume", 1.0, 0.0),
-        M3 => ("volume", 1e3, 0.0),
-        LPerS => ("flow", 60.0, 0.0),
-        LPerMin => ("flow", 1.0, 0.0),
-        M3PerH => ("flow", 1000.0 / 60.0, 0.0),
-        Pa => ("pressure", 1.0, 0.0),
-        KPa => ("pressure", 1e3, 0.0),
-        Bar => ("pressure", 1e5, 0.0),
-        Seconds => ("time", 1.0, 0.0),
-        Hours => ("time", 3600.0, 0.0),
-        _ => return Option::None,
-    })
-}
-
-/// Factor and offset turning a value in `from` into `to` (`v * f + o`); `None` if they are not convertible.
-pub fn unit_conversion(from: Unit, to: Unit) -> Option<(f64, f64)> {
-    if from == to {
-        return Some((1.0, 0.0));
-    }
-    let (df, ff, of) = to_base(from)?;
-    let (dt, ft, ot) = to_base(to)?;
-    if df != dt {
-        return None;
-    }
-    // base = v*ff + of; to = (base - ot) / ft
-    Some((ff / ft, (of - ot) / ft))
-}
+pub use crate::catalog::units::unit_conversion;
 
 fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
