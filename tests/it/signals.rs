@@ -237,22 +237,13 @@ listen = "127.0.0.1:{http}"
     let publisher = Publisher::connect(mosq.port, "signals-restart-publisher");
     // Publishes readings `from..to` of room-1's humidity and waits until the daemon received them.
     async fn run_part(daemon: &Daemon, publisher: &Publisher, from: i64, to: i64) {
-        let ok = wait_until(Duration::from_secs(30), || async {
-            publisher
-                .publish("campus/probe/probe/telemetry", r#"{"temperature": 20}"#)
-                .await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            daemon
-                .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
-                .await
-                >= 1.0
-        })
+        wait_receiving(
+            publisher,
+            daemon,
+            "campus/probe/probe/telemetry",
+            r#"{"temperature": 20}"#,
+        )
         .await;
-        assert!(
-            ok,
-            "daemon never received a message:\n{}",
-            daemon.log_text()
-        );
         let base = daemon
             .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
             .await;
