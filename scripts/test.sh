@@ -2,25 +2,49 @@
 # Runs every Caretaker test on a fresh Debian machine.
 #
 # 1. installs the real servers the tests start (mosquitto, influxd 1.x, VictoriaMetrics for the
-#    InfluxDB v2 write API, pymodbus, socat) when they are missing;
+#    InfluxDB v2 write API, pymodbus with its serial extras, socat) when they are missing;
 # 2. checks formatting and clippy (warnings are errors);
 # 3. runs the unit and integration tests (the integration tests start their own servers on free
 #    loopback ports in temp dirs and stop them afterwards).
 #
+# What is "missing" is decided by what the tests really use, not by a package's name: each entry
+# below pairs a check with the Debian package that satisfies it. The Python check imports the
+# Modbus fixture itself (tests/fixtures/modbus_server.py), so every module it loads is checked:
+# Debian's python3-pymodbus imports serial_asyncio when pymodbus.server loads, but does not
+# depend on python3-serial-asyncio, so `import pymodbus` alone succeeds on a machine where the
+# fixture cannot start.
+#
+#   scripts/test.sh               # everything
+#   scripts/test.sh --deps-only   # only install and check the test servers
+#   scripts/test.sh NAME          # extra arguments go to the test binaries (a name filter, ...)
+#
 # Reuses $CARGO_TARGET_DIR when set (CI points it at a cache outside the clone).
+# scripts/fresh-check.sh removes these packages first and runs this script, to prove the path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
-command -v influxd >/dev/null 2>&1 || need+=(influxdb)
-command -v influx >/dev/null 2>&1 || need+=(influxdb-client)
-command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
-command -v socat >/dev/null 2>&1 || need+=(socat)
-/usr/bin/python3 -c 'import pymodbus' >/dev/null 2>&1 || need+=(python3-pymodbus)
-/usr/bin/python3 -c 'import serial' >/dev/null 2>&1 || need+=(python3-serial)
+# check (a shell command that succeeds when the need is met) | Debian package
+deps=(
+  "command -v mosquitto || test -x /usr/sbin/mosquitto|mosquitto"
+  "command -v mosquitto_pub|mosquitto-clients"
+  "command -v influxd|influxdb"
+  "command -v influx|influxdb-client"
+  "command -v victoria-metrics|victoria-metrics"
+  "command -v socat|socat"
+  "/usr/bin/python3 -c 'import serial'|python3-serial"
+  "/usr/bin/python3 -c 'import serial_asyncio'|python3-serial-asyncio"
+  "/usr/bin/python3 -c 'import pymodbus'|python3-pymodbus"
+  # every import of the Modbus fixture, exactly as the tests load it (its main is guarded)
+  "/usr/bin/python3 -c 'import sys; sys.path.insert(0, \"tests/fixtures\"); import modbus_server'|python3-pymodbus"
+)
+missing() {
+  local entry
+  for entry in "${deps[@]}"; do
+    bash -c "${entry%|*}" >/dev/null 2>&1 || echo "${entry##*|}"
+  done | sort -u
+}
 
+mapfile -t need < <(missing)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing test servers: ${need[*]}"
   sudo=""
@@ -28,6 +52,21 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq || echo "apt-get update failed; trying the install with the cached lists"
   $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Check again: a package that installs but does not give what the tests import is an error here,
+  # named, not five Modbus test failures later.
+  failed=0
+  for entry in "${deps[@]}"; do
+    if ! out=$(bash -c "${entry%|*}" 2>&1); then
+      echo "test prerequisite still missing after installing ${entry##*|}: ${entry%|*}" >&2
+      echo "$out" | tail -3 >&2
+      failed=1
+    fi
+  done
+  [ "$failed" -eq 0 ] || exit 1
+fi
+if [ "${1:-}" = "--deps-only" ]; then
+  echo "==> test prerequisites present"
+  exit 0
 fi
 # Debian's packages may start their services on the default ports (1883, 8086, 8428) where
 # policy-rc.d allows it. The tests never use those ports, so a running service does no harm.
