@@ -7,10 +7,10 @@
 
 use caretaker::catalog::Catalog;
 use caretaker::catalog::profile::load_dirs;
-use caretaker::config::{Subscription, TopicTemplate};
 use caretaker::reading::Reading;
 use caretaker::sinks::influx::encode::Encoder;
 use caretaker::sources::mqtt::Decoder;
+use caretaker::sources::mqtt::{Subscription, TopicTemplate};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::path::PathBuf;

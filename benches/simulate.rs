@@ -8,10 +8,10 @@
 //! costs on top of those floors; the absolute figures say how many simulated devices one core can drive.
 
 use caretaker::catalog::profile::{load_dirs, parse_profile};
-use caretaker::simulate::encode::mqtt_payload;
-use caretaker::simulate::modbus::Bank;
-use caretaker::simulate::model::{Env, Model};
-use caretaker::simulate::site::ModelKind;
+use caretaker::demo::simulate::encode::mqtt_payload;
+use caretaker::demo::simulate::modbus::Bank;
+use caretaker::demo::simulate::model::{Env, Model};
+use caretaker::demo::simulate::site::ModelKind;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::HashMap;
 use std::hint::black_box;

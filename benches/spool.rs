@@ -6,7 +6,7 @@
 //!    real `WriterLoop` + `HttpWriter` into a real influxd, against posting the same pre-encoded batches with a
 //!    plain reqwest client, one after the other. Target (issue 4): drain >= 0.8 of the plain client.
 
-use caretaker::config::{InfluxApi, InfluxConfig};
+use caretaker::sinks::influx::config::{InfluxApi, InfluxConfig};
 use caretaker::sinks::influx::queue::{Chunk, ChunkQueue};
 use caretaker::sinks::influx::spool::{Spool, SpoolOptions, WhenFull};
 use caretaker::sinks::influx::writer::HttpWriter;

@@ -14,8 +14,6 @@ pub mod energy;
 pub mod pipeline;
 pub mod reading;
 pub mod rules;
-pub mod signals;
-pub mod simulate;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;

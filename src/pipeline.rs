@@ -7,11 +7,47 @@
 //! acknowledged only after its readings are in the queue (for the spool: on disk).
 
 use crate::catalog::{Catalog, SharedCatalog};
+use crate::diag::Collector;
 use crate::reading::Reading;
 use crate::sinks::influx::encode::Encoder;
 use crate::sinks::influx::queue::{self, Chunk, ChunkQueue};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// The `[pipeline]` section, as written.
+#[derive(Debug, serde::Deserialize)]
+pub struct RawPipeline {
+    #[serde(default)]
+    channel_capacity: Option<usize>,
+    #[serde(default)]
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Batches the sources may queue ahead of the pipeline.
+    pub channel_capacity: usize,
+    /// Bound on each step of the ordered shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Validates `[pipeline]`; an absent section takes the defaults (1024 batches, 10 s).
+pub fn validate(cx: &mut Collector<'_>, p: Option<&RawPipeline>) -> PipelineConfig {
+    let channel_capacity = p.and_then(|p| p.channel_capacity).unwrap_or(1024);
+    if channel_capacity == 0 {
+        cx.err("pipeline.channel_capacity", "must be at least 1");
+    }
+    let shutdown_timeout = cx.duration(
+        "pipeline.shutdown_timeout",
+        &p.and_then(|p| p.shutdown_timeout.clone()),
+        Duration::from_secs(10),
+    );
+    PipelineConfig {
+        channel_capacity: channel_capacity.max(1),
+        shutdown_timeout,
+    }
+}
 
 /// Called once a batch is safely queued (e.g. sends the MQTT PUBACK).
 pub struct Ack(Box<dyn FnOnce() + Send>);

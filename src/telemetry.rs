@@ -5,7 +5,7 @@
 //! `caretaker_readings_written_total`, `caretaker_readings_dropped_total{stage,reason}`,
 //! `caretaker_errors_total{stage}`, ... A reading is one value of one point.
 
-use crate::sinks::influx::queue::QueueStats;
+use crate::diag::Collector;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -15,6 +15,32 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio_util::sync::CancellationToken;
+
+/// The `[http]` section, as written.
+#[derive(Debug, serde::Deserialize)]
+pub struct RawHttp {
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+/// Where `/health` and `/metrics` are served.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// Validates `[http]` (default listen address 127.0.0.1:9464).
+pub fn validate(cx: &mut Collector<'_>, h: &RawHttp) -> HttpConfig {
+    let text = h.listen.clone().unwrap_or_else(|| "127.0.0.1:9464".into());
+    let listen = text.parse().unwrap_or_else(|_| {
+        cx.err(
+            "http.listen",
+            format!("`{text}` is not an address:port like 127.0.0.1:9464"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    });
+    HttpConfig { listen }
+}
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -176,15 +202,15 @@ impl Health {
         *self.spool.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
     }
 
-    pub fn set_queue(&self, st: &QueueStats) {
-        self.queue_bytes.store(st.bytes, Ordering::Relaxed);
-        self.queue_readings.store(st.readings, Ordering::Relaxed);
+    /// What waits for InfluxDB: bytes and readings queued, and the oldest one's time (Unix ms).
+    pub fn set_queue(&self, bytes: u64, readings: u64, oldest_ms: Option<i64>) {
+        self.queue_bytes.store(bytes, Ordering::Relaxed);
+        self.queue_readings.store(readings, Ordering::Relaxed);
         self.queue_oldest_ms
-            .store(st.oldest_ms.unwrap_or(0), Ordering::Relaxed);
-        metrics::gauge!("caretaker_influx_queue_bytes").set(st.bytes as f64);
-        metrics::gauge!("caretaker_influx_queue_readings").set(st.readings as f64);
-        let age = st
-            .oldest_ms
+            .store(oldest_ms.unwrap_or(0), Ordering::Relaxed);
+        metrics::gauge!("caretaker_influx_queue_bytes").set(bytes as f64);
+        metrics::gauge!("caretaker_influx_queue_readings").set(readings as f64);
+        let age = oldest_ms
             .map(|o| (crate::util::now_ns() / 1_000_000 - o).max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
         metrics::gauge!("caretaker_influx_oldest_unsent_seconds").set(age);

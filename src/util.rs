@@ -239,9 +239,38 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// Splits `host:port` (or `[v6]:port`, or `host` alone).
+pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
+    if s.is_empty() {
+        return Err("missing host".into());
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']').ok_or("unclosed `[`")?;
+        (rest[..end].to_string(), rest[end + 1..].strip_prefix(':'))
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (s.to_string(), None),
+        }
+    };
+    let port = match port {
+        None => default_port,
+        Some(p) => p.parse().map_err(|_| format!("bad port `{p}`"))?,
+    };
+    Ok((host, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(split_host_port("h:1", 5).unwrap(), ("h".into(), 1));
+        assert_eq!(split_host_port("h", 5).unwrap(), ("h".into(), 5));
+        assert_eq!(split_host_port("[::1]:7", 5).unwrap(), ("::1".into(), 7));
+        assert!(split_host_port("h:x", 5).is_err());
+    }
 
     #[test]
     fn durations_parse_and_format() {

@@ -10,13 +10,14 @@ pub mod modbus_binding;
 pub mod profile;
 pub mod units;
 
-use crate::config::SiteConfig;
-use crate::diag::Diagnostic;
 use crate::sinks::influx::encode::{escape_key, escape_measurement, escape_tag_value};
 pub use profile::{PointDef, Profile, Profiles};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 pub use units::{Category, Kind, Unit};
+
+/// Tag keys Caretaker sets itself; location keys and topic captures may not reuse them.
+pub const RESERVED_TAGS: &[&str] = &["site", "device", "profile"];
 
 /// Dense id of one point of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,55 +94,6 @@ impl Catalog {
             by_id: HashMap::new(),
             points: Vec::new(),
         }
-    }
-
-    /// Builds the catalog of a site: its profiles and its declared devices.
-    pub fn from_config(cfg: &SiteConfig, profiles: Profiles) -> Result<Catalog, Vec<Diagnostic>> {
-        let mut cat = Catalog::new(&cfg.site.name, profiles);
-        let mut errs = Vec::new();
-        for d in &cfg.devices {
-            match cat.add_device(&d.id, &d.profile, d.location.clone(), true) {
-                Ok(_) => {}
-                Err(CatalogError::UnknownProfile(p)) => {
-                    let hint =
-                        crate::util::did_you_mean(&p, cat.profiles.keys().map(String::as_str))
-                            .map(|s| format!(" (did you mean `{s}`?)"))
-                            .unwrap_or_default();
-                    errs.push(cfg.diag(
-                        &format!("devices[{}].profile", d.index),
-                        format!("unknown profile `{p}`{hint}"),
-                    ));
-                }
-                Err(e) => errs.push(cfg.diag(&format!("devices[{}].id", d.index), e.to_string())),
-            }
-        }
-        if let Some(m) = &cfg.mqtt {
-            for s in &m.subscriptions {
-                match cat.profiles.get(&s.profile) {
-                    None => {
-                        let hint = crate::util::did_you_mean(
-                            &s.profile,
-                            cat.profiles.keys().map(String::as_str),
-                        )
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                        errs.push(cfg.diag(
-                            &format!("mqtt.subscriptions[{}].profile", s.index),
-                            format!("unknown profile `{}`{hint}", s.profile),
-                        ));
-                    }
-                    Some(p) if !p.has_mqtt() => errs.push(cfg.diag(
-                        &format!("mqtt.subscriptions[{}].profile", s.index),
-                        format!(
-                            "profile `{}` has no point with an `mqtt:` binding",
-                            s.profile
-                        ),
-                    )),
-                    Some(_) => {}
-                }
-            }
-        }
-        if errs.is_empty() { Ok(cat) } else { Err(errs) }
     }
 
     /// Adds a device (or returns the existing one with the same id and profile).

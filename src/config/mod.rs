@@ -6,15 +6,23 @@
 //! and [`SiteConfig::load`] validates into domain types, resolving relative paths against the config file's
 //! folder and reading secrets from their files. Every problem becomes a [`Diagnostic`] with file, line and key.
 
-pub mod locate;
+//!
+//! This module only composes: each section's raw and validated types and its validation belong to the component
+//! that reads it (`sources::mqtt::config`, `sinks::influx::config`, `sources::modbus::config`,
+//! `work_orders::config`, `energy::config`, `telemetry` for `[http]`, `pipeline`), and all of them report into
+//! one [`Collector`]. Nothing below calls back up into this module.
 
-use crate::diag::Diagnostic;
-use crate::util::parse_duration;
+use crate::catalog::RESERVED_TAGS;
+use crate::diag::{Collector, Diagnostic};
+use crate::pipeline::{PipelineConfig, RawPipeline};
+use crate::sinks::influx::config::{InfluxConfig, RawInflux};
+use crate::sources::modbus::config::RawModbusDevice;
+use crate::sources::mqtt::config::{MqttConfig, RawMqtt};
+use crate::telemetry::{HttpConfig, RawHttp};
+use jiff::tz::TimeZone;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 struct RawSiteConfig {
@@ -58,96 +66,6 @@ struct RawDirs {
 }
 
 #[derive(Debug, Deserialize)]
-struct RawMqtt {
-    url: String,
-    #[serde(default)]
-    client_id: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    password_file: Option<PathBuf>,
-    #[serde(default)]
-    ca_file: Option<PathBuf>,
-    #[serde(default)]
-    cert_file: Option<PathBuf>,
-    #[serde(default)]
-    key_file: Option<PathBuf>,
-    #[serde(default)]
-    keep_alive: Option<String>,
-    #[serde(default)]
-    max_packet_size: Option<usize>,
-    #[serde(default)]
-    reconnect_max_backoff: Option<String>,
-    #[serde(default)]
-    subscriptions: Vec<RawSubscription>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawSubscription {
-    topic: String,
-    profile: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawInflux {
-    url: String,
-    #[serde(default)]
-    api: Option<String>,
-    #[serde(default)]
-    org: Option<String>,
-    #[serde(default)]
-    bucket: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    token_file: Option<PathBuf>,
-    #[serde(default)]
-    database: Option<String>,
-    #[serde(default)]
-    retention_policy: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    password_file: Option<PathBuf>,
-    #[serde(default)]
-    batch_size: Option<usize>,
-    #[serde(default)]
-    flush_interval: Option<String>,
-    #[serde(default)]
-    timeout: Option<String>,
-    #[serde(default)]
-    gzip: Option<bool>,
-    #[serde(default)]
-    max_retry_backoff: Option<String>,
-    #[serde(default)]
-    queue_max_bytes: Option<u64>,
-    #[serde(default)]
-    spool_max_bytes: Option<u64>,
-    #[serde(default)]
-    when_full: Option<String>,
-    #[serde(default)]
-    fsync_interval: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawHttp {
-    #[serde(default)]
-    listen: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawPipeline {
-    #[serde(default)]
-    channel_capacity: Option<usize>,
-    #[serde(default)]
-    shutdown_timeout: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
 struct RawDevice {
     id: String,
     profile: String,
@@ -155,32 +73,6 @@ struct RawDevice {
     location: BTreeMap<String, String>,
     #[serde(default)]
     modbus: Option<RawModbusDevice>,
-}
-
-/// The `modbus = { ... }` table of a device, as written.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RawModbusDevice {
-    pub url: String,
-    #[serde(default)]
-    pub unit: Option<u8>,
-    #[serde(default)]
-    pub poll: Option<String>,
-    #[serde(default)]
-    pub timeout: Option<String>,
-    #[serde(default)]
-    pub baud: Option<u32>,
-    #[serde(default)]
-    pub parity: Option<String>,
-    #[serde(default)]
-    pub data_bits: Option<u8>,
-    #[serde(default)]
-    pub stop_bits: Option<u8>,
-    /// Per-point poll periods overriding the device's (`points = { energy_total = "60s" }`).
-    #[serde(default)]
-    pub points: BTreeMap<String, String>,
-    /// Consecutive failed polls before the device is reported offline.
-    #[serde(default)]
-    pub offline_after: Option<u32>,
 }
 
 /// The validated site config.
@@ -196,7 +88,7 @@ pub struct SiteConfig {
     pub http: Option<HttpConfig>,
     pub pipeline: PipelineConfig,
     pub devices: Vec<DeviceConfig>,
-    pub work_orders: crate::work_orders::WorkOrdersConfig,
+    pub work_orders: crate::work_orders::config::WorkOrdersConfig,
     /// `[energy]`: interval consumption, tariffs, baselines (the energy stage runs only when present).
     pub energy: Option<crate::energy::config::EnergyConfig>,
 }
@@ -208,194 +100,6 @@ pub struct Site {
     pub timezone: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
-    pub tls: Option<TlsFiles>,
-    pub client_id: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub keep_alive: Duration,
-    pub max_packet_size: usize,
-    pub reconnect_max_backoff: Duration,
-    pub subscriptions: Vec<Subscription>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-/// One `[[mqtt.subscriptions]]`.
-#[derive(Debug, Clone)]
-pub struct Subscription {
-    pub topic: TopicTemplate,
-    pub profile: String,
-    /// Index in the file, for diagnostics.
-    pub index: usize,
-}
-
-/// A topic with `{name}` captures, each standing for one topic level.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicTemplate {
-    pub text: String,
-    levels: Vec<Level>,
-    /// `#` as the last level: matches any remaining levels.
-    multi: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Level {
-    Literal(String),
-    Capture(String),
-    Any,
-}
-
-impl TopicTemplate {
-    pub fn parse(text: &str) -> Result<TopicTemplate, String> {
-        if text.is_empty() {
-            return Err("empty topic".into());
-        }
-        let parts: Vec<&str> = text.split('/').collect();
-        let mut levels = Vec::new();
-        let mut multi = false;
-        let mut names = std::collections::HashSet::new();
-        for (i, p) in parts.iter().enumerate() {
-            if *p == "#" {
-                if i + 1 != parts.len() {
-                    return Err(format!("`{text}`: `#` is allowed only as the last level"));
-                }
-                multi = true;
-            } else if *p == "+" {
-                levels.push(Level::Any);
-            } else if let Some(name) = p.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "`{text}`: capture `{{{name}}}` must be a name of letters, digits and `_`"
-                    ));
-                }
-                if !names.insert(name.to_string()) {
-                    return Err(format!("`{text}`: capture `{{{name}}}` appears twice"));
-                }
-                levels.push(Level::Capture(name.to_string()));
-            } else if p.contains(['{', '}', '+', '#']) {
-                return Err(format!(
-                    "`{text}`: level `{p}` mixes text with a capture or wildcard; a capture must be a whole level"
-                ));
-            } else {
-                levels.push(Level::Literal(p.to_string()));
-            }
-        }
-        if !names.contains("device") {
-            return Err(format!(
-                "`{text}` has no `{{device}}` capture: Caretaker needs it to know which device sent a message"
-            ));
-        }
-        Ok(TopicTemplate {
-            text: text.to_string(),
-            levels,
-            multi,
-        })
-    }
-
-    /// The MQTT subscription filter (`campus/+/+/telemetry`).
-    pub fn filter(&self) -> String {
-        let mut parts: Vec<&str> = self
-            .levels
-            .iter()
-            .map(|l| match l {
-                Level::Literal(s) => s.as_str(),
-                Level::Capture(_) | Level::Any => "+",
-            })
-            .collect();
-        if self.multi {
-            parts.push("#");
-        }
-        parts.join("/")
-    }
-
-    /// Matches a concrete topic; returns the captures in template order.
-    pub fn captures<'t>(&self, topic: &'t str) -> Option<Vec<(&str, &'t str)>> {
-        let mut out = Vec::with_capacity(self.levels.len());
-        let mut parts = topic.split('/');
-        for level in &self.levels {
-            let part = parts.next()?;
-            match level {
-                Level::Literal(s) if s == part => {}
-                Level::Literal(_) => return None,
-                Level::Capture(name) => {
-                    if part.is_empty() {
-                        return None;
-                    }
-                    out.push((name.as_str(), part));
-                }
-                Level::Any => {}
-            }
-        }
-        if parts.next().is_some() && !self.multi {
-            return None;
-        }
-        Some(out)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum InfluxApi {
-    V1 {
-        database: String,
-        retention_policy: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-    },
-    V2 {
-        org: String,
-        bucket: String,
-        token: String,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct InfluxConfig {
-    pub url: String,
-    pub api: InfluxApi,
-    /// Lines per write request.
-    pub batch_size: usize,
-    /// Longest a line waits for its batch to fill.
-    pub flush_interval: Duration,
-    pub timeout: Duration,
-    pub gzip: bool,
-    pub max_retry_backoff: Duration,
-    /// Bytes of encoded lines held in memory while InfluxDB is slow or down; sources block beyond it.
-    /// Used only when the spool cannot be opened.
-    pub queue_max_bytes: u64,
-    /// Disk budget of the spool (`<[state] dir>/spool`).
-    pub spool_max_bytes: u64,
-    /// What a full spool does.
-    pub when_full: crate::sinks::influx::spool::WhenFull,
-    /// How often spooled data is flushed to disk (0 = before every acknowledgement).
-    pub fsync_interval: Duration,
-}
-
-/// Default spool budget: a day of a mid-size site (5,000 points read every 30 s = 14.4 million readings a day,
-/// at about 70 bytes of line protocol each, is about 1 GB). See docs/spool.md.
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
-/// Smallest spool budget accepted (16 segments of 4 KiB).
-pub const MIN_SPOOL_MAX_BYTES: u64 = 64 << 10;
-
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    pub channel_capacity: usize,
-    pub shutdown_timeout: Duration,
-}
-
 /// One `[[devices]]`.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
@@ -404,65 +108,6 @@ pub struct DeviceConfig {
     pub location: BTreeMap<String, String>,
     pub modbus: Option<RawModbusDevice>,
     pub index: usize,
-}
-
-/// Tag keys Caretaker sets itself; location keys may not reuse them.
-pub const RESERVED_TAGS: &[&str] = &["site", "device", "profile"];
-
-struct Ctx<'a> {
-    file: &'a Path,
-    text: &'a str,
-    errs: Vec<Diagnostic>,
-}
-
-impl Ctx<'_> {
-    fn err(&mut self, key: &str, msg: impl Into<String>) {
-        let line = locate::locate(self.text, key);
-        self.errs.push(Diagnostic::new(self.file, line, key, msg));
-    }
-    fn duration(&mut self, key: &str, v: &Option<String>, default: Duration) -> Duration {
-        match v {
-            None => default,
-            Some(s) => parse_duration(s).unwrap_or_else(|e| {
-                self.err(key, e);
-                default
-            }),
-        }
-    }
-    fn path(&self, p: &Path) -> PathBuf {
-        resolve(self.file, p)
-    }
-    /// A secret given inline (usually through the environment) or in a file; the file wins.
-    fn secret(
-        &mut self,
-        key: &str,
-        inline: &Option<String>,
-        file: &Option<PathBuf>,
-    ) -> Option<String> {
-        if let Some(f) = file {
-            let path = self.path(f);
-            match std::fs::read_to_string(&path) {
-                Ok(s) => return Some(s.trim_end_matches(['\n', '\r']).to_string()),
-                Err(e) => {
-                    self.err(
-                        &format!("{key}_file"),
-                        format!("cannot read {}: {e}", path.display()),
-                    );
-                    return None;
-                }
-            }
-        }
-        inline.clone()
-    }
-}
-
-/// Resolves a path from the config against the config file's folder.
-pub fn resolve(config_file: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        config_file.parent().unwrap_or(Path::new(".")).join(p)
-    }
 }
 
 /// The environment variables that override config keys: `CARETAKER_SECTION__KEY`. Variables without `__`
@@ -534,11 +179,7 @@ impl SiteConfig {
         let mut unknown = Vec::new();
         let raw: Result<RawSiteConfig, _> =
             serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()));
-        let mut cx = Ctx {
-            file,
-            text: &text,
-            errs: Vec::new(),
-        };
+        let mut cx = Collector::new(file, &text);
         for key in &unknown {
             // serde_ignored writes `?` for the inside of an Option.
             // Array indices come as `devices.0.modbus`; diagnostics (and `locate`) use `devices[0].modbus`.
@@ -575,7 +216,7 @@ impl SiteConfig {
         Ok((cfg, cx.errs))
     }
 
-    fn validate(cx: &mut Ctx<'_>, raw: RawSiteConfig) -> SiteConfig {
+    fn validate(cx: &mut Collector<'_>, raw: RawSiteConfig) -> SiteConfig {
         if raw.site.name.trim().is_empty() {
             cx.err("site.name", "must not be empty");
         }
@@ -597,38 +238,56 @@ impl SiteConfig {
             .as_ref()
             .map(|r| r.dirs.iter().map(|d| cx.path(d)).collect())
             .unwrap_or_default();
-        let mqtt = raw.mqtt.as_ref().map(|m| Self::mqtt(cx, m, &raw.site.name));
-        let influxdb = raw.influxdb.as_ref().map(|i| Self::influx(cx, i));
-        let http = raw.http.as_ref().map(|h| {
-            let text = h.listen.clone().unwrap_or_else(|| "127.0.0.1:9464".into());
-            let listen = text.parse().unwrap_or_else(|_| {
-                cx.err(
-                    "http.listen",
-                    format!("`{text}` is not an address:port like 127.0.0.1:9464"),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 9464))
-            });
-            HttpConfig { listen }
-        });
-        let pipeline = {
-            let p = raw.pipeline.as_ref();
-            let channel_capacity = p.and_then(|p| p.channel_capacity).unwrap_or(1024);
-            if channel_capacity == 0 {
-                cx.err("pipeline.channel_capacity", "must be at least 1");
+        // Each section is validated by the component that owns it, into the same collector.
+        let mqtt = raw
+            .mqtt
+            .as_ref()
+            .map(|m| crate::sources::mqtt::config::validate(cx, m, &raw.site.name));
+        let influxdb = raw
+            .influxdb
+            .as_ref()
+            .map(|i| crate::sinks::influx::config::validate(cx, i));
+        let http = raw.http.as_ref().map(|h| crate::telemetry::validate(cx, h));
+        let pipeline = crate::pipeline::validate(cx, raw.pipeline.as_ref());
+        let devices = Self::devices(cx, &raw.devices);
+        let work_orders = match &raw.work_orders {
+            Some(w) => {
+                let (c, errs) = crate::work_orders::config::validate(w, cx.file);
+                cx.report(errs);
+                c
             }
-            let shutdown_timeout = cx.duration(
-                "pipeline.shutdown_timeout",
-                &p.and_then(|p| p.shutdown_timeout.clone()),
-                Duration::from_secs(10),
-            );
-            PipelineConfig {
-                channel_capacity: channel_capacity.max(1),
-                shutdown_timeout,
-            }
+            None => Default::default(),
         };
+        let energy = raw.energy.as_ref().map(|e| {
+            let (c, errs) = crate::energy::config::validate(e);
+            cx.report(errs);
+            c
+        });
+        SiteConfig {
+            work_orders,
+            file: cx.file.to_path_buf(),
+            site: Site {
+                name: raw.site.name.clone(),
+                timezone: raw.site.timezone.clone(),
+            },
+            state_dir,
+            profile_dirs,
+            rule_dirs,
+            mqtt,
+            influxdb,
+            http,
+            pipeline,
+            devices,
+            energy,
+        }
+    }
+
+    /// `[[devices]]`: ids unique and usable in topics and tags, location keys not Caretaker's own tags, the
+    /// `modbus` table checked by the Modbus source.
+    fn devices(cx: &mut Collector<'_>, raw: &[RawDevice]) -> Vec<DeviceConfig> {
         let mut ids = std::collections::HashMap::new();
         let mut devices = Vec::new();
-        for (i, d) in raw.devices.iter().enumerate() {
+        for (i, d) in raw.iter().enumerate() {
             if d.id.is_empty()
                 || d.id.contains(['/', '+', '#'])
                 || d.id.chars().any(char::is_whitespace)
@@ -657,9 +316,10 @@ impl SiteConfig {
             }
             if let Some(m) = &d.modbus {
                 if let Err(es) = crate::sources::modbus::config::validate(m) {
-                    for (k, msg) in es {
-                        cx.err(&format!("devices[{i}].{k}"), msg);
-                    }
+                    cx.report(
+                        es.into_iter()
+                            .map(|(k, m)| (format!("devices[{i}].{k}"), m)),
+                    );
                 }
             }
             devices.push(DeviceConfig {
@@ -670,299 +330,22 @@ impl SiteConfig {
                 index: i,
             });
         }
-        let work_orders = match &raw.work_orders {
-            Some(w) => {
-                let (c, es) = crate::work_orders::config::validate(w, cx.file);
-                for (k, m) in es {
-                    cx.err(&k, m);
-                }
-                c
-            }
-            None => Default::default(),
-        };
-        let energy = raw.energy.as_ref().map(|e| {
-            let (c, errs) = crate::energy::config::validate(e);
-            for (k, m) in errs {
-                cx.err(&k, m);
-            }
-            c
-        });
-        SiteConfig {
-            work_orders,
-            file: cx.file.to_path_buf(),
-            site: Site {
-                name: raw.site.name.clone(),
-                timezone: raw.site.timezone.clone(),
-            },
-            state_dir,
-            profile_dirs,
-            rule_dirs,
-            mqtt,
-            influxdb,
-            http,
-            pipeline,
-            devices,
-            energy,
-        }
-    }
-
-    fn mqtt(cx: &mut Ctx<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
-        let (scheme, rest) = m.url.split_once("://").unwrap_or(("", m.url.as_str()));
-        let (tls, default_port) = match scheme {
-            "mqtt" | "tcp" => (false, 1883),
-            "mqtts" | "ssl" | "tls" => (true, 8883),
-            _ => {
-                cx.err(
-                    "mqtt.url",
-                    format!("`{}`: use mqtt://host:port or mqtts://host:port", m.url),
-                );
-                (false, 1883)
-            }
-        };
-        let hostport = rest.trim_end_matches('/');
-        let (host, port) = split_host_port(hostport, default_port).unwrap_or_else(|e| {
-            cx.err("mqtt.url", format!("`{}`: {e}", m.url));
-            (String::new(), default_port)
-        });
-        let tls = if tls || m.ca_file.is_some() {
-            let f = |p: &Option<PathBuf>| p.as_ref().map(|p| cx.path(p));
-            let t = TlsFiles {
-                ca_file: f(&m.ca_file),
-                cert_file: f(&m.cert_file),
-                key_file: f(&m.key_file),
-            };
-            for (k, p) in [
-                ("mqtt.ca_file", &t.ca_file),
-                ("mqtt.cert_file", &t.cert_file),
-                ("mqtt.key_file", &t.key_file),
-            ] {
-                if let Some(p) = p {
-                    if !p.is_file() {
-                        cx.err(k, format!("{} does not exist", p.display()));
-                    }
-                }
-            }
-            if t.cert_file.is_some() != t.key_file.is_some() {
-                cx.err(
-                    "mqtt.cert_file",
-                    "client certificates need both cert_file and key_file",
-                );
-            }
-            Some(t)
-        } else {
-            if m.cert_file.is_some() || m.key_file.is_some() {
-                cx.err("mqtt.cert_file", "cert_file/key_file need an mqtts:// url");
-            }
-            None
-        };
-        let password = cx.secret("mqtt.password", &m.password, &m.password_file);
-        if password.is_some() && m.username.is_none() {
-            cx.err("mqtt.username", "a password needs a username");
-        }
-        let keep_alive = cx.duration("mqtt.keep_alive", &m.keep_alive, Duration::from_secs(30));
-        if keep_alive < Duration::from_secs(5) {
-            cx.err("mqtt.keep_alive", "must be at least 5s");
-        }
-        let reconnect_max_backoff = cx.duration(
-            "mqtt.reconnect_max_backoff",
-            &m.reconnect_max_backoff,
-            Duration::from_secs(30),
-        );
-        let mut subscriptions = Vec::new();
-        if m.subscriptions.is_empty() {
-            cx.err(
-                "mqtt.subscriptions",
-                "no [[mqtt.subscriptions]]: nothing would be read from the broker",
-            );
-        }
-        for (i, s) in m.subscriptions.iter().enumerate() {
-            match TopicTemplate::parse(&s.topic) {
-                Ok(topic) => {
-                    for name in topic.capture_names() {
-                        if RESERVED_TAGS.contains(&name) && name != "device" {
-                            cx.err(
-                                &format!("mqtt.subscriptions[{i}].topic"),
-                                format!("capture `{{{name}}}` is a tag Caretaker sets itself"),
-                            );
-                        }
-                    }
-                    subscriptions.push(Subscription {
-                        topic,
-                        profile: s.profile.clone(),
-                        index: i,
-                    })
-                }
-                Err(e) => cx.err(&format!("mqtt.subscriptions[{i}].topic"), e),
-            }
-        }
-        MqttConfig {
-            host,
-            port,
-            tls,
-            client_id: m
-                .client_id
-                .clone()
-                .unwrap_or_else(|| format!("caretaker-{site}")),
-            username: m.username.clone(),
-            password,
-            keep_alive,
-            max_packet_size: m.max_packet_size.unwrap_or(256 * 1024),
-            reconnect_max_backoff,
-            subscriptions,
-        }
-    }
-
-    fn influx(cx: &mut Ctx<'_>, i: &RawInflux) -> InfluxConfig {
-        if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
-            cx.err(
-                "influxdb.url",
-                format!("`{}`: use http://host:port or https://host:port", i.url),
-            );
-        }
-        let api = match i.api.as_deref().unwrap_or("v2") {
-            "v2" => {
-                let token = cx.secret("influxdb.token", &i.token, &i.token_file);
-                if token.is_none() && i.token_file.is_none() {
-                    cx.err(
-                        "influxdb.token_file",
-                        "the v2 API needs a token: set token_file, or CARETAKER_INFLUXDB__TOKEN",
-                    );
-                }
-                for (k, v) in [("influxdb.org", &i.org), ("influxdb.bucket", &i.bucket)] {
-                    if v.is_none() {
-                        cx.err(k, "required for api = \"v2\"");
-                    }
-                }
-                for (k, v) in [
-                    ("influxdb.database", i.database.is_some()),
-                    ("influxdb.retention_policy", i.retention_policy.is_some()),
-                ] {
-                    if v {
-                        cx.err(k, "belongs to api = \"v1\"; the v2 API uses org and bucket");
-                    }
-                }
-                InfluxApi::V2 {
-                    org: i.org.clone().unwrap_or_default(),
-                    bucket: i.bucket.clone().unwrap_or_default(),
-                    token: token.unwrap_or_default(),
-                }
-            }
-            "v1" => {
-                if i.database.is_none() {
-                    cx.err("influxdb.database", "required for api = \"v1\"");
-                }
-                for (k, v) in [
-                    ("influxdb.org", i.org.is_some()),
-                    ("influxdb.bucket", i.bucket.is_some()),
-                    ("influxdb.token_file", i.token_file.is_some()),
-                ] {
-                    if v {
-                        cx.err(k, "belongs to api = \"v2\"; the v1 API uses database and retention_policy");
-                    }
-                }
-                let password = cx.secret("influxdb.password", &i.password, &i.password_file);
-                InfluxApi::V1 {
-                    database: i.database.clone().unwrap_or_default(),
-                    retention_policy: i.retention_policy.clone(),
-                    username: i.username.clone(),
-                    password,
-                }
-            }
-            other => {
-                cx.err(
-                    "influxdb.api",
-                    format!("unknown api `{other}`; expected \"v1\" or \"v2\""),
-                );
-                InfluxApi::V1 {
-                    database: String::new(),
-                    retention_policy: None,
-                    username: None,
-                    password: None,
-                }
-            }
-        };
-        let batch_size = i.batch_size.unwrap_or(5000);
-        if batch_size == 0 {
-            cx.err("influxdb.batch_size", "must be at least 1");
-        }
-        InfluxConfig {
-            url: i.url.trim_end_matches('/').to_string(),
-            api,
-            batch_size: batch_size.max(1),
-            flush_interval: cx.duration(
-                "influxdb.flush_interval",
-                &i.flush_interval,
-                Duration::from_secs(1),
-            ),
-            timeout: cx.duration("influxdb.timeout", &i.timeout, Duration::from_secs(10)),
-            gzip: i.gzip.unwrap_or(true),
-            max_retry_backoff: cx.duration(
-                "influxdb.max_retry_backoff",
-                &i.max_retry_backoff,
-                Duration::from_secs(30),
-            ),
-            queue_max_bytes: i.queue_max_bytes.unwrap_or(64 * 1024 * 1024),
-            spool_max_bytes: match i.spool_max_bytes {
-                None => DEFAULT_SPOOL_MAX_BYTES,
-                Some(n) if n < MIN_SPOOL_MAX_BYTES => {
-                    cx.err(
-                        "influxdb.spool_max_bytes",
-                        format!("{n} is too small; at least {MIN_SPOOL_MAX_BYTES} (64 KiB)"),
-                    );
-                    MIN_SPOOL_MAX_BYTES
-                }
-                Some(n) => n,
-            },
-            when_full: match i.when_full.as_deref() {
-                None => crate::sinks::influx::spool::WhenFull::Block,
-                Some(s) => crate::sinks::influx::spool::WhenFull::parse(s).unwrap_or_else(|e| {
-                    cx.err("influxdb.when_full", e);
-                    crate::sinks::influx::spool::WhenFull::Block
-                }),
-            },
-            fsync_interval: cx.duration(
-                "influxdb.fsync_interval",
-                &i.fsync_interval,
-                Duration::from_secs(1),
-            ),
-        }
+        devices
     }
 
     /// The line of a key in the config file, for diagnostics raised after loading (unknown profile, ...).
     pub fn diag(&self, key: &str, msg: impl Into<String>) -> Diagnostic {
-        let text = std::fs::read_to_string(&self.file).unwrap_or_default();
-        Diagnostic::new(&self.file, locate::locate(&text, key), key, msg)
+        crate::diag::at_key(&self.file, key, msg)
     }
-}
 
-impl TopicTemplate {
-    pub fn capture_names(&self) -> impl Iterator<Item = &str> {
-        self.levels.iter().filter_map(|l| match l {
-            Level::Capture(n) => Some(n.as_str()),
-            _ => None,
-        })
+    /// The site's time zone (`[site] timezone`, else the system's): schedules and energy days use it.
+    pub fn timezone(&self) -> TimeZone {
+        self.site
+            .timezone
+            .as_deref()
+            .and_then(|z| TimeZone::get(z).ok())
+            .unwrap_or_else(TimeZone::system)
     }
-}
-
-/// Splits `host:port` (or `[v6]:port`, or `host` alone).
-pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), String> {
-    if s.is_empty() {
-        return Err("missing host".into());
-    }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']').ok_or("unclosed `[`")?;
-        (rest[..end].to_string(), rest[end + 1..].strip_prefix(':'))
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (s.to_string(), None),
-        }
-    };
-    let port = match port {
-        None => default_port,
-        Some(p) => p.parse().map_err(|_| format!("bad port `{p}`"))?,
-    };
-    Ok((host, port))
 }
 
 #[cfg(test)]
@@ -970,38 +353,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topic_templates_capture_levels() {
-        let t = TopicTemplate::parse("campus/{building}/{device}/telemetry").unwrap();
-        assert_eq!(t.filter(), "campus/+/+/telemetry");
-        assert_eq!(
-            t.captures("campus/b1/ahu-3/telemetry").unwrap(),
-            vec![("building", "b1"), ("device", "ahu-3")]
-        );
-        assert!(t.captures("campus/b1/ahu-3/status").is_none());
-        assert!(t.captures("campus/b1/ahu-3/telemetry/x").is_none());
-        assert!(t.captures("campus/b1").is_none());
-        let t = TopicTemplate::parse("tele/{device}/#").unwrap();
-        assert_eq!(t.filter(), "tele/+/#");
-        assert!(t.captures("tele/plug1/SENSOR").is_some());
-        assert!(
-            TopicTemplate::parse("a/{building}")
-                .unwrap_err()
-                .contains("{device}")
-        );
-        assert!(TopicTemplate::parse("a/x{device}").is_err());
-        assert!(TopicTemplate::parse("a/#/{device}").is_err());
-    }
-
-    #[test]
-    fn host_ports() {
-        assert_eq!(split_host_port("h:1", 5).unwrap(), ("h".into(), 1));
-        assert_eq!(split_host_port("h", 5).unwrap(), ("h".into(), 5));
-        assert_eq!(split_host_port("[::1]:7", 5).unwrap(), ("::1".into(), 7));
-        assert!(split_host_port("h:x", 5).is_err());
-    }
-
-    #[test]
     fn spool_keys_have_defaults_and_name_their_line_when_wrong() {
+        use crate::sinks::influx::config::DEFAULT_SPOOL_MAX_BYTES;
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let base = "[site]\nname = \"s\"\n[state]\ndir = \"state\"\n[influxdb]\nurl = \"http://127.0.0.1:1\"\napi = \"v1\"\ndatabase = \"x\"\n";
         let f = dir.path().join("a.toml");

@@ -11,7 +11,6 @@
 //!
 //! Units: energy is reported in kWh, volumes (water, gas) in m3, whatever unit the meter point uses.
 
-pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod html;

@@ -236,11 +236,11 @@ pub fn replay(
 
 /// Reads readings back from InfluxDB (v1 API): every field of every series with a `device` tag.
 async fn from_influx(
-    cfg: &crate::config::InfluxConfig,
+    cfg: &crate::sinks::influx::config::InfluxConfig,
     from: &str,
     to: &str,
 ) -> anyhow::Result<Vec<Row>> {
-    let crate::config::InfluxApi::V1 {
+    let crate::sinks::influx::config::InfluxApi::V1 {
         database,
         username,
         password,

@@ -10,6 +10,7 @@
 pub mod backtest;
 pub mod engine;
 pub mod schedule;
+pub mod signals;
 pub mod stage;
 
 use crate::catalog::profile::yaml_error;

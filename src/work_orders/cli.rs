@@ -2,7 +2,7 @@
 //! store file directly (SQLite WAL: safe while the daemon runs); acknowledgements and resolutions get outbox
 //! rows for the configured targets, which the running daemon delivers.
 
-use super::service::store_path;
+use super::store::path_in as store_path;
 use super::store::{Store, WorkOrder};
 use super::{now_ms, rfc3339_ms};
 use clap::{Args, Subcommand, ValueEnum};

@@ -126,7 +126,7 @@ pub fn validate(
     for (i, t) in raw.targets.iter().enumerate() {
         let k = |s: &str| format!("work_orders.targets[{i}].{s}");
         let read = |errs: &mut Vec<(String, String)>, key: &str, p: &Path| -> Option<Vec<u8>> {
-            let path = crate::config::resolve(config_file, p);
+            let path = crate::diag::resolve(config_file, p);
             match std::fs::read(&path) {
                 Ok(b) => {
                     let s = String::from_utf8_lossy(&b)
@@ -189,7 +189,7 @@ pub fn validate(
                         errs.push((k("url"), format!("`{url}`: use mqtt://host:port")));
                         ""
                     });
-                let (host, port) = crate::config::split_host_port(rest.trim_end_matches('/'), 1883)
+                let (host, port) = crate::util::split_host_port(rest.trim_end_matches('/'), 1883)
                     .unwrap_or_else(|e| {
                         if !rest.is_empty() {
                             errs.push((k("url"), e));

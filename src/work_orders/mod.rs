@@ -19,7 +19,6 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod influx;
-pub mod service;
 pub mod store;
 
 pub use config::{TargetConfig, TargetKind, WorkOrdersConfig};

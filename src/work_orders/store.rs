@@ -743,6 +743,11 @@ fn enqueue(
     Ok(())
 }
 
+/// The store file under `[state].dir`.
+pub fn path_in(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("workorders.sqlite")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

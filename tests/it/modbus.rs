@@ -5,9 +5,9 @@
 
 use crate::support::{self, Daemon, Influxd, free_port, write_config};
 use caretaker::catalog::{Catalog, Profile, profile};
-use caretaker::config::RawModbusDevice;
 use caretaker::pipeline::Batch;
 use caretaker::reading::Quality;
+use caretaker::sources::modbus::RawModbusDevice;
 use caretaker::sources::modbus::link::LinkStats;
 use caretaker::sources::modbus::{DevicePoll, Link, config};
 use serde_json::{Value, json};

@@ -6,6 +6,7 @@
 //! so a queue that survives restarts (the spool) replays whatever was in flight.
 
 pub mod catchup;
+pub mod config;
 pub mod encode;
 pub mod queue;
 pub mod spool;
@@ -66,7 +67,7 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
             // Wait until a batch is due.
             loop {
                 let st = self.queue.stats();
-                self.health.set_queue(&st);
+                self.health.set_queue(st.bytes, st.readings, st.oldest_ms);
                 let draining = drain.is_cancelled();
                 if st.chunks == 0 {
                     if draining {

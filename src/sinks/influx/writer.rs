@@ -12,7 +12,7 @@
 //!   dropped: the data is fine and dropping it would turn an expired token into silent data loss.
 //! - other 4xx (400 bad line, 422 out of retention, ...): the data itself is refused; drop the batch and count it.
 
-use crate::config::{InfluxApi, InfluxConfig};
+use super::config::{InfluxApi, InfluxConfig};
 use flate2::write::GzEncoder;
 use std::future::Future;
 use std::io::Write;

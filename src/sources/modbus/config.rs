@@ -4,10 +4,36 @@
 //! Devices that name the same `tcp://host:port` or the same serial path share one *link*: one connection,
 //! requests serialized. Serial settings of devices on one line must agree (the line has one baud rate).
 
-use crate::config::RawModbusDevice;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
+
+/// The `modbus = { ... }` table of a device, as written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawModbusDevice {
+    pub url: String,
+    #[serde(default)]
+    pub unit: Option<u8>,
+    #[serde(default)]
+    pub poll: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub baud: Option<u32>,
+    #[serde(default)]
+    pub parity: Option<String>,
+    #[serde(default)]
+    pub data_bits: Option<u8>,
+    #[serde(default)]
+    pub stop_bits: Option<u8>,
+    /// Per-point poll periods overriding the device's (`points = { energy_total = "60s" }`).
+    #[serde(default)]
+    pub points: BTreeMap<String, String>,
+    /// Consecutive failed polls before the device is reported offline.
+    #[serde(default)]
+    pub offline_after: Option<u32>,
+}
 
 /// Serial parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +107,7 @@ pub fn validate(raw: &RawModbusDevice) -> Result<ModbusDevice, Vec<(String, Stri
                 "baud, parity, data_bits and stop_bits apply to rtu:// devices only".into(),
             );
         }
-        match crate::config::split_host_port(rest.trim_end_matches('/'), 502) {
+        match crate::util::split_host_port(rest.trim_end_matches('/'), 502) {
             Ok((host, port)) if !host.is_empty() && port != 0 => Some(LinkAddr::Tcp { host, port }),
             Ok(_) => {
                 err("url", format!("`{}`: missing host or port", raw.url));

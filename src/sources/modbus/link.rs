@@ -712,7 +712,7 @@ mod tests {
 ",
         )
         .unwrap();
-        let raw: crate::config::RawModbusDevice =
+        let raw: super::super::config::RawModbusDevice =
             toml::from_str("url = \"tcp://h:502\"\npoll = \"1s\"").unwrap();
         let mut settings = super::super::config::validate(&raw).unwrap();
         for (name, secs) in overrides {

@@ -16,26 +16,40 @@ pub mod link;
 pub mod planner;
 
 use crate::catalog::Catalog;
-use crate::config::SiteConfig;
-use crate::diag::Diagnostic;
-pub use config::{LinkAddr, ModbusDevice};
+use crate::diag::{Diagnostic, at_key};
+pub use config::{LinkAddr, ModbusDevice, RawModbusDevice};
 pub use link::{DevicePoll, Link};
 use std::collections::BTreeMap;
 
+/// A `[[devices]]` entry with a `modbus` table, as the site config declared it.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared<'a> {
+    /// Position in `[[devices]]`, for diagnostics (`devices[3].modbus.unit`).
+    pub index: usize,
+    pub id: &'a str,
+    pub profile: &'a str,
+    pub modbus: &'a RawModbusDevice,
+}
+
 /// Checks what needs both the site config and the profiles: the profile has Modbus points, per-point poll
-/// overrides name Modbus points, devices on one serial line agree on its settings.
-pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
+/// overrides name Modbus points, devices on one serial line agree on its settings. `file` is the site config
+/// the devices come from (diagnostics name its lines).
+pub fn check(
+    file: &std::path::Path,
+    devices: &[Declared<'_>],
+    catalog: &Catalog,
+) -> Vec<Diagnostic> {
     let mut errs = Vec::new();
     let mut lines: BTreeMap<String, (usize, LinkAddr)> = BTreeMap::new();
-    for d in &cfg.devices {
-        let Some(raw) = &d.modbus else { continue };
-        let Ok(m) = config::validate(raw) else {
+    for d in devices {
+        let Ok(m) = config::validate(d.modbus) else {
             continue; // reported by the config loader
         };
         let key = |k: &str| format!("devices[{}].{k}", d.index);
-        if let Some(p) = catalog.profiles.get(&d.profile) {
+        if let Some(p) = catalog.profiles.get(d.profile) {
             if !p.has_modbus() {
-                errs.push(cfg.diag(
+                errs.push(at_key(
+                    file,
                     &key("profile"),
                     format!(
                         "device `{}` has a modbus table but profile `{}` has no point with a `modbus:` binding",
@@ -46,7 +60,8 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
             for name in m.point_polls.keys() {
                 match p.points.iter().find(|x| &x.name == name) {
                     Some(x) if x.modbus.is_some() => {}
-                    Some(_) => errs.push(cfg.diag(
+                    Some(_) => errs.push(at_key(
+                        file,
                         &key(&format!("modbus.points.{name}")),
                         format!(
                             "point `{name}` of profile `{}` is not read over Modbus",
@@ -60,7 +75,8 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
                         )
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
-                        errs.push(cfg.diag(
+                        errs.push(at_key(
+                            file,
                             &key(&format!("modbus.points.{name}")),
                             format!("profile `{}` has no point `{name}`{hint}", p.name),
                         ));
@@ -73,7 +89,8 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
         periods.sort();
         periods.dedup();
         if periods.len() > link::MAX_PERIODS {
-            errs.push(cfg.diag(
+            errs.push(at_key(
+                file,
                 &key("modbus.points"),
                 format!(
                     "{} distinct poll periods; at most {} per device",
@@ -84,7 +101,8 @@ pub fn check(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Diagnostic> {
         }
         if let LinkAddr::Rtu { .. } = &m.link {
             match lines.get(&m.link.key()) {
-                Some((first, other)) if *other != m.link => errs.push(cfg.diag(
+                Some((first, other)) if *other != m.link => errs.push(at_key(
+                    file,
                     &key("modbus.baud"),
                     format!(
                         "serial line {} is also used by devices[{first}] with other settings (baud, parity, data_bits, stop_bits must match)",
@@ -132,22 +150,21 @@ fn describe_metrics() {
 
 /// The links of a site, each with its devices, in config order. Devices whose config does not validate are
 /// left out (`caretaker check` and `app::load` refuse such configs before this runs).
-pub fn build(cfg: &SiteConfig, catalog: &Catalog) -> Vec<Link> {
+pub fn build(devices: &[Declared<'_>], catalog: &Catalog) -> Vec<Link> {
     describe_metrics();
     let mut links: Vec<(LinkAddr, Vec<DevicePoll>)> = Vec::new();
-    for d in &cfg.devices {
-        let Some(raw) = &d.modbus else { continue };
-        let Ok(settings) = config::validate(raw) else {
+    for d in devices {
+        let Ok(settings) = config::validate(d.modbus) else {
             continue;
         };
-        let Some((_, dev)) = catalog.device_by_id(&d.id) else {
+        let Some((_, dev)) = catalog.device_by_id(d.id) else {
             continue;
         };
         if !dev.profile.has_modbus() {
             continue;
         }
         let poll = DevicePoll {
-            id: d.id.clone(),
+            id: d.id.to_string(),
             profile: dev.profile.clone(),
             first_point: dev.first_point,
             online_point: dev.point_id(crate::catalog::profile::ONLINE_POINT),
@@ -216,106 +233,5 @@ mod tests {
             best < contiguous && contiguous < naive,
             "{best} {contiguous} {naive}"
         );
-    }
-}
-
-#[cfg(test)]
-mod config_tests {
-    #[test]
-    fn bad_modbus_tables_are_reported_with_file_line_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
-        let cfg = dir.path().join("site.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"[site]
-name = "s"
-[state]
-dir = "state"
-[profiles]
-dirs = ["{}"]
-
-[[devices]]
-id = "m1"
-profile = "eastron-sdm630"
-modbus = {{ url = "tcp://10.0.0.1:502", points = {{ energy_imprt = "60s" }} }}
-
-[[devices]]
-id = "m2"
-profile = "eastron-sdm630"
-modbus = {{ url = "udp://10.0.0.2", poll = "fast" }}
-
-[[devices]]
-id = "m3"
-profile = "eastron-sdm630"
-modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 2, baud = 9600 }}
-
-[[devices]]
-id = "m4"
-profile = "eastron-sdm630"
-modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 3, baud = 19200 }}
-"#,
-                profiles.display()
-            ),
-        )
-        .unwrap();
-        let errs = match crate::app::load(&cfg) {
-            Ok(_) => panic!("a bad config loaded"),
-            Err(e) => e,
-        };
-        let find = |key: &str| {
-            errs.iter()
-                .find(|e| e.key == key)
-                .unwrap_or_else(|| panic!("no error for {key}: {errs:#?}"))
-        };
-        let e = find("devices[1].modbus.url");
-        assert_eq!(e.line, Some(16), "{e}");
-        assert!(e.message.contains("tcp://host:port"), "{e}");
-        assert!(find("devices[1].modbus.poll").message.contains("fast"));
-        // Errors that need the profiles appear once the config itself is valid.
-        assert!(errs.iter().all(|e| e.file == cfg));
-        std::fs::write(
-            &cfg,
-            std::fs::read_to_string(&cfg)
-                .unwrap()
-                .replace("udp://10.0.0.2\", poll = \"fast\"", "tcp://10.0.0.2\""),
-        )
-        .unwrap();
-        let errs = match crate::app::load(&cfg) {
-            Ok(_) => panic!("a bad config loaded"),
-            Err(e) => e,
-        };
-        let e = find_in(&errs, "devices[0].modbus.points.energy_imprt");
-        assert!(e.message.contains("did you mean `energy_import`"), "{e}");
-        assert_eq!(e.line, Some(11), "{e}");
-        let e = find_in(&errs, "devices[3].modbus.baud");
-        assert!(e.message.contains("devices[2]"), "{e}");
-    }
-
-    #[test]
-    fn an_unknown_key_in_a_modbus_table_names_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("site.toml");
-        std::fs::write(
-            &cfg,
-            "[site]\nname = \"s\"\n[state]\ndir = \"state\"\n\n[[devices]]\nid = \"a\"\nprofile = \"p\"\n\n[[devices]]\nid = \"m\"\nprofile = \"p\"\nmodbus = { url = \"tcp://h\", bauds = 9600 }\n",
-        )
-        .unwrap();
-        let errs = crate::config::SiteConfig::load(&cfg).unwrap_err();
-        let e = find_in(&errs, "devices[1].modbus.bauds");
-        assert_eq!(e.line, Some(13), "{e}");
-        // A value of the wrong type names the same path.
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        std::fs::write(&cfg, text.replace("bauds = 9600", "unit = 300")).unwrap();
-        let errs = crate::config::SiteConfig::load(&cfg).unwrap_err();
-        let e = find_in(&errs, "devices[1].modbus.unit");
-        assert_eq!(e.line, Some(13), "{e}");
-    }
-
-    fn find_in<'a>(errs: &'a [crate::diag::Diagnostic], key: &str) -> &'a crate::diag::Diagnostic {
-        errs.iter()
-            .find(|e| e.key == key)
-            .unwrap_or_else(|| panic!("no error for {key}: {errs:#?}"))
     }
 }

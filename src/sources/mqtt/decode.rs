@@ -1,31 +1,14 @@
-//! The MQTT source: subscribes to the site's topic templates, maps each message through its device profile
-//! into readings, and acknowledges the message to the broker only after the pipeline queued its readings.
-//!
-//! Delivery: QoS 1 with a persistent session (clean_session = false, a stable client id) and manual acks, so a
-//! message is redelivered by the broker if Caretaker dies or disconnects before queueing it. The event loop is
-//! owned by one task that never blocks on slow work; it reconnects with capped, jittered backoff (rumqttc
-//! itself retries at once, in a spin) and resubscribes on every ConnAck.
-//!
-//! Bad input never stops the flow: a malformed payload, an unknown topic or an out-of-range value is counted in
-//! `caretaker_readings_dropped_total{stage="mqtt",reason}`, logged (rate-limited) with the topic, device and
-//! point, and acknowledged so the broker does not redeliver it forever.
+//! Decoding an MQTT message: its topic names the device (through the subscription's template), its payload
+//! holds the values the profile's `mqtt:` bindings point at.
 
+use super::config::Subscription;
 use crate::catalog::profile::{MqttValue, TimestampFormat};
 use crate::catalog::{Catalog, Profile, SharedCatalog};
-use crate::config::{MqttConfig, Subscription};
-use crate::pipeline::{Ack, Batch};
 use crate::reading::Reading;
-use crate::telemetry::Health;
-use crate::util::{Backoff, RateLimiter};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter, Transport};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 /// Why a message (or one value in it) was not turned into a reading.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -344,182 +327,6 @@ fn parse_time(v: &Value, format: TimestampFormat) -> Option<i64> {
     (ns > 0).then_some(ns)
 }
 
-/// Builds the rumqttc options from the config.
-fn options(cfg: &MqttConfig) -> anyhow::Result<MqttOptions> {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-    o.set_keep_alive(cfg.keep_alive);
-    o.set_clean_session(false);
-    o.set_manual_acks(true);
-    o.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
-    o.set_request_channel_capacity(4096);
-    if let (Some(u), p) = (&cfg.username, &cfg.password) {
-        o.set_credentials(u.clone(), p.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &cfg.tls {
-        let c = crate::tls::client_config(
-            tls.ca_file.as_deref(),
-            tls.cert_file.as_deref(),
-            tls.key_file.as_deref(),
-        )?;
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(c),
-        ));
-    }
-    Ok(o)
-}
-
-/// The running source.
-pub struct MqttSource {
-    pub config: MqttConfig,
-    pub catalog: SharedCatalog,
-    pub tx: mpsc::Sender<Batch>,
-    pub health: Arc<Health>,
-}
-
-impl MqttSource {
-    /// Runs until `stop`. After `stop` it keeps the connection up to `grace` so acknowledgements of messages
-    /// already in the pipeline reach the broker, but accepts no new message (the broker keeps those for the next
-    /// session).
-    pub async fn run(
-        self,
-        stop: CancellationToken,
-        grace: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let opts = options(&self.config)?;
-        let (client, mut eventloop) = AsyncClient::new(opts, 4096);
-        self.health.mqtt_configured.store(true, Ordering::Relaxed);
-        let filters: Vec<SubscribeFilter> = {
-            let mut seen = std::collections::BTreeSet::new();
-            self.config
-                .subscriptions
-                .iter()
-                .map(|s| s.topic.filter())
-                .filter(|f| seen.insert(f.clone()))
-                .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
-                .collect()
-        };
-        let mut decoder = Decoder::new(self.config.subscriptions.clone(), self.catalog.clone());
-        let mut backoff = Backoff::new(
-            Duration::from_millis(100),
-            self.config.reconnect_max_backoff,
-        );
-        let limiter = RateLimiter::new(Duration::from_secs(10));
-        let endpoint = format!("{}:{}", self.config.host, self.config.port);
-        let mut accepting = true;
-        let mut readings = Vec::new();
-        let mut problems = Vec::new();
-        loop {
-            let event = tokio::select! {
-                e = eventloop.poll() => e,
-                _ = stop.cancelled(), if accepting => {
-                    accepting = false;
-                    debug!("MQTT source stopping: no new messages accepted");
-                    continue;
-                }
-                _ = grace.cancelled() => break,
-            };
-            match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    info!(broker = %endpoint, session_present = ack.session_present, "connected to MQTT broker");
-                    self.health.mqtt_connected.store(true, Ordering::Relaxed);
-                    backoff.reset();
-                    // Resubscribe on every ConnAck: a broker that lost its state (restart without persistence)
-                    // would otherwise leave us connected and deaf.
-                    if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                        warn!(error = %e, "cannot queue MQTT subscribe");
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(s))) => {
-                    for (code, f) in s.return_codes.iter().zip(&filters) {
-                        if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
-                            warn!(filter = %f.path, "broker refused the subscription (check its ACL)");
-                            metrics::counter!("caretaker_errors_total", "stage" => "mqtt")
-                                .increment(1);
-                        }
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if !accepting {
-                        continue; // not acked: the broker redelivers it to the next session
-                    }
-                    let now = crate::util::now_ns();
-                    self.health
-                        .mqtt_last_message_ms
-                        .store(now / 1_000_000, Ordering::Relaxed);
-                    readings.clear();
-                    problems.clear();
-                    let result =
-                        decoder.decode(&p.topic, &p.payload, now, &mut readings, &mut problems);
-                    for pr in problems.drain(..) {
-                        metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => pr.reason).increment(1);
-                        if let Some(suppressed) =
-                            limiter.check(&format!("{}/{}/{}", pr.device, pr.point, pr.reason))
-                        {
-                            warn!(topic = %p.topic, device = %pr.device, point = %pr.point, reason = pr.reason, suppressed, "{}", pr.message);
-                        }
-                    }
-                    if let Err(e) = result {
-                        metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => e.reason()).increment(1);
-                        metrics::counter!("caretaker_errors_total", "stage" => "mqtt").increment(1);
-                        if let Some(suppressed) =
-                            limiter.check(&format!("{}:{}", e.reason(), p.topic))
-                        {
-                            warn!(topic = %p.topic, reason = e.reason(), suppressed, "MQTT message dropped: {e}");
-                        }
-                        if let Err(e) = client.try_ack(&p) {
-                            debug!(error = %e, "ack not queued");
-                        }
-                        continue;
-                    }
-                    metrics::counter!("caretaker_readings_received_total", "source" => "mqtt")
-                        .increment(readings.len() as u64);
-                    let c = client.clone();
-                    let batch = Batch {
-                        readings: std::mem::take(&mut readings),
-                        ack: Some(Ack::new(move || {
-                            if c.try_ack(&p).is_err() {
-                                // The request channel is full; ack from a task rather than lose it.
-                                let c = c.clone();
-                                tokio::spawn(async move {
-                                    let _ = c.ack(&p).await;
-                                });
-                            }
-                        })),
-                    };
-                    if self.tx.send(batch).await.is_err() {
-                        break; // pipeline gone: shutting down
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let was_connected = self.health.mqtt_connected.swap(false, Ordering::Relaxed);
-                    metrics::counter!("caretaker_errors_total", "stage" => "mqtt").increment(1);
-                    let wait = backoff.next_delay();
-                    if was_connected || limiter.check("mqtt-connection").is_some() {
-                        warn!(broker = %endpoint, error = %e, retry_in = ?wait, "MQTT connection lost; reconnecting");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = grace.cancelled() => break,
-                    }
-                }
-            }
-        }
-        self.health.mqtt_connected.store(false, Ordering::Relaxed);
-        let _ = client.try_disconnect();
-        // Give the disconnect a moment to go out.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
-                }
-            }
-        })
-        .await;
-        Ok(())
-    }
-}
-
 /// Decodes a message's readings for tests and benchmarks without a broker.
 pub fn decode_for(
     catalog: &Catalog,
@@ -549,9 +356,9 @@ pub fn decode_for(
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::TopicTemplate;
     use super::*;
     use crate::catalog::profile::parse_profile;
-    use crate::config::TopicTemplate;
     use std::path::Path;
 
     fn catalog() -> SharedCatalog {

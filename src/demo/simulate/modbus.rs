@@ -163,8 +163,8 @@ pub async fn serve(listener: tokio::net::TcpListener, units: Units, shutdown: Ca
 mod tests {
     use super::*;
     use crate::catalog::profile::parse_profile;
-    use crate::simulate::model::Env;
-    use crate::simulate::site::ModelKind;
+    use crate::demo::simulate::model::Env;
+    use crate::demo::simulate::site::ModelKind;
 
     const AHU: &str = r#"
 schema: 1

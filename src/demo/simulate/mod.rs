@@ -194,7 +194,7 @@ pub fn check_profiles(
         let diag = |msg: String| {
             crate::diag::Diagnostic::new(
                 &spec.file,
-                crate::config::locate::locate(&text, &key),
+                crate::diag::locate::locate(&text, &key),
                 key.clone(),
                 msg,
             )

@@ -1,26 +1,21 @@
 //! Wiring of rules and work orders in the daemon: opens the store, restores active alarms into the engine,
 //! starts the store thread, the stale/offline timer and one delivery worker per target; stops them in order.
 
-use super::deliver::{InfluxOut, Worker, run_store};
-use super::influx::TARGET as INFLUX_TARGET;
-use super::store::Store;
 use crate::catalog::SharedCatalog;
 use crate::config::SiteConfig;
 use crate::pipeline::Stage;
 use crate::rules::RuleSet;
 use crate::rules::engine::{Engine, Options};
 use crate::rules::stage::{RulesHost, RulesStage, SharedRules};
-use std::path::PathBuf;
+use crate::work_orders::TargetKind;
+use crate::work_orders::deliver::{InfluxOut, Worker, run_store};
+use crate::work_orders::influx::TARGET as INFLUX_TARGET;
+use crate::work_orders::store::{Store, path_in as store_path};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// The store file under `[state].dir`.
-pub fn store_path(state_dir: &std::path::Path) -> PathBuf {
-    state_dir.join("workorders.sqlite")
-}
 
 /// The running rules + work-order machinery.
 pub struct Service {
@@ -52,9 +47,9 @@ pub fn start(
         .iter()
         .map(|t| {
             let k = match t.kind {
-                super::TargetKind::Webhook { .. } => "webhook",
-                super::TargetKind::Mqtt { .. } => "mqtt",
-                super::TargetKind::Atlas { .. } => "atlas",
+                TargetKind::Webhook { .. } => "webhook",
+                TargetKind::Mqtt { .. } => "mqtt",
+                TargetKind::Atlas { .. } => "atlas",
             };
             (t.name.clone(), k.to_string())
         })

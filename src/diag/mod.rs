@@ -3,6 +3,10 @@
 //! Loaders collect every problem they find into a `Vec<Diagnostic>` instead of stopping at the first, so that
 //! `caretaker check` can list them all in one run.
 
+mod collect;
+pub mod locate;
+
+pub use collect::{Collector, resolve};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +59,13 @@ impl fmt::Display for Diagnostic {
             write!(f, ": {}: {}", self.key, self.message)
         }
     }
+}
+
+/// A diagnostic about `key` of a TOML file, its line found by reading the file again (for problems found after
+/// loading, such as an unknown profile).
+pub fn at_key(file: &Path, key: &str, message: impl Into<String>) -> Diagnostic {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    Diagnostic::new(file, locate::locate(&text, key), key, message)
 }
 
 /// All the diagnostics of a failed load, displayed one per line.

@@ -1,8 +1,8 @@
 //! `caretaker energy report|import`: the command-line side of the energy module.
 
-use super::config::EnergyConfig;
-use super::report::{self, By, Group, Query};
-use super::store::{self, Store};
+use crate::energy::config::EnergyConfig;
+use crate::energy::report::{self, By, Group, Query};
+use crate::energy::store::{self, Store};
 use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use std::io::{IsTerminal, Write};
@@ -68,15 +68,6 @@ pub struct ImportArgs {
     pub point: String,
 }
 
-/// The site's time zone: `[site] timezone`, else the system's.
-pub fn site_tz(cfg: &crate::config::SiteConfig) -> TimeZone {
-    cfg.site
-        .timezone
-        .as_deref()
-        .and_then(|t| TimeZone::get(t).ok())
-        .unwrap_or_else(TimeZone::system)
-}
-
 fn load(config: &Path) -> anyhow::Result<crate::app::Loaded> {
     crate::app::load(config).map_err(|errs| {
         let list: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -93,7 +84,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
     let (store, cfg, tz, site) = match (&a.config, &a.state) {
         (Some(c), _) => {
             let l = load(c)?;
-            let tz = site_tz(&l.config);
+            let tz = l.config.timezone();
             let (store, _, _) = Store::open_existing(&store::path_in(&l.config.state_dir))?;
             let energy = l.config.energy.clone().unwrap_or_default();
             (store, energy, tz, l.config.site.name.clone())
@@ -171,7 +162,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
             }
             s
         }
-        Format::Html => super::html::render(&rep, &q),
+        Format::Html => crate::energy::html::render(&rep, &q),
     };
     match &a.output {
         Some(p) => {
@@ -191,7 +182,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
 
 pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
     let l = load(&a.config)?;
-    let tz = site_tz(&l.config);
+    let tz = l.config.timezone();
     let energy = l.config.energy.clone().unwrap_or_default();
     let mut store = Store::open(
         &store::path_in(&l.config.state_dir),
@@ -199,7 +190,7 @@ pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
         tz.iana_name().unwrap_or("UTC"),
         &l.config.site.name,
     )?;
-    let s = super::import::import(
+    let s = crate::energy::import::import(
         &mut store,
         &l.catalog,
         &tz,

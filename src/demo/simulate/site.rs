@@ -4,8 +4,8 @@
 //! Parsed raw → validated like the site config: every problem becomes a [`Diagnostic`] with file, line and key.
 //! The format is documented in docs/demo.md; `deploy/demo/site.toml` is the shipped example.
 
-use crate::config::locate::locate;
 use crate::diag::Diagnostic;
+use crate::diag::locate::locate;
 use crate::util::parse_duration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -444,9 +444,9 @@ impl SiteSpec {
             Some(p) => p
                 .dirs
                 .iter()
-                .map(|d| crate::config::resolve(file, d))
+                .map(|d| crate::diag::resolve(file, d))
                 .collect(),
-            None => vec![crate::config::resolve(file, Path::new("device_profiles"))],
+            None => vec![crate::diag::resolve(file, Path::new("device_profiles"))],
         };
         let mut devices = Vec::new();
         let mut ids = std::collections::HashMap::new();

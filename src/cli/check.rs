@@ -1,0 +1,154 @@
+//! `caretaker check`: validates the config, profiles and rules; a summary of the site when all is well,
+//! every error with file:line otherwise.
+
+/// `caretaker check`: exit 0 and a summary when valid, 1 and every error otherwise.
+pub fn run(config: &std::path::Path) -> i32 {
+    match crate::app::load(config) {
+        Ok(l) => {
+            let c = &l.config;
+            println!("{}: ok", config.display());
+            println!("site: {}", c.site.name);
+            println!(
+                "profiles: {} ({})",
+                l.catalog.profiles.len(),
+                l.catalog
+                    .profiles
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "devices: {} declared, {} points",
+                l.catalog.device_count(),
+                l.catalog.point_count()
+            );
+            for (_, d) in l.catalog.devices() {
+                println!(
+                    "  {} ({}, {} points)",
+                    d.id,
+                    d.profile.name,
+                    d.profile.points.len()
+                );
+            }
+            match &c.mqtt {
+                Some(m) => {
+                    println!("subscriptions: {}", m.subscriptions.len());
+                    for s in &m.subscriptions {
+                        let points = l
+                            .catalog
+                            .profiles
+                            .get(&s.profile)
+                            .map(|p| p.points.len())
+                            .unwrap_or(0);
+                        println!(
+                            "  {} -> {} ({} points per device)",
+                            s.topic.text, s.profile, points
+                        );
+                    }
+                }
+                None => println!("subscriptions: 0 (no [mqtt])"),
+            }
+            print_modbus(&l);
+            match &c.influxdb {
+                Some(i) => println!(
+                    "influxdb: {} ({})",
+                    i.url,
+                    match i.api {
+                        crate::sinks::influx::config::InfluxApi::V1 { .. } => "v1",
+                        _ => "v2",
+                    }
+                ),
+                None => println!("influxdb: not configured"),
+            }
+            println!(
+                "rules: {} in {} folder(s)",
+                l.rules.len(),
+                c.rule_dirs.len()
+            );
+            for r in l.rules.dormant(&l.catalog.profiles) {
+                println!(
+                    "  dormant: {} ({}:{}): no profile of this site has point `{}` for its applies_to",
+                    r.name,
+                    r.file.display(),
+                    r.line,
+                    r.point.as_deref().unwrap_or("-")
+                );
+            }
+            println!(
+                "work-order targets: {}",
+                if c.work_orders.targets.is_empty() {
+                    "none (the local store holds them)".to_string()
+                } else {
+                    c.work_orders
+                        .targets
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+            if let Some(e) = &c.energy {
+                let meters = l
+                    .catalog
+                    .devices()
+                    .filter(|(_, d)| crate::energy::meter_point(d).is_some())
+                    .count();
+                println!(
+                    "energy: {} min intervals, {meters} declared meter(s), {} tariff(s), {} virtual meter(s)",
+                    e.period / 60,
+                    e.tariffs.len(),
+                    e.virtual_meters.len()
+                );
+                for v in &e.virtual_meters {
+                    for (_, t) in &v.terms {
+                        if l.catalog.device_by_id(t).is_none() {
+                            println!(
+                                "  note: virtual meter `{}` uses `{t}`, not declared under [[devices]] \
+                                 (fine if it arrives over MQTT)",
+                                v.name
+                            );
+                        }
+                    }
+                }
+            }
+            println!("state: {}", c.state_dir.display());
+            0
+        }
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s) in {}", errs.len(), config.display());
+            1
+        }
+    }
+}
+
+/// The Modbus part of `caretaker check`: links, their devices, and requests per full poll cycle (optimal plan
+/// versus one request per point).
+fn print_modbus(l: &crate::app::Loaded) {
+    let links = {
+        let cat = &l.catalog;
+        crate::sources::modbus::build(&crate::app::modbus_devices(&l.config), cat)
+    };
+    let devices: usize = links.iter().map(|k| k.device_count()).sum();
+    println!("modbus: {} link(s), {devices} device(s)", links.len());
+    for link in &links {
+        println!("  {}", link.addr);
+        for (id, m, profile) in link.devices() {
+            let (best, naive, _) = crate::sources::modbus::requests_per_cycle(profile);
+            let mut every = crate::util::format_duration(m.poll);
+            for (point, d) in &m.point_polls {
+                every.push_str(&format!(
+                    ", {point} every {}",
+                    crate::util::format_duration(*d)
+                ));
+            }
+            println!(
+                "    {id} (unit {}, {}, every {every}): {best} request(s) per cycle ({naive} with one per point)",
+                m.unit, profile.name,
+            );
+        }
+    }
+}

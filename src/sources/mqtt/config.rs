@@ -1,0 +1,318 @@
+//! The `[mqtt]` section: broker URL, credentials, TLS files and the topic templates to subscribe to.
+
+use crate::catalog::RESERVED_TAGS;
+use crate::diag::Collector;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+pub struct RawMqtt {
+    url: String,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    keep_alive: Option<String>,
+    #[serde(default)]
+    max_packet_size: Option<usize>,
+    #[serde(default)]
+    reconnect_max_backoff: Option<String>,
+    #[serde(default)]
+    subscriptions: Vec<RawSubscription>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawSubscription {
+    topic: String,
+    profile: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsFiles>,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive: Duration,
+    pub max_packet_size: usize,
+    pub reconnect_max_backoff: Duration,
+    pub subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// One `[[mqtt.subscriptions]]`.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub topic: TopicTemplate,
+    pub profile: String,
+    /// Index in the file, for diagnostics.
+    pub index: usize,
+}
+
+/// A topic with `{name}` captures, each standing for one topic level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicTemplate {
+    pub text: String,
+    levels: Vec<Level>,
+    /// `#` as the last level: matches any remaining levels.
+    multi: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Level {
+    Literal(String),
+    Capture(String),
+    Any,
+}
+
+impl TopicTemplate {
+    pub fn parse(text: &str) -> Result<TopicTemplate, String> {
+        if text.is_empty() {
+            return Err("empty topic".into());
+        }
+        let parts: Vec<&str> = text.split('/').collect();
+        let mut levels = Vec::new();
+        let mut multi = false;
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in parts.iter().enumerate() {
+            if *p == "#" {
+                if i + 1 != parts.len() {
+                    return Err(format!("`{text}`: `#` is allowed only as the last level"));
+                }
+                multi = true;
+            } else if *p == "+" {
+                levels.push(Level::Any);
+            } else if let Some(name) = p.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!(
+                        "`{text}`: capture `{{{name}}}` must be a name of letters, digits and `_`"
+                    ));
+                }
+                if !names.insert(name.to_string()) {
+                    return Err(format!("`{text}`: capture `{{{name}}}` appears twice"));
+                }
+                levels.push(Level::Capture(name.to_string()));
+            } else if p.contains(['{', '}', '+', '#']) {
+                return Err(format!(
+                    "`{text}`: level `{p}` mixes text with a capture or wildcard; a capture must be a whole level"
+                ));
+            } else {
+                levels.push(Level::Literal(p.to_string()));
+            }
+        }
+        if !names.contains("device") {
+            return Err(format!(
+                "`{text}` has no `{{device}}` capture: Caretaker needs it to know which device sent a message"
+            ));
+        }
+        Ok(TopicTemplate {
+            text: text.to_string(),
+            levels,
+            multi,
+        })
+    }
+
+    /// The MQTT subscription filter (`campus/+/+/telemetry`).
+    pub fn filter(&self) -> String {
+        let mut parts: Vec<&str> = self
+            .levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => s.as_str(),
+                Level::Capture(_) | Level::Any => "+",
+            })
+            .collect();
+        if self.multi {
+            parts.push("#");
+        }
+        parts.join("/")
+    }
+
+    /// Matches a concrete topic; returns the captures in template order.
+    pub fn captures<'t>(&self, topic: &'t str) -> Option<Vec<(&str, &'t str)>> {
+        let mut out = Vec::with_capacity(self.levels.len());
+        let mut parts = topic.split('/');
+        for level in &self.levels {
+            let part = parts.next()?;
+            match level {
+                Level::Literal(s) if s == part => {}
+                Level::Literal(_) => return None,
+                Level::Capture(name) => {
+                    if part.is_empty() {
+                        return None;
+                    }
+                    out.push((name.as_str(), part));
+                }
+                Level::Any => {}
+            }
+        }
+        if parts.next().is_some() && !self.multi {
+            return None;
+        }
+        Some(out)
+    }
+}
+
+impl TopicTemplate {
+    pub fn capture_names(&self) -> impl Iterator<Item = &str> {
+        self.levels.iter().filter_map(|l| match l {
+            Level::Capture(n) => Some(n.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Validates `[mqtt]`; `site` names the default client id.
+pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
+    let (scheme, rest) = m.url.split_once("://").unwrap_or(("", m.url.as_str()));
+    let (tls, default_port) = match scheme {
+        "mqtt" | "tcp" => (false, 1883),
+        "mqtts" | "ssl" | "tls" => (true, 8883),
+        _ => {
+            cx.err(
+                "mqtt.url",
+                format!("`{}`: use mqtt://host:port or mqtts://host:port", m.url),
+            );
+            (false, 1883)
+        }
+    };
+    let hostport = rest.trim_end_matches('/');
+    let (host, port) = crate::util::split_host_port(hostport, default_port).unwrap_or_else(|e| {
+        cx.err("mqtt.url", format!("`{}`: {e}", m.url));
+        (String::new(), default_port)
+    });
+    let tls = if tls || m.ca_file.is_some() {
+        let f = |p: &Option<PathBuf>| p.as_ref().map(|p| cx.path(p));
+        let t = TlsFiles {
+            ca_file: f(&m.ca_file),
+            cert_file: f(&m.cert_file),
+            key_file: f(&m.key_file),
+        };
+        for (k, p) in [
+            ("mqtt.ca_file", &t.ca_file),
+            ("mqtt.cert_file", &t.cert_file),
+            ("mqtt.key_file", &t.key_file),
+        ] {
+            if let Some(p) = p {
+                if !p.is_file() {
+                    cx.err(k, format!("{} does not exist", p.display()));
+                }
+            }
+        }
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            cx.err(
+                "mqtt.cert_file",
+                "client certificates need both cert_file and key_file",
+            );
+        }
+        Some(t)
+    } else {
+        if m.cert_file.is_some() || m.key_file.is_some() {
+            cx.err("mqtt.cert_file", "cert_file/key_file need an mqtts:// url");
+        }
+        None
+    };
+    let password = cx.secret("mqtt.password", &m.password, &m.password_file);
+    if password.is_some() && m.username.is_none() {
+        cx.err("mqtt.username", "a password needs a username");
+    }
+    let keep_alive = cx.duration("mqtt.keep_alive", &m.keep_alive, Duration::from_secs(30));
+    if keep_alive < Duration::from_secs(5) {
+        cx.err("mqtt.keep_alive", "must be at least 5s");
+    }
+    let reconnect_max_backoff = cx.duration(
+        "mqtt.reconnect_max_backoff",
+        &m.reconnect_max_backoff,
+        Duration::from_secs(30),
+    );
+    let mut subscriptions = Vec::new();
+    if m.subscriptions.is_empty() {
+        cx.err(
+            "mqtt.subscriptions",
+            "no [[mqtt.subscriptions]]: nothing would be read from the broker",
+        );
+    }
+    for (i, s) in m.subscriptions.iter().enumerate() {
+        match TopicTemplate::parse(&s.topic) {
+            Ok(topic) => {
+                for name in topic.capture_names() {
+                    if RESERVED_TAGS.contains(&name) && name != "device" {
+                        cx.err(
+                            &format!("mqtt.subscriptions[{i}].topic"),
+                            format!("capture `{{{name}}}` is a tag Caretaker sets itself"),
+                        );
+                    }
+                }
+                subscriptions.push(Subscription {
+                    topic,
+                    profile: s.profile.clone(),
+                    index: i,
+                })
+            }
+            Err(e) => cx.err(&format!("mqtt.subscriptions[{i}].topic"), e),
+        }
+    }
+    MqttConfig {
+        host,
+        port,
+        tls,
+        client_id: m
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("caretaker-{site}")),
+        username: m.username.clone(),
+        password,
+        keep_alive,
+        max_packet_size: m.max_packet_size.unwrap_or(256 * 1024),
+        reconnect_max_backoff,
+        subscriptions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_templates_capture_levels() {
+        let t = TopicTemplate::parse("campus/{building}/{device}/telemetry").unwrap();
+        assert_eq!(t.filter(), "campus/+/+/telemetry");
+        assert_eq!(
+            t.captures("campus/b1/ahu-3/telemetry").unwrap(),
+            vec![("building", "b1"), ("device", "ahu-3")]
+        );
+        assert!(t.captures("campus/b1/ahu-3/status").is_none());
+        assert!(t.captures("campus/b1/ahu-3/telemetry/x").is_none());
+        assert!(t.captures("campus/b1").is_none());
+        let t = TopicTemplate::parse("tele/{device}/#").unwrap();
+        assert_eq!(t.filter(), "tele/+/#");
+        assert!(t.captures("tele/plug1/SENSOR").is_some());
+        assert!(
+            TopicTemplate::parse("a/{building}")
+                .unwrap_err()
+                .contains("{device}")
+        );
+        assert!(TopicTemplate::parse("a/x{device}").is_err());
+        assert!(TopicTemplate::parse("a/#/{device}").is_err());
+    }
+}
