@@ -7,10 +7,13 @@
 //! module sees raw YAML. The engine ([`engine::Engine`]) evaluates the validated [`Rule`]s; it is pure
 //! synchronous code, driven by the pipeline ([`stage::RulesStage`]) live and by `caretaker backtest` on history.
 
+pub mod alarm;
 pub mod backtest;
 pub mod engine;
 pub mod schedule;
 pub mod stage;
+
+pub use alarm::{Resolve, Severity};
 
 use crate::catalog::profile::yaml_error;
 use crate::catalog::{Category, Kind, Profile, Profiles, Unit};
@@ -192,36 +195,6 @@ struct RawWorkOrder {
     resolve: Option<String>,
 }
 
-/// How bad an alarm is; ordered (`warning < minor < major < critical`) so a work order keeps its peak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    Warning,
-    Minor,
-    Major,
-    Critical,
-}
-
-impl Severity {
-    pub const ALL: &'static [&'static str] = &["critical", "major", "minor", "warning"];
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "critical" => Self::Critical,
-            "major" => Self::Major,
-            "minor" => Self::Minor,
-            "warning" => Self::Warning,
-            _ => return None,
-        })
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Critical => "critical",
-            Self::Major => "major",
-            Self::Minor => "minor",
-            Self::Warning => "warning",
-        }
-    }
-}
-
 /// A score or value computed outside the rules engine (anomaly detectors, forecasts, energy baselines).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SignalKind {
@@ -339,22 +312,6 @@ impl Condition {
 pub struct Trigger {
     pub cond: Condition,
     pub hold_ns: i64,
-}
-
-/// Whether the work order resolves itself when the alarm clears.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolve {
-    Auto,
-    Manual,
-}
-
-impl Resolve {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Resolve::Auto => "auto",
-            Resolve::Manual => "manual",
-        }
-    }
 }
 
 /// What the work order says.
