@@ -11,7 +11,7 @@
 //! - While an alarm is active, a `Repeated` transition is emitted at most once per `repeat_every` of reading time,
 //!   so a work order's count and last value follow a long fault without a store write per reading.
 
-use super::{Condition, Rule, RuleSet, SignalKind};
+use super::model::{Condition, Rule, RuleSet, SignalKind};
 use crate::catalog::{Catalog, DeviceIdx, PointId};
 use crate::reading::{Quality, Reading};
 use std::collections::{HashMap, VecDeque};
@@ -689,7 +689,7 @@ mod tests {
     const T0: i64 = 1_767_225_600 * S; // 2026-01-01T00:00:00Z, a Thursday
 
     fn setup(rules_yaml: &str) -> (Catalog, Engine) {
-        let profiles = crate::rules::tests::profiles();
+        let profiles = crate::rules::load::tests::profiles();
         let devices = BTreeMap::new();
         let (rules, errs) = parse_rules(
             Path::new("/r/t.yaml"),

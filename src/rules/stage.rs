@@ -5,7 +5,7 @@
 
 use super::alarm::{AlarmEvent, AlarmKind};
 use super::engine::{Engine, Transition, TransitionKind};
-use super::{Rule, RuleSet};
+use super::model::{Rule, RuleSet};
 use crate::catalog::{Catalog, DeviceIdx};
 use crate::pipeline::Stage;
 use crate::reading::{Quality, Reading};
