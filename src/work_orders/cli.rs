@@ -3,7 +3,7 @@
 //! rows for the configured targets, which the running daemon delivers.
 
 use super::service::store_path;
-use super::store::{Store, WorkOrder};
+use super::store::{HistoryEntry, OutboxRow, Store, TeamStats, WorkOrder};
 use super::{now_ms, rfc3339_ms};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
@@ -198,205 +198,250 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
             store,
             status,
             format,
-        } => {
-            let s = open(&store)?;
-            let status = status.map(|x| match x {
-                Status::Open => "open",
-                Status::Acknowledged => "acknowledged",
-                Status::Resolved => "resolved",
-            });
-            print_list(&s.list(status)?, format);
-        }
+        } => list(&store, status, format)?,
         WorkOrdersCommand::Ack {
             store,
             id,
             note,
             by,
-        } => {
-            let w = open(&store)?.acknowledge(id, &actor(&by), note.as_deref(), now_ms())?;
-            println!(
-                "work order #{} acknowledged by {}",
-                w.id,
-                w.acknowledged_by.unwrap_or_default()
-            );
-        }
+        } => ack(&store, id, note.as_deref(), &by)?,
         WorkOrdersCommand::Resolve {
             store,
             id,
             note,
             by,
-        } => {
-            let w = open(&store)?.resolve(id, &actor(&by), note.as_deref(), now_ms())?;
-            println!(
-                "work order #{} resolved by {}",
-                w.id,
-                w.resolved_by.unwrap_or_default()
-            );
-        }
-        WorkOrdersCommand::Show { store, id, format } => {
-            let s = open(&store)?;
-            let w = s.get(id)?.ok_or(super::store::StoreError::NotFound(id))?;
-            let hist = s.history(id)?;
-            let out = s.outbox(Some(id))?;
-            if format == Format::Json {
-                let h: Vec<_> = hist
-                    .iter()
-                    .map(|h| {
-                        json!({
-                            "at": rfc3339_ms(h.at), "actor": h.actor, "action": h.action, "note": h.note,
-                            "value": h.value,
-                            "evidence": h.evidence.iter().map(|(t, v)| json!({"at": rfc3339_ms(*t), "value": v})).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                let d: Vec<_> = out
-                    .iter()
-                    .map(|o| {
-                        json!({
-                            "target": o.target, "event": o.event, "idempotency_key": o.idempotency_key,
-                            "attempts": o.attempts, "delivered_at": o.delivered_at.map(rfc3339_ms),
-                            "last_error": o.last_error,
-                        })
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"work_order": w.to_json(), "history": h, "deliveries": d})
-                    )?
-                );
-                return Ok(0);
-            }
-            println!("work order #{}: {}", w.id, w.title);
-            println!("  status:    {}", w.status);
-            println!("  severity:  {}", w.severity);
-            println!("  alarm:     rule {} on {} {}", w.rule, w.device, w.point);
-            println!("  team:      {}", w.team.as_deref().unwrap_or("-"));
-            println!("  opened:    {}", rfc3339_ms(w.opened_at));
-            if let Some(d) = w.due_at {
-                println!("  due:       {}", rfc3339_ms(d));
-            }
-            if let Some(t) = w.acknowledged_at {
-                println!(
-                    "  acknowledged: {} by {}",
-                    rfc3339_ms(t),
-                    w.acknowledged_by.as_deref().unwrap_or("-")
-                );
-            }
-            if let Some(t) = w.resolved_at {
-                println!(
-                    "  resolved:  {} by {}",
-                    rfc3339_ms(t),
-                    w.resolved_by.as_deref().unwrap_or("-")
-                );
-            }
-            println!(
-                "  values:    first {:?}, last {:?}, peak {:?} {} (raised {} times, {} flaps)",
-                w.first_value, w.last_value, w.peak_value, w.unit, w.count, w.flaps
-            );
-            if let Some(p) = &w.procedure {
-                println!("  procedure:");
-                for l in p.lines() {
-                    println!("    {l}");
-                }
-            }
-            println!("history:");
-            for h in &hist {
-                println!(
-                    "  {}  {:<20} {}{}{}",
-                    rfc3339_ms(h.at),
-                    h.actor,
-                    h.action,
-                    h.note
-                        .as_ref()
-                        .map(|n| format!(": {n}"))
-                        .unwrap_or_default(),
-                    h.value.map(|v| format!(" (value {v})")).unwrap_or_default()
-                );
-                if !h.evidence.is_empty() {
-                    let e: Vec<String> = h
-                        .evidence
-                        .iter()
-                        .map(|(t, v)| format!("{} = {v}", short_time(*t)))
-                        .collect();
-                    println!("      evidence: {}", e.join(", "));
-                }
-            }
-            println!("deliveries:");
-            for o in &out {
-                println!(
-                    "  {:<12} {:<13} {}  attempts {}{}",
-                    o.target,
-                    o.event,
-                    o.delivered_at
-                        .map(|t| format!("delivered {}", rfc3339_ms(t)))
-                        .unwrap_or_else(|| "pending".into()),
-                    o.attempts,
-                    o.last_error
-                        .as_ref()
-                        .map(|e| format!(", last error: {e}"))
-                        .unwrap_or_default()
-                );
-            }
-        }
-        WorkOrdersCommand::Stats { store, format } => {
-            let s = open(&store)?;
-            let st = s.stats(now_ms())?;
-            let pending = s.pending_counts()?;
-            if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"teams": st, "undelivered": pending.iter().map(|(t, n)| json!({"target": t, "rows": n})).collect::<Vec<_>>()})
-                    )?
-                );
-                return Ok(0);
-            }
-            let h = |v: Option<f64>| {
-                v.map(|s| format!("{:.1}h", s / 3600.0))
-                    .unwrap_or_else(|| "-".into())
-            };
-            if format == Format::Csv {
-                println!(
-                    "team,total,open,acknowledged,resolved,mean_time_to_acknowledge_s,mean_time_to_resolve_s,sla_breaches"
-                );
-                for t in &st {
-                    let f = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_default();
-                    println!(
-                        "{},{},{},{},{},{},{},{}",
-                        csv_field(&t.team),
-                        t.total,
-                        t.open,
-                        t.acknowledged,
-                        t.resolved,
-                        f(t.mean_time_to_acknowledge_s),
-                        f(t.mean_time_to_resolve_s),
-                        t.sla_breaches
-                    );
-                }
-                return Ok(0);
-            }
-            println!(
-                "{:<16} {:>6} {:>6} {:>6} {:>9} {:>10} {:>10} {:>12}",
-                "TEAM", "TOTAL", "OPEN", "ACKED", "RESOLVED", "MTTA", "MTTR", "SLA BREACHES"
-            );
-            for t in &st {
-                println!(
-                    "{:<16} {:>6} {:>6} {:>6} {:>9} {:>10} {:>10} {:>12}",
-                    t.team,
-                    t.total,
-                    t.open,
-                    t.acknowledged,
-                    t.resolved,
-                    h(t.mean_time_to_acknowledge_s),
-                    h(t.mean_time_to_resolve_s),
-                    t.sla_breaches
-                );
-            }
-            for (t, n) in pending {
-                println!("undelivered to {t}: {n}");
-            }
-        }
+        } => resolve(&store, id, note.as_deref(), &by)?,
+        WorkOrdersCommand::Show { store, id, format } => show(&store, id, format)?,
+        WorkOrdersCommand::Stats { store, format } => stats(&store, format)?,
     }
     Ok(0)
+}
+
+/// `work-orders list`.
+fn list(store: &StoreArgs, status: Option<Status>, format: Format) -> anyhow::Result<()> {
+    let s = open(store)?;
+    let status = status.map(|x| match x {
+        Status::Open => "open",
+        Status::Acknowledged => "acknowledged",
+        Status::Resolved => "resolved",
+    });
+    print_list(&s.list(status)?, format);
+    Ok(())
+}
+
+/// `work-orders ack`.
+fn ack(store: &StoreArgs, id: i64, note: Option<&str>, by: &Option<String>) -> anyhow::Result<()> {
+    let w = open(store)?.acknowledge(id, &actor(by), note, now_ms())?;
+    println!(
+        "work order #{} acknowledged by {}",
+        w.id,
+        w.acknowledged_by.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `work-orders resolve`.
+fn resolve(
+    store: &StoreArgs,
+    id: i64,
+    note: Option<&str>,
+    by: &Option<String>,
+) -> anyhow::Result<()> {
+    let w = open(store)?.resolve(id, &actor(by), note, now_ms())?;
+    println!(
+        "work order #{} resolved by {}",
+        w.id,
+        w.resolved_by.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `work-orders show`: the work order, its history and its deliveries.
+fn show(store: &StoreArgs, id: i64, format: Format) -> anyhow::Result<()> {
+    let s = open(store)?;
+    let w = s.get(id)?.ok_or(super::store::StoreError::NotFound(id))?;
+    let hist = s.history(id)?;
+    let out = s.outbox(Some(id))?;
+    if format == Format::Json {
+        return show_json(&w, &hist, &out);
+    }
+    print_work_order(&w);
+    print_history(&hist);
+    print_deliveries(&out);
+    Ok(())
+}
+
+fn show_json(w: &WorkOrder, hist: &[HistoryEntry], out: &[OutboxRow]) -> anyhow::Result<()> {
+    let h: Vec<_> = hist
+        .iter()
+        .map(|h| {
+            json!({
+                "at": rfc3339_ms(h.at), "actor": h.actor, "action": h.action, "note": h.note,
+                "value": h.value,
+                "evidence": h.evidence.iter().map(|(t, v)| json!({"at": rfc3339_ms(*t), "value": v})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let d: Vec<_> = out
+        .iter()
+        .map(|o| {
+            json!({
+                "target": o.target, "event": o.event, "idempotency_key": o.idempotency_key,
+                "attempts": o.attempts, "delivered_at": o.delivered_at.map(rfc3339_ms),
+                "last_error": o.last_error,
+            })
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(
+            &json!({"work_order": w.to_json(), "history": h, "deliveries": d})
+        )?
+    );
+    Ok(())
+}
+
+fn print_work_order(w: &WorkOrder) {
+    println!("work order #{}: {}", w.id, w.title);
+    println!("  status:    {}", w.status);
+    println!("  severity:  {}", w.severity);
+    println!("  alarm:     rule {} on {} {}", w.rule, w.device, w.point);
+    println!("  team:      {}", w.team.as_deref().unwrap_or("-"));
+    println!("  opened:    {}", rfc3339_ms(w.opened_at));
+    if let Some(d) = w.due_at {
+        println!("  due:       {}", rfc3339_ms(d));
+    }
+    if let Some(t) = w.acknowledged_at {
+        println!(
+            "  acknowledged: {} by {}",
+            rfc3339_ms(t),
+            w.acknowledged_by.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(t) = w.resolved_at {
+        println!(
+            "  resolved:  {} by {}",
+            rfc3339_ms(t),
+            w.resolved_by.as_deref().unwrap_or("-")
+        );
+    }
+    println!(
+        "  values:    first {:?}, last {:?}, peak {:?} {} (raised {} times, {} flaps)",
+        w.first_value, w.last_value, w.peak_value, w.unit, w.count, w.flaps
+    );
+    if let Some(p) = &w.procedure {
+        println!("  procedure:");
+        for l in p.lines() {
+            println!("    {l}");
+        }
+    }
+}
+
+fn print_history(hist: &[HistoryEntry]) {
+    println!("history:");
+    for h in hist {
+        println!(
+            "  {}  {:<20} {}{}{}",
+            rfc3339_ms(h.at),
+            h.actor,
+            h.action,
+            h.note
+                .as_ref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default(),
+            h.value.map(|v| format!(" (value {v})")).unwrap_or_default()
+        );
+        if !h.evidence.is_empty() {
+            let e: Vec<String> = h
+                .evidence
+                .iter()
+                .map(|(t, v)| format!("{} = {v}", short_time(*t)))
+                .collect();
+            println!("      evidence: {}", e.join(", "));
+        }
+    }
+}
+
+fn print_deliveries(out: &[OutboxRow]) {
+    println!("deliveries:");
+    for o in out {
+        println!(
+            "  {:<12} {:<13} {}  attempts {}{}",
+            o.target,
+            o.event,
+            o.delivered_at
+                .map(|t| format!("delivered {}", rfc3339_ms(t)))
+                .unwrap_or_else(|| "pending".into()),
+            o.attempts,
+            o.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// `work-orders stats`: per team, and the rows not yet delivered per target (table only).
+fn stats(store: &StoreArgs, format: Format) -> anyhow::Result<()> {
+    let s = open(store)?;
+    let st = s.stats(now_ms())?;
+    let pending = s.pending_counts()?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"teams": st, "undelivered": pending.iter().map(|(t, n)| json!({"target": t, "rows": n})).collect::<Vec<_>>()})
+            )?
+        ),
+        Format::Csv => print_stats_csv(&st),
+        Format::Table => print_stats_table(&st, &pending),
+    }
+    Ok(())
+}
+
+fn print_stats_csv(st: &[TeamStats]) {
+    println!(
+        "team,total,open,acknowledged,resolved,mean_time_to_acknowledge_s,mean_time_to_resolve_s,sla_breaches"
+    );
+    for t in st {
+        let f = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_default();
+        println!(
+            "{},{},{},{},{},{},{},{}",
+            csv_field(&t.team),
+            t.total,
+            t.open,
+            t.acknowledged,
+            t.resolved,
+            f(t.mean_time_to_acknowledge_s),
+            f(t.mean_time_to_resolve_s),
+            t.sla_breaches
+        );
+    }
+}
+
+fn print_stats_table(st: &[TeamStats], pending: &[(String, i64)]) {
+    let h = |v: Option<f64>| {
+        v.map(|s| format!("{:.1}h", s / 3600.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "{:<16} {:>6} {:>6} {:>6} {:>9} {:>10} {:>10} {:>12}",
+        "TEAM", "TOTAL", "OPEN", "ACKED", "RESOLVED", "MTTA", "MTTR", "SLA BREACHES"
+    );
+    for t in st {
+        println!(
+            "{:<16} {:>6} {:>6} {:>6} {:>9} {:>10} {:>10} {:>12}",
+            t.team,
+            t.total,
+            t.open,
+            t.acknowledged,
+            t.resolved,
+            h(t.mean_time_to_acknowledge_s),
+            h(t.mean_time_to_resolve_s),
+            t.sla_breaches
+        );
+    }
+    for (t, n) in pending {
+        println!("undelivered to {t}: {n}");
+    }
 }
