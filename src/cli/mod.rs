@@ -5,6 +5,7 @@ mod check;
 pub mod detect;
 pub mod energy;
 mod simulate;
+pub mod work_orders;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -109,7 +110,7 @@ pub enum Command {
     },
     /// Work orders in the local store: list, ack, resolve, show, stats.
     #[command(name = "work-orders", subcommand)]
-    WorkOrders(crate::work_orders::cli::WorkOrdersCommand),
+    WorkOrders(work_orders::WorkOrdersCommand),
     /// Replay history through the rules and print the work orders they would have opened.
     Backtest(crate::rules::backtest::BacktestArgs),
     /// Energy reports and backfill from the local store.
@@ -212,7 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             detector,
             set,
         } => detect::detect(&input, &output, &detector, &set),
-        Command::WorkOrders(cmd) => crate::work_orders::cli::run(cmd),
+        Command::WorkOrders(cmd) => work_orders::run(cmd),
         Command::Backtest(args) => crate::rules::backtest::run(args),
         Command::Energy { command } => match command {
             EnergyCommand::Report(a) => energy::run_report(a),

@@ -10,8 +10,8 @@
 use super::engine::{Engine, Options};
 use super::stage::to_event;
 use crate::catalog::Catalog;
+use crate::cli::work_orders::{Format, print_list};
 use crate::reading::Reading;
-use crate::work_orders::cli::{Format, print_list};
 use crate::work_orders::store::Store;
 use clap::Args;
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@
 //! - While an alarm is active, a `Repeated` transition is emitted at most once per `repeat_every` of reading time,
 //!   so a work order's count and last value follow a long fault without a store write per reading.
 
-use super::{Condition, Rule, RuleSet, SignalKind};
+use super::model::{Condition, Rule, RuleSet, SignalKind};
 use crate::catalog::{Catalog, DeviceIdx, PointId};
 use crate::reading::{Quality, Reading};
 use std::collections::{HashMap, VecDeque};
@@ -126,6 +126,76 @@ impl State {
         let start = (self.ring_head as usize + EVIDENCE - n) % EVIDENCE;
         (0..n).map(|i| self.ring[(start + i) % EVIDENCE]).collect()
     }
+
+    /// Whether the `when` condition (thresholds in the point's unit) holds for reading `v` at `at`, updating the
+    /// state it needs (window, reference value). `sig` is the signal provider's value for signal conditions.
+    #[inline]
+    fn when_holds(&mut self, when: Condition, v: f64, at: i64, sig: Option<f64>) -> bool {
+        match when {
+            Condition::Above(t) => v > t,
+            Condition::Below(t) => v < t,
+            Condition::Outside(lo, hi) => v < lo || v > hi,
+            Condition::Inside(lo, hi) => v >= lo && v <= hi,
+            Condition::RisesBy { by, within_ns } | Condition::FallsBy { by, within_ns } => {
+                let w = self.window.get_or_insert_with(Default::default);
+                window_guard(w, at);
+                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
+                    w.pop_front();
+                }
+                // A monotonic queue: for rises_by only values that could still be the window's minimum are
+                // kept (ascending), for falls_by the maximum (descending); the front is the answer. O(1) amortized.
+                let rises = matches!(when, Condition::RisesBy { .. });
+                while w
+                    .back()
+                    .is_some_and(|b| if rises { b.1 >= v } else { b.1 <= v })
+                {
+                    w.pop_back();
+                }
+                w.push_back((at, v));
+                let extreme = w.front().map(|f| f.1).unwrap_or(v);
+                if rises {
+                    v - extreme >= by
+                } else {
+                    extreme - v >= by
+                }
+            }
+            Condition::Cycles { max, within_ns } => {
+                let w = self.window.get_or_insert_with(Default::default);
+                window_guard(w, at);
+                let on = v > 0.5;
+                if on && self.ref_value.is_finite() && self.ref_value <= 0.5 {
+                    w.push_back((at, v));
+                }
+                self.ref_value = v;
+                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
+                    w.pop_front();
+                }
+                w.len() > max as usize
+            }
+            // A reading arrived: whatever was stale is not.
+            Condition::Stale { .. } => false,
+            Condition::Flatline {
+                after_ns,
+                tolerance,
+            } => {
+                if self.ref_at == UNSET || (v - self.ref_value).abs() > tolerance {
+                    self.ref_value = v;
+                    self.ref_at = at;
+                }
+                at - self.ref_at >= after_ns
+            }
+            Condition::CounterStalled { after_ns } => {
+                // Any change (an increase, or a reset to a lower value) restarts the clock.
+                if self.ref_at == UNSET || v != self.ref_value {
+                    self.ref_value = v;
+                    self.ref_at = at;
+                }
+                at - self.ref_at >= after_ns
+            }
+            Condition::Offline => false,
+            Condition::Signal { above, .. } => sig.is_some_and(|x| x > above),
+        }
+    }
 }
 
 /// Most values kept for a `within` window (a point reporting every second keeps 17 minutes).
@@ -140,6 +210,19 @@ fn window_guard(w: &mut VecDeque<(i64, f64)>, at: i64) {
     }
     if w.len() >= WINDOW_MAX {
         w.pop_front();
+    }
+}
+
+/// Whether an active alarm's clear condition holds for reading `v`; without one, when `when` stopped holding.
+#[inline]
+fn clear_holds(clear: Option<Condition>, v: f64, holds: bool) -> bool {
+    match clear {
+        Some(Condition::Above(t)) => v > t,
+        Some(Condition::Below(t)) => v < t,
+        Some(Condition::Outside(lo, hi)) => v < lo || v > hi,
+        Some(Condition::Inside(lo, hi)) => v >= lo && v <= hi,
+        Some(_) => false,
+        None => !holds,
     }
 }
 
@@ -404,70 +487,7 @@ impl Engine {
             }
             _ => None,
         };
-        let holds = match inst.when {
-            Condition::Above(t) => v > t,
-            Condition::Below(t) => v < t,
-            Condition::Outside(lo, hi) => v < lo || v > hi,
-            Condition::Inside(lo, hi) => v >= lo && v <= hi,
-            Condition::RisesBy { by, within_ns } | Condition::FallsBy { by, within_ns } => {
-                let w = st.window.get_or_insert_with(Default::default);
-                window_guard(w, at);
-                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
-                    w.pop_front();
-                }
-                // A monotonic queue: for rises_by only values that could still be the window's minimum are
-                // kept (ascending), for falls_by the maximum (descending); the front is the answer. O(1) amortized.
-                let rises = matches!(inst.when, Condition::RisesBy { .. });
-                while w
-                    .back()
-                    .is_some_and(|b| if rises { b.1 >= v } else { b.1 <= v })
-                {
-                    w.pop_back();
-                }
-                w.push_back((at, v));
-                let extreme = w.front().map(|f| f.1).unwrap_or(v);
-                if rises {
-                    v - extreme >= by
-                } else {
-                    extreme - v >= by
-                }
-            }
-            Condition::Cycles { max, within_ns } => {
-                let w = st.window.get_or_insert_with(Default::default);
-                window_guard(w, at);
-                let on = v > 0.5;
-                if on && st.ref_value.is_finite() && st.ref_value <= 0.5 {
-                    w.push_back((at, v));
-                }
-                st.ref_value = v;
-                while w.front().is_some_and(|(t, _)| *t < at - within_ns) {
-                    w.pop_front();
-                }
-                w.len() > max as usize
-            }
-            // A reading arrived: whatever was stale is not.
-            Condition::Stale { .. } => false,
-            Condition::Flatline {
-                after_ns,
-                tolerance,
-            } => {
-                if st.ref_at == UNSET || (v - st.ref_value).abs() > tolerance {
-                    st.ref_value = v;
-                    st.ref_at = at;
-                }
-                at - st.ref_at >= after_ns
-            }
-            Condition::CounterStalled { after_ns } => {
-                // Any change (an increase, or a reset to a lower value) restarts the clock.
-                if st.ref_at == UNSET || v != st.ref_value {
-                    st.ref_value = v;
-                    st.ref_at = at;
-                }
-                at - st.ref_at >= after_ns
-            }
-            Condition::Offline => false,
-            Condition::Signal { above, .. } => sig.is_some_and(|x| x > above),
-        };
+        let holds = st.when_holds(inst.when, v, at, sig);
         let value = sig.unwrap_or(v);
         if !st.active {
             if holds && armed {
@@ -507,15 +527,7 @@ impl Engine {
             Worse::Lower if holds && (value < st.peak || st.peak.is_nan()) => st.peak = value,
             _ => {}
         }
-        let clear_holds = match inst.clear {
-            Some(Condition::Above(t)) => v > t,
-            Some(Condition::Below(t)) => v < t,
-            Some(Condition::Outside(lo, hi)) => v < lo || v > hi,
-            Some(Condition::Inside(lo, hi)) => v >= lo && v <= hi,
-            Some(_) => false,
-            None => !holds,
-        };
-        if clear_holds {
+        if clear_holds(inst.clear, v, holds) {
             if st.clear_since == UNSET {
                 st.clear_since = at;
             }
@@ -689,7 +701,7 @@ mod tests {
     const T0: i64 = 1_767_225_600 * S; // 2026-01-01T00:00:00Z, a Thursday
 
     fn setup(rules_yaml: &str) -> (Catalog, Engine) {
-        let profiles = crate::rules::tests::profiles();
+        let profiles = crate::rules::load::tests::profiles();
         let devices = BTreeMap::new();
         let (rules, errs) = parse_rules(
             Path::new("/r/t.yaml"),

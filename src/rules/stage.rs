@@ -3,12 +3,12 @@
 //! batch or tick: uncontended in practice). Transitions leave as rendered [`AlarmEvent`]s on a channel to the
 //! work-order store's thread, so the pipeline never waits on SQLite.
 
+use super::alarm::{AlarmEvent, AlarmKind};
 use super::engine::{Engine, Transition, TransitionKind};
-use super::{Rule, RuleSet};
+use super::model::{Rule, RuleSet};
 use crate::catalog::{Catalog, DeviceIdx};
 use crate::pipeline::Stage;
 use crate::reading::{Quality, Reading};
-use crate::work_orders::{AlarmEvent, AlarmKind};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 

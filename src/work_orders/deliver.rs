@@ -6,8 +6,9 @@
 //! idempotency key (`Idempotency-Key` header and `idempotency_key` field) for the receiver to drop it.
 
 use super::config::{TargetConfig, TargetKind};
+use super::now_ms;
 use super::store::{OutboxRow, Store};
-use super::{AlarmEvent, now_ms};
+use crate::rules::alarm::AlarmEvent;
 use crate::util::{Backoff, RateLimiter};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -433,10 +434,10 @@ impl Worker {
 mod tests {
     #[test]
     fn work_orders_points_wait_in_the_outbox_while_the_queue_is_full() {
-        use crate::rules::{Resolve, Severity};
+        use crate::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
         use crate::sinks::influx::queue::{Chunk, ChunkQueue, MemQueue};
+        use crate::work_orders::Store;
         use crate::work_orders::influx::TARGET;
-        use crate::work_orders::{AlarmEvent, AlarmKind, Store};
         use std::sync::Arc;
         let mut store = Store::in_memory("s").unwrap();
         store

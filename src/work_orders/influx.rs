@@ -91,8 +91,8 @@ pub fn encode_row(row: &OutboxRow, out: &mut Vec<u8>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Resolve, Severity};
-    use crate::work_orders::{AlarmEvent, AlarmKind, Store};
+    use crate::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
+    use crate::work_orders::Store;
 
     fn ev(kind: AlarmKind, at_ms: i64, value: f64) -> AlarmEvent {
         AlarmEvent {

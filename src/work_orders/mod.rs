@@ -14,8 +14,10 @@
 //!
 //! Who talks to it: the rules stage (alarm transitions, through a channel to the store thread), the CLI
 //! (`caretaker work-orders ...`, directly on the file), the delivery workers (their own connections).
+//!
+//! The alarm types the store consumes ([`AlarmEvent`](crate::rules::alarm::AlarmEvent), severity, resolve mode)
+//! live in `crate::rules::alarm`, the only part of `rules` this module's model depends on.
 
-pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod influx;
@@ -23,39 +25,6 @@ pub mod store;
 
 pub use config::{TargetConfig, TargetKind, WorkOrdersConfig};
 pub use store::{Store, WorkOrder};
-
-use crate::rules::{Resolve, Severity};
-
-/// What happened to an alarm, as the store sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlarmKind {
-    Raised,
-    Repeated,
-    Cleared,
-}
-
-/// One alarm transition with everything the work order needs, already rendered (no ids, no catalog).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlarmEvent {
-    pub kind: AlarmKind,
-    pub rule: String,
-    pub device: String,
-    /// Empty for device-level rules (offline).
-    pub point: String,
-    pub severity: Severity,
-    pub title: String,
-    pub team: Option<String>,
-    pub procedure: Option<String>,
-    pub resolve: Resolve,
-    pub due_within_ms: Option<i64>,
-    pub unit: String,
-    pub value: f64,
-    pub peak: f64,
-    /// Unix milliseconds (reading time).
-    pub at_ms: i64,
-    /// (Unix ms, value), oldest first.
-    pub evidence: Vec<(i64, f64)>,
-}
 
 /// Formats Unix milliseconds as RFC 3339 (UTC).
 pub fn rfc3339_ms(ms: i64) -> String {

@@ -1,8 +1,8 @@
 //! The SQLite work-order store: work orders, their history, and the outbox. See the module docs of
 //! `work_orders` for the invariants. Blocking API: the daemon calls it from a thread of its own.
 
-use super::{AlarmEvent, AlarmKind, rfc3339_ms};
-use crate::rules::{Resolve, Severity};
+use super::rfc3339_ms;
+use crate::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::{Value, json};
 use std::path::Path;

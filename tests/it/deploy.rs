@@ -27,9 +27,9 @@ const FLUX_COLUMNS: &[&str] = &[
 /// Tag and field keys of the `work_orders` measurement, read from lines the code writes for a real change
 /// (a work order with a team, a point and a value, so every optional key is present).
 fn work_orders_schema() -> (BTreeSet<String>, BTreeSet<String>) {
-    use caretaker::rules::{Resolve, Severity};
+    use caretaker::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
+    use caretaker::work_orders::Store;
     use caretaker::work_orders::influx::{TARGET, encode_row};
-    use caretaker::work_orders::{AlarmEvent, AlarmKind, Store};
     let mut st = Store::in_memory("site").unwrap();
     st.set_targets(&[(TARGET.into(), "influxdb".into())])
         .unwrap();
