@@ -407,77 +407,17 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
             .collect();
         c.calendar.holidays.sort();
     }
-    for (i, t) in raw.tariffs.iter().enumerate() {
+    tariffs(&raw.tariffs, &mut c, &mut errs);
+    virtual_meters(raw, &mut c, &mut errs);
+    degree_days(raw, &mut c, &mut errs);
+    (c, errs)
+}
+
+/// `[[energy.tariffs]]`: each valid, and no two of the same category in force at once.
+fn tariffs(raw: &[RawTariff], c: &mut EnergyConfig, errs: &mut Vec<(String, String)>) {
+    for (i, t) in raw.iter().enumerate() {
         let k = |f: &str| format!("energy.tariffs[{i}].{f}");
-        if let Some(cat) = &t.category {
-            if crate::catalog::Category::parse(cat).is_none() {
-                errs.push((
-                    k("category"),
-                    crate::catalog::units::parse_word(
-                        "category",
-                        cat,
-                        crate::catalog::Category::parse,
-                        crate::catalog::Category::ALL,
-                    )
-                    .err()
-                    .unwrap_or_default(),
-                ));
-            }
-        }
-        let valid_from = date(&k("valid_from"), &t.valid_from, &mut errs);
-        let valid_to = t
-            .valid_to
-            .as_ref()
-            .map(|d| date(&k("valid_to"), d, &mut errs));
-        if valid_to.is_some_and(|to| to <= valid_from) {
-            errs.push((k("valid_to"), "must be after valid_from".into()));
-        }
-        let mut rates = Vec::new();
-        for (j, r) in t.rates.iter().enumerate() {
-            let rk = format!("energy.tariffs[{i}].rates[{j}]");
-            if !r.price.is_finite() || r.price < 0.0 {
-                errs.push((format!("{rk}.price"), "must be a price ≥ 0".into()));
-            }
-            let all_day = r.from.is_none() && r.to.is_none();
-            if r.from.is_some() != r.to.is_some() {
-                errs.push((rk.clone(), "give both `from` and `to`, or neither".into()));
-            }
-            rates.push(Rate {
-                price: r.price,
-                days: days(&format!("{rk}.days"), &r.days, &mut errs),
-                from: r
-                    .from
-                    .as_deref()
-                    .map(|s| time(&format!("{rk}.from"), s, &mut errs))
-                    .unwrap_or(Time::midnight()),
-                to: r
-                    .to
-                    .as_deref()
-                    .map(|s| time(&format!("{rk}.to"), s, &mut errs))
-                    .unwrap_or(Time::midnight()),
-                all_day,
-            });
-        }
-        let tariff = Tariff {
-            name: t.name.clone(),
-            category: t.category.clone(),
-            valid_from,
-            valid_to,
-            currency: t.currency.clone().unwrap_or_else(|| "EUR".into()),
-            standing_per_day: t.standing_per_day.unwrap_or(0.0),
-            demand_per_kw_month: t.demand_per_kw_month.unwrap_or(0.0),
-            rates,
-        };
-        if tariff.rates.is_empty() {
-            errs.push((k("rates"), "a tariff needs at least one rate".into()));
-        } else if let Some(gap) = unpriced(&tariff) {
-            errs.push((
-                k("rates"),
-                format!(
-                    "no rate covers {gap}; add a last rate without days/from/to as the default"
-                ),
-            ));
-        }
+        let tariff = tariff(i, t, errs);
         for (j, o) in c.tariffs.iter().enumerate() {
             let same_cat =
                 o.category.is_none() || tariff.category.is_none() || o.category == tariff.category;
@@ -496,6 +436,80 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
         }
         c.tariffs.push(tariff);
     }
+}
+
+/// One `[[energy.tariffs]]` entry, validated (its overlap with the others is checked by [`tariffs`]).
+fn tariff(i: usize, t: &RawTariff, errs: &mut Vec<(String, String)>) -> Tariff {
+    let k = |f: &str| format!("energy.tariffs[{i}].{f}");
+    if let Some(cat) = &t.category {
+        if crate::catalog::Category::parse(cat).is_none() {
+            errs.push((
+                k("category"),
+                crate::catalog::units::parse_word(
+                    "category",
+                    cat,
+                    crate::catalog::Category::parse,
+                    crate::catalog::Category::ALL,
+                )
+                .err()
+                .unwrap_or_default(),
+            ));
+        }
+    }
+    let valid_from = date(&k("valid_from"), &t.valid_from, errs);
+    let valid_to = t.valid_to.as_ref().map(|d| date(&k("valid_to"), d, errs));
+    if valid_to.is_some_and(|to| to <= valid_from) {
+        errs.push((k("valid_to"), "must be after valid_from".into()));
+    }
+    let mut rates = Vec::new();
+    for (j, r) in t.rates.iter().enumerate() {
+        let rk = format!("energy.tariffs[{i}].rates[{j}]");
+        if !r.price.is_finite() || r.price < 0.0 {
+            errs.push((format!("{rk}.price"), "must be a price ≥ 0".into()));
+        }
+        let all_day = r.from.is_none() && r.to.is_none();
+        if r.from.is_some() != r.to.is_some() {
+            errs.push((rk.clone(), "give both `from` and `to`, or neither".into()));
+        }
+        rates.push(Rate {
+            price: r.price,
+            days: days(&format!("{rk}.days"), &r.days, errs),
+            from: r
+                .from
+                .as_deref()
+                .map(|s| time(&format!("{rk}.from"), s, errs))
+                .unwrap_or(Time::midnight()),
+            to: r
+                .to
+                .as_deref()
+                .map(|s| time(&format!("{rk}.to"), s, errs))
+                .unwrap_or(Time::midnight()),
+            all_day,
+        });
+    }
+    let tariff = Tariff {
+        name: t.name.clone(),
+        category: t.category.clone(),
+        valid_from,
+        valid_to,
+        currency: t.currency.clone().unwrap_or_else(|| "EUR".into()),
+        standing_per_day: t.standing_per_day.unwrap_or(0.0),
+        demand_per_kw_month: t.demand_per_kw_month.unwrap_or(0.0),
+        rates,
+    };
+    if tariff.rates.is_empty() {
+        errs.push((k("rates"), "a tariff needs at least one rate".into()));
+    } else if let Some(gap) = unpriced(&tariff) {
+        errs.push((
+            k("rates"),
+            format!("no rate covers {gap}; add a last rate without days/from/to as the default"),
+        ));
+    }
+    tariff
+}
+
+/// `[[energy.virtual_meters]]`: unique names, parsable expressions.
+fn virtual_meters(raw: &RawEnergy, c: &mut EnergyConfig, errs: &mut Vec<(String, String)>) {
     let mut names = std::collections::HashSet::new();
     for (i, v) in raw.virtual_meters.iter().enumerate() {
         if !names.insert(v.name.clone()) {
@@ -512,6 +526,10 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
             Err(e) => errs.push((format!("energy.virtual_meters[{i}].expr"), e)),
         }
     }
+}
+
+/// `[energy.degree_days]`: an outdoor temperature point and a heating base.
+fn degree_days(raw: &RawEnergy, c: &mut EnergyConfig, errs: &mut Vec<(String, String)>) {
     if let Some(dd) = &raw.degree_days {
         match dd.point.split_once('/') {
             Some((d, p)) if !d.is_empty() && !p.is_empty() && !p.contains('/') => {
@@ -537,7 +555,6 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
             )),
         }
     }
-    (c, errs)
 }
 
 /// The first quarter-hour of a week no rate prices, if any.

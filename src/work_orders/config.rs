@@ -125,124 +125,8 @@ pub fn validate(
     let mut names = std::collections::HashSet::new();
     for (i, t) in raw.targets.iter().enumerate() {
         let k = |s: &str| format!("work_orders.targets[{i}].{s}");
-        let read = |errs: &mut Vec<(String, String)>, key: &str, p: &Path| -> Option<Vec<u8>> {
-            let path = crate::diag::resolve(config_file, p);
-            match std::fs::read(&path) {
-                Ok(b) => {
-                    let s = String::from_utf8_lossy(&b)
-                        .trim_end_matches(['\n', '\r'])
-                        .to_string();
-                    Some(s.into_bytes())
-                }
-                Err(e) => {
-                    errs.push((
-                        key.to_string(),
-                        format!("cannot read {}: {e}", path.display()),
-                    ));
-                    None
-                }
-            }
-        };
-        let url = t.url.clone().unwrap_or_default();
-        let http_url = |errs: &mut Vec<(String, String)>| {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                errs.push((
-                    k("url"),
-                    format!("`{url}`: use http://host:port/path or https://..."),
-                ));
-            }
-        };
-        let extra = |errs: &mut Vec<(String, String)>, allowed: &[&str]| {
-            for (name, set) in [
-                ("secret_file", t.secret_file.is_some()),
-                ("topic", t.topic.is_some()),
-                ("client_id", t.client_id.is_some()),
-                ("api_key_file", t.api_key_file.is_some()),
-            ] {
-                if set && !allowed.contains(&name) {
-                    errs.push((
-                        k(name),
-                        format!("`{name}` does not apply to kind = \"{}\"", t.kind),
-                    ));
-                }
-            }
-        };
-        let kind = match t.kind.as_str() {
-            "webhook" => {
-                http_url(&mut errs);
-                extra(&mut errs, &["secret_file"]);
-                let secret = t
-                    .secret_file
-                    .as_ref()
-                    .and_then(|p| read(&mut errs, &k("secret_file"), p));
-                TargetKind::Webhook {
-                    url: url.clone(),
-                    secret,
-                }
-            }
-            "mqtt" => {
-                extra(&mut errs, &["topic", "client_id"]);
-                let rest = url
-                    .strip_prefix("mqtt://")
-                    .or_else(|| url.strip_prefix("tcp://"))
-                    .unwrap_or_else(|| {
-                        errs.push((k("url"), format!("`{url}`: use mqtt://host:port")));
-                        ""
-                    });
-                let (host, port) = crate::util::split_host_port(rest.trim_end_matches('/'), 1883)
-                    .unwrap_or_else(|e| {
-                        if !rest.is_empty() {
-                            errs.push((k("url"), e));
-                        }
-                        (String::new(), 1883)
-                    });
-                let topic = t.topic.clone().unwrap_or_else(|| {
-                    errs.push((k("topic"), "required for kind = \"mqtt\"".into()));
-                    String::new()
-                });
-                if topic.contains(['+', '#']) {
-                    errs.push((
-                        k("topic"),
-                        "a publish topic cannot contain `+` or `#`".into(),
-                    ));
-                }
-                TargetKind::Mqtt {
-                    host,
-                    port,
-                    topic,
-                    client_id: t
-                        .client_id
-                        .clone()
-                        .unwrap_or_else(|| format!("caretaker-wo-{i}")),
-                }
-            }
-            "atlas" => {
-                http_url(&mut errs);
-                extra(&mut errs, &["api_key_file"]);
-                let api_key = match &t.api_key_file {
-                    Some(p) => read(&mut errs, &k("api_key_file"), p)
-                        .map(|b| String::from_utf8_lossy(&b).to_string())
-                        .unwrap_or_default(),
-                    None => {
-                        errs.push((k("api_key_file"), "required for kind = \"atlas\"".into()));
-                        String::new()
-                    }
-                };
-                TargetKind::Atlas {
-                    url: url.trim_end_matches('/').to_string(),
-                    api_key,
-                }
-            }
-            other => {
-                let hint = crate::util::did_you_mean(other, ["webhook", "mqtt", "atlas"])
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                errs.push((
-                    k("kind"),
-                    format!("unknown kind `{other}`{hint}; expected webhook, mqtt or atlas"),
-                ));
-                continue;
-            }
+        let Some(kind) = target_kind(i, t, config_file, &mut errs) else {
+            continue;
         };
         let name = t.name.clone().unwrap_or_else(|| format!("{}-{i}", t.kind));
         if !names.insert(name.clone()) {
@@ -263,6 +147,136 @@ pub fn validate(
         },
         errs,
     )
+}
+
+/// The kind-specific part of one `[[work_orders.targets]]` (URL, secrets, topic); `None` for an unknown kind.
+fn target_kind(
+    i: usize,
+    t: &RawTarget,
+    config_file: &Path,
+    errs: &mut Vec<(String, String)>,
+) -> Option<TargetKind> {
+    let k = |s: &str| format!("work_orders.targets[{i}].{s}");
+    let read = |errs: &mut Vec<(String, String)>, key: &str, p: &Path| -> Option<Vec<u8>> {
+        let path = crate::diag::resolve(config_file, p);
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let s = String::from_utf8_lossy(&b)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                Some(s.into_bytes())
+            }
+            Err(e) => {
+                errs.push((
+                    key.to_string(),
+                    format!("cannot read {}: {e}", path.display()),
+                ));
+                None
+            }
+        }
+    };
+    let url = t.url.clone().unwrap_or_default();
+    let http_url = |errs: &mut Vec<(String, String)>| {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errs.push((
+                k("url"),
+                format!("`{url}`: use http://host:port/path or https://..."),
+            ));
+        }
+    };
+    let extra = |errs: &mut Vec<(String, String)>, allowed: &[&str]| {
+        for (name, set) in [
+            ("secret_file", t.secret_file.is_some()),
+            ("topic", t.topic.is_some()),
+            ("client_id", t.client_id.is_some()),
+            ("api_key_file", t.api_key_file.is_some()),
+        ] {
+            if set && !allowed.contains(&name) {
+                errs.push((
+                    k(name),
+                    format!("`{name}` does not apply to kind = \"{}\"", t.kind),
+                ));
+            }
+        }
+    };
+    let kind = match t.kind.as_str() {
+        "webhook" => {
+            http_url(errs);
+            extra(errs, &["secret_file"]);
+            let secret = t
+                .secret_file
+                .as_ref()
+                .and_then(|p| read(errs, &k("secret_file"), p));
+            TargetKind::Webhook {
+                url: url.clone(),
+                secret,
+            }
+        }
+        "mqtt" => {
+            extra(errs, &["topic", "client_id"]);
+            let rest = url
+                .strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))
+                .unwrap_or_else(|| {
+                    errs.push((k("url"), format!("`{url}`: use mqtt://host:port")));
+                    ""
+                });
+            let (host, port) = crate::util::split_host_port(rest.trim_end_matches('/'), 1883)
+                .unwrap_or_else(|e| {
+                    if !rest.is_empty() {
+                        errs.push((k("url"), e));
+                    }
+                    (String::new(), 1883)
+                });
+            let topic = t.topic.clone().unwrap_or_else(|| {
+                errs.push((k("topic"), "required for kind = \"mqtt\"".into()));
+                String::new()
+            });
+            if topic.contains(['+', '#']) {
+                errs.push((
+                    k("topic"),
+                    "a publish topic cannot contain `+` or `#`".into(),
+                ));
+            }
+            TargetKind::Mqtt {
+                host,
+                port,
+                topic,
+                client_id: t
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| format!("caretaker-wo-{i}")),
+            }
+        }
+        "atlas" => {
+            http_url(errs);
+            extra(errs, &["api_key_file"]);
+            let api_key = match &t.api_key_file {
+                Some(p) => read(errs, &k("api_key_file"), p)
+                    .map(|b| String::from_utf8_lossy(&b).to_string())
+                    .unwrap_or_default(),
+                None => {
+                    errs.push((k("api_key_file"), "required for kind = \"atlas\"".into()));
+                    String::new()
+                }
+            };
+            TargetKind::Atlas {
+                url: url.trim_end_matches('/').to_string(),
+                api_key,
+            }
+        }
+        other => {
+            let hint = crate::util::did_you_mean(other, ["webhook", "mqtt", "atlas"])
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            errs.push((
+                k("kind"),
+                format!("unknown kind `{other}`{hint}; expected webhook, mqtt or atlas"),
+            ));
+            return None;
+        }
+    };
+    Some(kind)
 }
 
 #[cfg(test)]
