@@ -11,6 +11,7 @@ and checks the graph. A parent module declaring or re-exporting its own children
 
     python3 scripts/check-layers.py          # exit 0 and a one-line summary, or 1 and every problem
     python3 scripts/check-layers.py --graph  # also print every edge (file -> file: names)
+    python3 scripts/check-layers.py --self-test  # proves it catches a cycle and an upward import
 """
 import os
 import re
@@ -188,7 +189,45 @@ def resolve(mod, path, mods):
     return cur, None
 
 
+def self_test():
+    """Runs the check on small made-up trees: a clean one passes, a cycle and an upward import fail."""
+    import subprocess
+    import tempfile
+
+    cases = {
+        "clean": ({"lib.rs": "pub mod app; pub mod util;", "app.rs": "use crate::util::f;",
+                   "util.rs": "pub fn f() {}"}, 0, None),
+        "cycle": ({"lib.rs": "pub mod rules; pub mod energy;", "rules.rs": "use crate::energy::E;",
+                   "energy.rs": "pub struct E; pub fn g() { crate::rules::h() }"}, 1, "import cycle"),
+        "upward": ({"lib.rs": "pub mod app; pub mod util;", "util.rs": "use crate::app::run;",
+                    "app.rs": "pub fn run() {}"}, 1, "layer `app` is above `util`"),
+        "upward, said why": ({"lib.rs": "pub mod app; pub mod util;",
+                              "util.rs": "// layer: a test of the marker\nuse crate::app::run;",
+                              "app.rs": "pub fn run() {}"}, 0, None),
+        "in a string or a test": ({"lib.rs": "pub mod app; pub mod util;",
+                                   "util.rs": 'const S: &str = "crate::app::run";\n#[cfg(test)]\nmod tests { use crate::app::run; }',
+                                   "app.rs": "pub fn run() {}"}, 0, None),
+    }
+    failed = 0
+    for name, (files, want_rc, want_text) in cases.items():
+        with tempfile.TemporaryDirectory() as d:
+            for f, text in files.items():
+                open(os.path.join(d, f), "w").write(text + "\n")
+            r = subprocess.run([sys.executable, __file__, "--src", d], capture_output=True, text=True)
+            ok = r.returncode == want_rc and (want_text is None or want_text in r.stdout)
+            print(f"self-test {name}: {'ok' if ok else 'FAILED'}")
+            if not ok:
+                print(r.stdout + r.stderr)
+                failed += 1
+    return 1 if failed else 0
+
+
 def main():
+    global SRC
+    if "--self-test" in sys.argv:
+        return self_test()
+    if "--src" in sys.argv:
+        SRC = sys.argv[sys.argv.index("--src") + 1]
     mods = modules()
     codes, raw_lines = {}, {}
     for mod, path in mods.items():

@@ -3,7 +3,7 @@
 #
 # 1. installs the real servers the tests start (mosquitto, influxd 1.x, VictoriaMetrics for the
 #    InfluxDB v2 write API, pymodbus with its serial extras, socat) when they are missing;
-# 2. checks formatting and clippy (warnings are errors);
+# 2. checks the module layout (no import cycle, layers one way), formatting and clippy (warnings are errors);
 # 3. runs the unit and integration tests (the integration tests start their own servers on free
 #    loopback ports in temp dirs and stop them afterwards).
 #
@@ -71,6 +71,9 @@ fi
 # Debian's packages may start their services on the default ports (1883, 8086, 8428) where
 # policy-rc.d allows it. The tests never use those ports, so a running service does no harm.
 
+echo "==> module layout: no import cycle, imports run down the layers (scripts/check-layers.py)"
+python3 scripts/check-layers.py --self-test
+python3 scripts/check-layers.py
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
