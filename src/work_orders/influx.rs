@@ -172,4 +172,35 @@ mod tests {
             }
         }
     }
+
+    /// Pins the exact bytes of every line (tags left out when empty, escaping, integer and float fields).
+    #[test]
+    fn lines_keep_their_exact_bytes() {
+        let mut st = Store::in_memory("north campus").unwrap();
+        st.set_targets(&[(TARGET.into(), "influxdb".into())])
+            .unwrap();
+        let t0 = 1_767_250_800_000;
+        let mut a = ev(AlarmKind::Raised, t0, 20.0);
+        a.rule = "warm, a=b".into();
+        a.team = None;
+        st.apply(&a).unwrap();
+        let mut off = ev(AlarmKind::Raised, t0 + 5, f64::NAN);
+        off.rule = "offline".into();
+        off.point = String::new();
+        off.peak = f64::NAN;
+        st.apply(&off).unwrap();
+        st.apply(&ev(AlarmKind::Raised, t0 + 7, 1e-7)).unwrap();
+        st.resolve(2, "ana", Some("fixed"), t0 + 9_000).unwrap();
+        let mut out = Vec::new();
+        for r in &st.pending(TARGET, 100).unwrap() {
+            assert!(encode_row(r, &mut out));
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "work_orders,site=north\\ campus,rule=warm\\,\\ a\\=b,device=ahu-3,point=supply_air_temp,severity=major,event=opened,status=open id=1i,count=1i,value=20.0,peak=20.0,open=1i 1767250800000000001\n\
+             work_orders,site=north\\ campus,rule=offline,device=ahu-3,severity=major,team=hvac,event=opened,status=open id=2i,count=1i,open=1i 1767250800005000002\n\
+             work_orders,site=north\\ campus,rule=too\\ warm,device=ahu-3,point=supply_air_temp,severity=major,team=hvac,event=opened,status=open id=3i,count=1i,value=1e-7,peak=1e-7,open=1i 1767250800007000003\n\
+             work_orders,site=north\\ campus,rule=offline,device=ahu-3,severity=major,team=hvac,event=resolved,status=resolved id=2i,count=1i,open=0i 1767250809000000004\n"
+        );
+    }
 }

@@ -243,4 +243,53 @@ mod tests {
         assert!(text.contains("temperature=1e300 2"), "{text}");
         assert!(text.contains("temperature=-3 3"), "{text}");
     }
+
+    /// Pins the exact bytes the encoder writes for every kind of value (a restructure must not change them).
+    #[test]
+    fn number_and_bool_forms_keep_their_exact_bytes() {
+        let c = catalog();
+        let mut e = Encoder::new();
+        let values = [
+            0.1 + 0.2,
+            1e300,
+            -3.0,
+            -0.0,
+            1e15,
+            999_999_999_999_999.0,
+            1e-7,
+            -2.5e-300,
+            123456.789,
+        ];
+        let rs: Vec<Reading> = values
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| {
+                [
+                    Reading::good(PointId(0), v, i as i64 * 10),
+                    Reading::good(
+                        PointId(1),
+                        if i % 2 == 0 { 0.0 } else { 2.0 },
+                        i as i64 * 10,
+                    ),
+                ]
+            })
+            .collect();
+        e.encode(&c, &rs);
+        let series = "environment,building=Main\\,\\ East,device=r\\ 1,profile=room,room=a\\=1,site=north\\ campus";
+        let want: String = [
+            "temperature=0.30000000000000004,occupied=false 0",
+            "temperature=1e300,occupied=true 10",
+            "temperature=-3,occupied=false 20",
+            "temperature=0,occupied=true 30",
+            "temperature=1000000000000000.0,occupied=false 40",
+            "temperature=999999999999999,occupied=true 50",
+            "temperature=1e-7,occupied=false 60",
+            "temperature=-2.5e-300,occupied=true 70",
+            "temperature=123456.789,occupied=false 80",
+        ]
+        .iter()
+        .map(|l| format!("{series} {l}\n"))
+        .collect();
+        assert_eq!(String::from_utf8(e.buf).unwrap(), want);
+    }
 }
