@@ -12,7 +12,7 @@ pub mod units;
 
 use crate::config::SiteConfig;
 use crate::diag::Diagnostic;
-use crate::sinks::influx::encode::{escape_key, escape_measurement, escape_tag_value};
+use crate::line_protocol;
 pub use profile::{PointDef, Profile, Profiles};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -177,7 +177,11 @@ impl Catalog {
             });
         }
         let series = series_key(&self.site, id, &profile, &location);
-        let field_keys = profile.points.iter().map(|p| escape_key(&p.name)).collect();
+        let field_keys = profile
+            .points
+            .iter()
+            .map(|p| line_protocol::escape_key(&p.name))
+            .collect();
         self.devices.push(Device {
             id: id.to_string(),
             profile,
@@ -252,17 +256,7 @@ fn series_key(
     tags.insert("site", site);
     tags.insert("device", device);
     tags.insert("profile", &profile.name);
-    let mut s = escape_measurement(profile.category.as_str());
-    for (k, v) in tags {
-        if v.is_empty() {
-            continue; // line protocol has no empty tag values
-        }
-        s.push(',');
-        s.push_str(&escape_key(k));
-        s.push('=');
-        s.push_str(&escape_tag_value(v));
-    }
-    s
+    line_protocol::series_key(profile.category.as_str(), tags)
 }
 
 #[cfg(test)]

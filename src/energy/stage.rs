@@ -20,9 +20,9 @@ use super::config::EnergyConfig;
 use super::counter::{Converter, DERIVED, ESTIMATED, Event, Slots, State};
 use super::store::{Mode, PRESENT, Store};
 use crate::catalog::{Catalog, PointId};
+use crate::line_protocol::{Line, escape_key, escape_tag_value};
 use crate::pipeline::Stage;
 use crate::reading::{Quality, Reading};
-use crate::sinks::influx::encode::{escape_key, escape_tag_value};
 use crate::sinks::influx::queue::{self, Chunk, ChunkQueue};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -396,20 +396,11 @@ fn worker(
                 if f & PRESENT == 0 || !v.is_finite() {
                     continue;
                 }
-                body.extend_from_slice(b"energy");
-                body.extend_from_slice(it.tags.as_bytes());
-                body.extend_from_slice(b" consumption=");
-                body.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
-                body.extend_from_slice(if f & ESTIMATED != 0 {
-                    b",estimated=true"
-                } else {
-                    b",estimated=false"
-                });
-                body.extend_from_slice(if f & DERIVED != 0 {
-                    b",derived=true"
-                } else {
-                    b",derived=false"
-                });
+                let mut line = Line::new(&mut body, "energy");
+                line.escaped_tags(&it.tags)
+                    .field_f64("consumption", v)
+                    .field_bool("estimated", f & ESTIMATED != 0)
+                    .field_bool("derived", f & DERIVED != 0);
                 // Energy cost of the slot at the price in force then (standing and demand charges are not
                 // per slot: see `caretaker energy report`).
                 if let Ok(ts) = jiff::Timestamp::from_second(slot * period) {
@@ -418,22 +409,13 @@ fn worker(
                         .tariff(&it.category, dt.date())
                         .and_then(|t| t.price(dt))
                     {
-                        body.extend_from_slice(b",cost=");
-                        body.extend_from_slice(ryu::Buffer::new().format(v * price).as_bytes());
+                        line.field_f64("cost", v * price);
                     }
                 }
                 if it.unit == "kWh" {
-                    body.extend_from_slice(b",power_avg_kw=");
-                    let kw = v * 3600.0 / period as f64;
-                    body.extend_from_slice(ryu::Buffer::new().format(kw).as_bytes());
+                    line.field_f64("power_avg_kw", v * 3600.0 / period as f64);
                 }
-                body.push(b' ');
-                body.extend_from_slice(
-                    itoa::Buffer::new()
-                        .format(slot as i128 * period as i128 * 1_000_000_000)
-                        .as_bytes(),
-                );
-                body.push(b'\n');
+                line.end(slot as i128 * period as i128 * 1_000_000_000);
                 lines += 1;
             }
         }

@@ -16,7 +16,7 @@
 //! modulo 10^6 in the sub-millisecond digits, so two changes in the same millisecond stay two points.
 
 use super::store::OutboxRow;
-use crate::sinks::influx::encode::{escape_key, escape_tag_value};
+use crate::line_protocol::Line;
 use serde_json::Value;
 
 /// Outbox target name of the measurement.
@@ -63,28 +63,20 @@ pub fn encode_row(row: &OutboxRow, out: &mut Vec<u8>) -> bool {
         ("event", s(&p, "event")),
         ("status", status),
     ];
-    out.extend_from_slice(MEASUREMENT.as_bytes());
+    let mut line = Line::new(out, MEASUREMENT);
     for (k, v) in tags {
-        if !v.is_empty() {
-            out.push(b',');
-            out.extend_from_slice(escape_key(k).as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(escape_tag_value(v).as_bytes());
-        }
+        line.tag(k, v); // left out when empty
     }
     let count = wo.get("count").and_then(|v| v.as_i64()).unwrap_or(0);
-    out.extend_from_slice(format!(" id={id}i,count={count}i").as_bytes());
+    line.field_i64("id", id).field_i64("count", count);
     for (k, j) in [("value", "last_value"), ("peak", "peak_value")] {
         if let Some(x) = wo.get(j).and_then(|v| v.as_f64()).filter(|x| x.is_finite()) {
-            out.push(b',');
-            out.extend_from_slice(k.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(ryu::Buffer::new().format(x).as_bytes());
+            line.field_f64(k, x);
         }
     }
-    let open = i32::from(status != "resolved");
+    line.field_i64("open", i64::from(status != "resolved"));
     let ns = at.as_millisecond() as i128 * 1_000_000 + (history.rem_euclid(1_000_000)) as i128;
-    out.extend_from_slice(format!(",open={open}i {ns}\n").as_bytes());
+    line.end(ns);
     true
 }
 
