@@ -7,6 +7,7 @@
 
 pub mod catchup;
 pub mod encode;
+pub mod query;
 pub mod queue;
 pub mod spool;
 pub mod writer;
