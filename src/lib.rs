@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod diag;
 pub mod energy;
+pub mod line_protocol;
 pub mod pipeline;
 pub mod reading;
 pub mod rules;

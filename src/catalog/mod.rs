@@ -10,7 +10,7 @@ pub mod modbus_binding;
 pub mod profile;
 pub mod units;
 
-use crate::sinks::influx::encode::{escape_key, escape_measurement, escape_tag_value};
+use crate::line_protocol;
 pub use profile::{PointDef, Profile, Profiles};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -129,7 +129,11 @@ impl Catalog {
             });
         }
         let series = series_key(&self.site, id, &profile, &location);
-        let field_keys = profile.points.iter().map(|p| escape_key(&p.name)).collect();
+        let field_keys = profile
+            .points
+            .iter()
+            .map(|p| line_protocol::escape_key(&p.name))
+            .collect();
         self.devices.push(Device {
             id: id.to_string(),
             profile,
@@ -204,15 +208,36 @@ fn series_key(
     tags.insert("site", site);
     tags.insert("device", device);
     tags.insert("profile", &profile.name);
-    let mut s = escape_measurement(profile.category.as_str());
-    for (k, v) in tags {
-        if v.is_empty() {
-            continue; // line protocol has no empty tag values
-        }
-        s.push(',');
-        s.push_str(&escape_key(k));
-        s.push('=');
-        s.push_str(&escape_tag_value(v));
+    line_protocol::series_key(profile.category.as_str(), tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the exact bytes of series keys and field keys (line protocol escaping of every special character).
+    /// A newline or carriage return becomes a plain, unescaped space: that is what is written today.
+    #[test]
+    fn series_and_field_keys_keep_their_exact_bytes() {
+        let text = "schema: 1\nname: odd\ncategory: environment\npoints:\n  - { name: t_a, unit: degC, kind: gauge, mqtt: { json: /t } }\n  - { name: plain, unit: degC, kind: gauge, mqtt: { json: /p } }\n";
+        let p = profile::parse_profile(std::path::Path::new("odd.yaml"), text).unwrap();
+        let mut c = Catalog::new(
+            "north campus,\n\"x\"",
+            BTreeMap::from([("odd".to_string(), Arc::new(p))]),
+        );
+        let loc = BTreeMap::from([
+            ("building".to_string(), "Main, East".to_string()),
+            ("floor".to_string(), String::new()),
+            ("room key".to_string(), "a=1\\2\r".to_string()),
+            ("zone".to_string(), "β 2".to_string()),
+        ]);
+        let i = c.add_device("r=1 x", "odd", loc, true).unwrap();
+        let d = c.device(i);
+        assert_eq!(
+            d.series,
+            "environment,building=Main\\,\\ East,device=r\\=1\\ x,profile=odd,room\\ key=a\\=1\\\\2 ,\
+             site=north\\ campus\\, \"x\",zone=β\\ 2"
+        );
+        assert_eq!(d.field_keys, ["t_a", "plain"]);
     }
-    s
 }

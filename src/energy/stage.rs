@@ -20,9 +20,9 @@ use super::config::EnergyConfig;
 use super::counter::{Converter, DERIVED, ESTIMATED, Event, Slots, State};
 use super::store::{Mode, PRESENT, Store};
 use crate::catalog::{Catalog, PointId};
+use crate::line_protocol::{Line, escape_key, escape_tag_value};
 use crate::pipeline::Stage;
 use crate::reading::{Quality, Reading};
-use crate::sinks::influx::encode::{escape_key, escape_tag_value};
 use crate::sinks::influx::queue::{self, Chunk, ChunkQueue};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -396,20 +396,11 @@ fn worker(
                 if f & PRESENT == 0 || !v.is_finite() {
                     continue;
                 }
-                body.extend_from_slice(b"energy");
-                body.extend_from_slice(it.tags.as_bytes());
-                body.extend_from_slice(b" consumption=");
-                body.extend_from_slice(ryu::Buffer::new().format(v).as_bytes());
-                body.extend_from_slice(if f & ESTIMATED != 0 {
-                    b",estimated=true"
-                } else {
-                    b",estimated=false"
-                });
-                body.extend_from_slice(if f & DERIVED != 0 {
-                    b",derived=true"
-                } else {
-                    b",derived=false"
-                });
+                let mut line = Line::new(&mut body, "energy");
+                line.escaped_tags(&it.tags)
+                    .field_f64("consumption", v)
+                    .field_bool("estimated", f & ESTIMATED != 0)
+                    .field_bool("derived", f & DERIVED != 0);
                 // Energy cost of the slot at the price in force then (standing and demand charges are not
                 // per slot: see `caretaker energy report`).
                 if let Ok(ts) = jiff::Timestamp::from_second(slot * period) {
@@ -418,22 +409,13 @@ fn worker(
                         .tariff(&it.category, dt.date())
                         .and_then(|t| t.price(dt))
                     {
-                        body.extend_from_slice(b",cost=");
-                        body.extend_from_slice(ryu::Buffer::new().format(v * price).as_bytes());
+                        line.field_f64("cost", v * price);
                     }
                 }
                 if it.unit == "kWh" {
-                    body.extend_from_slice(b",power_avg_kw=");
-                    let kw = v * 3600.0 / period as f64;
-                    body.extend_from_slice(ryu::Buffer::new().format(kw).as_bytes());
+                    line.field_f64("power_avg_kw", v * 3600.0 / period as f64);
                 }
-                body.push(b' ');
-                body.extend_from_slice(
-                    itoa::Buffer::new()
-                        .format(slot as i128 * period as i128 * 1_000_000_000)
-                        .as_bytes(),
-                );
-                body.push(b'\n');
+                line.end(slot as i128 * period as i128 * 1_000_000_000);
                 lines += 1;
             }
         }
@@ -597,5 +579,79 @@ mod clock_tests {
             Store::open_existing(&super::super::store::path_in(tmp.path())).unwrap();
         let id = store.series().unwrap()[0].id;
         assert!((store.total(id, 0, i64::MAX / 4).unwrap() - 1.0).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+    use crate::catalog::profile::load_dirs;
+    use crate::sinks::influx::queue::MemQueue;
+    use std::collections::BTreeMap;
+
+    /// Pins the exact bytes of the `energy` lines (tags escaped, flags, cost, average power, slot timestamp).
+    #[test]
+    fn energy_lines_keep_their_exact_bytes() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let (profiles, _) = load_dirs(&[dir]);
+        let mut cat = Catalog::new("north campus", profiles);
+        let loc = BTreeMap::from([("building".to_string(), "Main, East".to_string())]);
+        cat.add_device("plug 1", "tasmota-energy-plug", loc, true)
+            .unwrap();
+        cat.add_device("em=1", "shelly-pro-3em", Default::default(), true)
+            .unwrap();
+        cat.add_device("w", "generic-json-water-meter", Default::default(), true)
+            .unwrap();
+        let raw = toml::from_str(
+            "[[tariffs]]\nname = \"grid\"\ncategory = \"electricity\"\nvalid_from = \"2025-01-01\"\nrates = [{ price = 0.3 }]\n",
+        )
+        .unwrap();
+        let (cfg, errs) = super::super::config::validate(&raw);
+        assert!(errs.is_empty(), "{errs:?}");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let _enter = rt.enter();
+        let q = Arc::new(MemQueue::new(1 << 20));
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let mut st =
+                EnergyStage::start(&cfg, tmp.path(), "UTC", "north campus", Some(q.clone()))
+                    .unwrap();
+            let t0 = 1_767_571_200i64;
+            let point = |dev: &str, p: &str| cat.device_by_id(dev).unwrap().1.point_id(p).unwrap();
+            let plug = point("plug 1", "energy_total");
+            let em = point("em=1", "power_total");
+            let water = point("w", "volume_total");
+            let rs: Vec<Reading> = (0..40)
+                .flat_map(|i| {
+                    let at = (t0 + 60 * i) * 1_000_000_000;
+                    [
+                        Reading::good(plug, 12.345 + 1.2 * i as f64 / 60.0, at),
+                        Reading::good(em, 3000.0, at),
+                        Reading::good(water, 100.0 + i as f64 / 8.0, at),
+                    ]
+                })
+                .collect();
+            st.process(&cat, &rs);
+        }
+        let text: String = q
+            .peek(usize::MAX)
+            .iter()
+            .map(|c| String::from_utf8(c.body.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            text,
+            "energy,building=Main\\,\\ East,device=plug\\ 1,profile=tasmota-energy-plug,site=north\\ campus,point=energy_total,unit=kWh consumption=0.3000000000000007,estimated=false,derived=false,cost=0.0900000000000002,power_avg_kw=1.2000000000000028 1767571200000000000\n\
+             energy,building=Main\\,\\ East,device=plug\\ 1,profile=tasmota-energy-plug,site=north\\ campus,point=energy_total,unit=kWh consumption=0.29999999999999893,estimated=false,derived=false,cost=0.08999999999999968,power_avg_kw=1.1999999999999957 1767572100000000000\n\
+             energy,building=Main\\,\\ East,device=plug\\ 1,profile=tasmota-energy-plug,site=north\\ campus,point=energy_total,unit=kWh consumption=0.17999999999999972,estimated=false,derived=false,cost=0.053999999999999916,power_avg_kw=0.7199999999999989 1767573000000000000\n\
+             energy,device=em\\=1,profile=shelly-pro-3em,site=north\\ campus,point=power_total,unit=kWh consumption=0.7500000000000001,estimated=false,derived=true,cost=0.22500000000000003,power_avg_kw=3.0000000000000004 1767571200000000000\n\
+             energy,device=em\\=1,profile=shelly-pro-3em,site=north\\ campus,point=power_total,unit=kWh consumption=0.7500000000000001,estimated=false,derived=true,cost=0.22500000000000003,power_avg_kw=3.0000000000000004 1767572100000000000\n\
+             energy,device=em\\=1,profile=shelly-pro-3em,site=north\\ campus,point=power_total,unit=kWh consumption=0.44999999999999996,estimated=false,derived=true,cost=0.13499999999999998,power_avg_kw=1.7999999999999998 1767573000000000000\n\
+             energy,device=w,profile=generic-json-water-meter,site=north\\ campus,point=volume_total,unit=m3 consumption=1.875,estimated=false,derived=false 1767571200000000000\n\
+             energy,device=w,profile=generic-json-water-meter,site=north\\ campus,point=volume_total,unit=m3 consumption=1.875,estimated=false,derived=false 1767572100000000000\n\
+             energy,device=w,profile=generic-json-water-meter,site=north\\ campus,point=volume_total,unit=m3 consumption=1.125,estimated=false,derived=false 1767573000000000000\n"
+        );
     }
 }

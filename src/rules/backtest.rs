@@ -255,67 +255,24 @@ async fn from_influx(
         parse_time(from).map_err(anyhow::Error::msg)?,
         parse_time(to).map_err(anyhow::Error::msg)?,
     );
-    crate::tls::install_default_provider();
-    let q = format!("SELECT * FROM /.*/ WHERE time >= {f} AND time < {t} GROUP BY \"device\"");
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
+    let target = crate::sinks::influx::query::V1Target {
+        url: &cfg.url,
+        database,
+        username: username.as_deref(),
+        password: password.as_deref(),
     };
-    let mut body = format!("db={}&q={}&epoch=ns", enc(database), enc(&q));
-    if let (Some(u), Some(p)) = (username, password) {
-        body.push_str(&format!("&u={}&p={}", enc(u), enc(p)));
-    }
-    let resp = reqwest::Client::new()
-        .post(format!("{}/query", cfg.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await?;
-    let v: serde_json::Value = serde_json::from_str(&resp.text().await?)?;
-    if let Some(e) = v["results"][0]["error"].as_str().or(v["error"].as_str()) {
-        anyhow::bail!("InfluxDB: {e}");
-    }
-    let mut rows = Vec::new();
-    for s in v["results"][0]["series"].as_array().into_iter().flatten() {
-        let Some(device) = s["tags"]["device"].as_str() else {
-            continue;
-        };
-        let cols: Vec<&str> = s["columns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.as_str())
-            .collect();
-        for vals in s["values"].as_array().into_iter().flatten() {
-            let vals = vals.as_array().cloned().unwrap_or_default();
-            let at = vals.first().and_then(|x| x.as_i64()).unwrap_or(0);
-            for (c, x) in cols.iter().zip(vals.iter()).skip(1) {
-                let value = match x {
-                    serde_json::Value::Number(n) => n.as_f64(),
-                    serde_json::Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                    _ => None,
-                };
-                // Tags other than device come back as string columns: skipped as non-numbers.
-                if let Some(value) = value {
-                    rows.push(Row {
-                        at,
-                        device: device.to_string(),
-                        point: c.to_string(),
-                        value,
-                        profile: None,
-                        line: 0,
-                    });
-                }
-            }
-        }
-    }
-    Ok(rows)
+    let points = crate::sinks::influx::query::points_by_device(&target, f, t).await?;
+    Ok(points
+        .into_iter()
+        .map(|p| Row {
+            at: p.at,
+            device: p.device,
+            point: p.point,
+            value: p.value,
+            profile: None,
+            line: 0,
+        })
+        .collect())
 }
 
 /// Runs `caretaker backtest`; returns the exit code.

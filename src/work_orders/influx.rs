@@ -16,7 +16,7 @@
 //! modulo 10^6 in the sub-millisecond digits, so two changes in the same millisecond stay two points.
 
 use super::store::OutboxRow;
-use crate::sinks::influx::encode::{escape_key, escape_tag_value};
+use crate::line_protocol::Line;
 use serde_json::Value;
 
 /// Outbox target name of the measurement.
@@ -63,28 +63,20 @@ pub fn encode_row(row: &OutboxRow, out: &mut Vec<u8>) -> bool {
         ("event", s(&p, "event")),
         ("status", status),
     ];
-    out.extend_from_slice(MEASUREMENT.as_bytes());
+    let mut line = Line::new(out, MEASUREMENT);
     for (k, v) in tags {
-        if !v.is_empty() {
-            out.push(b',');
-            out.extend_from_slice(escape_key(k).as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(escape_tag_value(v).as_bytes());
-        }
+        line.tag(k, v); // left out when empty
     }
     let count = wo.get("count").and_then(|v| v.as_i64()).unwrap_or(0);
-    out.extend_from_slice(format!(" id={id}i,count={count}i").as_bytes());
+    line.field_i64("id", id).field_i64("count", count);
     for (k, j) in [("value", "last_value"), ("peak", "peak_value")] {
         if let Some(x) = wo.get(j).and_then(|v| v.as_f64()).filter(|x| x.is_finite()) {
-            out.push(b',');
-            out.extend_from_slice(k.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(ryu::Buffer::new().format(x).as_bytes());
+            line.field_f64(k, x);
         }
     }
-    let open = i32::from(status != "resolved");
+    line.field_i64("open", i64::from(status != "resolved"));
     let ns = at.as_millisecond() as i128 * 1_000_000 + (history.rem_euclid(1_000_000)) as i128;
-    out.extend_from_slice(format!(",open={open}i {ns}\n").as_bytes());
+    line.end(ns);
     true
 }
 
@@ -171,5 +163,36 @@ mod tests {
                 assert!(FIELDS.contains(&kv.split('=').next().unwrap()), "{kv}");
             }
         }
+    }
+
+    /// Pins the exact bytes of every line (tags left out when empty, escaping, integer and float fields).
+    #[test]
+    fn lines_keep_their_exact_bytes() {
+        let mut st = Store::in_memory("north campus").unwrap();
+        st.set_targets(&[(TARGET.into(), "influxdb".into())])
+            .unwrap();
+        let t0 = 1_767_250_800_000;
+        let mut a = ev(AlarmKind::Raised, t0, 20.0);
+        a.rule = "warm, a=b".into();
+        a.team = None;
+        st.apply(&a).unwrap();
+        let mut off = ev(AlarmKind::Raised, t0 + 5, f64::NAN);
+        off.rule = "offline".into();
+        off.point = String::new();
+        off.peak = f64::NAN;
+        st.apply(&off).unwrap();
+        st.apply(&ev(AlarmKind::Raised, t0 + 7, 1e-7)).unwrap();
+        st.resolve(2, "ana", Some("fixed"), t0 + 9_000).unwrap();
+        let mut out = Vec::new();
+        for r in &st.pending(TARGET, 100).unwrap() {
+            assert!(encode_row(r, &mut out));
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "work_orders,site=north\\ campus,rule=warm\\,\\ a\\=b,device=ahu-3,point=supply_air_temp,severity=major,event=opened,status=open id=1i,count=1i,value=20.0,peak=20.0,open=1i 1767250800000000001\n\
+             work_orders,site=north\\ campus,rule=offline,device=ahu-3,severity=major,team=hvac,event=opened,status=open id=2i,count=1i,open=1i 1767250800005000002\n\
+             work_orders,site=north\\ campus,rule=too\\ warm,device=ahu-3,point=supply_air_temp,severity=major,team=hvac,event=opened,status=open id=3i,count=1i,value=1e-7,peak=1e-7,open=1i 1767250800007000003\n\
+             work_orders,site=north\\ campus,rule=offline,device=ahu-3,severity=major,team=hvac,event=resolved,status=resolved id=2i,count=1i,open=0i 1767250809000000004\n"
+        );
     }
 }

@@ -2,42 +2,12 @@
 //!
 //! One line per (device, timestamp): `category,site=..,device=..,profile=..,building=.. point=1.5,other=2 <ns>`.
 //! Series keys and field keys are escaped once when a device enters the catalog; encoding a reading is then a
-//! copy of the prefix, the field key and a float. Bad-quality and non-finite readings are never written.
+//! copy of the prefix, the field key and a float (formatted by [`crate::line_protocol`]). Bad-quality and
+//! non-finite readings are never written.
 
 use crate::catalog::{Catalog, Unit};
+use crate::line_protocol;
 use crate::reading::{Quality, Reading};
-
-/// Escapes a measurement name (commas and spaces).
-pub fn escape_measurement(s: &str) -> String {
-    escape(s, &[',', ' '])
-}
-
-/// Escapes a tag key, tag value or field key (commas, equals signs and spaces).
-pub fn escape_key(s: &str) -> String {
-    escape(s, &[',', '=', ' '])
-}
-
-/// Tag values escape the same characters as keys.
-pub fn escape_tag_value(s: &str) -> String {
-    escape(s, &[',', '=', ' '])
-}
-
-fn escape(s: &str, special: &[char]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            // Newlines cannot be escaped in line protocol; they would split the line.
-            '\n' | '\r' => out.push(' '),
-            '\\' => out.push_str("\\\\"),
-            c if special.contains(&c) => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// What an encode call left out, so the caller can count it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +45,6 @@ impl Encoder {
     pub fn encode(&mut self, catalog: &Catalog, readings: &[Reading]) -> Skipped {
         let mut skipped = Skipped::default();
         let mut current: Option<(u32, i64)> = None;
-        let mut ryu = ryu::Buffer::new();
-        let mut itoa = itoa::Buffer::new();
         for r in readings {
             if r.quality == Quality::Bad {
                 skipped.bad_quality += 1;
@@ -93,7 +61,7 @@ impl Encoder {
                 self.buf.push(b',');
             } else {
                 if let Some((_, at)) = current {
-                    self.end_line(&mut itoa, at);
+                    self.end_line(at);
                 }
                 self.buf.extend_from_slice(device.series.as_bytes());
                 self.buf.push(b' ');
@@ -103,62 +71,22 @@ impl Encoder {
                 .extend_from_slice(device.field_keys[point_index].as_bytes());
             self.buf.push(b'=');
             if device.profile.points[point_index].unit == Unit::Bool {
-                self.buf
-                    .extend_from_slice(if r.value != 0.0 { b"true" } else { b"false" });
-            } else if r.value == r.value.trunc() && r.value.abs() < 1e15 {
-                // Whole numbers print without a fraction ("21", not "21.0"); InfluxDB still reads them as floats.
-                self.buf
-                    .extend_from_slice(itoa.format(r.value as i64).as_bytes());
+                line_protocol::push_bool(&mut self.buf, r.value != 0.0);
             } else {
-                self.buf
-                    .extend_from_slice(ryu.format_finite(r.value).as_bytes());
+                line_protocol::push_float_compact(&mut self.buf, r.value);
             }
             self.readings += 1;
         }
         if let Some((_, at)) = current {
-            self.end_line(&mut itoa, at);
+            self.end_line(at);
         }
         skipped
     }
 
-    fn end_line(&mut self, itoa: &mut itoa::Buffer, at: i64) {
-        self.buf.push(b' ');
-        self.buf.extend_from_slice(itoa.format(at).as_bytes());
-        self.buf.push(b'\n');
+    fn end_line(&mut self, at: i64) {
+        line_protocol::end_line(&mut self.buf, at);
         self.lines += 1;
     }
-}
-
-/// Counts the readings (fields) of one encoded line, for accounting when a batch is split.
-pub fn fields_in_line(line: &[u8]) -> u32 {
-    // The field set is between the first and the last unescaped space; fields are separated by unescaped commas.
-    let mut spaces = Vec::with_capacity(2);
-    let mut escaped = false;
-    for (i, &b) in line.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if b == b'\\' {
-            escaped = true;
-        } else if b == b' ' {
-            spaces.push(i);
-        }
-    }
-    if spaces.len() < 2 {
-        return 0;
-    }
-    let fields = &line[spaces[0] + 1..*spaces.last().unwrap()];
-    let mut n = 1;
-    let mut escaped = false;
-    for &b in fields {
-        if escaped {
-            escaped = false;
-        } else if b == b'\\' {
-            escaped = true;
-        } else if b == b',' {
-            n += 1;
-        }
-    }
-    n
 }
 
 #[cfg(test)]
@@ -166,6 +94,7 @@ mod tests {
     use super::*;
     use crate::catalog::profile::parse_profile;
     use crate::catalog::{Catalog, PointId};
+    use crate::line_protocol::fields_in_line;
     use std::collections::BTreeMap;
     use std::path::Path;
     use std::sync::Arc;
@@ -242,5 +171,54 @@ mod tests {
         assert!(text.contains("temperature=0.30000000000000004 1"), "{text}");
         assert!(text.contains("temperature=1e300 2"), "{text}");
         assert!(text.contains("temperature=-3 3"), "{text}");
+    }
+
+    /// Pins the exact bytes the encoder writes for every kind of value (a restructure must not change them).
+    #[test]
+    fn number_and_bool_forms_keep_their_exact_bytes() {
+        let c = catalog();
+        let mut e = Encoder::new();
+        let values = [
+            0.1 + 0.2,
+            1e300,
+            -3.0,
+            -0.0,
+            1e15,
+            999_999_999_999_999.0,
+            1e-7,
+            -2.5e-300,
+            123456.789,
+        ];
+        let rs: Vec<Reading> = values
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &v)| {
+                [
+                    Reading::good(PointId(0), v, i as i64 * 10),
+                    Reading::good(
+                        PointId(1),
+                        if i % 2 == 0 { 0.0 } else { 2.0 },
+                        i as i64 * 10,
+                    ),
+                ]
+            })
+            .collect();
+        e.encode(&c, &rs);
+        let series = "environment,building=Main\\,\\ East,device=r\\ 1,profile=room,room=a\\=1,site=north\\ campus";
+        let want: String = [
+            "temperature=0.30000000000000004,occupied=false 0",
+            "temperature=1e300,occupied=true 10",
+            "temperature=-3,occupied=false 20",
+            "temperature=0,occupied=true 30",
+            "temperature=1000000000000000.0,occupied=false 40",
+            "temperature=999999999999999,occupied=true 50",
+            "temperature=1e-7,occupied=false 60",
+            "temperature=-2.5e-300,occupied=true 70",
+            "temperature=123456.789,occupied=false 80",
+        ]
+        .iter()
+        .map(|l| format!("{series} {l}\n"))
+        .collect();
+        assert_eq!(String::from_utf8(e.buf).unwrap(), want);
     }
 }

@@ -8,6 +8,7 @@
 pub mod catchup;
 pub mod config;
 pub mod encode;
+pub mod query;
 pub mod queue;
 pub mod spool;
 pub mod writer;
@@ -228,7 +229,7 @@ fn split_half(body: &[u8]) -> (&[u8], &[u8]) {
 fn count_readings(body: &[u8]) -> u64 {
     body.split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .map(|l| encode::fields_in_line(l) as u64)
+        .map(|l| crate::line_protocol::fields_in_line(l) as u64)
         .sum()
 }
 

@@ -76,23 +76,13 @@ impl HttpWriter {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("caretaker/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let enc = |s: &str| -> String {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect()
-        };
         let (url, auth) = match &cfg.api {
             InfluxApi::V2 { org, bucket, token } => (
                 format!(
                     "{}/api/v2/write?org={}&bucket={}&precision=ns",
                     cfg.url,
-                    enc(org),
-                    enc(bucket)
+                    url_encode(org),
+                    url_encode(bucket)
                 ),
                 Auth::Token(token.clone()),
             ),
@@ -102,9 +92,9 @@ impl HttpWriter {
                 username,
                 password,
             } => {
-                let mut url = format!("{}/write?db={}&precision=ns", cfg.url, enc(database));
+                let mut url = format!("{}/write?db={}&precision=ns", cfg.url, url_encode(database));
                 if let Some(rp) = retention_policy {
-                    url.push_str(&format!("&rp={}", enc(rp)));
+                    url.push_str(&format!("&rp={}", url_encode(rp)));
                 }
                 let auth = match username {
                     Some(u) => Auth::Basic(u.clone(), password.clone()),
@@ -125,6 +115,19 @@ impl HttpWriter {
     pub fn endpoint(&self) -> &str {
         &self.url
     }
+}
+
+/// Percent-encodes a query-string or form value: every byte but the unreserved `A-Z a-z 0-9 - _ . ~` becomes
+/// `%XX`. For the write URL here and the query form of [`super::query`].
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Gzips with the fastest level: on a 2-core gateway, CPU is scarcer than LAN bandwidth, and level 1 already
