@@ -1,6 +1,7 @@
 //! The command line: `caretaker run|check|detect|simulate|demo ...`. Each command maps to one library call; `main` only maps the
 //! result to an exit code.
 
+pub mod backtest;
 mod check;
 pub mod detect;
 pub mod energy;
@@ -112,7 +113,7 @@ pub enum Command {
     #[command(name = "work-orders", subcommand)]
     WorkOrders(work_orders::WorkOrdersCommand),
     /// Replay history through the rules and print the work orders they would have opened.
-    Backtest(crate::rules::backtest::BacktestArgs),
+    Backtest(backtest::BacktestArgs),
     /// Energy reports and backfill from the local store.
     Energy {
         #[command(subcommand)]
@@ -214,7 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             set,
         } => detect::detect(&input, &output, &detector, &set),
         Command::WorkOrders(cmd) => work_orders::run(cmd),
-        Command::Backtest(args) => crate::rules::backtest::run(args),
+        Command::Backtest(args) => backtest::run(args),
         Command::Energy { command } => match command {
             EnergyCommand::Report(a) => energy::run_report(a),
             EnergyCommand::Import(a) => energy::run_import(a),

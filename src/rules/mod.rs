@@ -11,7 +11,6 @@
 //! types shared with `work_orders` (which depends on nothing else here).
 
 pub mod alarm;
-pub mod backtest;
 pub mod engine;
 pub mod load;
 pub mod model;

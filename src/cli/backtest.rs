@@ -7,11 +7,11 @@
 //! (seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows need not be sorted.
 //! `--from-influx` reads the same readings back from the site's InfluxDB (v1 API) instead.
 
-use super::engine::{Engine, Options};
-use super::stage::to_event;
+use super::work_orders::{Format, print_list};
 use crate::catalog::Catalog;
-use crate::cli::work_orders::{Format, print_list};
 use crate::reading::Reading;
+use crate::rules::engine::{Engine, Options};
+use crate::rules::stage::to_event;
 use crate::work_orders::store::Store;
 use clap::Args;
 use std::collections::BTreeMap;
