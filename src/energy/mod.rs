@@ -5,7 +5,8 @@
 //!   slots, plus each meter's converter state so a restart continues where it stopped.
 //! - [`config`]: the `[energy]` section: settlement period, calendar, tariffs, virtual meters.
 //! - [`report`]: rollups by hour/day/week/month in the site's time zone, grouped by device, category or a
-//!   location tag, with cost, baseline and after-hours consumption; table, CSV, JSON and HTML output.
+//!   location tag, with cost, baseline and after-hours consumption; table, CSV, JSON and HTML output
+//!   ([`report::html`]).
 //! - [`stage`]: the pipeline stage that runs the converters on live readings.
 //! - [`import`]: `caretaker energy import` (a meter's historic CSV export).
 //!
@@ -14,11 +15,13 @@
 pub mod cli;
 pub mod config;
 pub mod counter;
-pub mod html;
 pub mod import;
 pub mod report;
 pub mod stage;
 pub mod store;
+
+/// The HTML report renderer, at its historical path (it lives with the other renderers in `report`).
+pub use report::html;
 
 use crate::catalog::{Device, Kind, PointDef, Unit};
 use counter::{MeterKind, MeterSpec};
