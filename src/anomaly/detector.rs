@@ -402,14 +402,6 @@ impl Detector {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
     /// Readings seen so far.
     pub fn count(&self) -> u64 {
         self.n

@@ -8,7 +8,7 @@ use super::{Query, Report};
 use std::fmt::Write as _;
 
 /// Escapes text for HTML/SVG.
-pub fn esc(s: &str) -> String {
+fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
