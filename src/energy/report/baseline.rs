@@ -2,7 +2,6 @@
 //! weather with heating degree days when the store has outdoor temperatures.
 
 use super::clock::Clock;
-use super::fold::Meter;
 use crate::energy::store::{PRESENT, Store};
 
 /// One meter's hour-of-week baseline over the report range.
@@ -21,7 +20,15 @@ pub(super) struct Baseline<'c> {
 }
 
 impl<'c> Baseline<'c> {
-    pub(super) fn new(c: &'c Clock, m: &Meter, weeks: usize, hdd: &[Option<f64>]) -> Self {
+    /// `vals` and `flags`: one meter's slots over the clock's array; `hdd`: heating degree days per local date
+    /// (empty without them).
+    pub(super) fn new(
+        c: &'c Clock,
+        vals: &[f64],
+        flags: &[u8],
+        weeks: usize,
+        hdd: &[Option<f64>],
+    ) -> Self {
         let sph = (3600 / c.period) as usize;
         // Hourly sums over the whole array, for the baseline.
         let hours = c.n.div_ceil(sph);
@@ -30,8 +37,8 @@ impl<'c> Baseline<'c> {
             let mut sum = 0.0;
             let mut any = false;
             for i in h * sph..((h + 1) * sph).min(c.n) {
-                if m.flags[i] & PRESENT != 0 {
-                    sum += m.vals[i];
+                if flags[i] & PRESENT != 0 {
+                    sum += vals[i];
                     any = true;
                 }
             }
@@ -43,7 +50,7 @@ impl<'c> Baseline<'c> {
             c,
             sph,
             hourly,
-            corr: weather_correction(c, hdd, m, weeks),
+            corr: weather_correction(c, hdd, vals, flags, weeks),
             weeks,
             need: weeks.div_ceil(2).max(1),
             window: Vec::with_capacity(weeks),
@@ -88,7 +95,13 @@ impl<'c> Baseline<'c> {
 /// Per local date, what the weather adds to the baseline: `b × (HDD_day − mean HDD of the window)`, where
 /// `b` (kWh per degree day, ≥ 0) is a least-squares fit of the meter's daily consumption on HDD over the
 /// previous `weeks` weeks. Zero where the fit is impossible (fewer than 7 full days, HDD that hardly vary).
-fn weather_correction(c: &Clock, hdd: &[Option<f64>], m: &Meter, weeks: usize) -> Vec<f64> {
+fn weather_correction(
+    c: &Clock,
+    hdd: &[Option<f64>],
+    vals: &[f64],
+    flags: &[u8],
+    weeks: usize,
+) -> Vec<f64> {
     if hdd.is_empty() {
         return Vec::new();
     }
@@ -99,8 +112,8 @@ fn weather_correction(c: &Clock, hdd: &[Option<f64>], m: &Meter, weeks: usize) -
     for i in 0..c.n {
         let d = c.all_day[i] as usize;
         slots[d] += 1;
-        if m.flags[i] & PRESENT != 0 {
-            total[d] += m.vals[i];
+        if flags[i] & PRESENT != 0 {
+            total[d] += vals[i];
             count[d] += 1;
         }
     }

@@ -146,7 +146,13 @@ impl<'c> Fold<'c> {
         let prices = self.prices(m.category);
         let (price, standing) = (&prices.0, &prices.1);
         let sph = (3600 / c.period) as usize;
-        let mut baseline = Baseline::new(c, m, self.cfg.baseline_weeks as usize, &self.hdd);
+        let mut baseline = Baseline::new(
+            c,
+            m.vals,
+            m.flags,
+            self.cfg.baseline_weeks as usize,
+            &self.hdd,
+        );
         let mut ah = AfterHours {
             device: m.device.to_string(),
             unit: m.unit.to_string(),
