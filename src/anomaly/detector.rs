@@ -402,14 +402,6 @@ impl Detector {
         }
     }
 
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
     /// Readings seen so far.
     pub fn count(&self) -> u64 {
         self.n
@@ -427,6 +419,9 @@ impl Detector {
     }
 
     /// Scores one reading. `at` is in seconds since the epoch (any fixed origin works; only time of day is used).
+    ///
+    /// The hot path (millions of readings per second per core): the views below are `#[inline]` helpers on
+    /// plain values, with no allocation.
     pub fn observe(&mut self, at: i64, x: f64) -> Score {
         if !x.is_finite() {
             return self.quiet(self.level);
@@ -440,69 +435,9 @@ impl Detector {
             self.mag = x.abs();
         }
         self.n += 1;
-        // Flat-line tracking: the current run of identical values, and the longest run of the past (fading
-        // slowly, so a point that legitimately holds its value for long stretches is not flagged).
-        if self.n > 1 && x == self.last_x {
-            self.run = self.run.saturating_add(1);
-        } else {
-            // Only finished runs count as "held still before", or a stuck value would raise its own bar.
-            self.max_run = self.max_run.max(self.run as f64);
-            self.run = 0;
-        }
-        self.last_x = x;
-        self.max_run *= 0.9995;
-        self.mag += 0.01 * (x.abs() - self.mag);
-        // Floor for deviations: a perfectly flat series must not make the first wiggle infinitely surprising.
-        let eps = 1e-3 * self.mag + 1e-9;
-
-        // Short-term view.
-        let res = x - self.level;
-        let dev = self.dev.max(eps);
-        let z_level = res.abs() / dev;
-        let dev_a = if self.n < 100 {
-            1.0 / self.n as f64
-        } else {
-            p.dev_alpha
-        };
-        // A huge residual only moves the typical deviation a little (robustness against spikes).
-        self.dev += dev_a * (res.abs().min(6.0 * dev + eps) - self.dev);
-        self.level += p.level_alpha * res;
-
-        // Change view: CUSUM on the standardised residual, slack 0.5 sd, reset on decision.
-        let r = (res / dev).clamp(-4.0, 4.0);
-        self.cusum_hi = (self.cusum_hi + r - 0.5).max(0.0);
-        self.cusum_lo = (self.cusum_lo - r - 0.5).max(0.0);
-        let z_change = self.cusum_hi.max(self.cusum_lo);
-        if z_change > 20.0 {
-            self.cusum_hi = 0.0;
-            self.cusum_lo = 0.0;
-        }
-
-        // Seasonal view.
-        let b = self.season_n.len();
-        let day = at.rem_euclid(86_400);
-        let i = (day as usize * b) / 86_400;
-        let sn = self.season_n[i];
-        let (z_season, expected_s, dev_s) = if sn >= 3 {
-            let m = self.season_mean[i] as f64;
-            let d = (self.season_dev[i] as f64).max(eps);
-            ((x - m).abs() / d, Some(m), d)
-        } else {
-            (0.0, None, dev)
-        };
-        {
-            let a = if sn < 4 {
-                1.0 / (sn as f64 + 1.0)
-            } else {
-                p.season_alpha / 4.0
-            };
-            let m = self.season_mean[i] as f64;
-            let e = if sn == 0 { dev } else { (x - m).abs() };
-            self.season_mean[i] = (m + a * (x - m)) as f32;
-            let d = self.season_dev[i] as f64;
-            self.season_dev[i] = (d + a * (e.min(6.0 * d.max(eps)) - d)) as f32;
-            self.season_n[i] = sn.saturating_add(1);
-        }
+        let eps = self.track_run(x);
+        let (z_level, dev, z_change) = self.short_term(x, eps, &p);
+        let (sn, z_season, expected_s, dev_s) = self.seasonal(at, x, eps, dev, &p);
 
         let expected = expected_s.unwrap_or(self.level);
         let spread = 3.0 * if expected_s.is_some() { dev_s } else { dev };
@@ -524,7 +459,108 @@ impl Detector {
                 settled: false,
             };
         }
-        let z = match self.kind {
+        let z = self.combine(sn, z_level, [zl, zs, zc, zn], &p);
+        let (z, flat_hit) = self.range_and_flat(x, z, &p);
+        let ev = self.refractory(z, flat_hit, &p);
+        Score {
+            score: squash(ev),
+            level: squash_at(z, LEVEL_Z_AT_09),
+            expected,
+            low: expected - spread,
+            high: expected + spread,
+            ready: true,
+            settled: at - self.first_at >= 3 * 86_400,
+        }
+    }
+
+    /// Flat-line tracking: the current run of identical values, and the longest run of the past (fading slowly,
+    /// so a point that legitimately holds its value for long stretches is not flagged). Also tracks the typical
+    /// magnitude and returns the floor for deviations derived from it.
+    #[inline]
+    fn track_run(&mut self, x: f64) -> f64 {
+        if self.n > 1 && x == self.last_x {
+            self.run = self.run.saturating_add(1);
+        } else {
+            // Only finished runs count as "held still before", or a stuck value would raise its own bar.
+            self.max_run = self.max_run.max(self.run as f64);
+            self.run = 0;
+        }
+        self.last_x = x;
+        self.max_run *= 0.9995;
+        self.mag += 0.01 * (x.abs() - self.mag);
+        // Floor for deviations: a perfectly flat series must not make the first wiggle infinitely surprising.
+        1e-3 * self.mag + 1e-9
+    }
+
+    /// Short-term view (level and typical deviation) and change view (CUSUM on the standardised residual,
+    /// slack 0.5 sd, reset on decision). Returns the level surprise, the deviation used, and the CUSUM statistic.
+    #[inline]
+    fn short_term(&mut self, x: f64, eps: f64, p: &Params) -> (f64, f64, f64) {
+        let res = x - self.level;
+        let dev = self.dev.max(eps);
+        let z_level = res.abs() / dev;
+        let dev_a = if self.n < 100 {
+            1.0 / self.n as f64
+        } else {
+            p.dev_alpha
+        };
+        // A huge residual only moves the typical deviation a little (robustness against spikes).
+        self.dev += dev_a * (res.abs().min(6.0 * dev + eps) - self.dev);
+        self.level += p.level_alpha * res;
+
+        let r = (res / dev).clamp(-4.0, 4.0);
+        self.cusum_hi = (self.cusum_hi + r - 0.5).max(0.0);
+        self.cusum_lo = (self.cusum_lo - r - 0.5).max(0.0);
+        let z_change = self.cusum_hi.max(self.cusum_lo);
+        if z_change > 20.0 {
+            self.cusum_hi = 0.0;
+            self.cusum_lo = 0.0;
+        }
+        (z_level, dev, z_change)
+    }
+
+    /// Seasonal view: the time-of-day bucket's profile scores the reading, then learns it. Returns the days the
+    /// bucket had seen, the seasonal surprise, the bucket's mean once it has seen 3 days, and its deviation.
+    #[inline]
+    fn seasonal(
+        &mut self,
+        at: i64,
+        x: f64,
+        eps: f64,
+        dev: f64,
+        p: &Params,
+    ) -> (u16, f64, Option<f64>, f64) {
+        let b = self.season_n.len();
+        let day = at.rem_euclid(86_400);
+        let i = (day as usize * b) / 86_400;
+        let sn = self.season_n[i];
+        let (z_season, expected_s, dev_s) = if sn >= 3 {
+            let m = self.season_mean[i] as f64;
+            let d = (self.season_dev[i] as f64).max(eps);
+            ((x - m).abs() / d, Some(m), d)
+        } else {
+            (0.0, None, dev)
+        };
+        let a = if sn < 4 {
+            1.0 / (sn as f64 + 1.0)
+        } else {
+            p.season_alpha / 4.0
+        };
+        let m = self.season_mean[i] as f64;
+        let e = if sn == 0 { dev } else { (x - m).abs() };
+        self.season_mean[i] = (m + a * (x - m)) as f32;
+        let d = self.season_dev[i] as f64;
+        self.season_dev[i] = (d + a * (e.min(6.0 * d.max(eps)) - d)) as f32;
+        self.season_n[i] = sn.saturating_add(1);
+        (sn, z_season, expected_s, dev_s)
+    }
+
+    /// The detector kind's surprise from the raw level surprise and the views' likelihood z values (level,
+    /// season, change, novelty); `sn`: days the seasonal bucket had seen.
+    #[inline]
+    fn combine(&self, sn: u16, z_level: f64, z: [f64; 4], p: &Params) -> f64 {
+        let [zl, zs, zc, zn] = z;
+        match self.kind {
             Kind::Combined => {
                 let ws = if sn >= 3 { p.w_season } else { 0.0 };
                 let w = p.w_level + ws + p.w_change + p.w_novelty;
@@ -555,8 +591,14 @@ impl Detector {
                     (zl + zc) / 2.0
                 }
             }
-        };
-        // Range view: a value well beyond anything seen so far is unusual whatever the models say.
+        }
+    }
+
+    /// Range view: a value well beyond anything seen so far is unusual whatever the models say. Flat-line view:
+    /// a value stuck for much longer than this point has ever held still (a frozen sensor, a stalled controller)
+    /// is unusual even when the stuck value itself is normal. Returns the surprise and whether the flat line fired.
+    #[inline]
+    fn range_and_flat(&mut self, x: f64, z: f64, p: &Params) -> (f64, bool) {
         let range = self.hi - self.lo;
         let z = if p.range_tol > 0.0
             && self.n > p.learn as u64
@@ -568,15 +610,19 @@ impl Detector {
         };
         self.hi = self.hi.max(x);
         self.lo = self.lo.min(x);
-        // Flat-line view: a value stuck for much longer than this point has ever held still (a frozen sensor, a
-        // stalled controller) is unusual even when the stuck value itself is normal.
         let bar = (p.flat_factor * self.max_run).max(p.flat_min as f64);
         // It fires once per run (when the run passes the bar), so it is not held back by the refractory step.
         let flat_hit =
             p.flat_factor > 0.0 && self.run as f64 >= bar && (self.run as f64) < bar + 1.0;
         let z = if flat_hit { z.max(p.range_z) } else { z };
-        // Refractory step: after an event, only a surprise that beats the decaying peak fires again, until the
-        // behaviour has looked normal (below `rearm_z`) for `refractory` readings in a row.
+        (z, flat_hit)
+    }
+
+    /// Refractory step: after an event, only a surprise that beats the decaying peak fires again, until the
+    /// behaviour has looked normal (below `rearm_z`) for `refractory` readings in a row. Returns the event's
+    /// surprise (0 when none fires).
+    #[inline]
+    fn refractory(&mut self, z: f64, flat_hit: bool, p: &Params) -> f64 {
         if z > p.rearm_z {
             self.since_event = 0;
         } else {
@@ -594,15 +640,7 @@ impl Detector {
         } else {
             self.hold *= p.hold_decay;
         }
-        Score {
-            score: squash(ev),
-            level: squash_at(z, LEVEL_Z_AT_09),
-            expected,
-            low: expected - spread,
-            high: expected + spread,
-            ready: true,
-            settled: at - self.first_at >= 3 * 86_400,
-        }
+        ev
     }
 
     fn quiet(&self, expected: f64) -> Score {

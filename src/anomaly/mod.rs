@@ -5,7 +5,6 @@
 //! returned [`Score`] whether to open a work order; `caretaker detect` runs the very same [`Detector`] offline on a
 //! CSV file (see [`csv`]). See docs/anomaly.md for the API and the NAB evaluation.
 
-pub mod conditions;
 pub mod csv;
 pub mod detector;
 pub mod equipment;

@@ -195,48 +195,29 @@ fn line_of<T>(s: &Spanned<T>) -> Option<u64> {
     Some(s.referenced.line())
 }
 
+/// A file's diagnostics, collected so every problem is listed at once.
+struct Errors<'a> {
+    file: &'a Path,
+    list: Vec<Diagnostic>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, line: Option<u64>, key: &str, msg: String) {
+        self.list.push(Diagnostic::new(self.file, line, key, msg))
+    }
+}
+
 /// Parses and validates one profile file's text.
 pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>> {
     let raw: RawProfile = match serde_saphyr::from_str(text) {
         Ok(r) => r,
         Err(e) => return Err(vec![yaml_error(file, &e)]),
     };
-    let mut errs = Vec::new();
-    let mut err = |line: Option<u64>, key: &str, msg: String| {
-        errs.push(Diagnostic::new(file, line, key, msg))
+    let mut errs = Errors {
+        file,
+        list: Vec::new(),
     };
-
-    if raw.schema.value != SCHEMA {
-        err(
-            line_of(&raw.schema),
-            "schema",
-            format!(
-                "unsupported schema {}; this Caretaker reads schema {SCHEMA}",
-                raw.schema.value
-            ),
-        );
-    }
-    let stem = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    if raw.name.value != stem {
-        err(
-            line_of(&raw.name),
-            "name",
-            format!(
-                "profile name `{}` must equal the file name stem `{stem}`",
-                raw.name.value
-            ),
-        );
-    }
-    if !valid_ident(&raw.name.value, true) {
-        err(
-            line_of(&raw.name),
-            "name",
-            "use lowercase letters, digits, `-` and `_`, starting with a letter".into(),
-        );
-    }
+    check_schema_and_name(&raw, file, &mut errs);
     let category = parse_word(
         "category",
         &raw.category.value,
@@ -244,180 +225,32 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         Category::ALL,
     )
     .unwrap_or_else(|e| {
-        err(line_of(&raw.category), "category", e);
+        errs.push(line_of(&raw.category), "category", e);
         Category::Other
     });
-    let timestamp = raw.timestamp.as_ref().and_then(|t| {
-        if !(t.value.json.is_empty() || t.value.json.starts_with('/')) {
-            err(
-                line_of(t),
-                "timestamp.json",
-                format!(
-                    "`{}` is not a JSON pointer: it must start with `/`",
-                    t.value.json
-                ),
-            );
-        }
-        match parse_word(
-            "timestamp format",
-            &t.value.format,
-            TimestampFormat::parse,
-            TimestampFormat::ALL,
-        ) {
-            Ok(format) => Some(TimestampSpec {
-                json: t.value.json.clone(),
-                format,
-            }),
-            Err(e) => {
-                err(line_of(t), "timestamp.format", e);
-                None
-            }
-        }
-    });
+    let timestamp = raw
+        .timestamp
+        .as_ref()
+        .and_then(|t| timestamp_spec(t, &mut errs));
     let modbus = match &raw.modbus {
         None => ModbusQuirks::default(),
         Some(q) => q.value.validate().unwrap_or_else(|es| {
             for (k, m) in es {
-                err(line_of(q), &k, m);
+                errs.push(line_of(q), &k, m);
             }
             ModbusQuirks::default()
         }),
     };
     if raw.points.is_empty() {
-        err(None, "points", "a profile needs at least one point".into());
+        errs.push(None, "points", "a profile needs at least one point".into());
     }
-    let max_registers = modbus.max_registers_per_request;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut points = Vec::with_capacity(raw.points.len());
     for (i, sp) in raw.points.iter().enumerate() {
-        let p = &sp.value;
-        let line = line_of(sp);
-        let key = |k: &str| format!("points[{i}].{k}");
-        let name = p.name.value.clone();
-        if !valid_ident(&name, false) {
-            err(
-                line_of(&p.name),
-                &key("name"),
-                format!(
-                    "point name `{name}`: use lowercase letters, digits and `_`, starting with a letter"
-                ),
-            );
-        }
-        if let Some(first) = seen.insert(name.clone(), line.unwrap_or(0)) {
-            err(
-                line_of(&p.name),
-                &key("name"),
-                format!("duplicate point `{name}` (first defined on line {first})"),
-            );
-        }
-        let unit = parse_word("unit", &p.unit.value, Unit::parse, Unit::ALL).unwrap_or_else(|e| {
-            err(line_of(&p.unit), &key("unit"), e);
-            Unit::None
-        });
-        let kind = parse_word("kind", &p.kind.value, Kind::parse, Kind::ALL).unwrap_or_else(|e| {
-            err(line_of(&p.kind), &key("kind"), e);
-            Kind::Gauge
-        });
-        let scale = p.scale.unwrap_or(1.0);
-        if scale == 0.0 || !scale.is_finite() {
-            err(
-                line,
-                &key("scale"),
-                "scale must be a finite, non-zero number".into(),
-            );
-        }
-        let offset = p.offset.unwrap_or(0.0);
-        let valid_range = p.valid_range.as_ref().map(|r| {
-            let [lo, hi] = r.value;
-            // Also rejects NaN bounds.
-            if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
-                err(
-                    line_of(r),
-                    &key("valid_range"),
-                    format!("valid_range [{lo}, {hi}]: the first bound must be below the second"),
-                );
-            }
-            (lo, hi)
-        });
-        let mqtt = p.mqtt.as_ref().and_then(|b| {
-            let map = b.value.map.clone().unwrap_or_default();
-            match (&b.value.json, b.value.raw) {
-                (Some(ptr), None | Some(false)) => {
-                    if !(ptr.is_empty() || ptr.starts_with('/')) {
-                        err(line_of(b), &key("mqtt.json"), format!("`{ptr}` is not a JSON pointer: it must start with `/` (e.g. `/ENERGY/Power`)"));
-                        return None;
-                    }
-                    Some(MqttBinding { source: MqttValue::Json(ptr.clone()), map })
-                }
-                (None, Some(true)) => Some(MqttBinding { source: MqttValue::Raw, map }),
-                (Some(_), Some(true)) => {
-                    err(line_of(b), &key("mqtt"), "give either `json` or `raw: true`, not both".into());
-                    None
-                }
-                (None, _) => {
-                    err(line_of(b), &key("mqtt"), "an mqtt binding needs `json: /pointer` or `raw: true`".into());
-                    None
-                }
-            }
-        });
-        let modbus = p
-            .modbus
-            .as_ref()
-            .and_then(|b| match b.value.validate(modbus.address_base) {
-                Ok(m) => Some(m),
-                Err(es) => {
-                    for (k, m) in es {
-                        err(line_of(b), &key(&k), m);
-                    }
-                    None
-                }
-            });
-        if let (Some(b), Some(m)) = (&p.modbus, &modbus) {
-            let limit = if m.table.is_bits() {
-                None
-            } else {
-                Some(max_registers)
-            };
-            if let Some(limit) = limit.filter(|l| m.width() > *l) {
-                err(
-                    line_of(b),
-                    &key("modbus"),
-                    format!(
-                        "point `{name}` spans {} registers, more than max_registers_per_request {limit}: it could never be read in one request",
-                        m.width()
-                    ),
-                );
-            }
-        }
-        if name == ONLINE_POINT && p.modbus.is_some() {
-            err(
-                line_of(&p.name),
-                &key("name"),
-                format!("`{ONLINE_POINT}` is reserved: Caretaker adds it to every Modbus profile"),
-            );
-        }
-        if p.mqtt.is_none() && p.modbus.is_none() {
-            err(
-                line,
-                &key("mqtt"),
-                format!("point `{name}` has no binding: add `mqtt:` or `modbus:`"),
-            );
-        }
-        points.push(PointDef {
-            name,
-            unit,
-            kind,
-            description: p.description.clone(),
-            scale,
-            offset,
-            valid_range,
-            mqtt,
-            modbus,
-            line: line.unwrap_or(0),
-        });
+        points.push(point_def(i, sp, &modbus, &mut seen, &mut errs));
     }
-    if !errs.is_empty() {
-        return Err(errs);
+    if !errs.list.is_empty() {
+        return Err(errs.list);
     }
     if points.iter().any(|p| p.modbus.is_some()) && !points.iter().any(|p| p.name == ONLINE_POINT) {
         points.push(PointDef {
@@ -444,6 +277,236 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         points,
         file: file.to_path_buf(),
     })
+}
+
+/// The schema this build reads, and a profile name that is an identifier equal to the file name stem.
+fn check_schema_and_name(raw: &RawProfile, file: &Path, errs: &mut Errors) {
+    if raw.schema.value != SCHEMA {
+        errs.push(
+            line_of(&raw.schema),
+            "schema",
+            format!(
+                "unsupported schema {}; this Caretaker reads schema {SCHEMA}",
+                raw.schema.value
+            ),
+        );
+    }
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if raw.name.value != stem {
+        errs.push(
+            line_of(&raw.name),
+            "name",
+            format!(
+                "profile name `{}` must equal the file name stem `{stem}`",
+                raw.name.value
+            ),
+        );
+    }
+    if !valid_ident(&raw.name.value, true) {
+        errs.push(
+            line_of(&raw.name),
+            "name",
+            "use lowercase letters, digits, `-` and `_`, starting with a letter".into(),
+        );
+    }
+}
+
+/// The profile's `timestamp:` (where MQTT payloads carry their time).
+fn timestamp_spec(t: &Spanned<RawTimestamp>, errs: &mut Errors) -> Option<TimestampSpec> {
+    if !(t.value.json.is_empty() || t.value.json.starts_with('/')) {
+        errs.push(
+            line_of(t),
+            "timestamp.json",
+            format!(
+                "`{}` is not a JSON pointer: it must start with `/`",
+                t.value.json
+            ),
+        );
+    }
+    match parse_word(
+        "timestamp format",
+        &t.value.format,
+        TimestampFormat::parse,
+        TimestampFormat::ALL,
+    ) {
+        Ok(format) => Some(TimestampSpec {
+            json: t.value.json.clone(),
+            format,
+        }),
+        Err(e) => {
+            errs.push(line_of(t), "timestamp.format", e);
+            None
+        }
+    }
+}
+
+/// Validates point `i`. `seen`: the names so far and their lines (for duplicates); `quirks`: the profile's Modbus
+/// settings its binding is read with.
+fn point_def(
+    i: usize,
+    sp: &Spanned<RawPoint>,
+    quirks: &ModbusQuirks,
+    seen: &mut HashMap<String, u64>,
+    errs: &mut Errors,
+) -> PointDef {
+    let p = &sp.value;
+    let line = line_of(sp);
+    let key = |k: &str| format!("points[{i}].{k}");
+    let name = p.name.value.clone();
+    if !valid_ident(&name, false) {
+        errs.push(
+            line_of(&p.name),
+            &key("name"),
+            format!(
+                "point name `{name}`: use lowercase letters, digits and `_`, starting with a letter"
+            ),
+        );
+    }
+    if let Some(first) = seen.insert(name.clone(), line.unwrap_or(0)) {
+        errs.push(
+            line_of(&p.name),
+            &key("name"),
+            format!("duplicate point `{name}` (first defined on line {first})"),
+        );
+    }
+    let unit = parse_word("unit", &p.unit.value, Unit::parse, Unit::ALL).unwrap_or_else(|e| {
+        errs.push(line_of(&p.unit), &key("unit"), e);
+        Unit::None
+    });
+    let kind = parse_word("kind", &p.kind.value, Kind::parse, Kind::ALL).unwrap_or_else(|e| {
+        errs.push(line_of(&p.kind), &key("kind"), e);
+        Kind::Gauge
+    });
+    let scale = p.scale.unwrap_or(1.0);
+    if scale == 0.0 || !scale.is_finite() {
+        errs.push(
+            line,
+            &key("scale"),
+            "scale must be a finite, non-zero number".into(),
+        );
+    }
+    let offset = p.offset.unwrap_or(0.0);
+    let valid_range = p.valid_range.as_ref().map(|r| {
+        let [lo, hi] = r.value;
+        // Also rejects NaN bounds.
+        if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
+            errs.push(
+                line_of(r),
+                &key("valid_range"),
+                format!("valid_range [{lo}, {hi}]: the first bound must be below the second"),
+            );
+        }
+        (lo, hi)
+    });
+    let mqtt = p.mqtt.as_ref().and_then(|b| mqtt_binding(i, b, errs));
+    let modbus = p
+        .modbus
+        .as_ref()
+        .and_then(|b| modbus_binding(i, &name, b, quirks, errs));
+    if name == ONLINE_POINT && p.modbus.is_some() {
+        errs.push(
+            line_of(&p.name),
+            &key("name"),
+            format!("`{ONLINE_POINT}` is reserved: Caretaker adds it to every Modbus profile"),
+        );
+    }
+    if p.mqtt.is_none() && p.modbus.is_none() {
+        errs.push(
+            line,
+            &key("mqtt"),
+            format!("point `{name}` has no binding: add `mqtt:` or `modbus:`"),
+        );
+    }
+    PointDef {
+        name,
+        unit,
+        kind,
+        description: p.description.clone(),
+        scale,
+        offset,
+        valid_range,
+        mqtt,
+        modbus,
+        line: line.unwrap_or(0),
+    }
+}
+
+/// Point `i`'s `mqtt:` binding: a JSON pointer or the raw payload, with an optional map of text states.
+fn mqtt_binding(i: usize, b: &Spanned<RawMqttBinding>, errs: &mut Errors) -> Option<MqttBinding> {
+    let key = |k: &str| format!("points[{i}].{k}");
+    let map = b.value.map.clone().unwrap_or_default();
+    match (&b.value.json, b.value.raw) {
+        (Some(ptr), None | Some(false)) => {
+            if !(ptr.is_empty() || ptr.starts_with('/')) {
+                errs.push(line_of(b), &key("mqtt.json"), format!("`{ptr}` is not a JSON pointer: it must start with `/` (e.g. `/ENERGY/Power`)"));
+                return None;
+            }
+            Some(MqttBinding {
+                source: MqttValue::Json(ptr.clone()),
+                map,
+            })
+        }
+        (None, Some(true)) => Some(MqttBinding {
+            source: MqttValue::Raw,
+            map,
+        }),
+        (Some(_), Some(true)) => {
+            errs.push(
+                line_of(b),
+                &key("mqtt"),
+                "give either `json` or `raw: true`, not both".into(),
+            );
+            None
+        }
+        (None, _) => {
+            errs.push(
+                line_of(b),
+                &key("mqtt"),
+                "an mqtt binding needs `json: /pointer` or `raw: true`".into(),
+            );
+            None
+        }
+    }
+}
+
+/// Point `i`'s `modbus:` binding, read with the profile's address base; a register range wider than one request
+/// may read is an error (the binding is kept).
+fn modbus_binding(
+    i: usize,
+    name: &str,
+    b: &Spanned<RawModbusBinding>,
+    quirks: &ModbusQuirks,
+    errs: &mut Errors,
+) -> Option<ModbusBinding> {
+    let key = |k: &str| format!("points[{i}].{k}");
+    let m = match b.value.validate(quirks.address_base) {
+        Ok(m) => m,
+        Err(es) => {
+            for (k, m) in es {
+                errs.push(line_of(b), &key(&k), m);
+            }
+            return None;
+        }
+    };
+    let limit = if m.table.is_bits() {
+        None
+    } else {
+        Some(quirks.max_registers_per_request)
+    };
+    if let Some(limit) = limit.filter(|l| m.width() > *l) {
+        errs.push(
+            line_of(b),
+            &key("modbus"),
+            format!(
+                "point `{name}` spans {} registers, more than max_registers_per_request {limit}: it could never be read in one request",
+                m.width()
+            ),
+        );
+    }
+    Some(m)
 }
 
 /// Turns a YAML error into a diagnostic with its line, keeping the message to one line.

@@ -120,6 +120,17 @@ impl Unit {
         }
     }
 
+    /// `v` (in this unit) in `to`: `v * f + o` with [`unit_conversion`]'s factor and offset, and `v` itself when
+    /// the units are the same; `None` when they do not convert. The simulator's model values into a profile's
+    /// units, and outdoor temperatures into degC for degree days.
+    pub fn convert_to(self, v: f64, to: Unit) -> Option<f64> {
+        if self == to {
+            return Some(v);
+        }
+        let (f, o) = unit_conversion(self, to)?;
+        Some(v * f + o)
+    }
+
     /// Factor and offset into the base unit of the unit's [`dimension`](Unit::dimension)
     /// (`base = v * factor + offset`); `None`: no conversion known (only the same unit is accepted).
     fn to_base(self) -> Option<(f64, f64)> {
@@ -156,7 +167,7 @@ impl Unit {
 
 /// Factor and offset turning a value in `from` into `to` (`v * f + o`); `None` if they are not convertible
 /// (different dimensions, or a unit without a known conversion). Used for rule thresholds written in another
-/// unit than their point's, and for the demo's kWh and m3 totals.
+/// unit than their point's, and the energy store's base units; [`Unit::convert_to`] converts one value.
 pub fn unit_conversion(from: Unit, to: Unit) -> Option<(f64, f64)> {
     if from == to {
         return Some((1.0, 0.0));
@@ -228,6 +239,51 @@ mod tests {
     fn typo_gets_a_hint() {
         let e = parse_word("unit", "degc", Unit::parse, Unit::ALL).unwrap_err();
         assert!(e.contains("did you mean `degC`"), "{e}");
+    }
+
+    #[test]
+    fn units_convert_within_a_dimension_only() {
+        assert_eq!(Unit::KWh.convert_to(1.5, Unit::Wh), Some(1500.0));
+        assert!((Unit::DegC.convert_to(20.0, Unit::DegF).unwrap() - 68.0).abs() < 1e-9);
+        assert_eq!(Unit::KWh.convert_to(1.0, Unit::W), None);
+        assert!((Unit::M3PerH.convert_to(1.0, Unit::LPerMin).unwrap() - 16.666_666).abs() < 1e-3);
+    }
+
+    #[test]
+    fn conversions_the_simulator_and_the_energy_module_rely_on() {
+        let near = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-9);
+        // Temperatures into degC (degree days), and back out (simulated devices in degF or K).
+        assert!(near(Unit::DegF.convert_to(212.0, Unit::DegC), 100.0));
+        assert!(near(Unit::DegF.convert_to(32.0, Unit::DegC), 0.0));
+        assert!(near(Unit::DegF.convert_to(-40.0, Unit::DegC), -40.0));
+        assert_eq!(
+            Unit::Kelvin.convert_to(300.0, Unit::DegC),
+            Some(300.0 - 273.15)
+        );
+        assert_eq!(Unit::DegC.convert_to(21.5, Unit::DegC), Some(21.5));
+        assert!(near(Unit::DegC.convert_to(20.0, Unit::DegF), 68.0));
+        assert!(near(Unit::DegC.convert_to(20.0, Unit::Kelvin), 293.15));
+        // Energy, power and volume.
+        assert_eq!(Unit::KWh.convert_to(1.5, Unit::Wh), Some(1500.0));
+        assert_eq!(Unit::Wh.convert_to(1500.0, Unit::KWh), Some(1.5));
+        assert_eq!(Unit::MWh.convert_to(2.0, Unit::KWh), Some(2000.0));
+        assert!(near(Unit::GJ.convert_to(3.6, Unit::KWh), 1000.0));
+        assert_eq!(Unit::KW.convert_to(2.5, Unit::W), Some(2500.0));
+        assert_eq!(Unit::M3.convert_to(1.25, Unit::L), Some(1250.0));
+        assert_eq!(Unit::L.convert_to(1250.0, Unit::M3), Some(1.25));
+        assert!(near(
+            Unit::M3PerH.convert_to(1.0, Unit::LPerMin),
+            1000.0 / 60.0
+        ));
+        assert!(near(Unit::LPerS.convert_to(1.0, Unit::M3PerH), 3.6));
+        assert_eq!(Unit::Bar.convert_to(1.0, Unit::KPa), Some(100.0));
+        assert_eq!(Unit::Hours.convert_to(2.0, Unit::Seconds), Some(7200.0));
+        // Different dimensions, or no known conversion.
+        assert_eq!(Unit::KWh.convert_to(1.0, Unit::W), None);
+        assert_eq!(Unit::DegC.convert_to(1.0, Unit::Percent), None);
+        assert_eq!(Unit::Ppm.convert_to(1.0, Unit::Ppb), None);
+        // Unknown conversions still pass a value through unchanged in its own unit.
+        assert_eq!(Unit::Ppm.convert_to(400.0, Unit::Ppm), Some(400.0));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use super::counter::{Converter, Event, Slots};
 use super::store::{Mode, Store};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Unit};
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -132,7 +132,7 @@ pub fn import(
         let mut hours: std::collections::BTreeMap<i64, (f64, u32)> = Default::default();
         for &(t, v) in &readings {
             let e = hours.entry((t / 3600.0).floor() as i64).or_insert((0.0, 0));
-            e.0 += super::stage::to_celsius(pdef.unit, v);
+            e.0 += pdef.unit.convert_to(v, Unit::DegC).unwrap_or(v);
             e.1 += 1;
         }
         store.write_temperature(&hours, Mode::Replace)?;

@@ -5,7 +5,8 @@
 //!   slots, plus each meter's converter state so a restart continues where it stopped.
 //! - [`config`]: the `[energy]` section: settlement period, calendar, tariffs, virtual meters.
 //! - [`report`]: rollups by hour/day/week/month in the site's time zone, grouped by device, category or a
-//!   location tag, with cost, baseline and after-hours consumption; table, CSV, JSON and HTML output.
+//!   location tag, with cost, baseline and after-hours consumption; table, CSV, JSON and HTML output
+//!   ([`report::html`]).
 //! - [`stage`]: the pipeline stage that runs the converters on live readings.
 //! - [`import`]: `caretaker energy import` (a meter's historic CSV export).
 //!
@@ -13,30 +14,30 @@
 
 pub mod config;
 pub mod counter;
-pub mod html;
 pub mod import;
 pub mod report;
 pub mod stage;
 pub mod store;
 
+/// The HTML report renderer, at its historical path (it lives with the other renderers in `report`).
+pub use report::html;
+
+use crate::catalog::units::unit_conversion;
 use crate::catalog::{Device, Kind, PointDef, Unit};
 use counter::{MeterKind, MeterSpec};
 
-/// The store's base unit for a point unit, and the multiplier into it, for meterable units.
+/// The store's base unit for a point unit, and the multiplier into it, for meterable units: energy into kWh,
+/// volumes into m3, power in kW (integrated into kWh). The multiplier comes from [`unit_conversion`].
 pub fn base_unit(unit: Unit) -> Option<(&'static str, f64, bool)> {
     // (base unit, multiplier, is power)
-    Some(match unit {
-        Unit::Wh => ("kWh", 0.001, false),
-        Unit::KWh => ("kWh", 1.0, false),
-        Unit::MWh => ("kWh", 1000.0, false),
-        Unit::GJ => ("kWh", 1_000_000.0 / 3600.0, false),
-        Unit::M3 => ("m3", 1.0, false),
-        Unit::L => ("m3", 0.001, false),
-        Unit::W => ("kWh", 0.001, true),
-        Unit::KW => ("kWh", 1.0, true),
-        Unit::MW => ("kWh", 1000.0, true),
+    let (base, per, power) = match unit.dimension() {
+        "energy" => (Unit::KWh, Unit::KWh, false),
+        "volume" => (Unit::M3, Unit::M3, false),
+        "power" => (Unit::KWh, Unit::KW, true),
         _ => return None,
-    })
+    };
+    let (factor, _) = unit_conversion(unit, per)?;
+    Some((base.as_str(), factor, power))
 }
 
 /// The point of a device that measures its consumption, if any: the first counter of energy or volume; else a
@@ -175,6 +176,28 @@ mod tests {
         assert_eq!(name, "power_total", "the total, not the phases");
         assert_eq!(spec.kind, MeterKind::Power);
         assert!(pick(&mut cat, "generic-room-sensor").is_none());
+    }
+
+    #[test]
+    fn meterable_units_and_their_multipliers() {
+        // The table base_unit computes from catalog::units, written out: no other unit is a meter.
+        let want = |u: Unit| -> Option<(&'static str, f64, bool)> {
+            Some(match u {
+                Unit::Wh => ("kWh", 0.001, false),
+                Unit::KWh => ("kWh", 1.0, false),
+                Unit::MWh => ("kWh", 1000.0, false),
+                Unit::GJ => ("kWh", 1_000_000.0 / 3600.0, false),
+                Unit::M3 => ("m3", 1.0, false),
+                Unit::L => ("m3", 0.001, false),
+                Unit::W => ("kWh", 0.001, true),
+                Unit::KW => ("kWh", 1.0, true),
+                Unit::MW => ("kWh", 1000.0, true),
+                _ => return None,
+            })
+        };
+        for u in Unit::ALL.iter().map(|w| Unit::parse(w).unwrap()) {
+            assert_eq!(base_unit(u), want(u), "{u}");
+        }
     }
 
     #[test]

@@ -271,7 +271,9 @@ impl Stage for EnergyStage {
             }
             let Some(m) = self.classify(catalog, r.point) else {
                 if let Some(Slot::Temperature(unit)) = self.by_point.get(r.point.0 as usize) {
-                    let c = to_celsius(*unit, r.value);
+                    let c = unit
+                        .convert_to(r.value, crate::catalog::Unit::DegC)
+                        .unwrap_or(r.value);
                     let e = self
                         .temps
                         .entry(r.at.div_euclid(3_600_000_000_000))
@@ -306,15 +308,6 @@ impl Drop for EnergyStage {
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }
-    }
-}
-
-/// A temperature in degC.
-pub fn to_celsius(unit: crate::catalog::Unit, v: f64) -> f64 {
-    match unit {
-        crate::catalog::Unit::DegF => (v - 32.0) * 5.0 / 9.0,
-        crate::catalog::Unit::Kelvin => v - 273.15,
-        _ => v,
     }
 }
 

@@ -7,7 +7,7 @@
 //! are `ABCD..`; `CDAB` reverses the order of 16-bit words, `BADC` swaps the bytes inside each word, `DCBA` is the
 //! whole value little-endian.
 
-use super::model::{Model, convert};
+use super::model::Model;
 use crate::catalog::modbus_binding::{DataType, ModbusBinding, WordOrder};
 use crate::catalog::profile::{MqttValue, TimestampFormat};
 use crate::catalog::{PointDef, Profile, Unit};
@@ -19,7 +19,7 @@ pub fn point_value(model: &Model, p: &PointDef) -> Option<f64> {
     if p.unit == Unit::Bool || unit == Unit::Bool || p.unit == Unit::Count {
         return Some(v);
     }
-    convert(v, unit, p.unit)
+    unit.convert_to(v, p.unit)
 }
 
 /// The raw (pre-scale) value a device would report for an engineering value.

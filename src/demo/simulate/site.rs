@@ -399,42 +399,7 @@ impl SiteSpec {
         if !(speed > 0.0 && speed <= 100_000.0) {
             cx.err("simulation.speed", "must be above 0 and at most 100000");
         }
-        let mqtt = raw.mqtt.as_ref().map(|m| {
-            let rest = m
-                .url
-                .strip_prefix("mqtt://")
-                .or_else(|| m.url.strip_prefix("tcp://"));
-            let (host, port) = match rest.map(|r| r.trim_end_matches('/')) {
-                Some(hp) => match hp.rsplit_once(':') {
-                    Some((h, p)) => match p.parse::<u16>() {
-                        Ok(p) => (h.to_string(), p),
-                        Err(_) => {
-                            cx.err("mqtt.url", format!("`{}`: bad port `{p}`", m.url));
-                            (h.to_string(), 1883)
-                        }
-                    },
-                    None => (hp.to_string(), 1883),
-                },
-                None => {
-                    cx.err(
-                        "mqtt.url",
-                        format!(
-                            "`{}`: use mqtt://host:port (the simulator speaks plain MQTT)",
-                            m.url
-                        ),
-                    );
-                    (String::new(), 1883)
-                }
-            };
-            MqttSpec {
-                host,
-                port,
-                client_id: m
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| "caretaker-simulator".into()),
-            }
-        });
+        let mqtt = raw.mqtt.as_ref().map(|m| mqtt_spec(&mut cx, m));
         let default_interval = raw
             .mqtt
             .as_ref()
@@ -448,177 +413,12 @@ impl SiteSpec {
                 .collect(),
             None => vec![crate::diag::resolve(file, Path::new("device_profiles"))],
         };
+        let mut seen = Seen::default();
         let mut devices = Vec::new();
-        let mut ids = std::collections::HashMap::new();
-        let mut endpoints = std::collections::HashMap::new();
         for (i, d) in raw.devices.iter().enumerate() {
-            let k = |s: &str| format!("devices[{i}].{s}");
-            if d.id.is_empty() || d.id.contains(['/', '+', '#', ' ']) {
-                cx.err(
-                    &k("id"),
-                    format!(
-                        "device id `{}` must be non-empty, without spaces, `/`, `+` or `#`",
-                        d.id
-                    ),
-                );
-            }
-            if let Some(prev) = ids.insert(d.id.clone(), i) {
-                cx.err(
-                    &k("id"),
-                    format!("device `{}` is declared twice (also devices[{prev}])", d.id),
-                );
-            }
-            let model = word(
-                &mut cx,
-                &k("model"),
-                "model",
-                &d.model,
-                ModelKind::parse,
-                ModelKind::ALL,
-            );
-            let transport = match (&d.topic, &d.modbus) {
-                (Some(t), None) => {
-                    if raw.mqtt.is_none() {
-                        cx.err(
-                            &k("topic"),
-                            "an MQTT device needs an [mqtt] section with the broker url",
-                        );
-                    }
-                    if t.is_empty() || t.contains(['+', '#']) {
-                        cx.err(
-                            &k("topic"),
-                            format!("`{t}` must be a concrete topic (no wildcards)"),
-                        );
-                    }
-                    Some(Transport::Mqtt { topic: t.clone() })
-                }
-                (None, Some(m)) => {
-                    let unit = m.unit.unwrap_or(1);
-                    if let Some(prev) = endpoints.insert((m.port, unit), i) {
-                        cx.err(
-                            &k("modbus.unit"),
-                            format!(
-                                "port {} unit {unit} is already devices[{prev}]: give each device its own unit id",
-                                m.port
-                            ),
-                        );
-                    }
-                    if m.port == 0 {
-                        cx.err(&k("modbus.port"), "port must not be 0");
-                    }
-                    let poll = cx.duration(&k("modbus.poll"), &m.poll, Duration::from_secs(10));
-                    Some(Transport::Modbus {
-                        port: m.port,
-                        unit,
-                        poll,
-                    })
-                }
-                (Some(_), Some(_)) => {
-                    cx.err(
-                        &k("topic"),
-                        "a device speaks MQTT (`topic`) or Modbus (`modbus`), not both",
-                    );
-                    None
-                }
-                (None, None) => {
-                    cx.err(&k("id"), format!("device `{}` needs `topic = \"...\"` (MQTT) or `modbus = {{ port = ..., unit = ... }}`", d.id));
-                    None
-                }
-            };
-            let interval = cx.duration(&k("interval"), &d.interval, default_interval);
-            if interval.is_zero() {
-                cx.err(&k("interval"), "must be above 0");
-            }
-            let size = d.size.unwrap_or(1.0);
-            if !(size > 0.0 && size.is_finite()) {
-                cx.err(&k("size"), "must be above 0");
-            }
-            let mut faults = Vec::new();
-            for (j, f) in d.faults.iter().enumerate() {
-                let fk = |s: &str| format!("devices[{i}].faults[{j}].{s}");
-                let Some(kind) = word(
-                    &mut cx,
-                    &fk("kind"),
-                    "fault",
-                    &f.kind,
-                    FaultKind::parse,
-                    FaultKind::ALL,
-                ) else {
-                    continue;
-                };
-                if let Some(m) = model {
-                    if !kind.applies_to(m) {
-                        cx.err(
-                            &fk("kind"),
-                            format!("fault `{}` does not apply to model `{}`", f.kind, d.model),
-                        );
-                    }
-                }
-                let start = match (&f.after, &f.at) {
-                    (Some(a), None) => FaultStart::After(cx.duration(
-                        &fk("after"),
-                        &Some(a.clone()),
-                        Duration::ZERO,
-                    )),
-                    (None, Some(at)) => match at.parse::<jiff::civil::Time>() {
-                        Ok(t) => FaultStart::At(t),
-                        Err(_) => {
-                            cx.err(&fk("at"), format!("`{at}` is not a local time like 02:30"));
-                            FaultStart::After(Duration::ZERO)
-                        }
-                    },
-                    (None, None) => FaultStart::After(Duration::ZERO),
-                    (Some(_), Some(_)) => {
-                        cx.err(
-                            &fk("at"),
-                            "give `after` (since the start) or `at` (time of day), not both",
-                        );
-                        FaultStart::After(Duration::ZERO)
-                    }
-                };
-                let duration = f
-                    .duration
-                    .as_ref()
-                    .map(|s| cx.duration(&fk("duration"), &Some(s.clone()), Duration::ZERO));
-                if kind == FaultKind::FilterClog {
-                    if f.to.is_none() {
-                        cx.err(
-                            &fk("to"),
-                            "filter_clog needs `to` (the pressure drop in Pa it reaches)",
-                        );
-                    }
-                    if duration.is_none() {
-                        cx.err(
-                            &fk("duration"),
-                            "filter_clog needs `duration` (how long the clogging takes)",
-                        );
-                    }
-                } else if f.to.is_some() {
-                    cx.err(&fk("to"), "`to` applies only to filter_clog");
-                }
-                let period = cx.duration(&fk("period"), &f.period, Duration::from_secs(600));
-                if f.period.is_some() && kind != FaultKind::ShortCycle {
-                    cx.err(&fk("period"), "`period` applies only to short_cycle");
-                }
-                faults.push(FaultSpec {
-                    kind,
-                    start,
-                    duration,
-                    to: f.to,
-                    period,
-                });
-            }
-            if let (Some(model), Some(transport)) = (model, transport) {
-                devices.push(DeviceSpec {
-                    id: d.id.clone(),
-                    model,
-                    profile: d.profile.clone(),
-                    transport,
-                    location: d.location.clone(),
-                    interval,
-                    size,
-                    faults,
-                });
+            let has_mqtt = raw.mqtt.is_some();
+            if let Some(d) = device_spec(&mut cx, &mut seen, i, d, has_mqtt, default_interval) {
+                devices.push(d);
             }
         }
         if raw.devices.is_empty() {
@@ -654,6 +454,252 @@ impl SiteSpec {
             devices,
         })
     }
+}
+
+/// The `[mqtt]` broker: `mqtt://host:port` (or `tcp://`), port 1883 by default.
+fn mqtt_spec(cx: &mut Cx<'_>, m: &RawMqtt) -> MqttSpec {
+    let rest = m
+        .url
+        .strip_prefix("mqtt://")
+        .or_else(|| m.url.strip_prefix("tcp://"));
+    let (host, port) = match rest.map(|r| r.trim_end_matches('/')) {
+        Some(hp) => match hp.rsplit_once(':') {
+            Some((h, p)) => match p.parse::<u16>() {
+                Ok(p) => (h.to_string(), p),
+                Err(_) => {
+                    cx.err("mqtt.url", format!("`{}`: bad port `{p}`", m.url));
+                    (h.to_string(), 1883)
+                }
+            },
+            None => (hp.to_string(), 1883),
+        },
+        None => {
+            cx.err(
+                "mqtt.url",
+                format!(
+                    "`{}`: use mqtt://host:port (the simulator speaks plain MQTT)",
+                    m.url
+                ),
+            );
+            (String::new(), 1883)
+        }
+    };
+    MqttSpec {
+        host,
+        port,
+        client_id: m
+            .client_id
+            .clone()
+            .unwrap_or_else(|| "caretaker-simulator".into()),
+    }
+}
+
+/// What the devices so far use, for duplicates: device ids and Modbus (port, unit) endpoints, each with the
+/// index of the device that has it.
+#[derive(Default)]
+struct Seen {
+    ids: std::collections::HashMap<String, usize>,
+    endpoints: std::collections::HashMap<(u16, u8), usize>,
+}
+
+/// Validates `devices[i]`; `None` when its model or transport is unusable (the errors are in `cx`).
+fn device_spec(
+    cx: &mut Cx<'_>,
+    seen: &mut Seen,
+    i: usize,
+    d: &RawDevice,
+    has_mqtt: bool,
+    default_interval: Duration,
+) -> Option<DeviceSpec> {
+    let k = |s: &str| format!("devices[{i}].{s}");
+    if d.id.is_empty() || d.id.contains(['/', '+', '#', ' ']) {
+        cx.err(
+            &k("id"),
+            format!(
+                "device id `{}` must be non-empty, without spaces, `/`, `+` or `#`",
+                d.id
+            ),
+        );
+    }
+    if let Some(prev) = seen.ids.insert(d.id.clone(), i) {
+        cx.err(
+            &k("id"),
+            format!("device `{}` is declared twice (also devices[{prev}])", d.id),
+        );
+    }
+    let model = word(
+        cx,
+        &k("model"),
+        "model",
+        &d.model,
+        ModelKind::parse,
+        ModelKind::ALL,
+    );
+    let transport = transport(cx, seen, i, d, has_mqtt);
+    let interval = cx.duration(&k("interval"), &d.interval, default_interval);
+    if interval.is_zero() {
+        cx.err(&k("interval"), "must be above 0");
+    }
+    let size = d.size.unwrap_or(1.0);
+    if !(size > 0.0 && size.is_finite()) {
+        cx.err(&k("size"), "must be above 0");
+    }
+    let mut faults = Vec::new();
+    for (j, f) in d.faults.iter().enumerate() {
+        if let Some(f) = fault_spec(cx, i, j, f, model, &d.model) {
+            faults.push(f);
+        }
+    }
+    Some(DeviceSpec {
+        id: d.id.clone(),
+        model: model?,
+        profile: d.profile.clone(),
+        transport: transport?,
+        location: d.location.clone(),
+        interval,
+        size,
+        faults,
+    })
+}
+
+/// How `devices[i]` speaks: an MQTT topic (needs an `[mqtt]` section) or a Modbus port and unit of its own.
+fn transport(
+    cx: &mut Cx<'_>,
+    seen: &mut Seen,
+    i: usize,
+    d: &RawDevice,
+    has_mqtt: bool,
+) -> Option<Transport> {
+    let k = |s: &str| format!("devices[{i}].{s}");
+    match (&d.topic, &d.modbus) {
+        (Some(t), None) => {
+            if !has_mqtt {
+                cx.err(
+                    &k("topic"),
+                    "an MQTT device needs an [mqtt] section with the broker url",
+                );
+            }
+            if t.is_empty() || t.contains(['+', '#']) {
+                cx.err(
+                    &k("topic"),
+                    format!("`{t}` must be a concrete topic (no wildcards)"),
+                );
+            }
+            Some(Transport::Mqtt { topic: t.clone() })
+        }
+        (None, Some(m)) => {
+            let unit = m.unit.unwrap_or(1);
+            if let Some(prev) = seen.endpoints.insert((m.port, unit), i) {
+                cx.err(
+                    &k("modbus.unit"),
+                    format!(
+                        "port {} unit {unit} is already devices[{prev}]: give each device its own unit id",
+                        m.port
+                    ),
+                );
+            }
+            if m.port == 0 {
+                cx.err(&k("modbus.port"), "port must not be 0");
+            }
+            let poll = cx.duration(&k("modbus.poll"), &m.poll, Duration::from_secs(10));
+            Some(Transport::Modbus {
+                port: m.port,
+                unit,
+                poll,
+            })
+        }
+        (Some(_), Some(_)) => {
+            cx.err(
+                &k("topic"),
+                "a device speaks MQTT (`topic`) or Modbus (`modbus`), not both",
+            );
+            None
+        }
+        (None, None) => {
+            cx.err(&k("id"), format!("device `{}` needs `topic = \"...\"` (MQTT) or `modbus = {{ port = ..., unit = ... }}`", d.id));
+            None
+        }
+    }
+}
+
+/// Validates `devices[i].faults[j]` against the device's model (`model_name`: as written, for messages); `None`
+/// when its kind is unknown.
+fn fault_spec(
+    cx: &mut Cx<'_>,
+    i: usize,
+    j: usize,
+    f: &RawFault,
+    model: Option<ModelKind>,
+    model_name: &str,
+) -> Option<FaultSpec> {
+    let fk = |s: &str| format!("devices[{i}].faults[{j}].{s}");
+    let kind = word(
+        cx,
+        &fk("kind"),
+        "fault",
+        &f.kind,
+        FaultKind::parse,
+        FaultKind::ALL,
+    )?;
+    if let Some(m) = model {
+        if !kind.applies_to(m) {
+            cx.err(
+                &fk("kind"),
+                format!("fault `{}` does not apply to model `{model_name}`", f.kind),
+            );
+        }
+    }
+    let start = match (&f.after, &f.at) {
+        (Some(a), None) => {
+            FaultStart::After(cx.duration(&fk("after"), &Some(a.clone()), Duration::ZERO))
+        }
+        (None, Some(at)) => match at.parse::<jiff::civil::Time>() {
+            Ok(t) => FaultStart::At(t),
+            Err(_) => {
+                cx.err(&fk("at"), format!("`{at}` is not a local time like 02:30"));
+                FaultStart::After(Duration::ZERO)
+            }
+        },
+        (None, None) => FaultStart::After(Duration::ZERO),
+        (Some(_), Some(_)) => {
+            cx.err(
+                &fk("at"),
+                "give `after` (since the start) or `at` (time of day), not both",
+            );
+            FaultStart::After(Duration::ZERO)
+        }
+    };
+    let duration = f
+        .duration
+        .as_ref()
+        .map(|s| cx.duration(&fk("duration"), &Some(s.clone()), Duration::ZERO));
+    if kind == FaultKind::FilterClog {
+        if f.to.is_none() {
+            cx.err(
+                &fk("to"),
+                "filter_clog needs `to` (the pressure drop in Pa it reaches)",
+            );
+        }
+        if duration.is_none() {
+            cx.err(
+                &fk("duration"),
+                "filter_clog needs `duration` (how long the clogging takes)",
+            );
+        }
+    } else if f.to.is_some() {
+        cx.err(&fk("to"), "`to` applies only to filter_clog");
+    }
+    let period = cx.duration(&fk("period"), &f.period, Duration::from_secs(600));
+    if f.period.is_some() && kind != FaultKind::ShortCycle {
+        cx.err(&fk("period"), "`period` applies only to short_cycle");
+    }
+    Some(FaultSpec {
+        kind,
+        start,
+        duration,
+        to: f.to,
+        period,
+    })
 }
 
 #[cfg(test)]
