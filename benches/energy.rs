@@ -218,7 +218,7 @@ fn report_child(path: &std::path::Path, days: i64) {
     let rep = report::build(&st, &cfg, &tz, &q, None).unwrap();
     let by_day = t.elapsed();
     let json = report::to_json(&rep);
-    let html = caretaker::energy::html::render(&rep, &q);
+    let html = caretaker::energy::report::html::render(&rep, &q);
     let render = t.elapsed() - by_day;
     let t2 = Instant::now();
     let q2 = Query {

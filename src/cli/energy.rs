@@ -162,7 +162,7 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
             }
             s
         }
-        Format::Html => crate::energy::html::render(&rep, &q),
+        Format::Html => report::html::render(&rep, &q),
     };
     match &a.output {
         Some(p) => {

@@ -212,18 +212,27 @@ fn print_faults_and_work_orders(e: &Ended<'_>) {
 /// Writes the HTML energy report of a finished demo (by day and device over the simulated days) and returns its
 /// path.
 fn energy_report(run: &DemoRun) -> anyhow::Result<PathBuf> {
+    use crate::energy::report::{self, By, Group, Query};
     let out = run.state.join("energy-report.html");
-    crate::cli::energy::run_report(crate::cli::energy::ReportArgs {
-        config: Some(run.config.clone()),
-        state: None,
-        from: Some(run.first_day.clone()),
-        to: Some(run.last_day.clone()),
-        by: crate::energy::report::By::Day,
-        group: "device".into(),
-        format: crate::cli::energy::Format::Html,
-        devices: Vec::new(),
-        output: Some(out.clone()),
-    })?;
+    let loaded = crate::app::load(&run.config)
+        .map_err(|errs| anyhow::anyhow!("{} error(s) in {}", errs.len(), run.config.display()))?;
+    let config = &loaded.config;
+    let path = crate::energy::store::path_in(&config.state_dir);
+    let (store, _, _) = crate::energy::store::Store::open_existing(&path)?;
+    let energy = config.energy.clone().unwrap_or_default();
+    let to = report::parse_day(&run.last_day, "last day")?;
+    let q = Query {
+        from: report::parse_day(&run.first_day, "first day")?,
+        to: to.tomorrow()?,
+        by: By::Day,
+        group: Group::parse("device"),
+        devices: None,
+    };
+    let mut rep = report::build(&store, &energy, &config.timezone(), &q, None)?;
+    rep.meta.site = config.site.name.clone();
+    std::fs::write(&out, report::html::render(&rep, &q))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    eprintln!("wrote {} ({} rows)", out.display(), rep.rows.len());
     Ok(out)
 }
 

@@ -19,9 +19,6 @@ pub mod report;
 pub mod stage;
 pub mod store;
 
-/// The HTML report renderer, at its historical path (it lives with the other renderers in `report`).
-pub use report::html;
-
 use crate::catalog::units::unit_conversion;
 use crate::catalog::{Device, Kind, PointDef, Unit};
 use counter::{MeterKind, MeterSpec};
