@@ -89,11 +89,6 @@ impl AnomalyStage {
         &self.detectors
     }
 
-    /// Mutable access, e.g. for [`Detectors::track_trend`] on the points a forecast condition watches.
-    pub fn detectors_mut(&mut self) -> &mut Detectors {
-        &mut self.detectors
-    }
-
     /// Saves now (also done on drop).
     pub fn save(&mut self) {
         if !self.dirty {

@@ -17,7 +17,7 @@
 use super::counter::{Event, Slots, State};
 use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Slot flag: the slot holds data.
@@ -419,15 +419,6 @@ impl Store {
             }
         }
         Ok((first <= last).then_some((first, last)))
-    }
-
-    /// Number of stored day rows per series (for progress and stats).
-    pub fn day_counts(&self) -> anyhow::Result<HashMap<i64, i64>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT series, count(*) FROM day GROUP BY series")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
