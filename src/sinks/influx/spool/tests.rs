@@ -1,0 +1,428 @@
+//! The spool's behaviour end to end: replay order, acknowledgement, recovery of torn and corrupt segments, the
+//! disk bound and both `when_full` policies, the lock, and the on-disk format byte for byte.
+
+use super::ledger::CURSOR_FILE;
+use super::record::REC_HEADER;
+use super::segment::{HEADER, seg_path};
+use super::*;
+use crate::sinks::influx::queue::{Chunk, ChunkQueue, QueueStats};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A chunk whose body names its index, with `lines` lines and twice as many readings.
+fn chunk(i: u32, lines: u32) -> Chunk {
+    let body: String = (0..lines)
+        .map(|l| format!("m,c={i:04} a=1,b={l:04} {i:04}\n"))
+        .collect();
+    Chunk {
+        body: body.into_bytes(),
+        lines,
+        readings: lines * 2,
+        created_ms: 1_000 + i as i64,
+    }
+}
+
+fn index_of(c: &Chunk) -> u32 {
+    let s = std::str::from_utf8(&c.body).unwrap();
+    s[4..s.find(' ').unwrap()].parse().unwrap()
+}
+
+fn opts(dir: &Path, max: u64, when_full: WhenFull) -> SpoolOptions {
+    let mut o = SpoolOptions::new(dir, max, when_full, Duration::from_secs(1));
+    o.segment_bytes = 1024;
+    o.cache_bytes = 2048;
+    o
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn disk_usage(dir: &Path) -> u64 {
+    segment_files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// Drains everything, one chunk per peek, returning the chunk indexes in order.
+fn drain(q: &Spool) -> Vec<u32> {
+    let mut out = Vec::new();
+    loop {
+        let p = q.peek(1);
+        if p.is_empty() {
+            return out;
+        }
+        out.extend(p.iter().map(|c| index_of(c)));
+        q.commit(p.len());
+    }
+}
+
+#[test]
+fn replays_in_order_after_reopen_and_skips_acknowledged_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        assert_eq!(rec, Recovery::default());
+        for i in 0..100 {
+            q.try_push(chunk(i, 3)).unwrap();
+        }
+        let st = q.stats();
+        assert_eq!((st.chunks, st.lines, st.readings), (100, 300, 600));
+        assert_eq!(st.oldest_ms, Some(1_000));
+        // Acknowledge the first 30 (in batches of 2 lines' budget = 1 chunk each, then a big one).
+        let p = q.peek(9);
+        assert_eq!(p.iter().map(|c| index_of(c)).collect::<Vec<_>>(), [0, 1, 2]);
+        q.commit(3);
+        let p = q.peek(81);
+        assert_eq!(p.len(), 27);
+        q.commit(27);
+        assert_eq!(q.stats().oldest_ms, Some(1_030));
+        assert!(segment_files(dir.path()).len() > 3, "several segments");
+    }
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    assert_eq!(rec.chunks, 70);
+    assert_eq!(rec.readings, 420);
+    assert_eq!(rec.corrupt_bytes, 0);
+    assert_eq!(q.stats().oldest_ms, Some(1_030));
+    q.try_push(chunk(100, 1)).unwrap();
+    assert_eq!(drain(&q), (30..=100).collect::<Vec<_>>());
+    assert_eq!(q.stats(), QueueStats::default());
+}
+
+#[test]
+fn segments_are_deleted_only_once_every_record_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    for i in 0..80 {
+        q.try_push(chunk(i, 2)).unwrap();
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 4, "{files:?}");
+    let per_first = {
+        // Records in the first segment: its size over one record's size (all records are alike in size).
+        let rec = (REC_HEADER + chunk(0, 2).body.len()) as u64;
+        (std::fs::metadata(&files[0]).unwrap().len() - HEADER) / rec
+    };
+    // All but one record of the first segment acknowledged: the file stays.
+    let p = q.peek(2 * (per_first as usize - 1));
+    assert_eq!(p.len() as u64, per_first - 1);
+    q.commit(p.len());
+    assert!(files[0].exists(), "a record in it is still unacknowledged");
+    let p = q.peek(2);
+    q.commit(p.len());
+    assert!(!files[0].exists(), "fully acknowledged segment deleted");
+    assert!(files[1].exists());
+    assert_eq!(q.spool_stats().disk_bytes, disk_usage(dir.path()));
+    assert_eq!(drain(&q), (per_first as u32..80).collect::<Vec<_>>());
+    // Only the active segment is left.
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn torn_tail_is_detected_reported_cut_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        for i in 0..5 {
+            q.try_push(chunk(i, 2)).unwrap();
+        }
+    }
+    let last = segment_files(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    // A write interrupted in the middle of the fifth record.
+    let f = OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(len - 7).unwrap();
+    drop(f);
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    let rec_len = (REC_HEADER + chunk(4, 2).body.len()) as u64;
+    assert_eq!(rec.chunks, 4);
+    assert_eq!(rec.readings, 16);
+    assert_eq!(rec.corrupt_segments, 1);
+    assert_eq!(rec.corrupt_bytes, rec_len - 7);
+    assert_eq!(
+        std::fs::metadata(&last).unwrap().len(),
+        len - rec_len,
+        "torn bytes cut off"
+    );
+    assert_eq!(q.spool_stats().corrupt_bytes, rec_len - 7);
+    drop(q);
+    // Reported once: the next start finds a clean spool.
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    assert_eq!((rec.chunks, rec.corrupt_bytes), (4, 0));
+    assert_eq!(drain(&q), [0, 1, 2, 3]);
+}
+
+#[test]
+fn checksum_mismatch_ends_the_segment_and_later_segments_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        for i in 0..60 {
+            q.try_push(chunk(i, 2)).unwrap();
+        }
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3);
+    let rec_len = REC_HEADER + chunk(0, 2).body.len();
+    let per_seg =
+        (std::fs::metadata(&files[0]).unwrap().len() as usize - HEADER as usize) / rec_len;
+    // Flip one body byte of the second record of the first segment.
+    let mut data = std::fs::read(&files[0]).unwrap();
+    data[HEADER as usize + rec_len + REC_HEADER + 3] ^= 0x20;
+    std::fs::write(&files[0], &data).unwrap();
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    assert_eq!(rec.corrupt_segments, 1);
+    assert_eq!(rec.corrupt_bytes, ((per_seg - 1) * rec_len) as u64);
+    assert_eq!(rec.chunks, 60 - (per_seg as u64 - 1));
+    let got = drain(&q);
+    let mut want = vec![0];
+    want.extend(per_seg as u32..60);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn block_policy_refuses_pushes_at_the_bound_until_acknowledgements_free_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4096;
+    let (q, _) = Spool::open(opts(dir.path(), max, WhenFull::Block)).unwrap();
+    let mut pushed = 0;
+    while q.try_push(chunk(pushed, 2)).is_ok() {
+        pushed += 1;
+        assert!(pushed < 1000);
+    }
+    let ss = q.spool_stats();
+    assert!(ss.blocked);
+    assert!(ss.disk_bytes <= max, "{} > {max}", ss.disk_bytes);
+    assert_eq!(ss.disk_bytes, disk_usage(dir.path()));
+    assert_eq!(ss.dropped_readings, 0);
+    assert_eq!(q.stats().chunks, pushed as u64);
+    // Acknowledge more than a segment's worth: room again, nothing lost.
+    let p = q.peek(64);
+    q.commit(p.len());
+    assert!(q.try_push(chunk(pushed, 2)).is_ok());
+    assert!(!q.spool_stats().blocked);
+    assert_eq!(drain(&q), (p.len() as u32..=pushed).collect::<Vec<_>>());
+}
+
+#[test]
+fn drop_oldest_counts_every_dropped_reading_and_keeps_the_batch_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4096;
+    let (q, _) = Spool::open(opts(dir.path(), max, WhenFull::DropOldest)).unwrap();
+    q.try_push(chunk(0, 2)).unwrap();
+    // The writer is sending chunk 0 (InfluxDB is down): it must survive whatever is dropped.
+    let in_flight = q.peek(2);
+    assert_eq!(in_flight.len(), 1);
+    let n = 300;
+    for i in 1..n {
+        q.try_push(chunk(i, 2)).unwrap();
+        assert!(q.spool_stats().disk_bytes <= max);
+    }
+    assert_eq!(q.spool_stats().disk_bytes, disk_usage(dir.path()));
+    let ss = q.spool_stats();
+    let st = q.stats();
+    assert!(ss.dropped_readings > 0);
+    assert_eq!(ss.dropped_readings, ss.dropped_chunks * 4);
+    assert_eq!(
+        st.chunks + ss.dropped_chunks,
+        n as u64,
+        "kept + dropped = pushed"
+    );
+    assert_eq!(st.readings + ss.dropped_readings, 4 * n as u64);
+    q.commit(1);
+    let rest = drain(&q);
+    assert_eq!(rest.len() as u64, st.chunks - 1);
+    // What survives, in order: the rest of the segment that held the batch in flight (never dropped), then
+    // the newest data without a gap.
+    let gap = rest.windows(2).position(|w| w[1] != w[0] + 1).unwrap();
+    assert_eq!(rest[..=gap], (1..=rest[gap]).collect::<Vec<_>>()[..]);
+    assert_eq!(rest[gap + 1..], (rest[gap + 1]..n).collect::<Vec<_>>()[..]);
+    assert!(
+        rest.len() < (n / 2) as usize,
+        "most of the old data was dropped"
+    );
+}
+
+#[test]
+fn an_oversized_chunk_enters_an_empty_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Spool::open(opts(dir.path(), 4096, WhenFull::Block)).unwrap();
+    q.try_push(chunk(7, 300)).unwrap();
+    assert!(q.spool_stats().disk_bytes > 4096);
+    assert!(q.try_push(chunk(8, 1)).is_err(), "full until acknowledged");
+    assert_eq!(drain(&q), [7]);
+    q.try_push(chunk(8, 1)).unwrap();
+    assert_eq!(drain(&q), [8]);
+    assert!(q.spool_stats().disk_bytes <= 4096);
+}
+
+#[test]
+fn a_backlog_bigger_than_the_cache_is_read_back_from_disk_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    let mut want = Vec::new();
+    for i in 0..200 {
+        q.try_push(chunk(i, 3)).unwrap();
+        want.push(i);
+        if i % 50 == 0 {
+            // The writer catches up now and then, mixing cached and disk reads.
+            let p = q.peek(30);
+            q.commit(p.len());
+            want.drain(..p.len());
+        }
+    }
+    assert_eq!(drain(&q), want);
+}
+
+#[tokio::test]
+async fn push_waits_for_space_with_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Spool::open(opts(dir.path(), 4096, WhenFull::Block)).unwrap();
+    let mut i = 0;
+    while q.try_push(chunk(i, 2)).is_ok() {
+        i += 1;
+    }
+    let q2 = q.clone();
+    let t = tokio::spawn(async move { super::super::queue::push(&*q2, chunk(i, 2)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!t.is_finished());
+    let p = q.peek(100);
+    q.commit(p.len());
+    tokio::time::timeout(Duration::from_secs(2), t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(drain(&q).last(), Some(&i));
+}
+
+#[test]
+fn a_lost_cursor_replays_rather_than_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        for i in 0..10 {
+            q.try_push(chunk(i, 2)).unwrap();
+        }
+        let p = q.peek(6);
+        q.commit(p.len());
+    }
+    std::fs::remove_file(dir.path().join(CURSOR_FILE)).unwrap();
+    // Chunks 0..3 were acknowledged but share a segment with the rest: sent again, none lost.
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    assert_eq!(rec.chunks, 10);
+    assert_eq!(drain(&q), (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_segment_without_a_complete_header_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        q.try_push(chunk(1, 2)).unwrap();
+    }
+    // A crash right after creating the next segment.
+    std::fs::write(seg_path(dir.path(), 99), b"CTSP").unwrap();
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    assert_eq!((rec.chunks, rec.corrupt_bytes), (1, 4));
+    assert!(!seg_path(dir.path(), 99).exists());
+    q.try_push(chunk(2, 2)).unwrap();
+    assert_eq!(drain(&q), [1, 2]);
+}
+
+#[test]
+fn segments_removed_by_hand_never_make_new_data_look_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        for i in 0..60 {
+            q.try_push(chunk(i, 2)).unwrap();
+        }
+        assert_eq!(drain(&q).len(), 60);
+    }
+    for f in segment_files(dir.path()) {
+        std::fs::remove_file(f).unwrap();
+    }
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        q.try_push(chunk(100, 2)).unwrap();
+    }
+    let (q, rec) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    assert_eq!(rec.chunks, 1);
+    assert_eq!(drain(&q), [100]);
+}
+
+#[test]
+fn a_second_open_of_a_spool_in_use_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+    let err = match Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)) {
+        Err(e) => e,
+        Ok(_) => panic!("opened twice"),
+    };
+    assert!(err.is_locked());
+    assert!(
+        err.to_string().contains("another caretaker process"),
+        "{err}"
+    );
+    drop(q);
+    assert!(Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).is_ok());
+}
+
+#[test]
+fn when_full_parses_the_documented_values_only() {
+    assert_eq!(WhenFull::parse("block"), Ok(WhenFull::Block));
+    assert_eq!(WhenFull::parse("drop_oldest"), Ok(WhenFull::DropOldest));
+    assert!(
+        WhenFull::parse("drop_newest")
+            .unwrap_err()
+            .contains("drop_oldest")
+    );
+}
+
+/// Pins the on-disk format byte for byte: the segment (magic, then `len | crc32 | lines | readings |
+/// created_ms | body` little endian, the CRC over the 16 meta bytes and the body) and the cursor (segment id,
+/// offset, CRC of both). Expected bytes computed independently (zlib's CRC-32).
+#[test]
+fn segment_and_cursor_bytes_are_the_documented_format() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (q, _) = Spool::open(opts(dir.path(), 1 << 20, WhenFull::Block)).unwrap();
+        for (body, lines, readings, created_ms) in [
+            (&b"m,d=a x=1 1\n"[..], 1, 1, 1000),
+            (&b"m,d=b x=2,y=3 2\n"[..], 1, 2, 1001),
+        ] {
+            q.try_push(Chunk {
+                body: body.to_vec(),
+                lines,
+                readings,
+                created_ms,
+            })
+            .unwrap();
+        }
+        let p = q.peek(1);
+        q.commit(p.len());
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(
+        segment_files(dir.path()),
+        [dir.path().join("00000000000000000001.seg")]
+    );
+    assert_eq!(
+        hex(&std::fs::read(dir.path().join("00000000000000000001.seg")).unwrap()),
+        "435453504f4f4c31\
+         0c0000002aa1ff7c0100000001000000e8030000000000006d2c643d6120783d3120310a\
+         1000000044fad0660100000002000000e9030000000000006d2c643d6220783d322c793d3320320a"
+    );
+    assert_eq!(
+        hex(&std::fs::read(dir.path().join("cursor")).unwrap()),
+        "01000000000000002c00000000000000ddad0aec"
+    );
+}
