@@ -379,7 +379,13 @@ impl DeviceState {
                 if skip > 0 {
                     metrics::counter!("caretaker_modbus_polls_skipped_total", "device" => self.poll.id.clone()).increment(skip as u64);
                 }
-                *due += p * (skip + 1);
+                // Checked: an overflow here would panic the link task. Config caps `poll` at a day, so the
+                // fallback (next due a period from now) is a safety net.
+                *due = p
+                    .checked_mul(skip.saturating_add(1))
+                    .and_then(|d| due.checked_add(d))
+                    .or_else(|| now.checked_add(p))
+                    .unwrap_or(now);
             }
         }
         (mask != 0).then_some(mask)
