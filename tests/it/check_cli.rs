@@ -204,3 +204,30 @@ fn huge_durations_are_errors_with_file_and_line_not_panics() {
         "{err}"
     );
 }
+
+#[test]
+fn check_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // The summary is longer than one line; the reader takes nothing and closes its end first, like `| head -0`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .arg("check")
+        .arg("--config")
+        .arg(repo().join("deploy/caretaker.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_ne!(status.code(), Some(101), "{err}");
+}
