@@ -231,3 +231,19 @@ fn check_into_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("Broken pipe"), "{err}");
     assert_ne!(status.code(), Some(101), "{err}");
 }
+
+#[test]
+fn a_state_dir_that_is_a_file_fails_check_not_only_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, "not a folder").unwrap();
+    let (code, out, err) = check(
+        &repo().join("deploy/caretaker.toml"),
+        &[("CARETAKER_STATE__DIR", file.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("state.dir") && err.contains("not a folder"),
+        "{err}"
+    );
+}
