@@ -7,8 +7,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The longest duration [`parse_duration`] accepts: 3650 days (about 10 years). Anything longer in a site or
+/// rule file is a typo, and would overflow the time arithmetic it feeds (`Instant + d`, nanoseconds in an i64).
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Parses a human duration: an integer or decimal followed by `ms`, `s`, `m`, `h`, `d` or `w` (e.g. `250ms`,
-/// `10s`, `1.5h`, `7d`). Several parts may follow each other (`1h30m`).
+/// `10s`, `1.5h`, `7d`). Several parts may follow each other (`1h30m`). At most [`MAX_DURATION`]; never panics.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
@@ -56,7 +60,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !total.is_finite() || total < 0.0 {
         return Err(format!("invalid duration `{text}`"));
     }
-    Ok(Duration::from_secs_f64(total))
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "duration `{text}` is too long (at most {})",
+            format_duration(MAX_DURATION)
+        )),
+    }
+}
+
+/// [`parse_duration`] with a tighter upper bound for one key (a poll period, a rule's `for`).
+pub fn parse_duration_max(text: &str, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d > max {
+        return Err(format!(
+            "duration `{text}` is too long (at most {})",
+            format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 /// Formats a duration the way [`parse_duration`] reads it (largest exact unit).
@@ -285,6 +307,31 @@ mod tests {
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn durations_too_long_are_errors_not_panics() {
+        for text in [
+            "1000000000000000w",
+            "18446744073709551616s",
+            "30000000000000w",
+            "3651d",
+            "99999999999999999999999999999999999999999999ms",
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains("too long") && e.contains("3650d"), "{text}: {e}");
+        }
+        assert_eq!(parse_duration("3650d").unwrap(), MAX_DURATION);
+        assert_eq!(
+            parse_duration("520w").unwrap(),
+            Duration::from_secs(520 * 604_800)
+        );
+        assert_eq!(
+            parse_duration_max("1d", Duration::from_secs(86_400)).unwrap(),
+            Duration::from_secs(86_400)
+        );
+        let e = parse_duration_max("25h", Duration::from_secs(86_400)).unwrap_err();
+        assert!(e.contains("at most 1d"), "{e}");
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }

@@ -316,14 +316,11 @@ fn check_schema_and_name(raw: &RawProfile, file: &Path, errs: &mut Errors) {
 
 /// The profile's `timestamp:` (where MQTT payloads carry their time).
 fn timestamp_spec(t: &Spanned<RawTimestamp>, errs: &mut Errors) -> Option<TimestampSpec> {
-    if !(t.value.json.is_empty() || t.value.json.starts_with('/')) {
+    if let Some(problem) = json_pointer_problem(&t.value.json) {
         errs.push(
             line_of(t),
             "timestamp.json",
-            format!(
-                "`{}` is not a JSON pointer: it must start with `/`",
-                t.value.json
-            ),
+            format!("`{}` is not a JSON pointer: {problem}", t.value.json),
         );
     }
     match parse_word(
@@ -434,14 +431,33 @@ fn point_def(
     }
 }
 
+/// Why `ptr` is not an RFC 6901 JSON pointer, if it is not: it must be empty or start with `/`, and `~` only
+/// starts the escapes `~0` (`~`) and `~1` (`/`). serde_json would silently never match `/co~2`.
+fn json_pointer_problem(ptr: &str) -> Option<&'static str> {
+    if !(ptr.is_empty() || ptr.starts_with('/')) {
+        return Some("it must start with `/`");
+    }
+    let mut chars = ptr.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Some("`~` must be followed by `0` (for `~`) or `1` (for `/`)");
+        }
+    }
+    None
+}
+
 /// Point `i`'s `mqtt:` binding: a JSON pointer or the raw payload, with an optional map of text states.
 fn mqtt_binding(i: usize, b: &Spanned<RawMqttBinding>, errs: &mut Errors) -> Option<MqttBinding> {
     let key = |k: &str| format!("points[{i}].{k}");
     let map = b.value.map.clone().unwrap_or_default();
     match (&b.value.json, b.value.raw) {
         (Some(ptr), None | Some(false)) => {
-            if !(ptr.is_empty() || ptr.starts_with('/')) {
-                errs.push(line_of(b), &key("mqtt.json"), format!("`{ptr}` is not a JSON pointer: it must start with `/` (e.g. `/ENERGY/Power`)"));
+            if let Some(problem) = json_pointer_problem(ptr) {
+                errs.push(
+                    line_of(b),
+                    &key("mqtt.json"),
+                    format!("`{ptr}` is not a JSON pointer: {problem} (e.g. `/ENERGY/Power`)"),
+                );
                 return None;
             }
             Some(MqttBinding {
@@ -584,6 +600,21 @@ points:
             TimestampFormat::EpochMs
         );
         assert_eq!(p.points[0].line, 6);
+    }
+
+    #[test]
+    fn json_pointers_follow_rfc_6901() {
+        for (from, to, key) in [
+            ("json: /temperature", "json: /co~2", "points[0].mqtt.json"),
+            ("json: /humidity", "json: /a~", "points[1].mqtt.json"),
+            ("json: /ts", "json: /t~s", "timestamp.json"),
+        ] {
+            let errs = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert_eq!(errs.len(), 1, "{to}: {errs:?}");
+            assert_eq!(errs[0].key, key);
+            assert!(errs[0].message.contains("`~` must be followed"), "{errs:?}");
+        }
+        assert!(parse(&GOOD.replace("json: /temperature", "json: /a~1b~0c")).is_ok());
     }
 
     #[test]

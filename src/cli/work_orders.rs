@@ -328,8 +328,13 @@ fn print_work_order(w: &WorkOrder) {
         );
     }
     println!(
-        "  values:    first {:?}, last {:?}, peak {:?} {} (raised {} times, {} flaps)",
-        w.first_value, w.last_value, w.peak_value, w.unit, w.count, w.flaps
+        "{}",
+        values_line(
+            [w.first_value, w.last_value, w.peak_value],
+            &w.unit,
+            w.count,
+            w.flaps
+        )
     );
     if let Some(p) = &w.procedure {
         println!("  procedure:");
@@ -445,5 +450,32 @@ fn print_stats_table(st: &[TeamStats], pending: &[(String, i64)]) {
     }
     for (t, n) in pending {
         println!("undelivered to {t}: {n}");
+    }
+}
+
+/// The `values:` line of `show`: each value as a number, `-` when there is none (not Rust's `Some(46.0)`).
+fn values_line(
+    [first, last, peak]: [Option<f64>; 3],
+    unit: &str,
+    count: i64,
+    flaps: i64,
+) -> String {
+    let v = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |x| x.to_string());
+    format!(
+        "  values:    first {}, last {}, peak {} {unit} (raised {count} times, {flaps} flaps)",
+        v(first),
+        v(last),
+        v(peak)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_are_printed_as_numbers_or_a_dash() {
+        assert_eq!(
+            super::values_line([Some(46.0), Some(45.5), None], "degC", 3, 1),
+            "  values:    first 46, last 45.5, peak - degC (raised 3 times, 1 flaps)"
+        );
     }
 }

@@ -229,6 +229,13 @@ impl SiteConfig {
             }
         }
         let state_dir = cx.path(&raw.state.dir);
+        // `run` creates the folder if missing; something else by that name would only fail at start-up.
+        if state_dir.exists() && !state_dir.is_dir() {
+            cx.err(
+                "state.dir",
+                format!("`{}` exists and is not a folder", state_dir.display()),
+            );
+        }
         let profile_dirs = match &raw.profiles {
             Some(p) if !p.dirs.is_empty() => p.dirs.iter().map(|d| cx.path(d)).collect(),
             _ => vec![cx.path(Path::new("device_profiles"))],

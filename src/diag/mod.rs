@@ -123,16 +123,75 @@ pub fn read_yaml_files(
                 }
                 _ => continue,
             }
-            match std::fs::read_to_string(&path) {
+            match read_small_file(&path) {
                 Ok(text) => out.push((path, text)),
-                Err(e) => errs.push(Diagnostic::new(
-                    &path,
-                    None,
-                    "",
-                    format!("cannot read: {e}"),
-                )),
+                Err(e) => errs.push(Diagnostic::new(&path, None, "", e)),
             }
         }
     }
     (out, errs)
+}
+
+/// The largest profile or rule file read (1 MiB); the shipped ones are a few kilobytes.
+pub const MAX_YAML_FILE: u64 = 1024 * 1024;
+
+/// Reads a regular file (a symlink to one is fine) of at most [`MAX_YAML_FILE`] bytes. A FIFO would block the
+/// open forever and `/dev/zero` would be read until memory runs out, so anything else is refused up front.
+fn read_small_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file (a folder, FIFO or device); cannot read it".into());
+    }
+    let too_large = || format!("too large: more than {MAX_YAML_FILE} bytes (1 MiB)");
+    if meta.len() > MAX_YAML_FILE {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    // Bounded even if the file grows between the check and the read.
+    file.take(MAX_YAML_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > MAX_YAML_FILE {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn only_small_regular_files_are_read_and_the_others_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.yaml"), "a: 1\n").unwrap();
+        std::fs::write(d.join("z.yaml"), "z: 1\n").unwrap();
+        std::os::unix::fs::symlink(d.join("a.yaml"), d.join("b-link.yaml")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("zero.yaml")).unwrap();
+        let fifo = std::ffi::CString::new(d.join("fifo.yaml").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::fs::write(d.join("huge.yaml"), vec![b'#'; MAX_YAML_FILE as usize + 1]).unwrap();
+        std::fs::create_dir(d.join("folder.yaml")).unwrap();
+        let (files, errs) = read_yaml_files(&[d.to_path_buf()], "profiles.dirs", "profile");
+        let names: Vec<_> = files
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["a.yaml", "b-link.yaml", "z.yaml"]);
+        let msg = |f: &str| {
+            errs.iter()
+                .find(|e| e.file.ends_with(f))
+                .map(|e| e.message.clone())
+                .unwrap_or_else(|| panic!("no diagnostic for {f}: {errs:?}"))
+        };
+        assert!(msg("fifo.yaml").contains("not a regular file"));
+        assert!(msg("zero.yaml").contains("not a regular file"));
+        assert!(msg("folder.yaml").contains("not a regular file"));
+        assert!(msg("huge.yaml").contains("too large"));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
 }

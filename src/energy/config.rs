@@ -341,6 +341,10 @@ fn date(key: &str, s: &str, errs: &mut Vec<(String, String)>) -> Date {
 }
 
 /// Validates `[energy]`; errors are `(key, message)`.
+/// The largest price, standing or demand charge a tariff may give: finite, and far above any real tariff, so
+/// that sums over a year of intervals stay finite (`inf` or `1e308` would make every report `inf` or NaN).
+pub const MAX_PRICE: f64 = 1e6;
+
 pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
     let mut errs = Vec::new();
     let mut c = EnergyConfig::default();
@@ -464,8 +468,11 @@ fn tariff(i: usize, t: &RawTariff, errs: &mut Vec<(String, String)>) -> Tariff {
     let mut rates = Vec::new();
     for (j, r) in t.rates.iter().enumerate() {
         let rk = format!("energy.tariffs[{i}].rates[{j}]");
-        if !r.price.is_finite() || r.price < 0.0 {
-            errs.push((format!("{rk}.price"), "must be a price ≥ 0".into()));
+        if !(0.0..=MAX_PRICE).contains(&r.price) {
+            errs.push((
+                format!("{rk}.price"),
+                format!("must be a price from 0 to {MAX_PRICE}"),
+            ));
         }
         let all_day = r.from.is_none() && r.to.is_none();
         if r.from.is_some() != r.to.is_some() {
@@ -486,6 +493,14 @@ fn tariff(i: usize, t: &RawTariff, errs: &mut Vec<(String, String)>) -> Tariff {
                 .unwrap_or(Time::midnight()),
             all_day,
         });
+    }
+    for (key, v) in [
+        ("standing_per_day", t.standing_per_day),
+        ("demand_per_kw_month", t.demand_per_kw_month),
+    ] {
+        if v.is_some_and(|v| !(0.0..=MAX_PRICE).contains(&v)) {
+            errs.push((k(key), format!("must be a price from 0 to {MAX_PRICE}")));
+        }
     }
     let tariff = Tariff {
         name: t.name.clone(),
@@ -639,6 +654,43 @@ mod tests {
             assert_eq!(errs[0].0, "energy.baseline_refresh");
             assert!(errs[0].1.contains(bad), "{errs:?}");
         }
+    }
+
+    #[test]
+    fn tariff_prices_must_be_finite_and_sane() {
+        for (field, key) in [
+            (
+                "standing_per_day = inf",
+                "energy.tariffs[0].standing_per_day",
+            ),
+            (
+                "standing_per_day = nan",
+                "energy.tariffs[0].standing_per_day",
+            ),
+            (
+                "demand_per_kw_month = 1e308",
+                "energy.tariffs[0].demand_per_kw_month",
+            ),
+            (
+                "demand_per_kw_month = -1.0",
+                "energy.tariffs[0].demand_per_kw_month",
+            ),
+        ] {
+            let (_, errs) = validate(&raw(&format!(
+                "[[tariffs]]\nname = \"t\"\nvalid_from = \"2026-01-01\"\n{field}\nrates = [{{ price = 0.2 }}]"
+            )));
+            assert_eq!(errs.len(), 1, "{field}: {errs:?}");
+            assert_eq!(errs[0].0, key, "{errs:?}");
+        }
+        let (_, errs) = validate(&raw(
+            "[[tariffs]]\nname = \"t\"\nvalid_from = \"2026-01-01\"\nrates = [{ price = 1e308 }]",
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, "energy.tariffs[0].rates[0].price");
+        let (_, errs) = validate(&raw(
+            "[[tariffs]]\nname = \"t\"\nvalid_from = \"2026-01-01\"\nstanding_per_day = 1.2\nrates = [{ price = 0.3 }]",
+        ));
+        assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]

@@ -140,3 +140,110 @@ fn every_shipped_profile_loads() {
         assert!(profiles.contains_key(name), "{name}");
     }
 }
+
+/// A site file in `dir` from the documented sample, with the shipped rules copied so a test can change them.
+fn sample_in(dir: &std::path::Path, device_modbus: &str, stale: &str) -> std::path::PathBuf {
+    let rules = dir.join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    let health = std::fs::read_to_string(repo().join("rules/sensor-health.yaml")).unwrap();
+    assert!(health.contains("stale: 30m"));
+    std::fs::write(
+        rules.join("sensor-health.yaml"),
+        health.replace("stale: 30m", &format!("stale: {stale}")),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(repo().join("deploy/caretaker.toml"))
+        .unwrap()
+        .replace(
+            r#"dirs = ["../device_profiles"]"#,
+            &format!(r#"dirs = ["{}"]"#, repo().join("device_profiles").display()),
+        )
+        .replace(r#"dirs = ["../rules"]"#, r#"dirs = ["rules"]"#);
+    let text = format!(
+        "{text}\n[[devices]]\nid = \"meter-1\"\nprofile = \"eastron-sdm630\"\nmodbus = {{ url = \"tcp://127.0.0.1:5020\", unit = 1, {device_modbus} }}\n"
+    );
+    let p = dir.join("site.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn huge_durations_are_errors_with_file_and_line_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = sample_in(dir.path(), r#"poll = "10s""#, "30m");
+    let (code, out, err) = check(&ok, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (poll, stale) in [
+        ("1000000000000000w", "30m"),
+        ("18446744073709551616s", "30m"),
+        ("30000000000000w", "30m"), // passed check, then overflowed an Instant in the Modbus link
+        ("2d", "30m"),              // longer than a day
+        ("10s", "1000000000000000w"),
+        ("10s", "20000w"), // wrapped to a negative i64: the alarm raised and cleared every second
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = sample_in(dir.path(), &format!(r#"poll = "{poll}""#), stale);
+        let (code, out, err) = check(&cfg, &[]);
+        assert_eq!(code, 1, "poll {poll} stale {stale}: {out}{err}");
+        assert!(err.contains("too long"), "{err}");
+        if stale != "30m" {
+            assert!(err.contains("sensor-health.yaml:"), "{err}");
+            assert!(err.contains("stale"), "{err}");
+        } else {
+            assert!(err.contains("site.toml:"), "{err}");
+            assert!(err.contains("poll"), "{err}");
+        }
+    }
+    let (code, out, err) = check(
+        &ok,
+        &[("CARETAKER_INFLUXDB__FLUSH_INTERVAL", "1000000000000000w")],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("influxdb.flush_interval") && err.contains("too long"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // The summary is longer than one line; the reader takes nothing and closes its end first, like `| head -0`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .arg("check")
+        .arg("--config")
+        .arg(repo().join("deploy/caretaker.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_ne!(status.code(), Some(101), "{err}");
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_fails_check_not_only_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, "not a folder").unwrap();
+    let (code, out, err) = check(
+        &repo().join("deploy/caretaker.toml"),
+        &[("CARETAKER_STATE__DIR", file.to_str().unwrap())],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("state.dir") && err.contains("not a folder"),
+        "{err}"
+    );
+}

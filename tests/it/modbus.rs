@@ -742,3 +742,62 @@ async fn a_gateway_exception_takes_the_device_offline_without_condemning_registe
         "an exception is not a link error"
     );
 }
+
+/// A Modbus TCP server that answers every register read with one register more than asked for.
+async fn one_register_too_many_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut req = [0u8; 12]; // MBAP (7) + function, address, count
+                while s.read_exact(&mut req).await.is_ok() {
+                    let count = u16::from_be_bytes([req[10], req[11]]) + 1;
+                    let mut pdu = vec![req[7], (count * 2) as u8];
+                    for _ in 0..count {
+                        pdu.extend_from_slice(&7u16.to_be_bytes());
+                    }
+                    let mut reply = req[..4].to_vec(); // transaction and protocol id
+                    reply.extend_from_slice(&(pdu.len() as u16 + 1).to_be_bytes());
+                    reply.push(req[6]); // unit
+                    reply.extend_from_slice(&pdu);
+                    if s.write_all(&reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_with_more_registers_than_requested_is_an_error_not_data() {
+    let port = one_register_too_many_server().await;
+    let p = parse_profile(
+        "long-reply",
+        "schema: 1\nname: long-reply\ncategory: other\npoints:
+  - { name: a, unit: none, kind: gauge, modbus: { table: holding, address: 0 } }
+",
+    );
+    let table = format!("url = \"tcp://127.0.0.1:{port}\"\npoll = \"100ms\"");
+    let mut polling = Polling::start(&[("m1", &p, table)]);
+    let batches = polling.collect(Duration::from_millis(1500)).await;
+    for (b, _) in &batches {
+        assert!(
+            !matches!(b.get("m1/a"), Some((_, Quality::Good))),
+            "decoded a reply of the wrong length: {b:?}"
+        );
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &polling.stats[0];
+    assert!(
+        stats.requests.load(Relaxed) >= 2,
+        "the link stopped polling"
+    );
+    assert!(
+        stats.link_errors.load(Relaxed) >= 2,
+        "the wrong-length reply was not counted as an error"
+    );
+}

@@ -371,3 +371,72 @@ async fn sigterm_flushes_queued_readings_and_exits_zero() {
     assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
     assert_eq!(influx.count("ct", "environment", "humidity").await, 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_is_acked_counted_and_the_rest_flows() {
+    let mosq = Mosquitto::start();
+    let influx = Influxd::start();
+    influx.create_db("ct").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let text = site_config(
+        mosq.port,
+        http,
+        &dir.path().join("state"),
+        &influx.url(),
+        "api = \"v1\"\ndatabase = \"ct\"",
+    )
+    .replace(
+        "reconnect_max_backoff = \"1s\"",
+        "reconnect_max_backoff = \"1s\"\nmax_packet_size = 2048",
+    );
+    let cfg = write_config(dir.path(), &text);
+    let daemon = Daemon::start(&cfg, http);
+    let p = Publisher::connect(mosq.port, "test-publisher-big");
+    wait_subscribed(&p, &daemon).await;
+    let topic = "campus/main/room-9/telemetry";
+    let good = |i: i64| {
+        format!(
+            r#"{{"ts": {}, "temperature": 21.0, "humidity": 40}}"#,
+            BASE_MS + i * 1000
+        )
+    };
+    p.publish(topic, good(1)).await;
+    // A QoS 1 message over max_packet_size: the broker redelivers it to the persistent session until acked.
+    let big = format!(
+        r#"{{"ts": {}, "temperature": 1, "pad": "{}"}}"#,
+        BASE_MS,
+        "x".repeat(8000)
+    );
+    p.publish(topic, big).await;
+    for i in 2..=6 {
+        p.publish(topic, good(i)).await;
+    }
+    let ok = wait_until(Duration::from_secs(30), || async {
+        influx.count("ct", "environment", "humidity").await >= 6
+    })
+    .await;
+    assert!(
+        ok,
+        "messages behind the oversized one did not arrive:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        daemon
+            .metric(r#"caretaker_readings_dropped_total{stage="mqtt",reason="too_large"}"#)
+            .await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("reconnecting"),
+        "the oversized message broke the connection:\n{log}"
+    );
+    assert_eq!(
+        log.matches("larger than max_packet_size").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains(topic), "{log}");
+}

@@ -4,7 +4,12 @@
 
 use super::Errs;
 use crate::rules::model::{Condition, SignalKind, Trigger};
-use crate::util::parse_duration;
+use crate::util::parse_duration_max;
+use std::time::Duration;
+
+/// The longest `for`, `stale`, `flatline`, `counter_stalled` or `within` a rule may give: a year. Longer is a
+/// typo (and beyond ~292 years the nanoseconds would not fit the engine's i64).
+pub const MAX_RULE_DURATION: Duration = Duration::from_secs(365 * 86_400);
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,7 +143,7 @@ impl At<'_> {
 
     /// A duration field that must be longer than 0s, in ns; 0 when it has a problem (reported).
     fn duration(self, e: &mut Errs<'_>, field: &str, s: &str) -> i64 {
-        match parse_duration(s) {
+        match parse_duration_max(s, MAX_RULE_DURATION) {
             Ok(d) if !d.is_zero() => d.as_nanos() as i64,
             Ok(_) => {
                 self.push(e, field, "must be longer than 0s");
@@ -356,7 +361,7 @@ fn hold(e: &mut Errs<'_>, at: At<'_>, c: &RawCondition) -> i64 {
     }
     match c.hold.as_ref().or(inner_hold) {
         None => 0,
-        Some(s) => match parse_duration(s) {
+        Some(s) => match parse_duration_max(s, MAX_RULE_DURATION) {
             Ok(d) => d.as_nanos() as i64,
             Err(m) => {
                 at.push(e, "for", m);

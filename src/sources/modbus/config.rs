@@ -89,6 +89,8 @@ pub struct ModbusDevice {
 }
 
 pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
+/// The longest `poll`, per-point poll or `timeout` a device may give.
+pub const MAX_POLL: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
 
@@ -181,9 +183,10 @@ pub fn validate(raw: &RawModbusDevice) -> Result<ModbusDevice, Vec<(String, Stri
             format!("unit {unit}: serial devices have unit ids 1..=247"),
         );
     }
+    // A poll period or timeout of more than a day is a typo; the link's schedule adds it to an `Instant`.
     let mut duration = |k: &str, v: &Option<String>, default: Duration| match v {
         None => default,
-        Some(s) => match crate::util::parse_duration(s) {
+        Some(s) => match crate::util::parse_duration_max(s, MAX_POLL) {
             Ok(d) if d >= Duration::from_millis(10) => d,
             Ok(_) => {
                 err(k, format!("`{s}` is too short (at least 10ms)"));

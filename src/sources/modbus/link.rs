@@ -379,7 +379,13 @@ impl DeviceState {
                 if skip > 0 {
                     metrics::counter!("caretaker_modbus_polls_skipped_total", "device" => self.poll.id.clone()).increment(skip as u64);
                 }
-                *due += p * (skip + 1);
+                // Checked: an overflow here would panic the link task. Config caps `poll` at a day, so the
+                // fallback (next due a period from now) is a safety net.
+                *due = p
+                    .checked_mul(skip.saturating_add(1))
+                    .and_then(|d| due.checked_add(d))
+                    .or_else(|| now.checked_add(p))
+                    .unwrap_or(now);
             }
         }
         (mask != 0).then_some(mask)
@@ -657,7 +663,23 @@ impl DeviceState {
         };
         metrics::histogram!("caretaker_modbus_request_seconds").record(t0.elapsed().as_secs_f64());
         let msg = match res {
-            Ok(Ok(Ok(data))) => return Ok(data),
+            Ok(Ok(Ok(data))) => {
+                // A reply with another number of values than asked for belongs to another request (a gateway
+                // mixing up transactions, a torn RTU frame) or a broken device: decoding it would put values on
+                // the wrong points. Coils and discrete inputs come padded to whole bytes (tokio-modbus truncates).
+                let got = match &data {
+                    Data::Words(w) => w.len(),
+                    Data::Bits(b) => b.len(),
+                };
+                if got == count as usize {
+                    return Ok(data);
+                }
+                metrics::counter!("caretaker_modbus_errors_total", "device" => self.poll.id.clone(), "kind" => "bad_reply").increment(1);
+                format!(
+                    "{} {start}+{count}: the reply carries {got} values",
+                    table.as_str()
+                )
+            }
             Ok(Ok(Err(code))) => {
                 self.stats.exceptions.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("caretaker_modbus_errors_total", "device" => self.poll.id.clone(), "kind" => "exception").increment(1);

@@ -15,13 +15,23 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+/// The largest remaining length an MQTT 3.1.1 packet can have (268,435,455 bytes, 256 MiB).
+pub const MQTT_MAX_PACKET: usize = 268_435_455;
+/// Outgoing packets are our own subscribes and acks; never let a small `max_packet_size` refuse them.
+const MIN_OUTGOING: usize = 64 * 1024;
+
 /// Builds the rumqttc options from the config.
 fn options(cfg: &MqttConfig) -> anyhow::Result<MqttOptions> {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(cfg.keep_alive);
     o.set_clean_session(false);
     o.set_manual_acks(true);
-    o.set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size);
+    // rumqttc drops the connection on an incoming packet above its limit, before we could acknowledge it, and
+    // MQTT 3.1.1 has no way to tell the broker our limit: the broker then redelivers the same QoS 1 message to
+    // the persistent session on every reconnect and nothing behind it is ever read. So the framing limit is the
+    // protocol's own maximum (every packet can be framed and acknowledged) and `max_packet_size` is enforced on
+    // the received message in `run`.
+    o.set_max_packet_size(MQTT_MAX_PACKET, cfg.max_packet_size.max(MIN_OUTGOING));
     o.set_request_channel_capacity(4096);
     if let (Some(u), p) = (&cfg.username, &cfg.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
@@ -117,6 +127,19 @@ impl MqttSource {
                     self.health
                         .mqtt_last_message_ms
                         .store(now / 1_000_000, Ordering::Relaxed);
+                    let size = p.size();
+                    if size > self.config.max_packet_size {
+                        // Acknowledged and dropped: a poison message must never block the session.
+                        metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => "too_large").increment(1);
+                        metrics::counter!("caretaker_errors_total", "stage" => "mqtt").increment(1);
+                        if let Some(suppressed) = limiter.check(&format!("too_large:{}", p.topic)) {
+                            warn!(topic = %p.topic, size, max_packet_size = self.config.max_packet_size, suppressed, "MQTT message dropped: larger than max_packet_size");
+                        }
+                        if let Err(e) = client.try_ack(&p) {
+                            debug!(error = %e, "ack not queued");
+                        }
+                        continue;
+                    }
                     readings.clear();
                     problems.clear();
                     let result =
