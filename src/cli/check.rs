@@ -51,14 +51,17 @@ pub fn run(config: &std::path::Path) -> i32 {
             }
             print_modbus(&l);
             match &c.influxdb {
-                Some(i) => println!(
-                    "influxdb: {} ({})",
-                    i.url,
-                    match i.api {
-                        crate::sinks::influx::config::InfluxApi::V1 { .. } => "v1",
-                        _ => "v2",
-                    }
-                ),
+                Some(i) => {
+                    println!(
+                        "influxdb: {} ({})",
+                        i.url,
+                        match i.api {
+                            crate::sinks::influx::config::InfluxApi::V1 { .. } => "v1",
+                            _ => "v2",
+                        }
+                    );
+                    print_batch_cap(i);
+                }
                 None => println!("influxdb: not configured"),
             }
             println!(
@@ -122,6 +125,25 @@ pub fn run(config: &std::path::Path) -> i32 {
             eprintln!("{} error(s) in {}", errs.len(), config.display());
             1
         }
+    }
+}
+
+/// A `note:` when `batch_size` lines would not fit in one batch of the spool (a quarter of `spool_max_bytes`, so
+/// that `drop_oldest` always has something to drop): writes then carry fewer lines than configured. Not an error:
+/// the spool cuts the batches itself.
+fn print_batch_cap(i: &crate::sinks::influx::config::InfluxConfig) {
+    use crate::sinks::influx::config::TYPICAL_LINE_BYTES;
+    let cap = crate::sinks::influx::spool::max_batch_bytes(i.spool_max_bytes);
+    let wanted = i.batch_size as u64 * TYPICAL_LINE_BYTES;
+    if wanted > cap {
+        println!(
+            "  note: batches are cut to {cap} bytes (a quarter of spool_max_bytes = {}, about {} lines); \
+             batch_size = {} lines is about {wanted} bytes at ~{TYPICAL_LINE_BYTES} bytes a line, so writes \
+             carry fewer lines (see docs/spool.md, \"Batch cap\")",
+            i.spool_max_bytes,
+            cap / TYPICAL_LINE_BYTES,
+            i.batch_size,
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::rfc3339_ms;
 use crate::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
@@ -241,8 +241,13 @@ impl Store {
         Ok(Self::init(Connection::open_in_memory()?, Some(site))?)
     }
 
-    fn init(conn: Connection, site: Option<&str>) -> rusqlite::Result<Store> {
+    fn init(mut conn: Connection, site: Option<&str>) -> rusqlite::Result<Store> {
         conn.busy_timeout(Duration::from_secs(10))?;
+        // The store thread, each delivery worker and the CLI have their own connection. Every transaction here
+        // reads before it writes; a deferred one would then ask to turn a read into a write, which SQLite refuses
+        // at once ("database is locked", the busy timeout never applies) when another connection is writing or
+        // wrote since the read. Taking the write lock at BEGIN makes it wait for the other writer instead.
+        conn.set_transaction_behavior(TransactionBehavior::Immediate);
         conn.execute_batch(SCHEMA)?;
         if let Some(s) = site {
             conn.execute(
@@ -777,6 +782,38 @@ mod tests {
         s.set_targets(&[("hook".into(), "webhook".into())]).unwrap();
         s.set_flap_window(Duration::from_secs(600));
         s
+    }
+
+    /// The daemon's store thread and each delivery worker have their own connection to the file. A transition
+    /// applied while a worker holds the write lock (marking a row delivered) must wait for it, not fail: a
+    /// failed apply loses the alarm event (seen as a missing "updated" webhook call in the rules integration
+    /// test under load). A deferred transaction that reads first cannot wait: SQLite answers "database is
+    /// locked" at once, whatever the busy timeout, when a reader asks to become a writer.
+    #[test]
+    fn a_transition_waits_for_another_connection_s_write_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wo.sqlite");
+        let mut s = Store::open(&path, Some("site")).unwrap();
+        s.set_targets(&[("hook".into(), "webhook".into())]).unwrap();
+        s.apply(&ev(AlarmKind::Raised, 1_000, 19.0)).unwrap();
+        // Another connection (a delivery worker) is in the middle of a write.
+        let worker = Connection::open(&path).unwrap();
+        worker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        worker
+            .execute("UPDATE outbox SET attempts = attempts + 1", [])
+            .unwrap();
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            worker.execute_batch("COMMIT").unwrap();
+        });
+        let applied = s.apply(&ev(AlarmKind::Repeated, 70_000, 20.0));
+        done.join().unwrap();
+        assert_eq!(
+            applied.map(|a| a.event).map_err(|e| e.to_string()),
+            Ok("updated")
+        );
+        assert_eq!(s.get(1).unwrap().unwrap().count, 2);
+        assert_eq!(s.outbox(Some(1)).unwrap().len(), 2);
     }
 
     #[test]

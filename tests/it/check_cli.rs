@@ -53,6 +53,27 @@ fn environment_overrides_config_keys() {
 }
 
 #[test]
+fn a_spool_too_small_for_batch_size_gets_a_note_on_the_batch_cap() {
+    let sample = repo().join("deploy/caretaker.toml");
+    let (code, out, err) = check(&sample, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("note: batches are cut"),
+        "1 GiB holds 5000-line batches:\n{out}"
+    );
+    // 64 KiB: a quarter is 16 KiB, about 126 lines of ~130 bytes, far below 5000 lines.
+    let (code, out, err) = check(&sample, &[("CARETAKER_INFLUXDB__SPOOL_MAX_BYTES", "65536")]);
+    assert_eq!(
+        code, 0,
+        "a small spool is valid, the batches are cut: {err}"
+    );
+    assert!(
+        out.contains("note: batches are cut to 16384 bytes (a quarter of spool_max_bytes = 65536, about 126 lines); batch_size = 5000 lines"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_profile_typo_is_reported_with_file_line_and_key_and_every_error_is_listed() {
     let dir = tempfile::tempdir().unwrap();
     let profiles = dir.path().join("device_profiles");

@@ -117,11 +117,41 @@ async fn ten_thousand_messages_arrive_exactly_across_a_broker_restart() {
     })
     .await;
     let (_, rows) = influx.select("ct", q).await;
-    assert!(
-        ok,
-        "InfluxDB has {rows:?} of {expected} points:\n{}",
-        daemon.log_text()
-    );
+    if !ok {
+        // Where the missing ones went: never acknowledged to the publisher, never received by the daemon, or
+        // received and not written.
+        let (_, stored) = influx
+            .select(
+                "ct",
+                "SELECT temperature, device FROM environment WHERE device != 'probe'",
+            )
+            .await;
+        let have: std::collections::HashSet<(String, i64)> = stored
+            .iter()
+            .map(|r| {
+                let ms = r[0].as_i64().unwrap_or(0) / 1_000_000;
+                (
+                    r[2].as_str().unwrap_or("").to_string(),
+                    (ms - BASE_MS) / 1000,
+                )
+            })
+            .collect();
+        let missing: Vec<(i64, i64)> = (0..PER_DEVICE)
+            .flat_map(|i| (0..DEVICES).map(move |d| (d, i)))
+            .filter(|(d, i)| !have.contains(&(format!("dev-{d}"), *i)))
+            .collect();
+        let received = daemon
+            .metric(r#"caretaker_readings_received_total{source="mqtt"}"#)
+            .await;
+        panic!(
+            "InfluxDB has {rows:?} of {expected} points; missing (device, i) in publish order {missing:?}; \
+             publisher acknowledged {} of {expected} (+ probes); daemon received {received} readings \
+             (2 per message, + probes)\n--- mosquitto ---\n{}\n--- caretaker ---\n{}",
+            publisher.acked(),
+            std::fs::read_to_string(mosq.dir.path().join("mosquitto.log")).unwrap_or_default(),
+            daemon.log_text()
+        );
+    }
     assert_eq!(
         rows[0][1].as_u64(),
         Some(expected),

@@ -319,8 +319,9 @@ async fn a_breach_opens_one_work_order_delivered_exactly_once_through_restart_an
     publish(&publisher, SERIES[1]).await;
     assert!(
         wait_until(Duration::from_secs(20), || async { rx.calls().len() >= 3 }).await,
-        "{:?}",
-        rx.events()
+        "{:?}\n{}",
+        rx.events(),
+        daemon.log_text()
     );
     let wos = list(&state);
     assert_eq!(wos.len(), 1, "{wos:?}");

@@ -90,6 +90,10 @@ pub struct InfluxConfig {
 /// at about 70 bytes of line protocol each, is about 1 GB). See docs/spool.md.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 
+/// Bytes of a typical line of line protocol: two fields with the usual tags (site, building, device, profile),
+/// about 65 bytes a reading as measured in docs/spool.md. For estimates only (`caretaker check`).
+pub const TYPICAL_LINE_BYTES: u64 = 130;
+
 /// Smallest spool budget accepted (16 segments of 4 KiB).
 pub const MIN_SPOOL_MAX_BYTES: u64 = 64 << 10;
 

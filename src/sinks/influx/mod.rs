@@ -361,6 +361,97 @@ mod tests {
         assert_eq!(q.stats().chunks, 1);
     }
 
+    /// InfluxDB is down for good: every write fails, and the bodies tried are kept.
+    struct Down {
+        tried: Mutex<Vec<usize>>,
+    }
+
+    impl TimeSeriesWriter for Arc<Down> {
+        fn write(
+            &self,
+            body: &[u8],
+        ) -> impl std::future::Future<Output = Result<(), WriteError>> + Send {
+            self.tried.lock().unwrap().push(body.len());
+            async {
+                Err(WriteError::Retry {
+                    class: "network",
+                    message: "connection refused".into(),
+                    retry_after: None,
+                })
+            }
+        }
+    }
+
+    /// Issue 21, end to end through the writer loop: the spool is already full when the writer takes its first
+    /// batch (InfluxDB down, `batch_size` larger than the spool). That batch must not pin the whole spool, or
+    /// `drop_oldest` has nothing it may drop and intake waits like `block`.
+    #[tokio::test]
+    async fn drop_oldest_takes_pushes_while_a_full_spool_is_being_sent_to_a_down_influxdb() {
+        use spool::{Spool, SpoolOptions, WhenFull};
+        let dir = tempfile::tempdir().unwrap();
+        let max = 64 << 10;
+        let opts = SpoolOptions::new(
+            dir.path(),
+            max,
+            WhenFull::DropOldest,
+            Duration::from_secs(1),
+        );
+        let (q, _) = Spool::open(opts).unwrap();
+        let chunk = |i: u32| {
+            let body: String = (0..10).map(|l| line(i * 10 + l)).collect();
+            Chunk {
+                body: body.into_bytes(),
+                lines: 10,
+                readings: 20,
+                created_ms: 0,
+            }
+        };
+        let mut pushed = 0;
+        while q.spool_stats().disk_bytes + 1024 <= max {
+            q.try_push(chunk(pushed)).unwrap();
+            pushed += 1;
+        }
+        assert_eq!(q.spool_stats().dropped_chunks, 0);
+        let w = Arc::new(Down {
+            tried: Mutex::new(vec![]),
+        });
+        let settings = WriterSettings {
+            batch_size: 1_000_000,
+            flush_interval: Duration::ZERO,
+            max_retry_backoff: Duration::from_millis(50),
+        };
+        let wl = WriterLoop::new(q.clone(), w.clone(), settings, Arc::new(Health::default()));
+        let hard = CancellationToken::new();
+        let run = tokio::spawn(wl.run(CancellationToken::new(), hard.clone()));
+        // The writer has taken its batch once it tried to send it.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while w.tried.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the writer tries to send");
+        for i in pushed..pushed + 200 {
+            assert!(
+                q.try_push(chunk(i)).is_ok(),
+                "push {i} refused while the writer holds its batch: drop_oldest waited like block"
+            );
+        }
+        let ss = q.spool_stats();
+        assert!(ss.dropped_chunks > 0 && !ss.blocked, "{ss:?}");
+        assert!(ss.disk_bytes <= max);
+        let tried = w.tried.lock().unwrap().clone();
+        assert!(
+            tried.iter().all(|&n| n as u64 <= max / 4),
+            "batches of at most a quarter of the spool: {tried:?}"
+        );
+        hard.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
     #[test]
     fn split_and_count() {
         let body: String = (0..5).map(line).collect();

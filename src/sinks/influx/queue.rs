@@ -36,7 +36,8 @@ pub struct QueueStats {
 pub trait ChunkQueue: Send + Sync + 'static {
     /// Accepts a chunk, or returns it when the queue is full and the producer must wait.
     fn try_push(&self, chunk: Chunk) -> Result<(), Chunk>;
-    /// The oldest chunks, up to `max_lines` lines (at least one chunk when any is queued).
+    /// The oldest chunks, up to `max_lines` lines (at least one chunk when any is queued). A queue may hand
+    /// fewer: the spool caps a batch's bytes so that `drop_oldest` always has something it may drop.
     fn peek(&self, max_lines: usize) -> Vec<Arc<Chunk>>;
     /// Removes the `n` oldest chunks.
     fn commit(&self, n: usize);

@@ -17,7 +17,8 @@
 //! - Segment files are deleted whole, only once every record in them was acknowledged by InfluxDB (or dropped by
 //!   `when_full = "drop_oldest"`, which counts and logs every reading it drops).
 //! - Replay is oldest first, in write order. Records in flight (peeked by the writer, not yet committed) are
-//!   never dropped.
+//!   never dropped, and the writer is never handed more than `max_batch_bytes` (a quarter of `max_bytes`) at
+//!   once, so `drop_oldest` always finds unsent segments to drop (see [`options::max_batch_bytes`]).
 //! - At start-up every segment is read and checked; the first record that is short or fails its checksum ends
 //!   its segment: the bytes from there are reported (log + `caretaker_spool_corrupt_bytes_total`) and truncated,
 //!   so a torn write needs no manual repair.
@@ -44,7 +45,7 @@ mod state;
 mod writer;
 
 pub use error::SpoolError;
-pub use options::{SpoolOptions, WhenFull};
+pub use options::{SpoolOptions, WhenFull, max_batch_bytes};
 pub use recovery::Recovery;
 
 use super::queue::{Chunk, ChunkQueue, QueueStats};
@@ -115,7 +116,7 @@ impl Spool {
         });
         {
             let mut st = inner.lock();
-            st.fill(&inner.opts.dir, 1);
+            st.fill(&inner.opts.dir, 1, 1);
             st.refresh_oldest();
             st.publish_gauges();
         }
@@ -218,7 +219,9 @@ impl ChunkQueue for Spool {
 
     fn peek(&self, max_lines: usize) -> Vec<Arc<Chunk>> {
         let inner = &*self.inner;
-        inner.lock().peek(&inner.opts.dir, max_lines)
+        inner
+            .lock()
+            .peek(&inner.opts.dir, max_lines, inner.opts.max_batch_bytes)
     }
 
     fn commit(&self, n: usize) {

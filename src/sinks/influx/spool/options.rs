@@ -43,10 +43,15 @@ pub struct SpoolOptions {
     pub segment_bytes: u64,
     /// Most bytes of recent records kept in memory for the writer.
     pub cache_bytes: u64,
+    /// Most bytes handed to the writer at once (at least one chunk), whatever its `batch_size`: a quarter of
+    /// `max_bytes`. Records in flight are never dropped, so this keeps most of the spool droppable: with
+    /// `drop_oldest` a push always finds an unsent segment to drop, however the writer's timing falls.
+    pub max_batch_bytes: u64,
 }
 
 impl SpoolOptions {
-    /// Segments of 1/16 of the bound (4 KiB to 64 MiB), so `drop_oldest` frees about 6% at a time.
+    /// Segments of 1/16 of the bound (4 KiB to 64 MiB), so `drop_oldest` frees about 6% at a time; batches of at
+    /// most a quarter of it.
     pub fn new(
         dir: impl Into<PathBuf>,
         max_bytes: u64,
@@ -60,6 +65,18 @@ impl SpoolOptions {
             fsync_interval,
             segment_bytes: (max_bytes / 16).clamp(4 << 10, 64 << 20),
             cache_bytes: (max_bytes / 4).clamp(64 << 10, 16 << 20),
+            max_batch_bytes: max_batch_bytes(max_bytes),
         }
     }
+}
+
+/// The most bytes of encoded lines a spool of `max_bytes` hands the writer at once (at least one chunk).
+///
+/// Why a quarter: the batch in flight can never be dropped, and it touches at most its own bytes plus one
+/// partly filled segment at each end (segments are 1/16 of the bound, a chunk never exceeds one), so at most
+/// 1/4 + 2/16 = 3/8 of the spool is pinned and `drop_oldest` can always free room for the next chunk (the
+/// pipeline cuts chunks to fit a segment). A quarter of the smallest spool (64 KiB) is still about 120 lines
+/// per write; the 1 GiB default cuts only batches of more than about 2 million lines.
+pub fn max_batch_bytes(max_bytes: u64) -> u64 {
+    max_bytes / 4
 }

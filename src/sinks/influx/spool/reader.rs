@@ -11,9 +11,12 @@ use std::sync::Arc;
 use tracing::{error, warn};
 
 impl State {
-    /// Loads records from disk into `mem` until it holds `want_lines` lines or every live record.
-    pub(super) fn fill(&mut self, dir: &Path, want_lines: u64) {
-        while !self.complete && (self.mem.is_empty() || self.mem_lines < want_lines) {
+    /// Loads records from disk into `mem` until it holds `want_lines` lines or `want_bytes` bytes, or every live
+    /// record.
+    pub(super) fn fill(&mut self, dir: &Path, want_lines: u64, want_bytes: u64) {
+        while !self.complete
+            && (self.mem.is_empty() || (self.mem_lines < want_lines && self.mem_bytes < want_bytes))
+        {
             self.normalize_read();
             let (id, off) = self.read;
             let Some(idx) = self.seg_index(id) else {
@@ -67,17 +70,22 @@ impl State {
         }
     }
 
-    /// The oldest chunks, up to `max_lines` lines (at least one when any is live); they are in flight until the
-    /// next commit.
-    pub(super) fn peek(&mut self, dir: &Path, max_lines: usize) -> Vec<Arc<Chunk>> {
-        self.fill(dir, max_lines as u64);
+    /// The oldest chunks, up to `max_lines` lines and `max_bytes` bytes (at least one chunk when any is live);
+    /// they are in flight until the next commit.
+    pub(super) fn peek(&mut self, dir: &Path, max_lines: usize, max_bytes: u64) -> Vec<Arc<Chunk>> {
+        self.fill(dir, max_lines as u64, max_bytes);
         let mut out = Vec::new();
         let mut lines = 0usize;
+        let mut bytes = 0u64;
         for e in &self.mem {
-            if !out.is_empty() && lines + e.chunk.lines as usize > max_lines {
+            let len = e.chunk.body.len() as u64;
+            if !out.is_empty()
+                && (lines + e.chunk.lines as usize > max_lines || bytes + len > max_bytes)
+            {
                 break;
             }
             lines += e.chunk.lines as usize;
+            bytes += len;
             out.push(e.chunk.clone());
         }
         self.in_flight = out.len();
@@ -98,7 +106,7 @@ impl State {
         }
         self.in_flight = 0;
         if self.mem.is_empty() && self.live.chunks > 0 {
-            self.fill(dir, 1);
+            self.fill(dir, 1, 1);
         }
         self.refresh_oldest();
         self.advance();

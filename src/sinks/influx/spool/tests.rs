@@ -251,6 +251,62 @@ fn drop_oldest_counts_every_dropped_reading_and_keeps_the_batch_in_flight() {
     );
 }
 
+/// Issue 21: the writer's first peek came when the spool was already full (InfluxDB down, a large
+/// `batch_size`), so the batch in flight was the whole spool, `drop_oldest` had nothing it could drop, and
+/// intake waited like `block`. Here that timing is forced: the writer asks for everything at once.
+#[test]
+fn drop_oldest_keeps_taking_pushes_when_the_writer_asks_for_the_whole_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4096;
+    let (q, _) = Spool::open(opts(dir.path(), max, WhenFull::DropOldest)).unwrap();
+    let rec = (REC_HEADER + chunk(0, 2).body.len()) as u64;
+    let mut pushed = 0;
+    while q.spool_stats().disk_bytes + rec <= max {
+        q.try_push(chunk(pushed, 2)).unwrap();
+        pushed += 1;
+    }
+    assert_eq!(q.spool_stats().dropped_chunks, 0, "filled without dropping");
+    // InfluxDB is down and the writer takes the largest batch it may; nothing is committed.
+    let in_flight = q.peek(usize::MAX);
+    let in_flight_bytes: usize = in_flight.iter().map(|c| c.body.len()).sum();
+    assert!(!in_flight.is_empty());
+    // Pushes keep being accepted, by dropping older unsent segments, however many come.
+    let n = pushed + 200;
+    for i in pushed..n {
+        assert!(
+            q.try_push(chunk(i, 2)).is_ok(),
+            "push {i} refused: drop_oldest waited like block"
+        );
+        assert!(q.spool_stats().disk_bytes <= max);
+    }
+    assert!(
+        in_flight_bytes as u64 <= max / 4,
+        "a batch holds at most a quarter of the spool: {in_flight_bytes} bytes"
+    );
+    let ss = q.spool_stats();
+    assert!(!ss.blocked);
+    assert!(ss.dropped_chunks > 0);
+    assert_eq!(ss.dropped_readings, ss.dropped_chunks * 4);
+    assert_eq!(
+        q.stats().chunks + ss.dropped_chunks,
+        n as u64,
+        "kept + dropped = pushed"
+    );
+    // The batch in flight survived every drop: it is still the oldest, and committing it works.
+    let first: Vec<u32> = in_flight.iter().map(|c| index_of(c)).collect();
+    assert_eq!(first, (0..in_flight.len() as u32).collect::<Vec<_>>());
+    q.commit(in_flight.len());
+    let rest = drain(&q);
+    assert_eq!(
+        rest.len() as u64 + in_flight.len() as u64,
+        n as u64 - ss.dropped_chunks
+    );
+    // After it: the rest of its segments (never dropped while in flight), then the newest without a gap.
+    assert!(rest.windows(2).all(|w| w[0] < w[1]), "in order: {rest:?}");
+    assert_eq!(*rest.last().unwrap(), n - 1);
+    assert_eq!(q.stats(), QueueStats::default());
+}
+
 #[test]
 fn an_oversized_chunk_enters_an_empty_spool() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,7 +55,7 @@ impl State {
             }
             self.advance();
             if self.mem.is_empty() && self.live.chunks > 0 {
-                self.fill(&opts.dir, 1);
+                self.fill(&opts.dir, 1, 1);
             }
             self.refresh_oldest();
         }
