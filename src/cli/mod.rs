@@ -143,6 +143,21 @@ fn init_logging(format: LogFormat, filter: &str) {
     let _ = tracing_log::LogTracer::init();
 }
 
+/// The multi-threaded runtime the long-running commands (run, simulate, demo) block on.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// `--for DURATION` of simulate and demo.
+fn parse_for(run_for: Option<String>) -> anyhow::Result<Option<std::time::Duration>> {
+    run_for
+        .map(|d| crate::util::parse_duration(&d))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--for: {e}"))
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // The demo's live summary owns the terminal: only warnings interrupt it unless asked otherwise (not the
@@ -154,10 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     init_logging(cli.log_format, level);
     match cli.command {
         Command::Run { config } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::app::run(&config))?;
+            runtime()?.block_on(crate::app::run(&config))?;
             Ok(0)
         }
         Command::Check { config } => Ok(check::run(&config)),
@@ -168,19 +180,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             modbus_host,
             start,
             run_for,
-        } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(simulate::run(
-                site,
-                speed,
-                mqtt,
-                modbus_host,
-                start,
-                run_for,
-            ))
-        }
+        } => runtime()?.block_on(simulate::run(
+            site,
+            speed,
+            mqtt,
+            modbus_host,
+            start,
+            run_for,
+        )),
         Command::Demo {
             speed,
             run_for,
@@ -190,14 +197,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             rules,
             broker_port,
         } => {
-            let run_for = run_for
-                .map(|d| crate::util::parse_duration(&d))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::demo::run(crate::demo::DemoOptions {
+            let run_for = parse_for(run_for)?;
+            runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
                 speed,
                 run_for,
                 state,

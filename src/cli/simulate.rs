@@ -52,10 +52,7 @@ pub async fn run(
             ))
         }
     };
-    let run_for = run_for
-        .map(|d| crate::util::parse_duration(&d))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--for: {e}"))?;
+    let run_for = super::parse_for(run_for)?;
     let (profiles, errs) = crate::catalog::profile::load_dirs(&spec.profile_dirs);
     if !errs.is_empty() {
         for e in &errs {

@@ -214,9 +214,9 @@ fn print_faults_and_work_orders(e: &Ended<'_>) {
 fn energy_report(run: &DemoRun) -> anyhow::Result<PathBuf> {
     use crate::energy::report::{self, By, Group, Query};
     let out = run.state.join("energy-report.html");
-    let loaded = crate::app::load(&run.config)
+    // The config only (no profiles, catalog or rules): the report needs the state dir, [energy] and the zone.
+    let config = crate::config::SiteConfig::load(&run.config)
         .map_err(|errs| anyhow::anyhow!("{} error(s) in {}", errs.len(), run.config.display()))?;
-    let config = &loaded.config;
     let path = crate::energy::store::path_in(&config.state_dir);
     let (store, _, _) = crate::energy::store::Store::open_existing(&path)?;
     let energy = config.energy.clone().unwrap_or_default();
