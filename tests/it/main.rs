@@ -12,4 +12,5 @@ mod rules;
 mod signals;
 mod spool;
 mod support;
+mod wire;
 mod work_orders_influx;
