@@ -119,7 +119,9 @@ async fn hostile_device_ids_and_tags_are_stored_exactly_or_per_the_mapping() {
         "two\\\\back",
         "quote\"d'",
         "β-😀 ünï",
-        "tab\there",
+        // mosquitto refuses control characters in topics (it drops the publisher), so a tab or newline cannot
+        // come from MQTT; their mapping is covered by the unit tests of `line_protocol`.
+        "pct%20&amp;\u{2028}",
         "=lead,ing",
         "x\\,y",
     ];
