@@ -303,14 +303,14 @@ fn refused_lines(lines: &[&[u8]], r: &writer::Refusal) -> (Vec<usize>, usize) {
     let mut unnamed = r.dropped;
     if let Some((m, f, ty)) = &r.conflict {
         let (m, f) = (escape_measurement(m), escape_key(f));
-        for i in 0..lines.len() {
+        for (i, line) in lines.iter().enumerate() {
             if unnamed == 0 {
                 break;
             }
             if named.contains(&i) {
                 continue;
             }
-            if let Some(p) = split_line(lines[i]) {
+            if let Some(p) = split_line(line) {
                 let conflicting = field_pairs(p.fields)
                     .iter()
                     .any(|(k, v)| *k == f.as_bytes() && value_type(v) == ty);
@@ -408,7 +408,7 @@ mod tests {
                 Err(WriteError::Rejected {
                     status: 400,
                     message: "bad".into(),
-                    refusal: writer::Refusal::default(),
+                    refusal: Box::default(),
                 }),
             ]),
             written: Mutex::new(vec![]),
@@ -595,7 +595,7 @@ mod tests {
                 Err(WriteError::Rejected {
                     status: 400,
                     message: "invalid".into(),
-                    refusal: writer::Refusal::default(),
+                    refusal: Box::default(),
                 })
             } else {
                 self.stored

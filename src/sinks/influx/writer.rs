@@ -30,7 +30,7 @@ pub enum WriteError {
     Rejected {
         status: u16,
         message: String,
-        refusal: Refusal,
+        refusal: Box<Refusal>,
     },
     /// The request body is over the server's limit.
     #[error("batch too large for InfluxDB (413)")]
@@ -203,7 +203,7 @@ impl TimeSeriesWriter for HttpWriter {
                 400..=499 => WriteError::Rejected {
                     status,
                     message,
-                    refusal: Refusal::parse(&text),
+                    refusal: Box::new(Refusal::parse(&text)),
                 },
                 _ => WriteError::Retry {
                     class: "server",
