@@ -305,6 +305,59 @@ async fn a_refused_line_in_a_batch_takes_no_good_line_with_it() {
     }
 }
 
+/// Item 6 end to end: `caretaker run` writes 80 good readings and one InfluxDB refuses (a field type conflict:
+/// `occupancy` already holds strings in that shard); the 80 are stored and exactly one reading is counted in
+/// `caretaker_readings_dropped_total{stage="influx",reason="rejected"}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_counts_only_the_reading_influxdb_refuses() {
+    let s = setup("").await;
+    let seed = format!(
+        "environment,device=seed occupancy=\"yes\" {}\n",
+        BASE_MS * 1_000_000
+    );
+    let resp = http_client()
+        .post(format!("{}/write?db=ct", s.influx.url()))
+        .body(seed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    for i in 0..81 {
+        let payload = if i == 40 {
+            format!(r#"{{"ts": {}, "occupancy": true}}"#, BASE_MS + i)
+        } else {
+            format!(
+                r#"{{"ts": {}, "temperature": {}}}"#,
+                BASE_MS + i,
+                20 + i % 5
+            )
+        };
+        s.publisher
+            .publish(&format!("t/main/room-{}", i % 4), payload)
+            .await;
+    }
+    let rejected = r#"caretaker_readings_dropped_total{stage="influx",reason="rejected"}"#;
+    let ok = wait_until(Duration::from_secs(30), || async {
+        let (_, rows) = s
+            .influx
+            .select(
+                "ct",
+                "SELECT count(temperature) FROM environment WHERE device != 'probe'",
+            )
+            .await;
+        rows.first().and_then(|r| r[1].as_u64()) == Some(80)
+            && s.daemon.metric(rejected).await >= 1.0
+    })
+    .await;
+    assert!(ok, "{}", s.daemon.log_text());
+    assert_eq!(s.daemon.metric(rejected).await, 1.0);
+    let log = s.daemon.log_text();
+    assert!(
+        log.contains("refused_line") && log.contains("occupancy=true"),
+        "the refused line is logged: {log}"
+    );
+}
+
 /// Item 7: the same device id in two buildings. The first location wins; the other location's readings are
 /// dropped, never stored under the wrong building; the conflict is logged once, counted and listed in /health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

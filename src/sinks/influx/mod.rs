@@ -192,11 +192,14 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
                             // Refused as a whole for the lines it quoted: send the others again.
                             self.reject(&body, named_readings, first_named, e, &mut logged);
                             let mut rest = Vec::with_capacity(body.len());
+                            let mut next = named.iter().peekable();
                             for (i, l) in lines.iter().enumerate() {
-                                if !named.contains(&i) {
-                                    rest.extend_from_slice(l);
-                                    rest.push(b'\n');
+                                if next.peek() == Some(&&i) {
+                                    next.next();
+                                    continue;
                                 }
+                                rest.extend_from_slice(l);
+                                rest.push(b'\n');
                             }
                             pending.push((rest, readings.saturating_sub(named_readings)));
                         } else {
@@ -288,16 +291,21 @@ fn refused_lines(lines: &[&[u8]], r: &writer::Refusal) -> (Vec<usize>, usize) {
     use crate::line_protocol::{
         escape_key, escape_measurement, field_pairs, split_line, value_type,
     };
-    let mut named: Vec<usize> = Vec::new();
+    // Linear in the batch: a batch of thousands of refused lines must not cost millions of comparisons.
+    let mut taken = vec![false; lines.len()];
+    let mut by_text: std::collections::HashMap<&[u8], Vec<usize>> = Default::default();
+    for (i, l) in lines.iter().enumerate().rev() {
+        by_text.entry(*l).or_default().push(i);
+    }
     for q in &r.quoted {
         let q = q.trim_end_matches(['\r', '\n']).as_bytes();
-        if let Some(i) = (0..lines.len()).find(|i| !named.contains(i) && lines[*i] == q) {
-            named.push(i);
+        if let Some(i) = by_text.get_mut(q).and_then(|v| v.pop()) {
+            taken[i] = true;
         }
     }
     for &n in &r.line_numbers {
-        if (1..=lines.len()).contains(&n) && !named.contains(&(n - 1)) {
-            named.push(n - 1);
+        if (1..=lines.len()).contains(&n) {
+            taken[n - 1] = true;
         }
     }
     let mut unnamed = r.dropped;
@@ -307,7 +315,7 @@ fn refused_lines(lines: &[&[u8]], r: &writer::Refusal) -> (Vec<usize>, usize) {
             if unnamed == 0 {
                 break;
             }
-            if named.contains(&i) {
+            if taken[i] {
                 continue;
             }
             if let Some(p) = split_line(line) {
@@ -315,13 +323,13 @@ fn refused_lines(lines: &[&[u8]], r: &writer::Refusal) -> (Vec<usize>, usize) {
                     .iter()
                     .any(|(k, v)| *k == f.as_bytes() && value_type(v) == ty);
                 if p.measurement == m.as_bytes() && conflicting {
-                    named.push(i);
+                    taken[i] = true;
                     unnamed -= 1;
                 }
             }
         }
     }
-    named.sort_unstable();
+    let named = (0..lines.len()).filter(|&i| taken[i]).collect();
     (named, unnamed)
 }
 
