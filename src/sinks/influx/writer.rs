@@ -11,8 +11,8 @@
 //! - 401, 403, 404: the site's credentials, bucket or database are wrong. Retried (with a loud error), not
 //!   dropped: the data is fine and dropping it would turn an expired token into silent data loss.
 //! - other 4xx (400 bad line, 422 out of retention, ...): the data itself is refused. The body says how much of
-//!   it ([`Refusal::parse`]): a partial write (InfluxDB 1.x `partial write: ... dropped=N`, 2.x `partial write
-//!   error`, 3.x `partial write of line protocol occurred` with line numbers) stored every line it does not name;
+//!   it ([`Refusal::parse`]): a partial write (InfluxDB 1.x `error` and 2.x `message` `partial write: ...
+//!   dropped=N`, 3.x `partial write of line protocol occurred` with line numbers) stored every line it does not name;
 //!   otherwise the whole batch was refused and the writer loop takes out the lines the server quoted, or splits
 //!   the batch in halves, and sends the rest again, so one bad line never takes good ones with it.
 
