@@ -308,7 +308,17 @@ pub fn docs_page(profiles: &[Profile]) -> String {
             cell(&p.sources.join("; "))
         );
     }
-    let _ = writeln!(out, "\n{} profiles.", profiles.len());
+    let generic = profiles
+        .iter()
+        .filter(|p| p.manufacturer.as_deref() == Some("generic"))
+        .count();
+    let _ = writeln!(
+        out,
+        "\n{} profiles: {} from published maps or payloads, {generic} generic templates (no vendor map; adapt them to \
+         your device's map).",
+        profiles.len(),
+        profiles.len() - generic
+    );
     out
 }
 
