@@ -802,6 +802,70 @@ points:
     }
 
     #[test]
+    fn sources_are_optional_but_never_empty() {
+        assert!(parse(GOOD).unwrap().sources.is_empty());
+        let with = GOOD.replace(
+            "category: environment",
+            "category: environment\nsources: [\"vendor manual p. 3\", \"owner/repo path/file.go\"]",
+        );
+        assert_eq!(parse(&with).unwrap().sources.len(), 2);
+        for bad in ["sources: []", "sources: [\"\"]"] {
+            let text = GOOD.replace(
+                "category: environment",
+                &format!("category: environment\n{bad}"),
+            );
+            let errs = parse(&text).unwrap_err();
+            assert_eq!(errs[0].key, "sources", "{bad}: {errs:?}");
+            assert_eq!(errs[0].line, Some(4), "{bad}");
+        }
+    }
+
+    #[test]
+    fn alternative_pointers_array_sum_and_invalid_raw() {
+        let text = GOOD.replace(
+            "mqtt: { json: /temperature } }",
+            "mqtt: { json: [/t, /params/x:0/t], array: sum }, invalid_raw: [-999] }",
+        );
+        let p = parse(&text).unwrap();
+        let b = p.points[0].mqtt.as_ref().unwrap();
+        assert_eq!(b.pointers().collect::<Vec<_>>(), ["/t", "/params/x:0/t"]);
+        assert!(b.array_sum);
+        assert_eq!(p.points[0].convert(-999.0), Err(-999.0));
+        assert!(p.points[0].rejection(-999.0).contains("invalid_raw"));
+        for (from, to, key) in [
+            ("json: /temperature", "json: []", "points[0].mqtt.json"),
+            ("json: /temperature", "json: [/a, b]", "points[0].mqtt.json"),
+            (
+                "json: /temperature",
+                "json: /a, array: first",
+                "points[0].mqtt.array",
+            ),
+        ] {
+            let errs = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert_eq!(errs[0].key, key, "{to}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn points_are_stored_in_the_canonical_unit_of_their_dimension() {
+        let text = GOOD.replace("unit: degC", "unit: Wh").replace(
+            "mqtt: { json: /temperature } }",
+            "mqtt: { json: /e }, scale: 10, valid_range: [0, 5000] }",
+        );
+        let p = parse(&text).unwrap();
+        let e = &p.points[0];
+        assert_eq!((e.unit, e.wire_unit), (Unit::KWh, Unit::Wh));
+        // 300 on the wire, ×10 Wh = 3000 Wh = 3 kWh; the range [0, 5000] Wh is [0, 5] kWh.
+        assert_eq!(e.convert(300.0), Ok(3.0));
+        assert_eq!(e.valid_range, Some((0.0, 5.0)));
+        assert!(e.convert(600.0).is_err());
+        // Temperatures stay as written (K marks differences).
+        let k = parse(&GOOD.replace("unit: degC", "unit: K")).unwrap();
+        assert_eq!(k.points[0].unit, Unit::Kelvin);
+        assert_eq!(k.points[0].convert(5.0), Ok(5.0));
+    }
+
+    #[test]
     fn convert_applies_scale_offset_and_range() {
         let p = parse(GOOD).unwrap();
         assert_eq!(p.points[1].convert(50.0), Ok(50.0));
