@@ -8,6 +8,7 @@ mod deploy;
 mod energy;
 mod modbus;
 mod mqtt_influx;
+mod profiles;
 mod rules;
 mod signals;
 mod spool;

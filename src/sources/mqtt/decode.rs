@@ -397,10 +397,13 @@ pub fn decode_payload(
     for (i, p) in profile.points.iter().enumerate() {
         let Some(binding) = &p.mqtt else { continue };
         let raw = match &binding.source {
-            MqttValue::Json(ptr) => match doc.as_ref().and_then(|d| d.pointer(ptr)) {
-                None | Some(Value::Null) => continue, // not every message carries every point
-                Some(v) => value_of(v, &binding.map),
-            },
+            MqttValue::Json(_) => {
+                match doc.as_ref().and_then(|d| super::select::lookup(d, binding)) {
+                    None => continue, // not every message carries every point
+                    Some(v) => super::select::summed(v, binding)
+                        .unwrap_or_else(|| value_of(v, &binding.map)),
+                }
+            }
             MqttValue::Raw => {
                 let t = raw_text.as_deref().unwrap_or_default().trim();
                 text_value(t, &binding.map).ok_or_else(|| {
@@ -433,14 +436,11 @@ pub fn decode_payload(
                 device: device.into(),
                 point: p.name.clone(),
                 reason: "out_of_range",
-                message: match p.valid_range {
-                    Some((lo, hi)) => format!("value {v} outside valid_range [{lo}, {hi}]"),
-                    None => format!("value {v} is not finite"),
-                },
+                message: p.rejection(v),
             }),
         }
     }
-    if out.len() == start && problems.is_empty() {
+    if out.len() == start && problems.is_empty() && !profile.mqtt_ignore_unmatched {
         return Err(malformed(
             device,
             "no point of the profile found in the payload",
@@ -518,11 +518,18 @@ fn parse_time(v: &Value, format: TimestampFormat) -> Option<i64> {
                 Value::Number(n) => n.as_f64()?,
                 Value::String(s) => s.trim().parse::<f64>().ok()?,
                 _ => return None,
-            } * scale as f64;
-            if !f.is_finite() || f.abs() >= 9.2e18 {
+            };
+            // Fractional epoch times (Shelly's `"ts":1698999993.71` seconds) are rounded to the microsecond:
+            // an f64 cannot hold nanoseconds since 1970 exactly, and 1698999993.71 s must be ...993_710_000_000 ns.
+            let (f, per) = if scale >= 1_000 {
+                ((f * (scale / 1_000) as f64).round(), 1_000)
+            } else {
+                (f * scale as f64, 1)
+            };
+            if !f.is_finite() || f.abs() >= 9.2e18 / per as f64 {
                 return None;
             }
-            f as i64
+            (f as i64).checked_mul(per)?
         }
     };
     (ns > 0).then_some(ns)
