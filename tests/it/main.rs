@@ -12,4 +12,6 @@ mod rules;
 mod signals;
 mod spool;
 mod support;
+mod tls;
+mod watchdog;
 mod work_orders_influx;

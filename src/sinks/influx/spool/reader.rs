@@ -110,6 +110,11 @@ impl State {
         }
         self.refresh_oldest();
         self.advance();
+        if self.write_failed {
+            // Writes are failing (a full disk): the active segment may now be wholly acknowledged; free it so
+            // the retried write finds room.
+            self.reclaim_acknowledged_active(dir);
+        }
     }
 
     /// Writes the cursor (oldest unacknowledged record) and deletes segments wholly before it.
