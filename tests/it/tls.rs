@@ -500,7 +500,7 @@ async fn a_wrong_ca_fails_with_an_error_naming_the_target() {
             .send()
             .await
         {
-            Ok(r) => r.json().await.unwrap_or_default(),
+            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
             Err(_) => return false,
         };
         let e = h["influxdb"]["last_error"]

@@ -71,14 +71,17 @@ listen = "127.0.0.1:{http}"
         log_text()
     );
     // /health lists the watched tasks, all healthy.
-    let h: serde_json::Value = http_client()
-        .get(format!("http://127.0.0.1:{http}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: serde_json::Value = serde_json::from_str(
+        &http_client()
+            .get(format!("http://127.0.0.1:{http}/health"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     for task in ["pipeline", "mqtt"] {
         assert!(h["tasks"][task].is_object(), "{h}");
         assert!(h["tasks"][task]["ended"].is_null(), "{h}");
