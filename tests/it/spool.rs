@@ -660,9 +660,10 @@ async fn a_full_disk_degrades_health_frees_acknowledged_space_and_resumes() {
     })
     .await;
     assert!(ok, "health did not recover: {}", health(http).await);
-    // Acknowledged segments are freed: the spool holds (almost) nothing.
+    // Acknowledged segments are freed: the spool holds less than the 1 MiB at which a wholly acknowledged active
+    // segment is replaced (2.2 MB of acknowledged records stayed there before that rule).
     assert!(
-        spool_disk_bytes(&state) < 64 * 1024,
+        spool_disk_bytes(&state) <= 1 << 20,
         "{} bytes left",
         spool_disk_bytes(&state)
     );

@@ -14,6 +14,8 @@
 //!   the process loses nothing. A background thread flushes (`fdatasync`) every `fsync_interval` whatever was
 //!   written since, sealed segments included; a power loss can lose at most that window. `fsync_interval = 0`
 //!   flushes before every push returns.
+//! - The active segment, once every record in it is acknowledged, is deleted and replaced when it reaches 1 MiB
+//!   or when a write fails (a full disk), so acknowledged data never fills a small disk.
 //! - Segment files are deleted whole, only once every record in them was acknowledged by InfluxDB (or dropped by
 //!   `when_full = "drop_oldest"`, which counts and logs every reading it drops).
 //! - Replay is oldest first, in write order. Records in flight (peeked by the writer, not yet committed) are

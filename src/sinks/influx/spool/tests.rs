@@ -667,3 +667,25 @@ fn fuzz_recovery_from_damaged_segments_never_panics_and_returns_only_written_chu
         assert_eq!(drain(&q), [n], "{case}");
     }
 }
+
+#[test]
+fn a_wholly_acknowledged_active_segment_is_replaced_once_it_holds_a_mebibyte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = SpoolOptions::new(dir.path(), 1 << 30, WhenFull::Block, Duration::from_secs(1));
+    o.segment_bytes = 64 << 20;
+    let (q, _) = Spool::open(o).unwrap();
+    let mut i = 0;
+    // A writer that keeps up: every push acknowledged at once. Without the rule the one 64 MiB segment would
+    // hold every acknowledged byte until sealed.
+    while i < 6000 {
+        q.try_push(chunk(i, 20)).unwrap();
+        assert_eq!(drain(&q), [i]);
+        i += 1;
+    }
+    let used = disk_usage(dir.path());
+    assert!(
+        used <= super::reader::RECLAIM_ACKED_BYTES + 2048,
+        "{used} bytes of acknowledged records kept"
+    );
+    assert!(6000 * chunk(0, 20).body.len() as u64 > 2 * super::reader::RECLAIM_ACKED_BYTES);
+}
