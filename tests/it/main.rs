@@ -6,6 +6,7 @@ mod check_cli;
 mod demo;
 mod deploy;
 mod energy;
+mod fuzz;
 mod modbus;
 mod mqtt_influx;
 mod rules;
