@@ -101,7 +101,8 @@ pub async fn run_until_with(
     }
     let sink = sink::start(config.influxdb.as_ref(), &config.state_dir, &health)?;
     let queue = sink.queue.clone();
-    let work_orders = super::work_orders::start(&config, &catalog, rules.clone(), queue.clone())?;
+    let work_orders =
+        super::work_orders::start(&config, &catalog, rules.clone(), queue.clone(), &health)?;
 
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let stages = stages(
