@@ -361,21 +361,34 @@ fn fuzz_modbus_register_decoding_through_every_real_binding() {
         .collect();
     assert!(bindings.len() > 10, "{} Modbus bindings", bindings.len());
     // Register values a hostile or broken server sends: edges, NaN and infinity halves, random.
-    const EDGE: &[u16] = &[0, 1, 0x7fff, 0x8000, 0xffff, 0x7f80, 0xff80, 0x7fc0, 0xffc0, 0x7ff0, 0xfff8];
+    const EDGE: &[u16] = &[
+        0, 1, 0x7fff, 0x8000, 0xffff, 0x7f80, 0xff80, 0x7fc0, 0xffc0, 0x7ff0, 0xfff8,
+    ];
     let mut rng = rng("modbus");
     for _ in 0..iters() * 20 {
         let b = &bindings[rng.usize(0..bindings.len())];
         let width = b.width() as usize;
         let len = rng.usize(0..=width * 2);
         let regs: Vec<u16> = (0..len)
-            .map(|_| if rng.bool() { EDGE[rng.usize(0..EDGE.len())] } else { rng.u16(..) })
+            .map(|_| {
+                if rng.bool() {
+                    EDGE[rng.usize(0..EDGE.len())]
+                } else {
+                    rng.u16(..)
+                }
+            })
             .collect();
         let input: Vec<u8> = regs.iter().flat_map(|r| r.to_be_bytes()).collect();
-        no_panic("modbus-registers", &input, |_| match decode_registers(b, &regs) {
-            Ok(_) => assert!(len >= width),
-            Err(e) => {
-                assert!(matches!(e, DecodeError::Short { .. }) == (len < width), "{e}");
-                assert!(!e.to_string().is_empty());
+        no_panic("modbus-registers", &input, |_| {
+            match decode_registers(b, &regs) {
+                Ok(_) => assert!(len >= width),
+                Err(e) => {
+                    assert!(
+                        matches!(e, DecodeError::Short { .. }) == (len < width),
+                        "{e}"
+                    );
+                    assert!(!e.to_string().is_empty());
+                }
             }
         });
     }
