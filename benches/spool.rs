@@ -249,6 +249,7 @@ impl Drop for Influxd {
 
 fn influx_config(url: &str, db: &str, batch: usize) -> InfluxConfig {
     InfluxConfig {
+        tls: Default::default(),
         url: url.into(),
         api: InfluxApi::V1 {
             database: db.into(),

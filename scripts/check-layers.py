@@ -33,6 +33,7 @@ LAYERS = [
     ["pipeline"],
     ["sinks"],
     ["catalog", "reading"],
+    ["watchdog"],
     ["telemetry"],
     ["diag", "line_protocol"],
     ["util", "tls"],

@@ -20,4 +20,5 @@ pub mod sources;
 pub mod telemetry;
 pub mod tls;
 pub mod util;
+pub mod watchdog;
 pub mod work_orders;

@@ -153,6 +153,84 @@ pub struct Health {
     pub modbus_online: Mutex<std::collections::BTreeMap<String, bool>>,
     /// Device ids seen at two locations (issue 13 item 7), first 100; listed, not degraded.
     pub conflicts: Mutex<Vec<DeviceConflict>>,
+    /// Shutdown has begun: tasks that end now end on purpose.
+    pub stopping: AtomicBool,
+    /// The watchdog's view: every long-running task by name, with its heartbeat (see [`Health::task`]).
+    pub tasks: Mutex<std::collections::BTreeMap<String, TaskBeat>>,
+}
+
+/// One long-running task as the watchdog sees it.
+#[derive(Debug, Clone)]
+pub struct TaskBeat {
+    /// How often the task beats when healthy; no beat for [`STUCK_AFTER`] periods means stuck.
+    pub period: std::time::Duration,
+    /// Last beat, monotonic (see [`mono_ms`]).
+    pub last_ms: u64,
+    /// `Some(why)` once the task ended (panicked, or returned while the daemon still runs).
+    pub ended: Option<String>,
+}
+
+/// A task is stuck after this many periods without a beat.
+pub const STUCK_AFTER: u32 = 5;
+
+/// Milliseconds on a monotonic clock (for heartbeats: wall-clock steps must not make a task look stuck).
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// A task's handle on its heartbeat: [`Heartbeat::beat`] in its loop; dropping it while panicking marks the
+/// task dead, and [`Heartbeat::ended`] records any other end.
+#[derive(Debug)]
+pub struct Heartbeat {
+    health: Arc<Health>,
+    name: String,
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        if let Some(t) = self.lock().get_mut(&self.name) {
+            t.last_ms = mono_ms();
+        }
+    }
+
+    /// Records that the task ended, and why (makes `/health` degraded until it is registered again).
+    pub fn ended(&self, why: impl Into<String>) {
+        if let Some(t) = self.lock().get_mut(&self.name) {
+            t.ended = Some(why.into());
+        }
+    }
+
+    /// The task ended on purpose (shutdown): it leaves the watchdog's list.
+    pub fn retire(self) {
+        self.lock().remove(&self.name);
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, TaskBeat>> {
+        self.health.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        let why = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "stopped"
+        };
+        if let Some(t) = self.lock().get_mut(&self.name) {
+            if t.ended.is_none() {
+                t.ended = Some(why.into());
+            }
+        }
+    }
 }
 
 /// One device id seen at a second location: its readings from there are dropped.
@@ -178,6 +256,10 @@ pub struct SpoolHealth {
     pub dropped_readings: u64,
     pub corrupt_bytes: u64,
     pub blocked: bool,
+    /// The last write failed with ENOSPC/EDQUOT (cleared by the next write that succeeds).
+    pub disk_full: bool,
+    /// The last write failed for another reason.
+    pub write_failed: bool,
 }
 
 impl Health {
@@ -186,6 +268,72 @@ impl Health {
         h.started_ms
             .store(crate::util::now_ns() / 1_000_000, Ordering::Relaxed);
         Arc::new(h)
+    }
+
+    /// Registers a long-running task with the watchdog: it must call [`Heartbeat::beat`] at least every
+    /// `period`; a task that stops beating for [`STUCK_AFTER`] periods, panics or ends makes `/health` degraded
+    /// with its name.
+    pub fn task(
+        self: &Arc<Self>,
+        name: impl Into<String>,
+        period: std::time::Duration,
+    ) -> Heartbeat {
+        let name = name.into();
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            name.clone(),
+            TaskBeat {
+                period,
+                last_ms: mono_ms(),
+                ended: None,
+            },
+        );
+        Heartbeat {
+            health: self.clone(),
+            name,
+        }
+    }
+
+    /// Tasks that are dead or stuck, with why (`"pipeline: stuck (no heartbeat for 12 s)"`); empty when all beat.
+    pub fn unhealthy_tasks(&self) -> Vec<String> {
+        let now = mono_ms();
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks
+            .iter()
+            .filter_map(|(name, t)| {
+                if let Some(why) = &t.ended {
+                    return Some(format!("task {name}: {why}"));
+                }
+                let silent = now.saturating_sub(t.last_ms);
+                let limit = (t.period.as_millis() as u64).saturating_mul(STUCK_AFTER as u64);
+                (silent > limit)
+                    .then(|| format!("task {name}: stuck (no heartbeat for {} s)", silent / 1000))
+            })
+            .collect()
+    }
+
+    /// Every cause of a degraded status, e.g. `"spool: disk full"`; empty when everything configured works.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut r = Vec::new();
+        if self.mqtt_configured.load(Ordering::Relaxed)
+            && !self.mqtt_connected.load(Ordering::Relaxed)
+        {
+            r.push("mqtt: not connected".to_string());
+        }
+        if self.influx_failing.load(Ordering::Relaxed) {
+            r.push("influxdb: writes failing".to_string());
+        }
+        if let Some(e) = &*self.spool_error.lock().unwrap_or_else(|e| e.into_inner()) {
+            r.push(format!("spool: cannot open ({e})"));
+        }
+        if let Some(s) = &*self.spool.lock().unwrap_or_else(|e| e.into_inner()) {
+            if s.disk_full {
+                r.push("spool: disk full".to_string());
+            } else if s.write_failed {
+                r.push("spool: writes failing".to_string());
+            }
+        }
+        r.extend(self.unhealthy_tasks());
+        r
     }
 
     pub fn influx_ok(&self) {
@@ -249,7 +397,24 @@ impl Health {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let ok = mqtt_ok && influx_ok && spool_error.is_none();
+        let reasons = self.reasons();
+        let ok = mqtt_ok && influx_ok && spool_error.is_none() && reasons.is_empty();
+        let tasks: serde_json::Map<String, serde_json::Value> = {
+            let t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            let mono = mono_ms();
+            t.iter()
+                .map(|(name, b)| {
+                    (
+                        name.clone(),
+                        serde_json::json!({
+                            "period_ms": b.period.as_millis() as u64,
+                            "last_beat_ms_ago": mono.saturating_sub(b.last_ms),
+                            "ended": b.ended,
+                        }),
+                    )
+                })
+                .collect()
+        };
         let spool = self.spool.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (drain_rate, eta) = *self.drain_rate.lock().unwrap_or_else(|e| e.into_inner());
         let write_errors = self
@@ -266,6 +431,8 @@ impl Health {
         };
         let doc = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
+            "reasons": reasons,
+            "tasks": tasks,
             "site": site,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": (now - self.started_ms.load(Ordering::Relaxed)) / 1000,
@@ -290,7 +457,8 @@ impl Health {
                 (Some(s), _) => serde_json::json!({ "durable": true, "dir": s.dir, "bytes": s.bytes,
                     "max_bytes": s.max_bytes, "segments": s.segments, "when_full": s.when_full,
                     "fsync_interval_ms": s.fsync_interval_ms, "dropped_readings": s.dropped_readings,
-                    "corrupt_bytes": s.corrupt_bytes, "blocked": s.blocked }),
+                    "corrupt_bytes": s.corrupt_bytes, "blocked": s.blocked, "disk_full": s.disk_full,
+                    "write_failed": s.write_failed }),
                 (None, Some(e)) => serde_json::json!({ "durable": false, "error": e }),
                 (None, None) => serde_json::Value::Null,
             },

@@ -14,6 +14,7 @@ use crate::rules::signals::HubSignal;
 use crate::sinks::influx::queue::ChunkQueue;
 use crate::sources::mqtt::MqttSource;
 use crate::telemetry::{self, Health};
+use crate::watchdog::{self, WATCH_PERIOD};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,7 +101,8 @@ pub async fn run_until_with(
     }
     let sink = sink::start(config.influxdb.as_ref(), &config.state_dir, &health)?;
     let queue = sink.queue.clone();
-    let work_orders = super::work_orders::start(&config, &catalog, rules.clone(), queue.clone())?;
+    let work_orders =
+        super::work_orders::start(&config, &catalog, rules.clone(), queue.clone(), &health)?;
 
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let stages = stages(
@@ -122,10 +124,17 @@ pub async fn run_until_with(
             .map(|i| i.batch_size as u32)
             .unwrap_or(5000),
     };
-    let pipeline_task = tokio::spawn(pipeline.run());
+    let pipeline_task = watchdog::spawn_watched(&health, "pipeline", WATCH_PERIOD, pipeline.run());
     let sources = Sources::start(&config, &catalog, &tx, &health);
+    // Started: systemd hears READY=1, then WATCHDOG=1 while every task is healthy.
+    let systemd_stop = CancellationToken::new();
+    tokio::spawn(watchdog::run_systemd(health.clone(), systemd_stop.clone()));
 
     shutdown.cancelled().await;
+    health
+        .stopping
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    systemd_stop.cancel();
     let deadline = tokio::time::Instant::now() + config.pipeline.shutdown_timeout;
     // 1. Sources stop; the pipeline works through what they sent.
     sources.stop(tx, deadline).await;
@@ -249,17 +258,28 @@ impl Sources {
                 health: health.clone(),
             };
             let (stop, grace) = (stop.clone(), grace.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = src.run(stop, grace).await {
-                    error!(error = %e, "MQTT source failed");
-                }
-            }));
+            tasks.push(watchdog::spawn_watched(
+                health,
+                "mqtt",
+                WATCH_PERIOD,
+                async move {
+                    if let Err(e) = src.run(stop, grace).await {
+                        error!(error = %e, "MQTT source failed");
+                    }
+                },
+            ));
         }
         let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
         for link in crate::sources::modbus::build(&modbus_devices(config), &cat) {
             let (tx, stop) = (tx.clone(), stop.clone());
+            let name = format!("modbus {}", link.addr);
             let link = link.with_health(health.clone());
-            tasks.push(tokio::spawn(link.run(tx, stop)));
+            tasks.push(watchdog::spawn_watched(
+                health,
+                name,
+                WATCH_PERIOD,
+                link.run(tx, stop),
+            ));
         }
         Sources { tasks, stop, grace }
     }

@@ -79,14 +79,19 @@ pub fn start(
             Arc::new(MemQueue::new(influx.queue_max_bytes))
         }
     };
-    tokio::spawn(crate::sinks::influx::catchup::run(
-        queue.clone(),
-        sink.spool.clone(),
-        health.clone(),
-        Duration::from_secs(5),
-        influx.flush_interval + Duration::from_secs(10),
-        sink.reporter_stop.clone(),
-    ));
+    crate::watchdog::spawn_watched(
+        health,
+        "influx-catchup",
+        crate::watchdog::WATCH_PERIOD,
+        crate::sinks::influx::catchup::run(
+            queue.clone(),
+            sink.spool.clone(),
+            health.clone(),
+            Duration::from_secs(5),
+            influx.flush_interval + Duration::from_secs(10),
+            sink.reporter_stop.clone(),
+        ),
+    );
     let writer = HttpWriter::new(influx)?;
     info!(endpoint = %writer.endpoint(), "writing to InfluxDB");
     let settings = WriterSettings {
@@ -95,7 +100,10 @@ pub fn start(
         max_retry_backoff: influx.max_retry_backoff,
     };
     let wl = WriterLoop::new(queue.clone(), writer, settings, health.clone());
-    sink.writer_task = Some(tokio::spawn(
+    sink.writer_task = Some(crate::watchdog::spawn_watched(
+        health,
+        "influx-writer",
+        crate::watchdog::WATCH_PERIOD,
         wl.run(sink.writer_drain.clone(), sink.writer_hard.clone()),
     ));
     sink.queue = Some(queue);

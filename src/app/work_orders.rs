@@ -34,6 +34,7 @@ pub fn start(
     catalog: &SharedCatalog,
     rules: Arc<RuleSet>,
     queue: Option<Arc<dyn crate::sinks::influx::queue::ChunkQueue>>,
+    health: &Arc<crate::telemetry::Health>,
 ) -> anyhow::Result<Option<Service>> {
     let wo = &config.work_orders;
     if rules.is_empty() && wo.targets.is_empty() {
@@ -105,26 +106,36 @@ pub fn start(
     let ticker_stop = CancellationToken::new();
     let ticker = {
         let (host, catalog, stop) = (host.clone(), catalog.clone(), ticker_stop.clone());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => {}
+        crate::watchdog::spawn_watched(
+            health,
+            "rules-timer",
+            crate::watchdog::WATCH_PERIOD,
+            async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => {}
+                    }
+                    let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+                    host.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .tick(&cat, crate::util::now_ns());
                 }
-                let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
-                host.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .tick(&cat, crate::util::now_ns());
-            }
-        })
+            },
+        )
     };
     let workers_stop = CancellationToken::new();
     let mut workers = Vec::new();
     for t in &wo.targets {
         let w = Worker::open(&path, t.clone(), notify.clone())?;
-        workers.push(tokio::spawn(w.run(workers_stop.clone())));
+        workers.push(crate::watchdog::spawn_watched(
+            health,
+            format!("work-order delivery {}", t.name),
+            crate::watchdog::WATCH_PERIOD,
+            w.run(workers_stop.clone()),
+        ));
     }
     Ok(Some(Service {
         host,

@@ -260,6 +260,7 @@ async fn from_influx(
         database,
         username: username.as_deref(),
         password: password.as_deref(),
+        tls: Some(&cfg.tls),
     };
     let points = crate::sinks::influx::query::points_by_device(&target, f, t).await?;
     Ok(points

@@ -78,10 +78,14 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open energy store {}", path.display()))?;
         // The daemon and `caretaker energy import|report` may use the store at the same time.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Transactions here read then write (slots added to what is stored). A deferred transaction that read
+        // first cannot wait for another writer (the daemon and `energy import` at once): SQLite answers "database
+        // is locked" at once. Taking the write lock at BEGIN makes it wait instead (as work_orders::store does).
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise energy store {}", path.display()))?;
@@ -123,9 +127,10 @@ impl Store {
                 path.display()
             );
         }
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open energy store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         let get = |k: &str| -> anyhow::Result<String> {
             conn.query_row("SELECT value FROM meta WHERE key=?1", [k], |r| r.get(0))
                 .optional()?

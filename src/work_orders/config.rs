@@ -34,6 +34,16 @@ pub struct RawTarget {
     timeout: Option<String>,
     #[serde(default)]
     max_retry_backoff: Option<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
 }
 
 /// Validated `[work_orders]`.
@@ -69,6 +79,11 @@ pub enum TargetKind {
         port: u16,
         topic: String,
         client_id: String,
+        /// `mqtts://`: TLS with the target's `ca_file` (or the system's roots) and optional client certificate.
+        tls: bool,
+        username: Option<String>,
+        /// From `password_file`.
+        password: Option<String>,
     },
     /// Atlas CMMS: `POST {url}/work-orders` with `x-api-key`.
     Atlas { url: String, api_key: String },
@@ -79,6 +94,8 @@ pub struct TargetConfig {
     /// Unique name (outbox rows are per target name): `name`, or `KIND-INDEX`.
     pub name: String,
     pub kind: TargetKind,
+    /// `ca_file`, `cert_file`, `key_file` (https:// and mqtts:// targets).
+    pub tls: crate::tls::TlsFiles,
     pub timeout: Duration,
     pub max_retry_backoff: Duration,
 }
@@ -132,9 +149,34 @@ pub fn validate(
         if !names.insert(name.clone()) {
             errs.push((k("name"), format!("target name `{name}` is used twice")));
         }
+        let tls = crate::tls::TlsFiles {
+            ca_file: t
+                .ca_file
+                .as_ref()
+                .map(|p| crate::diag::resolve(config_file, p)),
+            cert_file: t
+                .cert_file
+                .as_ref()
+                .map(|p| crate::diag::resolve(config_file, p)),
+            key_file: t
+                .key_file
+                .as_ref()
+                .map(|p| crate::diag::resolve(config_file, p)),
+        };
+        errs.extend(tls.check(&format!("work_orders.targets[{i}]")));
+        let secure = t.url.as_deref().is_some_and(|u| {
+            u.starts_with("https://") || u.starts_with("mqtts://") || u.starts_with("ssl://")
+        });
+        if !tls.is_empty() && !secure {
+            errs.push((
+                k("ca_file"),
+                "ca_file/cert_file/key_file need an https:// or mqtts:// url".into(),
+            ));
+        }
         targets.push(TargetConfig {
             name,
             kind,
+            tls,
             timeout: timings[i].0,
             max_retry_backoff: timings[i].1,
         });
@@ -190,6 +232,8 @@ fn target_kind(
             ("topic", t.topic.is_some()),
             ("client_id", t.client_id.is_some()),
             ("api_key_file", t.api_key_file.is_some()),
+            ("username", t.username.is_some()),
+            ("password_file", t.password_file.is_some()),
         ] {
             if set && !allowed.contains(&name) {
                 errs.push((
@@ -213,21 +257,42 @@ fn target_kind(
             }
         }
         "mqtt" => {
-            extra(errs, &["topic", "client_id"]);
-            let rest = url
-                .strip_prefix("mqtt://")
-                .or_else(|| url.strip_prefix("tcp://"))
-                .unwrap_or_else(|| {
-                    errs.push((k("url"), format!("`{url}`: use mqtt://host:port")));
-                    ""
-                });
-            let (host, port) = crate::util::split_host_port(rest.trim_end_matches('/'), 1883)
-                .unwrap_or_else(|e| {
-                    if !rest.is_empty() {
-                        errs.push((k("url"), e));
-                    }
-                    (String::new(), 1883)
-                });
+            extra(errs, &["topic", "client_id", "username", "password_file"]);
+            let (rest, tls) = if let Some(r) = url
+                .strip_prefix("mqtts://")
+                .or_else(|| url.strip_prefix("ssl://"))
+            {
+                (r, true)
+            } else {
+                let r = url
+                    .strip_prefix("mqtt://")
+                    .or_else(|| url.strip_prefix("tcp://"))
+                    .unwrap_or_else(|| {
+                        errs.push((
+                            k("url"),
+                            format!("`{url}`: use mqtt://host:port or mqtts://host:port"),
+                        ));
+                        ""
+                    });
+                (r, false)
+            };
+            let default_port = if tls { 8883 } else { 1883 };
+            let password = t
+                .password_file
+                .as_ref()
+                .and_then(|p| read(errs, &k("password_file"), p))
+                .map(|b| String::from_utf8_lossy(&b).to_string());
+            if password.is_some() && t.username.is_none() {
+                errs.push((k("username"), "a password_file needs a username".into()));
+            }
+            let (host, port) =
+                crate::util::split_host_port(rest.trim_end_matches('/'), default_port)
+                    .unwrap_or_else(|e| {
+                        if !rest.is_empty() {
+                            errs.push((k("url"), e));
+                        }
+                        (String::new(), default_port)
+                    });
             let topic = t.topic.clone().unwrap_or_else(|| {
                 errs.push((k("topic"), "required for kind = \"mqtt\"".into()));
                 String::new()
@@ -246,6 +311,9 @@ fn target_kind(
                     .client_id
                     .clone()
                     .unwrap_or_else(|| format!("caretaker-wo-{i}")),
+                tls,
+                username: t.username.clone(),
+                password,
             }
         }
         "atlas" => {

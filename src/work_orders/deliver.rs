@@ -137,6 +137,8 @@ enum Sender {
         client: rumqttc::AsyncClient,
         acks: tokio::sync::mpsc::Receiver<()>,
         task: tokio::task::JoinHandle<()>,
+        /// The broker connection's last error (TLS, refused, auth), for the delivery error.
+        last_error: Arc<Mutex<Option<String>>>,
     },
 }
 
@@ -190,24 +192,38 @@ impl Worker {
 
     fn sender(&self) -> anyhow::Result<Sender> {
         Ok(match &self.target.kind {
-            TargetKind::Webhook { .. } | TargetKind::Atlas { .. } => {
-                crate::tls::install_default_provider();
-                Sender::Http(
-                    reqwest::Client::builder()
-                        .timeout(self.target.timeout)
-                        .build()?,
-                )
-            }
+            TargetKind::Webhook { .. } | TargetKind::Atlas { .. } => Sender::Http(
+                self.target
+                    .tls
+                    .http_client_builder()?
+                    .timeout(self.target.timeout)
+                    .build()?,
+            ),
             TargetKind::Mqtt {
                 host,
                 port,
                 client_id,
+                tls,
+                username,
+                password,
                 ..
             } => {
                 let mut o = rumqttc::MqttOptions::new(client_id.clone(), host.clone(), *port);
                 o.set_keep_alive(Duration::from_secs(30));
+                if let Some(u) = username {
+                    o.set_credentials(u.clone(), password.clone().unwrap_or_default());
+                }
+                if *tls {
+                    let c = self.target.tls.client_config()?;
+                    o.set_transport(rumqttc::Transport::tls_with_config(
+                        rumqttc::TlsConfiguration::Rustls(c),
+                    ));
+                }
                 let (client, mut el) = rumqttc::AsyncClient::new(o, 16);
                 let (tx, acks) = tokio::sync::mpsc::channel(16);
+                let last_error = Arc::new(Mutex::new(None));
+                let seen = last_error.clone();
+                let target = self.target.name.clone();
                 let task = tokio::spawn(async move {
                     let mut backoff =
                         Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -217,12 +233,31 @@ impl Worker {
                                 backoff.reset();
                                 let _ = tx.try_send(());
                             }
+                            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                                backoff.reset();
+                                *seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            }
                             Ok(_) => backoff.reset(),
-                            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+                            Err(e) => {
+                                let e = crate::tls::error_chain(&e);
+                                {
+                                    let mut last = seen.lock().unwrap_or_else(|p| p.into_inner());
+                                    if last.as_deref() != Some(e.as_str()) {
+                                        warn!(target = %target, error = %e, "work-order MQTT target: cannot connect to the broker");
+                                    }
+                                    *last = Some(e);
+                                }
+                                tokio::time::sleep(backoff.next_delay()).await
+                            }
                         }
                     }
                 });
-                Sender::Mqtt { client, acks, task }
+                Sender::Mqtt {
+                    client,
+                    acks,
+                    task,
+                    last_error,
+                }
             }
         })
     }
@@ -246,7 +281,7 @@ impl Worker {
                     .body(row.payload.clone())
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::tls::error_chain(&e))?;
                 let status = resp.status();
                 // 409: the receiver already has this idempotency key.
                 if status.is_success() || status.as_u16() == 409 {
@@ -315,7 +350,7 @@ impl Worker {
                     .body(body.to_string())
                     .send()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::tls::error_chain(&e))?;
                 let status = resp.status();
                 let text = resp.text().await.unwrap_or_default();
                 if !status.is_success() {
@@ -333,7 +368,15 @@ impl Worker {
                     });
                 Ok(id.or(remote))
             }
-            (TargetKind::Mqtt { topic, .. }, Sender::Mqtt { client, acks, .. }) => {
+            (
+                TargetKind::Mqtt { topic, .. },
+                Sender::Mqtt {
+                    client,
+                    acks,
+                    last_error,
+                    ..
+                },
+            ) => {
                 while acks.try_recv().is_ok() {}
                 client
                     .publish(
@@ -346,7 +389,12 @@ impl Worker {
                     .map_err(|e| e.to_string())?;
                 match tokio::time::timeout(self.target.timeout, acks.recv()).await {
                     Ok(Some(())) => Ok(None),
-                    _ => Err("no PUBACK from the broker".into()),
+                    _ => Err(
+                        match &*last_error.lock().unwrap_or_else(|p| p.into_inner()) {
+                            Some(e) => format!("no PUBACK from the broker (connection: {e})"),
+                            None => "no PUBACK from the broker".into(),
+                        },
+                    ),
                 }
             }
             _ => Err("target and sender disagree".into()),

@@ -495,6 +495,9 @@ fn the_systemd_unit_is_hardened() {
         ("ProtectHome", "yes"),
         ("PrivateTmp", "yes"),
         ("Environment", "CARETAKER_STATE__DIR=/var/lib/caretaker"),
+        // The watchdog (READY=1, then WATCHDOG=1 while every task is healthy): tests/it/watchdog.rs.
+        ("Type", "notify"),
+        ("WatchdogSec", "30s"),
     ] {
         assert!(has(k, v), "caretaker.service lacks {k}={v}");
     }

@@ -217,6 +217,7 @@ async fn a_refused_line_in_a_batch_takes_no_good_line_with_it() {
         spool_max_bytes: 1 << 24,
         when_full: WhenFull::Block,
         fsync_interval: Duration::from_secs(1),
+        tls: Default::default(),
     };
     // `level` exists as a float: a string value for it is a field type conflict.
     let seed = "m,device=seed level=1.5 1\n";

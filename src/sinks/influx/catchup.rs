@@ -70,6 +70,8 @@ pub fn publish_spool(spool: &Spool, health: &Health) {
         dropped_readings: s.dropped_readings,
         corrupt_bytes: s.corrupt_bytes,
         blocked: s.blocked,
+        disk_full: s.disk_full,
+        write_failed: s.write_failed,
     });
 }
 

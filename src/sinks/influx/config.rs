@@ -47,6 +47,12 @@ pub struct RawInflux {
     when_full: Option<String>,
     #[serde(default)]
     fsync_interval: Option<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +84,8 @@ pub struct InfluxConfig {
     /// Bytes of encoded lines held in memory while InfluxDB is slow or down; sources block beyond it.
     /// Used only when the spool cannot be opened.
     pub queue_max_bytes: u64,
+    /// `ca_file` (trusted instead of the system's roots) and the optional client certificate for https.
+    pub tls: crate::tls::TlsFiles,
     /// Disk budget of the spool (`<[state] dir>/spool`).
     pub spool_max_bytes: u64,
     /// What a full spool does.
@@ -174,7 +182,21 @@ pub fn validate(cx: &mut Collector<'_>, i: &RawInflux) -> InfluxConfig {
     if batch_size == 0 {
         cx.err("influxdb.batch_size", "must be at least 1");
     }
+    let tls = crate::tls::TlsFiles {
+        ca_file: i.ca_file.as_ref().map(|p| cx.path(p)),
+        cert_file: i.cert_file.as_ref().map(|p| cx.path(p)),
+        key_file: i.key_file.as_ref().map(|p| cx.path(p)),
+    };
+    let tls_errs = tls.check("influxdb");
+    cx.report(tls_errs);
+    if !tls.is_empty() && i.url.starts_with("http://") {
+        cx.err(
+            "influxdb.ca_file",
+            "ca_file/cert_file/key_file need an https:// url",
+        );
+    }
     InfluxConfig {
+        tls,
         url: i.url.trim_end_matches('/').to_string(),
         api,
         batch_size: batch_size.max(1),

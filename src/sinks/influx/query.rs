@@ -16,6 +16,8 @@ pub struct V1Target<'a> {
     /// Sent only when both are set.
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
+    /// `[influxdb]` `ca_file` and client certificate (https).
+    pub tls: Option<&'a crate::tls::TlsFiles>,
 }
 
 /// One value read back.
@@ -49,11 +51,17 @@ pub async fn points_by_device(
     from_ns: i64,
     to_ns: i64,
 ) -> anyhow::Result<Vec<Point>> {
-    crate::tls::install_default_provider();
+    let client = match target.tls {
+        Some(t) => t.http_client_builder()?.build()?,
+        None => {
+            crate::tls::install_default_provider();
+            reqwest::Client::new()
+        }
+    };
     let q = format!(
         "SELECT * FROM /.*/ WHERE time >= {from_ns} AND time < {to_ns} GROUP BY \"device\""
     );
-    let resp = reqwest::Client::new()
+    let resp = client
         .post(format!("{}/query", target.url))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form_body(target, &q))
@@ -115,6 +123,7 @@ mod tests {
             database: "site db",
             username: Some("ana"),
             password: None,
+            tls: None,
         };
         assert_eq!(
             form_body(&t, "SELECT * FROM /.*/"),

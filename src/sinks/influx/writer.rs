@@ -77,8 +77,10 @@ enum Auth {
 
 impl HttpWriter {
     pub fn new(cfg: &InfluxConfig) -> anyhow::Result<HttpWriter> {
-        crate::tls::install_default_provider();
-        let client = reqwest::Client::builder()
+        let client = cfg
+            .tls
+            .http_client_builder()
+            .map_err(|e| anyhow::anyhow!("[influxdb] TLS: {e}"))?
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))

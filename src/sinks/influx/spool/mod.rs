@@ -14,6 +14,8 @@
 //!   the process loses nothing. A background thread flushes (`fdatasync`) every `fsync_interval` whatever was
 //!   written since, sealed segments included; a power loss can lose at most that window. `fsync_interval = 0`
 //!   flushes before every push returns.
+//! - The active segment, once every record in it is acknowledged, is deleted and replaced when it reaches 1 MiB
+//!   or when a write fails (a full disk), so acknowledged data never fills a small disk.
 //! - Segment files are deleted whole, only once every record in them was acknowledged by InfluxDB (or dropped by
 //!   `when_full = "drop_oldest"`, which counts and logs every reading it drops).
 //! - Replay is oldest first, in write order. Records in flight (peeked by the writer, not yet committed) are
@@ -72,6 +74,11 @@ pub struct SpoolStats {
     pub corrupt_bytes: u64,
     /// A push is waiting for space (`when_full = "block"`) or for the disk to accept writes again.
     pub blocked: bool,
+    /// The last write failed because the file system is full (ENOSPC or quota); cleared by the next write
+    /// that succeeds. Intake waits meanwhile and is retried every `fsync_interval` (at most 1 s).
+    pub disk_full: bool,
+    /// The last write failed for another reason (`disk_full` false): also a wait, also retried.
+    pub write_failed: bool,
 }
 
 struct Inner {
@@ -105,8 +112,19 @@ impl Spool {
         let rec = found.recovery.clone();
         let ledger = Ledger::open(&dir)?;
         let mut st = State::recovered(found, ledger);
-        // Records are never appended to a recovered segment: a fresh active segment starts now.
-        st.rotate(&dir).map_err(io_err(&dir))?;
+        st.fake_disk = opts.fake_disk;
+        // Records are never appended to a recovered segment: a fresh active segment starts now. On a full disk
+        // the spool opens anyway (the recovered records can still be sent, which frees space); the first push
+        // then waits until a segment can be created.
+        if let Err(e) = st.rotate(&dir) {
+            if !segment::is_disk_full(&e) {
+                return Err(io_err(&dir)(e));
+            }
+            error!(dir = %dir.display(), error = %e,
+                "spool folder is on a full disk: sources wait until space returns (retried every second)");
+            st.write_failed = true;
+            st.disk_full = true;
+        }
         let inner = Arc::new(Inner {
             opts,
             _lock: lock,
@@ -171,6 +189,8 @@ impl Spool {
             dropped_chunks: st.dropped.chunks,
             corrupt_bytes: st.corrupt_bytes,
             blocked: st.blocked_since.is_some() || st.write_failed,
+            disk_full: st.write_failed && st.disk_full,
+            write_failed: st.write_failed,
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct SpoolOptions {
     /// `max_bytes`. Records in flight are never dropped, so this keeps most of the spool droppable: with
     /// `drop_oldest` a push always finds an unsent segment to drop, however the writer's timing falls.
     pub max_batch_bytes: u64,
+    /// Fault injection for tests only (`None` in production): the segment files live on a simulated disk of
+    /// this size, which refuses writes beyond it with ENOSPC. See [`super::segment::FakeDisk`].
+    pub(super) fake_disk: Option<super::segment::FakeDisk>,
 }
 
 impl SpoolOptions {
@@ -66,6 +69,7 @@ impl SpoolOptions {
             segment_bytes: (max_bytes / 16).clamp(4 << 10, 64 << 20),
             cache_bytes: (max_bytes / 4).clamp(64 << 10, 16 << 20),
             max_batch_bytes: max_batch_bytes(max_bytes),
+            fake_disk: None,
         }
     }
 }

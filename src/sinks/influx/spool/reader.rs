@@ -10,6 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use tracing::{error, warn};
 
+/// An active segment wholly acknowledged is deleted (and a new one started) once it is this large.
+pub(super) const RECLAIM_ACKED_BYTES: u64 = 1 << 20;
+
 impl State {
     /// Loads records from disk into `mem` until it holds `want_lines` lines or `want_bytes` bytes, or every live
     /// record.
@@ -110,6 +113,16 @@ impl State {
         }
         self.refresh_oldest();
         self.advance();
+        // Free the active segment once wholly acknowledged: at once while writes fail (a full disk), so the
+        // retried write finds room; otherwise once it holds RECLAIM_ACKED_BYTES, so acknowledged data never
+        // holds more than that on a small disk (segments are sealed only at `segment_bytes`, up to 64 MiB).
+        let big = self
+            .segments
+            .back()
+            .is_some_and(|a| a.size >= RECLAIM_ACKED_BYTES);
+        if self.write_failed || big {
+            self.reclaim_acknowledged_active(dir);
+        }
     }
 
     /// Writes the cursor (oldest unacknowledged record) and deletes segments wholly before it.

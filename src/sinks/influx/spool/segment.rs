@@ -28,6 +28,39 @@ pub(super) fn sync_dir(dir: &Path) {
     }
 }
 
+/// Fault injection: a disk of `capacity` bytes holding the folder's segment files, which refuses writes beyond
+/// it with ENOSPC after writing what fits, as a real full disk does. A real full disk cannot be made without
+/// privileges (mounting a small tmpfs needs root), so the unit tests give the spool this instead; the integration
+/// test `spool::a_full_disk_degrades_health_frees_acknowledged_space_and_resumes` uses a real 3 MB tmpfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeDisk {
+    pub capacity: u64,
+}
+
+impl FakeDisk {
+    /// Bytes left: the capacity minus the sizes of the segment files in `dir`.
+    fn free(self, dir: &Path) -> u64 {
+        let used: u64 = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        self.capacity.saturating_sub(used)
+    }
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
+/// Whether an I/O error means the file system is out of space (or quota).
+pub(super) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// Tallies of records: in a segment, in memory, live, dropped.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Counts {
@@ -79,16 +112,23 @@ pub(super) struct Segment {
 
 impl Segment {
     /// Creates segment `id` in `dir`: the file (which must not exist) with its magic, both flushed, and the
-    /// folder entry flushed.
-    pub(super) fn create(dir: &Path, id: u64) -> io::Result<Segment> {
+    /// folder entry flushed. On failure (a full disk) the file is removed again, so the id can be retried.
+    pub(super) fn create(dir: &Path, id: u64, fake: Option<FakeDisk>) -> io::Result<Segment> {
         let path = seg_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)?;
-        file.write_all_at(MAGIC, 0)?;
-        file.sync_data()?;
+        let written = match fake {
+            Some(f) if f.free(dir) < HEADER => Err(enospc()),
+            _ => file.write_all_at(MAGIC, 0).and_then(|()| file.sync_data()),
+        };
+        if let Err(e) = written {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         sync_dir(dir);
         Ok(Segment {
             id,
@@ -201,9 +241,40 @@ impl Segment {
     /// Writes a record where the valid data ends, without moving that end (the caller does once the write, and
     /// a flush if wanted, succeeded). Header and body in two writes rather than one copied buffer; a crash between
     /// them leaves a short record, which start-up cuts off like any torn write (the chunk was not acknowledged).
-    pub(super) fn write_record(&self, header: &[u8; REC_HEADER], body: &[u8]) -> io::Result<()> {
+    ///
+    /// A failed write (a full disk) may leave part of the record behind the valid data: the caller cuts it off
+    /// with [`Segment::cut_to_size`], so it neither holds space nor looks like a torn record at the next start.
+    pub(super) fn write_record(
+        &self,
+        header: &[u8; REC_HEADER],
+        body: &[u8],
+        fake: Option<FakeDisk>,
+    ) -> io::Result<()> {
+        if let Some(f) = fake {
+            let free = self.path.parent().map(|d| f.free(d)).unwrap_or(0);
+            // Bytes past the current end of file are what the write adds.
+            let on_disk = self.file.metadata().map(|m| m.len()).unwrap_or(self.size);
+            let end = self.size + (REC_HEADER + body.len()) as u64;
+            if end > on_disk + free {
+                // Write what fits, as a real file system does, then refuse.
+                let fits = (on_disk + free).saturating_sub(self.size) as usize;
+                let mut rec = header.to_vec();
+                rec.extend_from_slice(body);
+                self.file
+                    .write_all_at(&rec[..fits.min(rec.len())], self.size)?;
+                return Err(enospc());
+            }
+        }
         self.file
             .write_all_at(header, self.size)
             .and_then(|()| self.file.write_all_at(body, self.size + REC_HEADER as u64))
+    }
+
+    /// Cuts the file back to its valid data (after a failed write left part of a record behind it).
+    pub(super) fn cut_to_size(&self) -> io::Result<()> {
+        if self.file.metadata()?.len() > self.size {
+            self.file.set_len(self.size)?;
+        }
+        Ok(())
     }
 }

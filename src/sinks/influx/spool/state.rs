@@ -4,7 +4,7 @@
 
 use super::ledger::Ledger;
 use super::recovery::Found;
-use super::segment::{Counts, HEADER, Segment};
+use super::segment::{Counts, FakeDisk, HEADER, Segment};
 use crate::sinks::influx::queue::Chunk;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -42,6 +42,13 @@ pub(super) struct State {
     pub(super) unsynced: Vec<Arc<File>>,
     pub(super) blocked_since: Option<Instant>,
     pub(super) write_failed: bool,
+    /// The last failed write failed because the disk is full (ENOSPC/EDQUOT): `/health` says so.
+    pub(super) disk_full: bool,
+    /// The last segment must not take more records (a rotation failed, e.g. on a full disk): the next append
+    /// starts a new segment first.
+    pub(super) sealed: bool,
+    /// Test-only fault injection (see [`FakeDisk`]).
+    pub(super) fake_disk: Option<FakeDisk>,
     pub(super) dropped: Counts,
     pub(super) corrupt_bytes: u64,
     /// Where the oldest unacknowledged record is recorded.
@@ -85,6 +92,9 @@ impl State {
             unsynced: Vec::new(),
             blocked_since: None,
             write_failed: false,
+            disk_full: false,
+            sealed: false,
+            fake_disk: None,
             dropped: Counts::default(),
             corrupt_bytes: recovery.corrupt_bytes,
             ledger,
@@ -149,7 +159,14 @@ impl State {
             }
             self.dirty = false;
         }
-        let seg = Segment::create(dir, self.next_id)?;
+        let seg = match Segment::create(dir, self.next_id, self.fake_disk) {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.sealed = true;
+                return Err(e);
+            }
+        };
+        self.sealed = false;
         let id = seg.id;
         self.next_id += 1;
         let was_at_end = self.complete;
@@ -159,6 +176,33 @@ impl State {
             self.read = (id, HEADER);
         }
         Ok(())
+    }
+
+    /// After a failed write: frees what acknowledged records hold in the active segment. When every record in
+    /// it was acknowledged (the writer caught up while the disk was full), the segment is deleted and a new one
+    /// started, so a spool that filled the disk on its own empties it again. Returns whether space was freed.
+    pub(super) fn reclaim_acknowledged_active(&mut self, dir: &Path) -> bool {
+        let Some(a) = self.segments.back() else {
+            return false;
+        };
+        if a.size <= HEADER || a.total.chunks != a.done.chunks || self.in_flight > 0 {
+            return false;
+        }
+        let seg = self.segments.pop_back().unwrap();
+        self.dirty = false;
+        self.disk_bytes -= seg.size;
+        if let Err(e) = std::fs::remove_file(&seg.path) {
+            tracing::warn!(segment = %seg.path.display(), error = %e, "cannot delete acknowledged spool segment");
+        }
+        // Every record before it is acknowledged too (commits go in order): the spool is empty.
+        self.complete = true;
+        self.read = (self.next_id, HEADER);
+        // A new active segment now if there is room; otherwise the next push makes one.
+        if self.rotate(dir).is_ok() {
+            self.read = (self.segments.back().unwrap().id, HEADER);
+        }
+        self.ledger.write(self.read);
+        true
     }
 
     pub(super) fn publish_gauges(&self) {

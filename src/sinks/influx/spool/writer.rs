@@ -3,7 +3,7 @@
 
 use super::options::{SpoolOptions, WhenFull};
 use super::record::{REC_HEADER, record_header};
-use super::segment::{Counts, HEADER};
+use super::segment::{Counts, HEADER, is_disk_full};
 use super::state::{Entry, State};
 use crate::sinks::influx::queue::Chunk;
 use std::io;
@@ -17,6 +17,10 @@ impl State {
     pub(super) fn push(&mut self, opts: &SpoolOptions, chunk: Chunk) -> Result<(), Chunk> {
         let header = record_header(&chunk);
         let len = (REC_HEADER + chunk.body.len()) as u64;
+        if self.write_failed {
+            // The last write failed (a full disk): space acknowledged since then is freed before the retry.
+            self.reclaim_acknowledged_active(&opts.dir);
+        }
         if self.disk_bytes + len > opts.max_bytes && !self.make_room(opts, len) {
             return Err(chunk);
         }
@@ -71,17 +75,18 @@ impl State {
         len: u64,
     ) -> Result<(), Chunk> {
         let created = chunk.created_ms;
-        let rotate = self
-            .segments
-            .back()
-            .is_none_or(|a| a.size > HEADER && a.size + len > opts.segment_bytes);
+        let rotate = self.sealed
+            || self
+                .segments
+                .back()
+                .is_none_or(|a| a.size > HEADER && a.size + len > opts.segment_bytes);
         if rotate {
             if let Err(e) = self.rotate(&opts.dir) {
                 return self.fail_write(opts, chunk, &e);
             }
         }
         let active = self.segments.back_mut().unwrap();
-        if let Err(e) = active.write_record(header, &chunk.body) {
+        if let Err(e) = active.write_record(header, &chunk.body, self.fake_disk) {
             return self.fail_write(opts, chunk, &e);
         }
         if opts.fsync_interval.is_zero() {
@@ -99,7 +104,9 @@ impl State {
         self.dirty = !opts.fsync_interval.is_zero();
         if self.write_failed {
             self.write_failed = false;
-            info!("spool writes succeed again");
+            self.disk_full = false;
+            metrics::gauge!("caretaker_spool_disk_full").set(0.0);
+            info!("spool writes succeed again; sources resume");
         }
         if let Some(since) = self.blocked_since.take() {
             info!(
@@ -177,19 +184,52 @@ impl State {
     }
 
     /// A write failed: the chunk goes back to the producer as if the spool were full (logged once per spell).
+    /// Whatever part of the record reached the file is cut off again (it would hold space, and look like a torn
+    /// record at the next start); with a full disk, space acknowledged records hold is freed at once.
     fn fail_write(
         &mut self,
         opts: &SpoolOptions,
         chunk: Chunk,
         e: &io::Error,
     ) -> Result<(), Chunk> {
+        let disk_full = is_disk_full(e);
+        if let Some(active) = self.segments.back() {
+            if let Err(cut) = active.cut_to_size() {
+                warn!(segment = %active.path.display(), error = %cut,
+                    "cannot cut a failed write off the spool segment; it is sealed instead");
+                self.sealed = true;
+            }
+        }
         if !self.write_failed {
-            error!(dir = %opts.dir.display(), error = %e,
-                "cannot write to the spool; sources wait and the write is retried (nothing is acknowledged meanwhile)");
+            if disk_full {
+                error!(dir = %opts.dir.display(), error = %e, spool_bytes = self.disk_bytes,
+                    "spool: disk full; sources wait (MQTT messages stay with the broker, nothing is acknowledged) and the write is retried every second; /health is degraded until it succeeds");
+            } else {
+                error!(dir = %opts.dir.display(), error = %e,
+                    "cannot write to the spool; sources wait and the write is retried (nothing is acknowledged meanwhile)");
+            }
         }
         self.write_failed = true;
-        metrics::counter!("caretaker_errors_total", "stage" => "spool", "class" => "write")
+        self.disk_full = disk_full;
+        if disk_full {
+            metrics::gauge!("caretaker_spool_disk_full").set(1.0);
+        }
+        metrics::counter!("caretaker_errors_total", "stage" => "spool", "class" => if disk_full { "disk_full" } else { "write" })
             .increment(1);
+        if disk_full
+            && !self.reclaim_acknowledged_active(&opts.dir)
+            && opts.when_full == WhenFull::DropOldest
+        {
+            // The policy keeps the newest readings: a full disk drops the oldest unsent segment as a full spool
+            // would, so the retry finds room.
+            if self.drop_oldest(opts) {
+                self.advance();
+                if self.mem.is_empty() && self.live.chunks > 0 {
+                    self.fill(&opts.dir, 1, 1);
+                }
+                self.refresh_oldest();
+            }
+        }
         Err(chunk)
     }
 }
