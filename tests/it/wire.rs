@@ -291,10 +291,24 @@ async fn a_refused_line_in_a_batch_takes_no_good_line_with_it() {
         .await
         .expect("the writer loop finishes");
         assert_eq!(q.stats().chunks, 0);
-        let (_, rows) = influx
-            .select(&db, "SELECT count(level) FROM m WHERE device != 'seed'")
-            .await;
-        assert_eq!(rows.first().and_then(|r| r[1].as_u64()), Some(80), "{db}");
+        // Wait briefly for the count: seen once on a loaded machine, a query right after the write found nothing.
+        let count = || async {
+            let (_, rows) = influx
+                .select(&db, "SELECT count(level) FROM m WHERE device != 'seed'")
+                .await;
+            rows.first().and_then(|r| r[1].as_u64())
+        };
+        wait_until(Duration::from_secs(5), || async {
+            count().await == Some(80)
+        })
+        .await;
+        assert_eq!(
+            count().await,
+            Some(80),
+            "{db}: last error {:?}, write errors {:?}",
+            health.influx_last_error.lock().unwrap(),
+            health.write_errors.lock().unwrap()
+        );
         let written = health
             .readings_written
             .load(std::sync::atomic::Ordering::Relaxed);
