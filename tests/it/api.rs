@@ -61,8 +61,8 @@ rules:
     when: { above: 30, for: 2s }
     clear: { below: 25 }
     severity: major
-    resolve: manual
     work_order:
+      resolve: manual
       title: "Room {device} at {value} degC"
       team: hvac
       due_within: 4h
