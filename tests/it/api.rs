@@ -742,6 +742,21 @@ async fn a_breach_is_worked_through_the_api_and_everyone_sees_the_same_changes()
     assert!(o["devices"]["online"].as_i64().unwrap() >= 2, "{o}");
     assert!(o["energy_today"].is_null(), "{o}");
 
+    // A change made by the CLI in another process reaches the event stream too.
+    let (s, v) = api
+        .post("/api/v1/requests", Some(OPS), json!({"title": "Door sticks", "description": "Main entrance"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (code, _, err) = caretaker(&[
+        "work-orders", "ack", "--state", state.to_str().unwrap(), &v["id"].to_string(), "--by", "cli-user",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || async { events.lock().unwrap().contains("\"acknowledged_by\":\"cli-user\"") })
+            .await,
+        "SSE missed the CLI's change"
+    );
+
     // Failed sign-ins are limited per address: 429 with Retry-After.
     let mut last = 0;
     for _ in 0..7 {
@@ -1022,14 +1037,28 @@ rates = [{{ price = 0.25 }}]
     let mut csv = String::from("timestamp;value\n");
     let start: jiff::civil::DateTime = "2026-01-05T00:00".parse().unwrap();
     for q in 0..(21 * 96 + 1) {
-        let dt = start.checked_add(jiff::SignedDuration::from_mins(15 * q)).unwrap();
-        csv.push_str(&format!("{};{}.000\n", dt.strftime("%Y-%m-%d %H:%M"), 1000 + q));
+        let dt = start
+            .checked_add(jiff::SignedDuration::from_mins(15 * q))
+            .unwrap();
+        csv.push_str(&format!(
+            "{};{}.000\n",
+            dt.strftime("%Y-%m-%d %H:%M"),
+            1000 + q
+        ));
     }
     std::fs::write(dir.path().join("m.csv"), csv).unwrap();
     let cfg_s = cfg.to_str().unwrap();
     let csv_s = dir.path().join("m.csv");
     let (code, out, err) = caretaker(&[
-        "energy", "import", "--config", cfg_s, "--csv", csv_s.to_str().unwrap(), "--device", "meter-1", "--point",
+        "energy",
+        "import",
+        "--config",
+        cfg_s,
+        "--csv",
+        csv_s.to_str().unwrap(),
+        "--device",
+        "meter-1",
+        "--point",
         "energy_total",
     ]);
     assert_eq!(code, 0, "{out}{err}");
@@ -1040,10 +1069,30 @@ rates = [{{ price = 0.25 }}]
     };
     let cases: &[&[(&str, &str)]] = &[
         &[("from", "2026-01-12"), ("to", "2026-01-18")],
-        &[("from", "2026-01-12"), ("to", "2026-01-25"), ("by", "week"), ("group", "building"), ("format", "csv")],
-        &[("from", "2026-01-19"), ("to", "2026-01-19"), ("by", "hour"), ("format", "table")],
-        &[("from", "2026-01-12"), ("to", "2026-01-18"), ("format", "html"), ("device", "meter-1")],
-        &[("from", "2027-03-01"), ("to", "2027-03-02"), ("format", "table")],
+        &[
+            ("from", "2026-01-12"),
+            ("to", "2026-01-25"),
+            ("by", "week"),
+            ("group", "building"),
+            ("format", "csv"),
+        ],
+        &[
+            ("from", "2026-01-19"),
+            ("to", "2026-01-19"),
+            ("by", "hour"),
+            ("format", "table"),
+        ],
+        &[
+            ("from", "2026-01-12"),
+            ("to", "2026-01-18"),
+            ("format", "html"),
+            ("device", "meter-1"),
+        ],
+        &[
+            ("from", "2027-03-01"),
+            ("to", "2027-03-02"),
+            ("format", "table"),
+        ],
     ];
     for case in cases {
         let mut args = vec!["energy", "report", "--config", cfg_s];
@@ -1067,7 +1116,11 @@ rates = [{{ price = 0.25 }}]
         assert_eq!(code, 0, "{err}");
         let resp = api
             .client
-            .get(format!("{}/api/v1/energy/report?{}", api.base, query.join("&")))
+            .get(format!(
+                "{}/api/v1/energy/report?{}",
+                api.base,
+                query.join("&")
+            ))
             .bearer_auth(VIEWER)
             .send()
             .await
@@ -1075,12 +1128,22 @@ rates = [{{ price = 0.25 }}]
         assert_eq!(resp.status(), 200, "{case:?}");
         let body = resp.text().await.unwrap();
         // The CLI ends its output with a newline when the text has none.
-        let cli = if body.ends_with('\n') { cli } else { cli.strip_suffix('\n').unwrap_or(&cli).to_string() };
+        let cli = if body.ends_with('\n') {
+            cli
+        } else {
+            cli.strip_suffix('\n').unwrap_or(&cli).to_string()
+        };
         assert_eq!(body, cli, "{case:?}");
         assert!(body.len() > 40, "{case:?}: {body}");
     }
-    let (s, v) = api.get("/api/v1/energy/report?from=2026-13-01", Some(VIEWER)).await;
-    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("from")), "{v}");
+    let (s, v) = api
+        .get("/api/v1/energy/report?from=2026-13-01", Some(VIEWER))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("from")),
+        "{v}"
+    );
     let (s, v) = api.get("/api/v1/energy/report?by=year", Some(VIEWER)).await;
     assert_eq!((s, v["error"]["field"].as_str()), (400, Some("by")), "{v}");
     let (_, o) = api.get("/api/v1/overview", Some(VIEWER)).await;
