@@ -744,16 +744,31 @@ async fn a_breach_is_worked_through_the_api_and_everyone_sees_the_same_changes()
 
     // A change made by the CLI in another process reaches the event stream too.
     let (s, v) = api
-        .post("/api/v1/requests", Some(OPS), json!({"title": "Door sticks", "description": "Main entrance"}))
+        .post(
+            "/api/v1/requests",
+            Some(OPS),
+            json!({"title": "Door sticks", "description": "Main entrance"}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (code, _, err) = caretaker(&[
-        "work-orders", "ack", "--state", state.to_str().unwrap(), &v["id"].to_string(), "--by", "cli-user",
+        "work-orders",
+        "ack",
+        "--state",
+        state.to_str().unwrap(),
+        &v["id"].to_string(),
+        "--by",
+        "cli-user",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        wait_until(Duration::from_secs(10), || async { events.lock().unwrap().contains("\"acknowledged_by\":\"cli-user\"") })
-            .await,
+        wait_until(Duration::from_secs(10), || async {
+            events
+                .lock()
+                .unwrap()
+                .contains("\"acknowledged_by\":\"cli-user\"")
+        })
+        .await,
         "SSE missed the CLI's change"
     );
 
