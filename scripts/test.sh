@@ -31,6 +31,8 @@ deps=(
   "command -v influx|influxdb-client"
   "command -v victoria-metrics|victoria-metrics"
   "command -v socat|socat"
+  # the HTTPS API test makes its own CA and server certificate
+  "command -v openssl|openssl"
   "/usr/bin/python3 -c 'import serial'|python3-serial"
   "/usr/bin/python3 -c 'import serial_asyncio'|python3-serial-asyncio"
   "/usr/bin/python3 -c 'import pymodbus'|python3-pymodbus"

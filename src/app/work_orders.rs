@@ -34,6 +34,7 @@ pub fn start(
     catalog: &SharedCatalog,
     rules: Arc<RuleSet>,
     queue: Option<Arc<dyn crate::sinks::influx::queue::ChunkQueue>>,
+    notify: Arc<Notify>,
     health: &Arc<crate::telemetry::Health>,
 ) -> anyhow::Result<Option<Service>> {
     let wo = &config.work_orders;
@@ -94,7 +95,6 @@ pub fn start(
         "rules and work orders ready"
     );
     let (tx, rx) = std::sync::mpsc::channel();
-    let notify = Arc::new(Notify::new());
     let n = notify.clone();
     let store_thread = std::thread::Builder::new()
         .name("work-orders".into())
