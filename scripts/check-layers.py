@@ -26,6 +26,7 @@ LAYERS = [
     ["demo"],
     ["app"],
     ["config"],
+    ["api"],
     ["sources"],
     ["work_orders"],
     ["rules"],

@@ -4,6 +4,7 @@
 //! map, route) → InfluxDB queue and writer, plus rules, work orders and energy.
 
 pub mod anomaly;
+pub mod api;
 pub mod app;
 pub mod catalog;
 pub mod cli;

@@ -1,0 +1,3 @@
+//! The HTTP API under `/api/v1` and the web console at `/`.
+
+pub mod console;
