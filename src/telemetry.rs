@@ -1,46 +1,17 @@
 //! Self-telemetry: Prometheus metrics through the `metrics` facade, a health summary, and the HTTP server that
-//! serves both (`/metrics`, `/health`).
+//! serves both (`/metrics`, `/health`; mounted by `api::serve` on the `[http]` listener).
 //!
 //! Metric names are fixed once (ARCHITECTURE.md): `caretaker_readings_received_total{source}`,
 //! `caretaker_readings_written_total`, `caretaker_readings_dropped_total{stage,reason}`,
 //! `caretaker_errors_total{stage}`, ... A reading is one value of one point.
 
-use crate::diag::Collector;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio_util::sync::CancellationToken;
-
-/// The `[http]` section, as written.
-#[derive(Debug, serde::Deserialize)]
-pub struct RawHttp {
-    #[serde(default)]
-    listen: Option<String>,
-}
-
-/// Where `/health` and `/metrics` are served.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    pub listen: SocketAddr,
-}
-
-/// Validates `[http]` (default listen address 127.0.0.1:9464).
-pub fn validate(cx: &mut Collector<'_>, h: &RawHttp) -> HttpConfig {
-    let text = h.listen.clone().unwrap_or_else(|| "127.0.0.1:9464".into());
-    let listen = text.parse().unwrap_or_else(|_| {
-        cx.err(
-            "http.listen",
-            format!("`{text}` is not an address:port like 127.0.0.1:9464"),
-        );
-        SocketAddr::from(([127, 0, 0, 1], 9464))
-    });
-    HttpConfig { listen }
-}
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -279,19 +250,14 @@ impl Health {
     }
 }
 
-/// Serves `/health` and `/metrics` until `shutdown`. Returns the bound address through `bound`.
-pub async fn serve(
-    listen: SocketAddr,
+/// The routes `/health` and `/metrics`; the API's server (`api::serve`) mounts them on the one `[http]`
+/// listener, behind a token when `metrics_public = false`.
+pub fn router<S: Clone + Send + Sync + 'static>(
     site: String,
     health: Arc<Health>,
     metrics: PrometheusHandle,
-    shutdown: CancellationToken,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ([http] listen): {e}"))?;
-    let addr = listener.local_addr()?;
-    let app = Router::new()
+) -> Router<S> {
+    Router::new()
         .route(
             "/health",
             get(move || {
@@ -323,15 +289,5 @@ pub async fn serve(
                         .into_response()
                 }
             }),
-        );
-    tracing::info!(%addr, "serving /health and /metrics");
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    Ok(addr)
+        )
 }

@@ -1,6 +1,6 @@
 //! `caretaker run`: starts a loaded site's tasks and stops them in order.
 //!
-//! Start order: HTTP (health, metrics) → InfluxDB sink → rules and work orders → pipeline stages → sources.
+//! Start order: HTTP (health, metrics, API) → InfluxDB sink → rules and work orders → pipeline stages → sources.
 //! Stop order: sources stop taking readings → the pipeline drains → work orders are applied → the writer
 //! flushes → the spool syncs; each step bounded by `[pipeline] shutdown_timeout`.
 
@@ -14,6 +14,7 @@ use crate::rules::signals::HubSignal;
 use crate::sinks::influx::queue::ChunkQueue;
 use crate::sources::mqtt::MqttSource;
 use crate::telemetry::{self, Health};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,19 +89,38 @@ pub async fn run_until_with(
     );
     let catalog: SharedCatalog = catalog.shared();
     let http_stop = CancellationToken::new();
-    if let Some(http) = &config.http {
-        telemetry::serve(
-            http.listen,
-            config.site.name.clone(),
-            health.clone(),
-            metrics,
-            http_stop.clone(),
-        )
-        .await?;
+    // Wakes the work-order delivery workers when the API writes outbox rows.
+    let notify = Arc::new(tokio::sync::Notify::new());
+    // Latest values, 24 h history and device online state for the API (only with an [http] section).
+    let live = config
+        .http
+        .as_ref()
+        .map(|h| crate::api::live::LiveState::new(h.device_offline_after));
+    if let (Some(http), Some(live)) = (&config.http, &live) {
+        let state = crate::api::ApiState::new(crate::api::ApiParts {
+            http: http.clone(),
+            site: config.site.name.clone(),
+            tz: config.timezone(),
+            state_dir: config.state_dir.clone(),
+            catalog: catalog.clone(),
+            live: live.clone(),
+            notify: notify.clone(),
+            work_orders: config.work_orders.clone(),
+            energy: config.energy.clone(),
+            modbus_devices: config
+                .devices
+                .iter()
+                .filter(|d| d.modbus.is_some())
+                .map(|d| d.id.clone())
+                .collect(),
+            shutdown: http_stop.clone(),
+        });
+        crate::api::serve(state, health.clone(), metrics, http_stop.clone()).await?;
     }
     let sink = sink::start(config.influxdb.as_ref(), &config.state_dir, &health)?;
     let queue = sink.queue.clone();
-    let work_orders = super::work_orders::start(&config, &catalog, rules.clone(), queue.clone())?;
+    let work_orders =
+        super::work_orders::start(&config, &catalog, rules.clone(), queue.clone(), notify)?;
 
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
     let stages = stages(
@@ -110,6 +130,7 @@ pub async fn run_until_with(
         work_orders.as_ref(),
         &queue,
         extra_stages,
+        live.as_ref(),
     )?;
     let pipeline = Pipeline {
         rx,
@@ -154,6 +175,7 @@ fn stages(
     work_orders: Option<&Service>,
     queue: &Option<Arc<dyn ChunkQueue>>,
     extra_stages: Vec<Box<dyn Stage>>,
+    live: Option<&Arc<crate::api::live::LiveState>>,
 ) -> anyhow::Result<Vec<Box<dyn Stage>>> {
     // Anomaly detection: restores detector state from [state].dir and saves it when the pipeline stops.
     let anomaly = {
@@ -174,7 +196,12 @@ fn stages(
     if hub.wants_energy() {
         refresh_energy_signal(config, catalog, &hub);
     }
+    if let Some(l) = live {
+        l.set_scores(anomaly.latest());
+    }
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(anomaly)];
+    // The API's live state reads the anomaly scores just computed.
+    stages.extend(live.map(|l| l.stage()));
     if let Some(s) = signal_stage {
         stages.push(Box::new(s));
     }

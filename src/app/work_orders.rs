@@ -34,6 +34,7 @@ pub fn start(
     catalog: &SharedCatalog,
     rules: Arc<RuleSet>,
     queue: Option<Arc<dyn crate::sinks::influx::queue::ChunkQueue>>,
+    notify: Arc<Notify>,
 ) -> anyhow::Result<Option<Service>> {
     let wo = &config.work_orders;
     if rules.is_empty() && wo.targets.is_empty() {
@@ -93,7 +94,6 @@ pub fn start(
         "rules and work orders ready"
     );
     let (tx, rx) = std::sync::mpsc::channel();
-    let notify = Arc::new(Notify::new());
     let n = notify.clone();
     let store_thread = std::thread::Builder::new()
         .name("work-orders".into())

@@ -1,20 +1,14 @@
 //! `caretaker energy report|import`: the command-line side of the energy module.
 
 use crate::energy::config::EnergyConfig;
-use crate::energy::report::{self, By, Group, Query};
+use crate::energy::report::{self, By};
 use crate::energy::store::{self, Store};
 use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Csv,
-    Json,
-    Html,
-}
+pub use crate::energy::report::Format;
 
 /// The arguments of `caretaker energy report`.
 #[derive(Debug, clap::Args)]
@@ -96,25 +90,6 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
         }
         (None, None) => bail!("give --config FILE or --state DIR"),
     };
-    let today = jiff::Timestamp::now().to_zoned_datetime(tz.clone()).date();
-    let to = match &a.to {
-        Some(s) => report::parse_day(s, "--to")?,
-        None => today.yesterday()?,
-    };
-    let from = match &a.from {
-        Some(s) => report::parse_day(s, "--from")?,
-        None => to.checked_sub(jiff::Span::new().days(29))?,
-    };
-    if to < from {
-        bail!("--to {to} is before --from {from}");
-    }
-    let q = Query {
-        from,
-        to: to.tomorrow()?,
-        by: a.by,
-        group: Group::parse(&a.group),
-        devices: (!a.devices.is_empty()).then(|| a.devices.clone()),
-    };
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;
     let mut progress = |k: usize, n: usize| {
@@ -127,47 +102,25 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
             }
         }
     };
-    let mut rep = report::build(&store, &cfg, &tz, &q, Some(&mut progress))?;
-    rep.meta.site = site;
-    let text = match a.format {
-        Format::Json => report::to_json(&rep),
-        Format::Csv => report::to_csv(&rep),
-        Format::Table => {
-            let by = format!("{:?}", a.by).to_lowercase();
-            let mut s = format!(
-                "{}  {from} .. {to} (through the end of {to})  by {by}, per {}\n",
-                rep.meta.site,
-                q.group.name()
-            );
-            if rep.rows.is_empty() {
-                let at = |t: i64| {
-                    jiff::Timestamp::from_second(t)
-                        .map(|t| {
-                            t.to_zoned_datetime(tz.clone())
-                                .strftime("%Y-%m-%d %H:%M")
-                                .to_string()
-                        })
-                        .unwrap_or_default()
-                };
-                match store.data_range()? {
-                    Some((a, b)) => s.push_str(&format!(
-                        "no data in this range; the store holds {} .. {}\n",
-                        at(a),
-                        at(b)
-                    )),
-                    None => s.push_str("the energy store is empty\n"),
-                }
-            } else {
-                s.push_str(&report::to_table(&rep));
-            }
-            s
-        }
-        Format::Html => report::html::render(&rep, &q),
+    let req = report::Request {
+        from: a.from.clone(),
+        to: a.to.clone(),
+        by: a.by,
+        group: a.group.clone(),
+        format: a.format,
+        devices: a.devices.clone(),
     };
+    let out = report::produce(&store, &cfg, &tz, &site, &req, Some(&mut progress)).map_err(
+        |e| match e {
+            report::ProduceError::Bad { message, .. } => anyhow::anyhow!(message),
+            report::ProduceError::Failed(e) => e,
+        },
+    )?;
+    let text = out.text;
     match &a.output {
         Some(p) => {
             std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
-            eprintln!("wrote {} ({} rows)", p.display(), rep.rows.len());
+            eprintln!("wrote {} ({} rows)", p.display(), out.rows);
         }
         None => {
             let mut out = std::io::stdout().lock();

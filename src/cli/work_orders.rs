@@ -77,19 +77,34 @@ pub enum WorkOrdersCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Time to acknowledge, time to resolve and SLA breaches per team.
+    /// Time to acknowledge, time to resolve, SLA breaches and ratings per team (the figures of `GET /api/v1/kpis`).
     Stats {
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Only work orders opened at or after: a date (site time zone with --config, else UTC), RFC 3339 or Unix ms.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only work orders opened before (a date includes that day).
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
 fn open(a: &StoreArgs) -> anyhow::Result<Store> {
+    Ok(open_tz(a)?.0)
+}
+
+/// The store and the site's time zone (UTC with --state).
+fn open_tz(a: &StoreArgs) -> anyhow::Result<(Store, jiff::tz::TimeZone)> {
+    let mut tz = jiff::tz::TimeZone::UTC;
     let dir = match (&a.config, &a.state) {
         (Some(c), _) => match crate::config::SiteConfig::load_lenient(c) {
-            (Some(cfg), _) => cfg.state_dir,
+            (Some(cfg), _) => {
+                tz = cfg.timezone();
+                cfg.state_dir
+            }
             (None, errs) => {
                 for e in &errs {
                     eprintln!("error: {e}");
@@ -107,7 +122,7 @@ fn open(a: &StoreArgs) -> anyhow::Result<Store> {
             path.display()
         );
     }
-    Ok(Store::open(&path, None)?)
+    Ok((Store::open(&path, None)?, tz))
 }
 
 fn csv_field(s: &str) -> String {
@@ -212,7 +227,12 @@ pub fn run(cmd: WorkOrdersCommand) -> anyhow::Result<i32> {
             by,
         } => resolve(&store, id, note.as_deref(), &by)?,
         WorkOrdersCommand::Show { store, id, format } => show(&store, id, format)?,
-        WorkOrdersCommand::Stats { store, format } => stats(&store, format)?,
+        WorkOrdersCommand::Stats {
+            store,
+            format,
+            from,
+            to,
+        } => stats(&store, format, from.as_deref(), to.as_deref())?,
     }
     Ok(0)
 }
@@ -389,9 +409,23 @@ fn print_deliveries(out: &[OutboxRow]) {
 }
 
 /// `work-orders stats`: per team, and the rows not yet delivered per target (table only).
-fn stats(store: &StoreArgs, format: Format) -> anyhow::Result<()> {
-    let s = open(store)?;
-    let st = s.stats(now_ms())?;
+fn stats(
+    store: &StoreArgs,
+    format: Format,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> anyhow::Result<()> {
+    let (s, tz) = open_tz(store)?;
+    let bound = |v: Option<&str>, field: &str, end: bool| -> anyhow::Result<Option<i64>> {
+        v.map(|x| crate::work_orders::query::parse_time(x, &tz, end))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+    };
+    let st = s.kpis(
+        bound(from, "from", false)?,
+        bound(to, "to", true)?,
+        now_ms(),
+    )?;
     let pending = s.pending_counts()?;
     match format {
         Format::Json => println!(
@@ -408,12 +442,13 @@ fn stats(store: &StoreArgs, format: Format) -> anyhow::Result<()> {
 
 fn print_stats_csv(st: &[TeamStats]) {
     println!(
-        "team,total,open,acknowledged,resolved,mean_time_to_acknowledge_s,mean_time_to_resolve_s,sla_breaches"
+        "team,total,open,acknowledged,resolved,mean_time_to_acknowledge_s,mean_time_to_resolve_s,sla_breaches,\
+         ack_median_s,ack_p90_s,resolve_median_s,resolve_p90_s,rating_mean,ratings"
     );
     for t in st {
         let f = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_default();
         println!(
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&t.team),
             t.total,
             t.open,
@@ -421,7 +456,13 @@ fn print_stats_csv(st: &[TeamStats]) {
             t.resolved,
             f(t.mean_time_to_acknowledge_s),
             f(t.mean_time_to_resolve_s),
-            t.sla_breaches
+            t.sla_breaches,
+            f(t.ack_median_s),
+            f(t.ack_p90_s),
+            f(t.resolve_median_s),
+            f(t.resolve_p90_s),
+            t.rating_mean.map(|x| format!("{x:.2}")).unwrap_or_default(),
+            t.ratings
         );
     }
 }
@@ -432,20 +473,35 @@ fn print_stats_table(st: &[TeamStats], pending: &[(String, i64)]) {
             .unwrap_or_else(|| "-".into())
     };
     println!(
-        "{:<16} {:>6} {:>6} {:>6} {:>9} {:>10} {:>10} {:>12}",
-        "TEAM", "TOTAL", "OPEN", "ACKED", "RESOLVED", "MTTA", "MTTR", "SLA BREACHES"
+        "{:<16} {:>6} {:>6} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8}",
+        "TEAM",
+        "TOTAL",
+        "OPEN",
+        "ACKED",
+        "RESOLVED",
+        "TTA p50",
+        "TTA p90",
+        "TTR p50",
+        "TTR p90",
+        "SLA BREACHES",
+        "RATING"
     );
     for t in st {
         println!(
-            "{:<16} {:>6} {:>6} {:>6} {:>9} {:>10} {:>10} {:>12}",
+            "{:<16} {:>6} {:>6} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>8}",
             t.team,
             t.total,
             t.open,
             t.acknowledged,
             t.resolved,
-            h(t.mean_time_to_acknowledge_s),
-            h(t.mean_time_to_resolve_s),
-            t.sla_breaches
+            h(t.ack_median_s),
+            h(t.ack_p90_s),
+            h(t.resolve_median_s),
+            h(t.resolve_p90_s),
+            t.sla_breaches,
+            t.rating_mean
+                .map(|r| format!("{r:.1} ({})", t.ratings))
+                .unwrap_or_else(|| "-".into())
         );
     }
     for (t, n) in pending {

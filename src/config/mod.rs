@@ -9,16 +9,16 @@
 //!
 //! This module only composes: each section's raw and validated types and its validation belong to the component
 //! that reads it (`sources::mqtt::config`, `sinks::influx::config`, `sources::modbus::config`,
-//! `work_orders::config`, `energy::config`, `telemetry` for `[http]`, `pipeline`), and all of them report into
+//! `work_orders::config`, `energy::config`, `api::config` for `[http]`, `pipeline`), and all of them report into
 //! one [`Collector`]. Nothing below calls back up into this module.
 
+use crate::api::config::{HttpConfig, RawHttp};
 use crate::catalog::RESERVED_TAGS;
 use crate::diag::{Collector, Diagnostic};
 use crate::pipeline::{PipelineConfig, RawPipeline};
 use crate::sinks::influx::config::{InfluxConfig, RawInflux};
 use crate::sources::modbus::config::RawModbusDevice;
 use crate::sources::mqtt::config::{MqttConfig, RawMqtt};
-use crate::telemetry::{HttpConfig, RawHttp};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -254,7 +254,10 @@ impl SiteConfig {
             .influxdb
             .as_ref()
             .map(|i| crate::sinks::influx::config::validate(cx, i));
-        let http = raw.http.as_ref().map(|h| crate::telemetry::validate(cx, h));
+        let http = raw
+            .http
+            .as_ref()
+            .map(|h| crate::api::config::validate(cx, h));
         let pipeline = crate::pipeline::validate(cx, raw.pipeline.as_ref());
         let devices = Self::devices(cx, &raw.devices);
         let work_orders = match &raw.work_orders {

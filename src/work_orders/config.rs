@@ -13,6 +13,69 @@ pub struct RawWorkOrders {
     update_every: Option<String>,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    /// Routing of repair requests (`POST /api/v1/requests`) by category and building; first match wins.
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    /// Send a requester's contact (phone, e-mail) to the targets with the request (default false: it stays in
+    /// the store, for the team to look up).
+    #[serde(default)]
+    share_requester_contact: Option<bool>,
+}
+
+/// One `[[work_orders.routes]]`.
+#[derive(Debug, Deserialize)]
+pub struct RawRoute {
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    building: Option<String>,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    procedure: Option<String>,
+    #[serde(default)]
+    due: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+}
+
+/// Where a repair request goes. A route without `category`/`building` matches any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub category: Option<String>,
+    pub building: Option<String>,
+    pub team: Option<String>,
+    pub procedure: Option<String>,
+    pub due: Option<Duration>,
+    pub severity: String,
+}
+
+impl Route {
+    /// The default when no route matches: no team, due in 3 days, severity minor.
+    pub fn fallback() -> Route {
+        Route {
+            category: None,
+            building: None,
+            team: None,
+            procedure: None,
+            due: Some(Duration::from_secs(3 * 86_400)),
+            severity: "minor".into(),
+        }
+    }
+}
+
+impl WorkOrdersConfig {
+    /// The route of a request: the first whose category and building (when set) both match.
+    pub fn route(&self, category: Option<&str>, building: Option<&str>) -> Route {
+        self.routes
+            .iter()
+            .find(|r| {
+                r.category.as_deref().is_none_or(|c| Some(c) == category)
+                    && r.building.as_deref().is_none_or(|b| Some(b) == building)
+            })
+            .cloned()
+            .unwrap_or_else(Route::fallback)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +107,9 @@ pub struct WorkOrdersConfig {
     /// While an alarm stays active, its work order's count and last value are updated this often (reading time).
     pub update_every: Duration,
     pub targets: Vec<TargetConfig>,
+    /// `[[work_orders.routes]]`, in order.
+    pub routes: Vec<Route>,
+    pub share_requester_contact: bool,
 }
 
 impl Default for WorkOrdersConfig {
@@ -52,6 +118,8 @@ impl Default for WorkOrdersConfig {
             flap_window: Duration::from_secs(30 * 60),
             update_every: Duration::from_secs(15 * 60),
             targets: Vec::new(),
+            routes: Vec::new(),
+            share_requester_contact: false,
         }
     }
 }
@@ -139,11 +207,44 @@ pub fn validate(
             max_retry_backoff: timings[i].1,
         });
     }
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let k = |s: &str| format!("work_orders.routes[{i}].{s}");
+        let due = match &r.due {
+            None => Some(Duration::from_secs(3 * 86_400)),
+            Some(s) => match parse_duration(s) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    errs.push((k("due"), e));
+                    None
+                }
+            },
+        };
+        let severity = r.severity.clone().unwrap_or_else(|| "minor".into());
+        if crate::rules::alarm::Severity::parse(&severity).is_none() {
+            errs.push((
+                k("severity"),
+                format!(
+                    "unknown severity `{severity}`; expected critical, major, minor or warning"
+                ),
+            ));
+        }
+        routes.push(Route {
+            category: r.category.clone(),
+            building: r.building.clone(),
+            team: r.team.clone(),
+            procedure: r.procedure.clone(),
+            due,
+            severity,
+        });
+    }
     (
         WorkOrdersConfig {
             flap_window,
             update_every,
             targets,
+            routes,
+            share_requester_contact: raw.share_requester_contact.unwrap_or(false),
         },
         errs,
     )
@@ -288,6 +389,55 @@ mod tests {
     }
 
     #[test]
+    fn requests_take_the_first_matching_route() {
+        let cfg = std::path::Path::new("site.toml");
+        let (c, errs) = validate(
+            &raw(r#"
+[[routes]]
+category = "plumbing"
+building = "library"
+team = "plumbing-north"
+due = "8h"
+[[routes]]
+category = "plumbing"
+team = "plumbing"
+procedure = "1. Shut the valve."
+[[routes]]
+team = "service-desk"
+severity = "major"
+"#),
+            cfg,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let r = c.route(Some("plumbing"), Some("library"));
+        assert_eq!(
+            (r.team.as_deref(), r.due),
+            (Some("plumbing-north"), Some(Duration::from_secs(8 * 3600)))
+        );
+        assert_eq!(
+            c.route(Some("plumbing"), Some("gym")).team.as_deref(),
+            Some("plumbing")
+        );
+        let r = c.route(None, Some("gym"));
+        assert_eq!(
+            (r.team.as_deref(), r.severity.as_str()),
+            (Some("service-desk"), "major")
+        );
+        let (_, errs) = validate(
+            &raw("[[routes]]\ndue = \"soon\"\nseverity = \"meh\"\n"),
+            cfg,
+        );
+        let keys: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "work_orders.routes[0].due",
+                "work_orders.routes[0].severity"
+            ]
+        );
+    }
+
+    #[test]
     fn targets_validate_with_keys() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("s"), "abc\n").unwrap();
@@ -308,6 +458,7 @@ topic = "wo"
         );
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(c.flap_window, Duration::from_secs(300));
+        assert_eq!(c.route(Some("plumbing"), None), Route::fallback());
         assert_eq!(c.targets[0].name, "webhook-0");
         assert_eq!(
             c.targets[0].kind,

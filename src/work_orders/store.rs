@@ -23,7 +23,6 @@ CREATE TABLE IF NOT EXISTS work_orders (
     count INTEGER NOT NULL, flaps INTEGER NOT NULL DEFAULT 0,
     first_value REAL, last_value REAL, peak_value REAL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS one_open_per_alarm ON work_orders (rule, device, point) WHERE status != 'resolved';
 CREATE INDEX IF NOT EXISTS by_key ON work_orders (rule, device, point, id);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,6 +42,40 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (target, id) WHERE delivered_at IS NULL;
 ";
+
+/// Brings a store file of any earlier version up to date. Idempotent; runs in one write transaction so two
+/// processes opening the same file at once do not both add a column.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let cols: Vec<String> = {
+        let mut st = tx.prepare("SELECT name FROM pragma_table_info('work_orders')")?;
+        st.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (name, decl) in [
+        ("source", "TEXT NOT NULL DEFAULT 'rule'"),
+        ("building", "TEXT"),
+        ("details", "TEXT"),
+    ] {
+        if !cols.iter().any(|c| c == name) {
+            tx.execute_batch(&format!("ALTER TABLE work_orders ADD COLUMN {name} {decl}"))?;
+        }
+    }
+    tx.execute_batch(
+        "DROP INDEX IF EXISTS one_open_per_alarm;
+         CREATE UNIQUE INDEX IF NOT EXISTS one_open_per_rule_alarm ON work_orders (rule, device, point)
+             WHERE status != 'resolved' AND source = 'rule';
+         CREATE TABLE IF NOT EXISTS requests (
+             work_order INTEGER PRIMARY KEY REFERENCES work_orders(id),
+             key_hash TEXT NOT NULL, requester_name TEXT, requester_contact TEXT, created_at INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS feedback (
+             work_order INTEGER PRIMARY KEY REFERENCES work_orders(id),
+             at INTEGER NOT NULL, rating INTEGER NOT NULL, comment TEXT, actor TEXT NOT NULL
+         );",
+    )?;
+    tx.commit()
+}
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +124,19 @@ pub struct WorkOrder {
     pub first_value: Option<f64>,
     pub last_value: Option<f64>,
     pub peak_value: Option<f64>,
+    /// `rule` (an alarm opened it) or `request` (a person reported a fault through the API).
+    pub source: String,
+    /// The building a request names (rule work orders take their device's location tag at the API).
+    pub building: Option<String>,
+    /// A request's public details (description, category, location, requester name), JSON.
+    pub details: Option<String>,
 }
 
-const COLUMNS: &str = "id, rule, device, point, severity, status, title, team, procedure, resolve, unit, opened_at, \
+pub(super) const COLUMNS: &str = "id, rule, device, point, severity, status, title, team, procedure, resolve, unit, opened_at, \
     updated_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by, cleared_at, due_at, count, flaps, \
-    first_value, last_value, peak_value";
+    first_value, last_value, peak_value, source, building, details";
 
-fn row_to_wo(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
+pub(super) fn row_to_wo(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
     Ok(WorkOrder {
         id: r.get(0)?,
         rule: r.get(1)?,
@@ -123,6 +162,9 @@ fn row_to_wo(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
         first_value: r.get(21)?,
         last_value: r.get(22)?,
         peak_value: r.get(23)?,
+        source: r.get(24)?,
+        building: r.get(25)?,
+        details: r.get(26)?,
     })
 }
 
@@ -161,6 +203,9 @@ impl WorkOrder {
             "first_value": num(self.first_value),
             "last_value": num(self.last_value),
             "peak_value": num(self.peak_value),
+            "source": self.source,
+            "building": self.building,
+            "request": self.details.as_deref().and_then(|d| serde_json::from_str::<Value>(d).ok()),
         })
     }
 }
@@ -201,25 +246,38 @@ pub struct Applied {
     pub event: &'static str,
 }
 
-/// Per-team figures for `caretaker work-orders stats`.
+/// Per-team figures of `caretaker work-orders stats` and `GET /api/v1/kpis` (one computation, [`Store::kpis`]).
+/// Work orders counted are those opened in the range asked for (all of them without one).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TeamStats {
     pub team: String,
+    /// Work orders opened (= `total`).
+    pub opened: i64,
     pub total: i64,
+    /// Still open (nobody acknowledged yet).
     pub open: i64,
+    /// Acknowledged at some point (whatever their status now).
     pub acknowledged: i64,
     pub resolved: i64,
     /// Mean seconds from opened to acknowledged, over acknowledged work orders.
     pub mean_time_to_acknowledge_s: Option<f64>,
     /// Mean seconds from opened to resolved, over resolved work orders.
     pub mean_time_to_resolve_s: Option<f64>,
+    /// Median and 90th percentile (nearest rank) of the same times.
+    pub ack_median_s: Option<f64>,
+    pub ack_p90_s: Option<f64>,
+    pub resolve_median_s: Option<f64>,
+    pub resolve_p90_s: Option<f64>,
     /// Work orders resolved after their due time, or still unresolved past it.
     pub sla_breaches: i64,
+    /// Mean satisfaction rating (1..5) over the rated work orders, and how many were rated.
+    pub rating_mean: Option<f64>,
+    pub ratings: i64,
 }
 
 pub struct Store {
-    conn: Connection,
-    site: String,
+    pub(super) conn: Connection,
+    pub(super) site: String,
     flap_window_ms: i64,
 }
 
@@ -249,6 +307,7 @@ impl Store {
         // wrote since the read. Taking the write lock at BEGIN makes it wait for the other writer instead.
         conn.set_transaction_behavior(TransactionBehavior::Immediate);
         conn.execute_batch(SCHEMA)?;
+        migrate(&mut conn)?;
         if let Some(s) = site {
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('site', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
@@ -289,7 +348,7 @@ impl Store {
     /// (rule, device, point) of every work order not resolved and not cleared.
     pub fn active_alarms(&self) -> rusqlite::Result<Vec<(String, String, String)>> {
         let mut st = self.conn.prepare(
-            "SELECT rule, device, point FROM work_orders WHERE status != 'resolved' AND cleared_at IS NULL ORDER BY id",
+            "SELECT rule, device, point FROM work_orders WHERE status != 'resolved' AND cleared_at IS NULL AND source = 'rule' ORDER BY id",
         )?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect()
@@ -302,7 +361,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let open: Option<(i64, String)> = tx
             .query_row(
-                "SELECT id, severity FROM work_orders WHERE rule = ?1 AND device = ?2 AND point = ?3 AND status != 'resolved'",
+                "SELECT id, severity FROM work_orders WHERE rule = ?1 AND device = ?2 AND point = ?3 AND status != 'resolved' AND source = 'rule'",
                 params![ev.rule, ev.device, ev.point],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -333,7 +392,7 @@ impl Store {
                     return Ok(Applied { work_order: 0, event: "none" });
                 } else if let Some(id) = tx
                     .query_row(
-                        "SELECT id FROM work_orders WHERE rule = ?1 AND device = ?2 AND point = ?3 AND status = 'resolved' \
+                        "SELECT id FROM work_orders WHERE rule = ?1 AND device = ?2 AND point = ?3 AND status = 'resolved' AND source = 'rule' \
                          AND resolved_by = ?4 AND resolved_at >= ?5 ORDER BY id DESC LIMIT 1",
                         params![ev.rule, ev.device, ev.point, actor, ev.at_ms - flap],
                         |r| r.get::<_, i64>(0),
@@ -638,29 +697,9 @@ impl Store {
         rows.collect()
     }
 
-    /// Work-order KPIs per team (`-` for work orders without one).
+    /// Work-order KPIs per team (`-` for work orders without one), over every work order.
     pub fn stats(&self, now_ms: i64) -> rusqlite::Result<Vec<TeamStats>> {
-        let mut st = self.conn.prepare(
-            "SELECT coalesce(team, '-'), count(*), \
-               sum(status = 'open'), sum(status = 'acknowledged'), sum(status = 'resolved'), \
-               avg(CASE WHEN acknowledged_at IS NOT NULL THEN (acknowledged_at - opened_at) / 1000.0 END), \
-               avg(CASE WHEN resolved_at IS NOT NULL THEN (resolved_at - opened_at) / 1000.0 END), \
-               sum(due_at IS NOT NULL AND coalesce(resolved_at, ?1) > due_at) \
-             FROM work_orders GROUP BY 1 ORDER BY 1",
-        )?;
-        let rows = st.query_map(params![now_ms], |r| {
-            Ok(TeamStats {
-                team: r.get(0)?,
-                total: r.get(1)?,
-                open: r.get(2)?,
-                acknowledged: r.get(3)?,
-                resolved: r.get(4)?,
-                mean_time_to_acknowledge_s: r.get(5)?,
-                mean_time_to_resolve_s: r.get(6)?,
-                sla_breaches: r.get(7)?,
-            })
-        })?;
-        rows.collect()
+        self.kpis(None, None, now_ms)
     }
 }
 
@@ -679,7 +718,7 @@ fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<WorkOrder>> {
+pub(super) fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<WorkOrder>> {
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM work_orders WHERE id = ?1"),
         params![id],
@@ -689,7 +728,7 @@ fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<WorkOrder>> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn history(
+pub(super) fn history(
     tx: &Transaction<'_>,
     wo: i64,
     at: i64,
@@ -708,7 +747,7 @@ fn history(
 
 /// Adds one outbox row per target, with the work order as it is now. The idempotency key names the site, the
 /// alarm key, the episode start, the event and the history row: unique per work order and event.
-fn enqueue(
+pub(super) fn enqueue(
     tx: &Transaction<'_>,
     site: &str,
     wo: i64,

@@ -2,6 +2,7 @@
 //! 1.6.7, victoria-metrics), started on free loopback ports in temp dirs by `support`.
 
 mod anomaly;
+mod api;
 mod check_cli;
 mod demo;
 mod deploy;

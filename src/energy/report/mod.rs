@@ -28,11 +28,13 @@ mod build;
 mod clock;
 mod fold;
 pub mod html;
+mod produce;
 mod render;
 #[cfg(test)]
 mod tests;
 
 pub use build::build;
+pub use produce::{Format, ProduceError, Produced, Request, produce};
 pub use render::{to_csv, to_json, to_table};
 
 use anyhow::Context;
