@@ -7,7 +7,7 @@
 //! the committed ones (`scripts/screenshots.sh`).
 
 use crate::support::*;
-use crate::webdriver::{Browser, Chromedriver};
+use crate::webdriver::{Browser, Chromedriver, json_of};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,6 +55,7 @@ reconnect_max_backoff = "1s"
 [[mqtt.subscriptions]]
 topic = "campus/{{building}}/{{device}}/telemetry"
 profile = "generic-room-sensor"
+[energy]
 [[devices]]
 id = "room-1"
 profile = "generic-room-sensor"
@@ -74,14 +75,27 @@ token_file = "{token}"
 }
 
 /// The screenshots worth committing for the README (the others stay in the temp dir).
-const COMMITTED: &[&str] = &["overview", "work-order", "report", "request-status", "devices", "work-orders-zh"];
+const COMMITTED: &[&str] = &[
+    "overview",
+    "work-order",
+    "report",
+    "request-status",
+    "devices",
+    "work-orders-zh",
+];
 
 /// Saves a screenshot under the temp dir, and into `$CARETAKER_SCREENSHOTS` when that is set.
 async fn shot(b: &Browser, dir: &Path, name: &str) {
     let p = dir.join(format!("{name}.png"));
     b.screenshot(&p).await;
-    assert!(std::fs::metadata(&p).unwrap().len() > 1000, "{name}.png is empty");
-    if let (Ok(out), true) = (std::env::var("CARETAKER_SCREENSHOTS"), COMMITTED.contains(&name)) {
+    assert!(
+        std::fs::metadata(&p).unwrap().len() > 1000,
+        "{name}.png is empty"
+    );
+    if let (Ok(out), true) = (
+        std::env::var("CARETAKER_SCREENSHOTS"),
+        COMMITTED.contains(&name),
+    ) {
         let out = repo().join(out);
         std::fs::create_dir_all(&out).unwrap();
         std::fs::copy(&p, out.join(format!("console-{name}.png"))).unwrap();
@@ -145,8 +159,7 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
             .send()
             .await;
         match r {
-            Ok(r) => r
-                .json::<serde_json::Value>()
+            Ok(r) => json_of(r)
                 .await
                 .map(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
                 .unwrap_or(false),
@@ -191,8 +204,13 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
     let sop = b.find(".sop").await.unwrap();
     assert!(b.text(&sop).await.contains("Check the radiator valve"));
     // The evidence chart drew the readings.
-    let dots = b.js("return document.querySelectorAll('svg.chart circle.dot').length").await;
-    assert!(dots.as_u64().unwrap_or(0) >= 1, "no evidence points drawn: {dots}");
+    let dots = b
+        .js("return document.querySelectorAll('svg.chart circle.dot').length")
+        .await;
+    assert!(
+        dots.as_u64().unwrap_or(0) >= 1,
+        "no evidence points drawn: {dots}"
+    );
     shot(&b, &shots, "work-order").await;
 
     // Acknowledge: the status changes on the page, and in the store.
@@ -203,15 +221,16 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
         "var s = document.getElementById('wo-status'); return !!s && s.textContent.indexOf('Acknowledged') >= 0 && !document.getElementById('ack');",
     )
     .await;
-    let wo: serde_json::Value = client
-        .get(format!("{api}/work-orders/1"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wo = json_of(
+        client
+            .get(format!("{api}/work-orders/1"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(wo["status"], "acknowledged", "{wo}");
     assert_eq!(wo["acknowledged_by"], "ops-desk", "{wo}");
 
@@ -236,7 +255,10 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
         ("title", "Water leak under the sink"),
         ("contact", "ana@example.edu"),
     ] {
-        let el = b.find(&format!("#report-form [name={name}]")).await.unwrap();
+        let el = b
+            .find(&format!("#report-form [name={name}]"))
+            .await
+            .unwrap();
         b.type_into(&el, text).await;
     }
     shot(&b, &shots, "report").await;
@@ -249,15 +271,16 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
     assert_eq!(b.text(&lead).await, "Water leak under the sink");
     shot(&b, &shots, "request-status").await;
     // The request is a work order in the store, from a person.
-    let list: serde_json::Value = client
-        .get(format!("{api}/work-orders"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = json_of(
+        client
+            .get(format!("{api}/work-orders"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     let from_request = list["items"]
         .as_array()
         .unwrap()
@@ -282,7 +305,10 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
     assert_eq!(b.text(&h1).await, "工单");
     let body = b.js("return document.body.innerText").await;
     let body = body.as_str().unwrap_or_default();
-    assert!(body.contains("已受理"), "status word not translated:\n{body}");
+    assert!(
+        body.contains("已受理"),
+        "status word not translated:\n{body}"
+    );
     // Titles come from the rules as written, untranslated.
     assert!(body.contains("Room room-1 too hot"), "{body}");
     shot(&b, &shots, "work-orders-zh").await;

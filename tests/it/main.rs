@@ -4,6 +4,7 @@
 mod anomaly;
 mod api;
 mod check_cli;
+mod console;
 mod demo;
 mod deploy;
 mod energy;
@@ -13,4 +14,5 @@ mod rules;
 mod signals;
 mod spool;
 mod support;
+mod webdriver;
 mod work_orders_influx;

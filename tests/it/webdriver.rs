@@ -21,7 +21,9 @@ fn which(bin: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("`{bin}` is not installed: run scripts/test.sh, which installs chromium and chromium-driver");
+    panic!(
+        "`{bin}` is not installed: run scripts/test.sh, which installs chromium and chromium-driver"
+    );
 }
 
 /// `chromedriver` on a free loopback port, killed on drop.
@@ -38,7 +40,10 @@ impl Chromedriver {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(which("chromedriver"))
             .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", dir.join("chromedriver-verbose.log").display()))
+            .arg(format!(
+                "--log-path={}",
+                dir.join("chromedriver-verbose.log").display()
+            ))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -85,15 +90,14 @@ impl Browser {
             "goog:loggingPrefs": {"browser": "ALL"}
         }}});
         let url = format!("http://127.0.0.1:{}", driver.port);
-        let r: Value = http
+        let r = http
             .post(format!("{url}/session"))
-            .json(&caps)
+            .header("content-type", "application/json")
+            .body(caps.to_string())
             .send()
             .await
-            .expect("chromedriver answers")
-            .json()
-            .await
-            .unwrap();
+            .expect("chromedriver answers");
+        let r = json_of(r).await.unwrap();
         let id = r["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {r}"))
@@ -110,11 +114,15 @@ impl Browser {
         let req = match method {
             "GET" => self.http.get(url),
             "DELETE" => self.http.delete(url),
-            _ => self.http.post(url).json(&body),
+            _ => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
         };
         let r = req.send().await.map_err(|e| e.to_string())?;
         let ok = r.status().is_success();
-        let v: Value = r.json().await.map_err(|e| e.to_string())?;
+        let v = json_of(r).await?;
         if ok {
             Ok(v["value"].clone())
         } else {
@@ -128,10 +136,22 @@ impl Browser {
 
     pub async fn find(&self, css: &str) -> Result<String, String> {
         let v = self
-            .cmd("POST", "/element", json!({"using": "css selector", "value": css}))
+            .cmd(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
             .await?;
-        v[ELEMENT]
-            .as_str()
+        // The W3C key is ELEMENT; this chromedriver answers with a key of the same `element-6066-11e4-` family.
+        v.as_object()
+            .and_then(|o| {
+                o.get(ELEMENT).or_else(|| {
+                    o.iter()
+                        .find(|(k, _)| k.starts_with("element-6066-11e4-"))
+                        .map(|(_, v)| v)
+                })
+            })
+            .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| format!("no element id in {v}"))
     }
@@ -167,9 +187,13 @@ impl Browser {
     }
 
     pub async fn type_into(&self, el: &str, text: &str) {
-        self.cmd("POST", &format!("/element/{el}/value"), json!({"text": text}))
-            .await
-            .unwrap();
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            json!({"text": text}),
+        )
+        .await
+        .unwrap();
     }
 
     pub async fn text(&self, el: &str) -> String {
@@ -182,9 +206,13 @@ impl Browser {
 
     /// Runs a function body in the page and returns its value.
     pub async fn js(&self, script: &str) -> Value {
-        self.cmd("POST", "/execute/sync", json!({"script": script, "args": []}))
-            .await
-            .unwrap_or(Value::Null)
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+        .unwrap_or(Value::Null)
     }
 
     /// Goes to a console route (`#/...`) and waits until the page says it is ready (`main[data-ready]`).
@@ -207,7 +235,9 @@ impl Browser {
                 return;
             }
             if Instant::now() > end {
-                let body = self.js("return document.body.innerText").await;
+                let body = self
+                    .js("return document.body.innerText + '\\ninputs: ' + JSON.stringify([].map.call(document.querySelectorAll('input,textarea'), function (i) { return i.name + '=' + i.value; })) + '\\nerrors: ' + JSON.stringify(window.__caretakerErrors)")
+                    .await;
                 panic!("page never became `{ready}` (is {v}); page text:\n{body}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -215,9 +245,13 @@ impl Browser {
     }
 
     pub async fn set_window(&self, width: u32, height: u32) {
-        self.cmd("POST", "/window/rect", json!({"width": width, "height": height}))
-            .await
-            .unwrap();
+        self.cmd(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await
+        .unwrap();
     }
 
     /// Saves a PNG screenshot of the viewport.
@@ -272,4 +306,10 @@ fn base64_decode(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A response's body as JSON (the tree's reqwest has no `json` feature).
+pub async fn json_of(r: reqwest::Response) -> Result<Value, String> {
+    let bytes = r.bytes().await.map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&bytes)))
 }

@@ -110,7 +110,17 @@
 
   // ---- API ---------------------------------------------------------------------------------------------------
   var session = null;
+  // Bumped by every route(): a GET answered after the page changed is dropped, so a slow answer for the page
+  // left behind never paints over the page now shown.
+  var seq = 0;
   function api(method, path, body) {
+    var p = apiRaw(method, path, body);
+    if (method !== 'GET') return p;
+    var at = seq;
+    var stale = function () { return new Promise(function () { /* dropped */ }); };
+    return p.then(function (v) { return at === seq ? v : stale(); }, function (e) { if (at === seq) throw e; return stale(); });
+  }
+  function apiRaw(method, path, body) {
     var headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (method !== 'GET' && session && session.csrf) headers['X-CSRF-Token'] = session.csrf;
@@ -255,7 +265,7 @@
         bars([{ label: t('energy.today'), value: e.kwh, text: num(e.kwh) + ' kWh' },
           { label: t('energy.baseline'), value: e.baseline_kwh || 0, text: e.baseline_kwh == null ? '–' : num(e.baseline_kwh) + ' kWh', cls: 'base' }], t('overview.energy')),
         e.baseline_kwh ? h('p', null, pctText(e.kwh, e.baseline_kwh)) : null,
-        e.cost != null ? h('p', { class: 'muted' }, t('energy.cost'), ': ', num(e.cost)) : null)
+        e.cost != null ? h('p', { class: 'muted' }, t('energy.cost'), ': ', num(e.cost), e.currency ? ' ' + e.currency : '') : null)
         : h('p', { class: 'muted' }, t('overview.no_energy'));
       show(t('nav.overview'), h('div', { class: 'grid' },
         card(t('overview.devices'), [
@@ -339,8 +349,10 @@
           acts = h('p', { class: 'muted' }, t('wo.read_only'));
         }
       }
+      // The evidence the rules attached; else the point's live 24 h (five-minute means) around the alarm.
       var evidence = [];
       (wo.history || []).forEach(function (e) { (e.evidence || []).forEach(function (p) { evidence.push({ t: new Date(p.time).getTime(), v: p.value }); }); });
+      if (evidence.length < 2) (wo.readings || []).forEach(function (p) { evidence.push({ t: p[0], v: p[1] }); });
       var threshold = wo.threshold != null ? wo.threshold : wo.first_value;
       var facts = h('dl', { class: 'facts' },
         h('dt', null, t('wo.status')), h('dd', { id: 'wo-status' }, statusWord(wo.status), wo.cleared_at && wo.status !== 'resolved' ? [' · ', t('wo.condition_cleared')] : null),
@@ -350,7 +362,8 @@
         h('dt', null, t('wo.device')), h('dd', null, wo.device ? h('a', { href: '#/devices/' + encodeURIComponent(wo.device) }, wo.device) : '–', wo.point ? ' · ' + wo.point : ''),
         h('dt', null, t('wo.source')), h('dd', null, wo.source === 'request' ? t('wo.from_request') : (wo.rule || '–')),
         h('dt', null, t('wo.opened')), h('dd', null, when(wo.opened_at)),
-        h('dt', null, t('wo.values')), h('dd', null, t('wo.values_text', { first: num(wo.first_value), peak: num(wo.peak_value), last: num(wo.last_value), unit: wo.unit || '' })));
+        h('dt', null, t('wo.values')), h('dd', null, t('wo.values_text', { first: num(wo.first_value), peak: num(wo.peak_value), last: num(wo.last_value), unit: wo.unit || '' })),
+        wo.rating != null ? [h('dt', null, t('kpi.satisfaction')), h('dd', null, (wo.rating.rating != null ? wo.rating.rating : wo.rating) + ' / 5 ★')] : null);
       var hist = h('ol', { class: 'timeline' }, (wo.history || []).map(function (e) {
         return h('li', null, h('time', { datetime: e.time }, when(e.time)), ' ', h('strong', null, e.event), e.actor ? [' · ', e.actor] : null, e.note ? h('p', null, e.note) : null);
       }));
@@ -507,7 +520,11 @@
       field(t('energy.by'), select('by', [['hour', t('energy.by_hour')], ['day', t('energy.by_day')], ['week', t('energy.by_week')], ['month', t('energy.by_month')]], p.by)),
       field(t('energy.group'), select('group', [['building', t('energy.group_building')], ['device', t('energy.group_device')], ['category', t('energy.group_category')]], p.group)),
       h('button', { type: 'submit' }, t('common.show')));
-    return api('GET', '/energy/report' + qs({ from: p.from, to: p.to, by: p.by, group: p.group, format: 'json' })).then(function (r) {
+    return api('GET', '/energy/report' + qs({ from: p.from, to: p.to, by: p.by, group: p.group, format: 'json' })).catch(function (err) {
+      // 404: this site keeps no energy store (no [energy] section); an empty report says so.
+      if (err.status === 404) return { rows: [], none: true };
+      throw err;
+    }).then(function (r) {
       var rows = r.rows || [];
       var periods = {}, groups = {}, order = [];
       rows.forEach(function (row) {
@@ -576,6 +593,7 @@
   function route() {
     var r = parseHash();
     current = r;
+    seq++;
     var navs = document.querySelectorAll('#nav a');
     for (var i = 0; i < navs.length; i++) {
       var on = navs[i].getAttribute('data-route') === r.name || (r.name === 'request' && navs[i].getAttribute('data-route') === 'report');
