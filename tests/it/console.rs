@@ -288,6 +288,47 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
         .any(|w| w["source"] == "request" && w["title"] == "Water leak under the sink");
     assert!(from_request, "{list}");
 
+    // A technician resolves it (through the API, as the CLI or another page would); the requester's page, reloaded,
+    // offers the 1–5 rating, and the rating sent from it is stored.
+    let id = b
+        .js("return location.hash.split('/')[2].split('?')[0]")
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = client
+        .post(format!("{api}/work-orders/{id}/resolve"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"note": "Replaced the trap seal"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", json_of(r).await);
+    b.js("location.reload()").await;
+    b.wait_ready("request").await;
+    let four = b.wait("input[name=rating][value='4']").await;
+    b.click(&four).await;
+    let send = b.find("main form button[type=submit]").await.unwrap();
+    b.click(&send).await;
+    b.wait_js(
+        "the rating to show",
+        "return document.body.innerText.indexOf('You rated this 4 of 5') >= 0;",
+    )
+    .await;
+    let wo = json_of(
+        client
+            .get(format!("{api}/work-orders/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wo["status"], "resolved", "{wo}");
+    assert!(!wo["rating"].is_null(), "rating not stored: {wo}");
+
     // 中文: the switcher reloads the page in Simplified Chinese, and remembers it.
     b.set_window(1024, 768).await;
     b.route("#/work-orders", "work-orders").await;
