@@ -1,7 +1,8 @@
 //! The web console in a real browser: Debian's headless Chromium driven over WebDriver (`chromedriver`), against
 //! the real daemon with a real mosquitto. A real rule breach opens a work order; an operator signs in with a token,
 //! sees it, acknowledges it and sees its status change; a fault is reported from a phone-sized window and its
-//! status page shows; the page switches to Simplified Chinese; the browser logs no errors.
+//! status page shows, then offers the rating once the fault is resolved; a viewer sees no action buttons; the page
+//! switches to Simplified Chinese; the browser logs no errors.
 //!
 //! Screenshots of each page go to the test's temp dir; with `CARETAKER_SCREENSHOTS=docs/img` they also refresh
 //! the committed ones (`scripts/screenshots.sh`).
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const TOKEN: &str = "op-token-0123456789abcdef";
+const VIEWER: &str = "viewer-token-0123456789abcdef";
 
 fn site(dir: &Path, mqtt: &str, http: u16) -> PathBuf {
     let rules = dir.join("rules");
@@ -36,6 +38,7 @@ rules:
     )
     .unwrap();
     std::fs::write(dir.join("ops.token"), TOKEN).unwrap();
+    std::fs::write(dir.join("viewer.token"), VIEWER).unwrap();
     write_config(
         dir,
         &format!(
@@ -66,10 +69,15 @@ listen = "127.0.0.1:{http}"
 name = "ops-desk"
 role = "operator"
 token_file = "{token}"
+[[http.tokens]]
+name = "front-desk"
+role = "viewer"
+token_file = "{viewer}"
 "#,
             state = dir.join("state").display(),
             profiles = repo().join("device_profiles").display(),
             token = dir.join("ops.token").display(),
+            viewer = dir.join("viewer.token").display(),
         ),
     )
 }
@@ -328,6 +336,28 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
     .unwrap();
     assert_eq!(wo["status"], "resolved", "{wo}");
     assert!(!wo["rating"].is_null(), "rating not stored: {wo}");
+
+    // Sign out, sign in as a viewer: the open work order shows, with no Acknowledge or Resolve button.
+    let out = b.find("#signout").await.unwrap();
+    b.click(&out).await;
+    b.wait_ready("signin").await;
+    let token = b.wait("input[name=token]").await;
+    b.type_into(&token, VIEWER).await;
+    let submit = b.find("main form button[type=submit]").await.unwrap();
+    b.click(&submit).await;
+    b.wait_ready("overview").await;
+    b.route("#/work-orders/1", "work-orders").await;
+    let buttons = b
+        .js("return document.querySelectorAll('#ack, #resolve').length")
+        .await;
+    assert_eq!(buttons, 0, "a viewer sees action buttons");
+    let body = b.js("return document.body.innerText").await;
+    assert!(
+        body.as_str()
+            .unwrap_or_default()
+            .contains("need an operator"),
+        "{body}"
+    );
 
     // 中文: the switcher reloads the page in Simplified Chinese, and remembers it.
     b.set_window(1024, 768).await;
