@@ -74,11 +74,15 @@ def main():
         port = free_port()
         cfg = os.path.join(d, "site.toml")
         with open(cfg, "w") as f:
-            f.write(f'[site]\nname = "bench"\n[state]\ndir = "{d}/state"\n[http]\nlisten = "127.0.0.1:{port}"\n')
+            f.write(f'[site]\nname = "bench"\n[state]\ndir = "{d}/state"\n[profiles]\ndirs = ["{REPO}/device_profiles"]\n'
+                    f'[http]\nlisten = "127.0.0.1:{port}"\n')
         log = open(os.path.join(d, "daemon.log"), "w")
         p = subprocess.Popen([exe, "run", "--config", cfg], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             for _ in range(200):
+                if p.poll() is not None:
+                    log.flush()
+                    sys.exit("caretaker exited:\n" + open(os.path.join(d, "daemon.log")).read())
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                     break
