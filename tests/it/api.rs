@@ -61,8 +61,8 @@ rules:
     when: { above: 30, for: 2s }
     clear: { below: 25 }
     severity: major
-    resolve: manual
     work_order:
+      resolve: manual
       title: "Room {device} at {value} degC"
       team: hvac
       due_within: 4h
@@ -742,6 +742,21 @@ async fn a_breach_is_worked_through_the_api_and_everyone_sees_the_same_changes()
     assert!(o["devices"]["online"].as_i64().unwrap() >= 2, "{o}");
     assert!(o["energy_today"].is_null(), "{o}");
 
+    // A change made by the CLI in another process reaches the event stream too.
+    let (s, v) = api
+        .post("/api/v1/requests", Some(OPS), json!({"title": "Door sticks", "description": "Main entrance"}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (code, _, err) = caretaker(&[
+        "work-orders", "ack", "--state", state.to_str().unwrap(), &v["id"].to_string(), "--by", "cli-user",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        wait_until(Duration::from_secs(10), || async { events.lock().unwrap().contains("\"acknowledged_by\":\"cli-user\"") })
+            .await,
+        "SSE missed the CLI's change"
+    );
+
     // Failed sign-ins are limited per address: 429 with Retry-After.
     let mut last = 0;
     for _ in 0..7 {
@@ -969,4 +984,169 @@ async fn openapi_covers_every_route() {
         .unwrap();
     let resp = app.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+/// `GET /api/v1/energy/report` gives exactly what `caretaker energy report` prints for the same arguments, in
+/// every format, on a real store filled by `caretaker energy import`; the overview shows today's energy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_energy_report_is_the_same_through_the_cli_and_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("test-kwh-meter.yaml"),
+        "schema: 1\nname: test-kwh-meter\ncategory: electricity\npoints:\n  - { name: energy_total, unit: kWh, kind: counter, mqtt: { json: /kwh } }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("viewer.token"), format!("{VIEWER}\n")).unwrap();
+    let http_port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            r#"[site]
+name = "energy campus"
+timezone = "Europe/Berlin"
+[state]
+dir = "{state}"
+[profiles]
+dirs = ["{profiles}"]
+[http]
+listen = "127.0.0.1:{http_port}"
+[[http.tokens]]
+name = "front-desk"
+role = "viewer"
+token_file = "viewer.token"
+[[devices]]
+id = "meter-1"
+profile = "test-kwh-meter"
+location = {{ building = "main" }}
+[energy]
+period = "15m"
+[[energy.tariffs]]
+name = "grid"
+category = "electricity"
+valid_from = "2025-01-01"
+currency = "EUR"
+rates = [{{ price = 0.25 }}]
+"#,
+            state = dir.path().join("state").display(),
+            profiles = profiles.display(),
+        ),
+    );
+    // Three weeks of 15-minute counter values, 1 kWh per quarter hour.
+    let mut csv = String::from("timestamp;value\n");
+    let start: jiff::civil::DateTime = "2026-01-05T00:00".parse().unwrap();
+    for q in 0..(21 * 96 + 1) {
+        let dt = start
+            .checked_add(jiff::SignedDuration::from_mins(15 * q))
+            .unwrap();
+        csv.push_str(&format!(
+            "{};{}.000\n",
+            dt.strftime("%Y-%m-%d %H:%M"),
+            1000 + q
+        ));
+    }
+    std::fs::write(dir.path().join("m.csv"), csv).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let csv_s = dir.path().join("m.csv");
+    let (code, out, err) = caretaker(&[
+        "energy",
+        "import",
+        "--config",
+        cfg_s,
+        "--csv",
+        csv_s.to_str().unwrap(),
+        "--device",
+        "meter-1",
+        "--point",
+        "energy_total",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let _daemon = Daemon::start(&cfg, http_port);
+    let api = Api {
+        base: format!("http://127.0.0.1:{http_port}"),
+        client: http_client(),
+    };
+    let cases: &[&[(&str, &str)]] = &[
+        &[("from", "2026-01-12"), ("to", "2026-01-18")],
+        &[
+            ("from", "2026-01-12"),
+            ("to", "2026-01-25"),
+            ("by", "week"),
+            ("group", "building"),
+            ("format", "csv"),
+        ],
+        &[
+            ("from", "2026-01-19"),
+            ("to", "2026-01-19"),
+            ("by", "hour"),
+            ("format", "table"),
+        ],
+        &[
+            ("from", "2026-01-12"),
+            ("to", "2026-01-18"),
+            ("format", "html"),
+            ("device", "meter-1"),
+        ],
+        &[
+            ("from", "2027-03-01"),
+            ("to", "2027-03-02"),
+            ("format", "table"),
+        ],
+    ];
+    for case in cases {
+        let mut args = vec!["energy", "report", "--config", cfg_s];
+        let mut query = Vec::new();
+        for (k, v) in *case {
+            args.push(match *k {
+                "from" => "--from",
+                "to" => "--to",
+                "by" => "--by",
+                "group" => "--group",
+                "format" => "--format",
+                _ => "--device",
+            });
+            args.push(v);
+            query.push(format!("{k}={}", urlencode(v)));
+        }
+        if !case.iter().any(|(k, _)| *k == "format") {
+            args.extend(["--format", "json"]);
+        }
+        let (code, cli, err) = caretaker(&args);
+        assert_eq!(code, 0, "{err}");
+        let resp = api
+            .client
+            .get(format!(
+                "{}/api/v1/energy/report?{}",
+                api.base,
+                query.join("&")
+            ))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{case:?}");
+        let body = resp.text().await.unwrap();
+        // The CLI ends its output with a newline when the text has none.
+        let cli = if body.ends_with('\n') {
+            cli
+        } else {
+            cli.strip_suffix('\n').unwrap_or(&cli).to_string()
+        };
+        assert_eq!(body, cli, "{case:?}");
+        assert!(body.len() > 40, "{case:?}: {body}");
+    }
+    let (s, v) = api
+        .get("/api/v1/energy/report?from=2026-13-01", Some(VIEWER))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("from")),
+        "{v}"
+    );
+    let (s, v) = api.get("/api/v1/energy/report?by=year", Some(VIEWER)).await;
+    assert_eq!((s, v["error"]["field"].as_str()), (400, Some("by")), "{v}");
+    let (_, o) = api.get("/api/v1/overview", Some(VIEWER)).await;
+    assert!(o["energy_today"].is_object(), "{o}");
+    assert_eq!(o["devices"]["total"], 1);
 }
