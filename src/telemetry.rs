@@ -122,6 +122,19 @@ pub struct Health {
     /// Polled Modbus devices and whether each is online. An offline device is listed, but does not make the
     /// daemon degraded: one dead meter is a maintenance matter, not a reason to restart Caretaker.
     pub modbus_online: Mutex<std::collections::BTreeMap<String, bool>>,
+    /// Device ids seen at two locations (issue 13 item 7), first 100; listed, not degraded.
+    pub conflicts: Mutex<Vec<DeviceConflict>>,
+}
+
+/// One device id seen at a second location: its readings from there are dropped.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceConflict {
+    pub device: String,
+    /// The location the device is known at (`building=a,room=1`).
+    pub known: String,
+    /// The other location a topic placed it at.
+    pub seen: String,
+    pub topic: String,
 }
 
 /// The spool's part of `/health`.
@@ -167,6 +180,14 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner())
             .entry(class)
             .or_default() += 1;
+    }
+
+    /// Lists a device conflict in `/health` (the first 100).
+    pub fn add_conflict(&self, c: DeviceConflict) {
+        let mut v = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < 100 && !v.contains(&c) {
+            v.push(c);
+        }
     }
 
     pub fn set_spool(&self, s: SpoolHealth) {
@@ -245,6 +266,7 @@ impl Health {
                 (None, None) => serde_json::Value::Null,
             },
             "modbus": modbus,
+            "conflicts": self.conflicts.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         });
         (ok, doc)
     }

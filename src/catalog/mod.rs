@@ -216,7 +216,8 @@ mod tests {
     use super::*;
 
     /// Pins the exact bytes of series keys and field keys (line protocol escaping of every special character).
-    /// A newline or carriage return becomes a plain, unescaped space: that is what is written today.
+    /// A newline or carriage return becomes an escaped space (issue 13: it used to be a plain space, which ended
+    /// the tag); a backslash before an ordinary character stays as it is.
     #[test]
     fn series_and_field_keys_keep_their_exact_bytes() {
         let text = "schema: 1\nname: odd\ncategory: environment\npoints:\n  - { name: t_a, unit: degC, kind: gauge, mqtt: { json: /t } }\n  - { name: plain, unit: degC, kind: gauge, mqtt: { json: /p } }\n";
@@ -235,8 +236,8 @@ mod tests {
         let d = c.device(i);
         assert_eq!(
             d.series,
-            "environment,building=Main\\,\\ East,device=r\\=1\\ x,profile=odd,room\\ key=a\\=1\\\\2 ,\
-             site=north\\ campus\\, \"x\",zone=β\\ 2"
+            "environment,building=Main\\,\\ East,device=r\\=1\\ x,profile=odd,room\\ key=a\\=1\\2\\ ,\
+             site=north\\ campus\\,\\ \"x\",zone=β\\ 2"
         );
         assert_eq!(d.field_keys, ["t_a", "plain"]);
     }

@@ -33,11 +33,33 @@ struct RawProfile {
     #[serde(default)]
     description: Option<String>,
     category: Spanned<String>,
+    /// Where the map or payload comes from (documents, repositories and paths): a non-empty list of strings.
+    #[serde(default)]
+    sources: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     timestamp: Option<Spanned<RawTimestamp>>,
     #[serde(default)]
     modbus: Option<Spanned<RawModbusQuirks>>,
+    #[serde(default)]
+    mqtt: Option<Spanned<RawProfileMqtt>>,
     points: Vec<Spanned<RawPoint>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfileMqtt {
+    /// A message carrying none of the profile's points is skipped rather than counted as malformed (Shelly's
+    /// `events/rpc` carries other components' notifications too).
+    #[serde(default)]
+    ignore_unmatched: bool,
+}
+
+/// `json: /a` or `json: [/a, /b]` (alternatives, the first present wins).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +83,9 @@ struct RawPoint {
     offset: Option<f64>,
     #[serde(default)]
     valid_range: Option<Spanned<[f64; 2]>>,
+    /// Raw values (before scale) the device sends to mean "no value" (Itron's alarm value 999999).
+    #[serde(default)]
+    invalid_raw: Option<Vec<f64>>,
     #[serde(default)]
     mqtt: Option<Spanned<RawMqttBinding>>,
     #[serde(default)]
@@ -71,7 +96,11 @@ struct RawPoint {
 #[serde(deny_unknown_fields)]
 struct RawMqttBinding {
     #[serde(default)]
-    json: Option<String>,
+    json: Option<OneOrMany>,
+    /// `sum`: a JSON array at the pointer (Tasmota's per-channel `"Power":[12,0]`) is stored as the sum of its
+    /// numbers; without it an array is a bad value.
+    #[serde(default)]
+    array: Option<String>,
     #[serde(default)]
     raw: Option<bool>,
     /// Text states to numbers (`{ "ON": 1, "OFF": 0 }`) for payloads like Tasmota's `"POWER": "ON"`.
@@ -123,19 +152,43 @@ pub enum MqttValue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttBinding {
     pub source: MqttValue,
+    /// Further JSON pointers tried in order when `source`'s is absent from a message (the same value in another
+    /// envelope: Shelly's `status/switch:0` vs `events/rpc` `/params/switch:0/...`).
+    pub alternatives: Vec<String>,
+    /// An array at the pointer is stored as the sum of its numbers (`array: sum`).
+    pub array_sum: bool,
     pub map: BTreeMap<String, f64>,
+}
+
+impl MqttBinding {
+    /// Every JSON pointer of the binding, in the order they are tried (empty for a raw payload).
+    pub fn pointers(&self) -> impl Iterator<Item = &str> {
+        let first = match &self.source {
+            MqttValue::Json(p) => Some(p.as_str()),
+            MqttValue::Raw => None,
+        };
+        first
+            .into_iter()
+            .chain(self.alternatives.iter().map(String::as_str))
+    }
 }
 
 /// One point of a profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PointDef {
     pub name: String,
+    /// The unit the value is stored and processed in: [`Unit::canonical`] of `wire_unit`.
     pub unit: Unit,
+    /// The unit the profile wrote (what the device sends); `scale`, `offset` and `valid_range` below already
+    /// include the conversion from it to `unit`.
+    pub wire_unit: Unit,
     pub kind: Kind,
     pub description: Option<String>,
     pub scale: f64,
     pub offset: f64,
     pub valid_range: Option<(f64, f64)>,
+    /// Raw values that mean "no value" (`invalid_raw:`), rejected before scaling.
+    pub invalid_raw: Vec<f64>,
     pub mqtt: Option<MqttBinding>,
     pub modbus: Option<ModbusBinding>,
     /// Line of the point in its profile file, for diagnostics that refer back to it.
@@ -146,6 +199,9 @@ impl PointDef {
     /// Applies scale and offset to a raw value and checks the valid range.
     #[inline]
     pub fn convert(&self, raw: f64) -> Result<f64, f64> {
+        if self.invalid_raw.contains(&raw) {
+            return Err(raw);
+        }
         let v = raw * self.scale + self.offset;
         if !v.is_finite() {
             return Err(v);
@@ -153,6 +209,22 @@ impl PointDef {
         match self.valid_range {
             Some((lo, hi)) if v < lo || v > hi => Err(v),
             _ => Ok(v),
+        }
+    }
+}
+
+impl PointDef {
+    /// Why [`convert`](PointDef::convert) rejected a value (the `Err` it returned).
+    pub fn rejection(&self, v: f64) -> String {
+        if !v.is_finite() {
+            return format!("value {v} is not finite");
+        }
+        if self.invalid_raw.contains(&v) {
+            return format!("raw value {v} means \"no value\" (invalid_raw)");
+        }
+        match self.valid_range {
+            Some((lo, hi)) => format!("value {v} outside valid_range [{lo}, {hi}] ({})", self.unit),
+            None => format!("value {v} rejected"),
         }
     }
 }
@@ -165,8 +237,12 @@ pub struct Profile {
     pub model: Option<String>,
     pub description: Option<String>,
     pub category: Category,
+    /// Where its map or payload comes from; empty when the file has no `sources:` (`caretaker check` notes it).
+    pub sources: Vec<String>,
     pub timestamp: Option<TimestampSpec>,
     pub modbus: ModbusQuirks,
+    /// MQTT messages with none of the points are skipped, not malformed (`mqtt: { ignore_unmatched: true }`).
+    pub mqtt_ignore_unmatched: bool,
     pub points: Vec<PointDef>,
     pub file: PathBuf,
 }
@@ -232,6 +308,19 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         .timestamp
         .as_ref()
         .and_then(|t| timestamp_spec(t, &mut errs));
+    let sources = match &raw.sources {
+        None => Vec::new(),
+        Some(s) => {
+            if s.value.is_empty() || s.value.iter().any(|x| x.trim().is_empty()) {
+                errs.push(
+                    line_of(s),
+                    "sources",
+                    "sources: list where the map or payload comes from (a document, or repo and path), one non-empty string each".into(),
+                );
+            }
+            s.value.clone()
+        }
+    };
     let modbus = match &raw.modbus {
         None => ModbusQuirks::default(),
         Some(q) => q.value.validate().unwrap_or_else(|es| {
@@ -256,11 +345,13 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         points.push(PointDef {
             name: ONLINE_POINT.to_string(),
             unit: Unit::Bool,
+            wire_unit: Unit::Bool,
             kind: Kind::Gauge,
             description: Some("1 while the device answers Modbus polls, 0 once offline".into()),
             scale: 1.0,
             offset: 0.0,
             valid_range: None,
+            invalid_raw: Vec::new(),
             mqtt: None,
             modbus: None,
             line: 0,
@@ -272,8 +363,10 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         model: raw.model,
         description: raw.description,
         category,
+        sources,
         timestamp,
         modbus,
+        mqtt_ignore_unmatched: raw.mqtt.as_ref().is_some_and(|m| m.value.ignore_unmatched),
         points,
         file: file.to_path_buf(),
     })
@@ -417,14 +510,19 @@ fn point_def(
             format!("point `{name}` has no binding: add `mqtt:` or `modbus:`"),
         );
     }
+    // Store in the dimension's canonical unit: fold the conversion into scale, offset and range.
+    let canonical = unit.canonical();
+    let (f, o) = super::units::unit_conversion(unit, canonical).unwrap_or((1.0, 0.0));
     PointDef {
         name,
-        unit,
+        unit: canonical,
+        wire_unit: unit,
         kind,
         description: p.description.clone(),
-        scale,
-        offset,
-        valid_range,
+        scale: scale * f,
+        offset: offset * f + o,
+        valid_range: valid_range.map(|(lo, hi)| (lo * f + o, hi * f + o)),
+        invalid_raw: p.invalid_raw.clone().unwrap_or_default(),
         mqtt,
         modbus,
         line: line.unwrap_or(0),
@@ -450,23 +548,59 @@ fn json_pointer_problem(ptr: &str) -> Option<&'static str> {
 fn mqtt_binding(i: usize, b: &Spanned<RawMqttBinding>, errs: &mut Errors) -> Option<MqttBinding> {
     let key = |k: &str| format!("points[{i}].{k}");
     let map = b.value.map.clone().unwrap_or_default();
-    match (&b.value.json, b.value.raw) {
-        (Some(ptr), None | Some(false)) => {
-            if let Some(problem) = json_pointer_problem(ptr) {
+    let array_sum = match b.value.array.as_deref() {
+        None => false,
+        Some("sum") => true,
+        Some(other) => {
+            errs.push(
+                line_of(b),
+                &key("mqtt.array"),
+                format!("unknown array mode `{other}`; expected: sum"),
+            );
+            false
+        }
+    };
+    let pointers: Option<Vec<String>> = match &b.value.json {
+        None => None,
+        Some(OneOrMany::One(p)) => Some(vec![p.clone()]),
+        Some(OneOrMany::Many(ps)) => Some(ps.clone()),
+    };
+    match (pointers, b.value.raw) {
+        (Some(ptrs), None | Some(false)) => {
+            if ptrs.is_empty() {
                 errs.push(
                     line_of(b),
                     &key("mqtt.json"),
-                    format!("`{ptr}` is not a JSON pointer: {problem} (e.g. `/ENERGY/Power`)"),
+                    "an empty list: give one JSON pointer or a list of alternatives".into(),
                 );
                 return None;
             }
+            let mut ok = true;
+            for ptr in &ptrs {
+                if let Some(problem) = json_pointer_problem(ptr) {
+                    errs.push(
+                        line_of(b),
+                        &key("mqtt.json"),
+                        format!("`{ptr}` is not a JSON pointer: {problem} (e.g. `/ENERGY/Power`)"),
+                    );
+                    ok = false;
+                }
+            }
+            if !ok {
+                return None;
+            }
+            let mut ptrs = ptrs.into_iter();
             Some(MqttBinding {
-                source: MqttValue::Json(ptr.clone()),
+                source: MqttValue::Json(ptrs.next().unwrap_or_default()),
+                alternatives: ptrs.collect(),
+                array_sum,
                 map,
             })
         }
         (None, Some(true)) => Some(MqttBinding {
             source: MqttValue::Raw,
+            alternatives: Vec::new(),
+            array_sum,
             map,
         }),
         (Some(_), Some(true)) => {
@@ -665,6 +799,70 @@ points:
         let errs = parse_profile(Path::new("/p/other.yaml"), GOOD).unwrap_err();
         assert!(errs[0].message.contains("file name stem"), "{errs:?}");
         assert_eq!(errs[0].line, Some(2));
+    }
+
+    #[test]
+    fn sources_are_optional_but_never_empty() {
+        assert!(parse(GOOD).unwrap().sources.is_empty());
+        let with = GOOD.replace(
+            "category: environment",
+            "category: environment\nsources: [\"vendor manual p. 3\", \"owner/repo path/file.go\"]",
+        );
+        assert_eq!(parse(&with).unwrap().sources.len(), 2);
+        for bad in ["sources: []", "sources: [\"\"]"] {
+            let text = GOOD.replace(
+                "category: environment",
+                &format!("category: environment\n{bad}"),
+            );
+            let errs = parse(&text).unwrap_err();
+            assert_eq!(errs[0].key, "sources", "{bad}: {errs:?}");
+            assert_eq!(errs[0].line, Some(4), "{bad}");
+        }
+    }
+
+    #[test]
+    fn alternative_pointers_array_sum_and_invalid_raw() {
+        let text = GOOD.replace(
+            "mqtt: { json: /temperature } }",
+            "mqtt: { json: [/t, /params/x:0/t], array: sum }, invalid_raw: [-999] }",
+        );
+        let p = parse(&text).unwrap();
+        let b = p.points[0].mqtt.as_ref().unwrap();
+        assert_eq!(b.pointers().collect::<Vec<_>>(), ["/t", "/params/x:0/t"]);
+        assert!(b.array_sum);
+        assert_eq!(p.points[0].convert(-999.0), Err(-999.0));
+        assert!(p.points[0].rejection(-999.0).contains("invalid_raw"));
+        for (from, to, key) in [
+            ("json: /temperature", "json: []", "points[0].mqtt.json"),
+            ("json: /temperature", "json: [/a, b]", "points[0].mqtt.json"),
+            (
+                "json: /temperature",
+                "json: /a, array: first",
+                "points[0].mqtt.array",
+            ),
+        ] {
+            let errs = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert_eq!(errs[0].key, key, "{to}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn points_are_stored_in_the_canonical_unit_of_their_dimension() {
+        let text = GOOD.replace("unit: degC", "unit: Wh").replace(
+            "mqtt: { json: /temperature } }",
+            "mqtt: { json: /e }, scale: 10, valid_range: [0, 5000] }",
+        );
+        let p = parse(&text).unwrap();
+        let e = &p.points[0];
+        assert_eq!((e.unit, e.wire_unit), (Unit::KWh, Unit::Wh));
+        // 300 on the wire, ×10 Wh = 3000 Wh = 3 kWh; the range [0, 5000] Wh is [0, 5] kWh.
+        assert_eq!(e.convert(300.0), Ok(3.0));
+        assert_eq!(e.valid_range, Some((0.0, 5.0)));
+        assert!(e.convert(600.0).is_err());
+        // Temperatures stay as written (K marks differences).
+        let k = parse(&GOOD.replace("unit: degC", "unit: K")).unwrap();
+        assert_eq!(k.points[0].unit, Unit::Kelvin);
+        assert_eq!(k.points[0].convert(5.0), Ok(5.0));
     }
 
     #[test]

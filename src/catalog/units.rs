@@ -120,6 +120,25 @@ impl Unit {
         }
     }
 
+    /// The unit a point of this unit is stored and processed in: one unit per dimension for the quantities
+    /// dashboards add up across devices (power W, apparent power VA, reactive power var, energy kWh, volume m3,
+    /// flow m3/h, pressure Pa), so `energy_total` means kWh whether the device sends Wh (Shelly) or kWh
+    /// (Tasmota). Other units are kept as written: temperatures (`K` marks a temperature difference, which
+    /// must not become degC), time (run hours stay hours), and the dimensionless ones.
+    pub fn canonical(self) -> Unit {
+        use Unit::*;
+        match self.dimension() {
+            "power" => W,
+            "apparent_power" => VA,
+            "reactive_power" => Var,
+            "energy" => KWh,
+            "volume" => M3,
+            "flow" => M3PerH,
+            "pressure" => Pa,
+            _ => self,
+        }
+    }
+
     /// `v` (in this unit) in `to`: `v * f + o` with [`unit_conversion`]'s factor and offset, and `v` itself when
     /// the units are the same; `None` when they do not convert. The simulator's model values into a profile's
     /// units, and outdoor temperatures into degC for degree days.
@@ -284,6 +303,20 @@ mod tests {
         assert_eq!(Unit::Ppm.convert_to(1.0, Unit::Ppb), None);
         // Unknown conversions still pass a value through unchanged in its own unit.
         assert_eq!(Unit::Ppm.convert_to(400.0, Unit::Ppm), Some(400.0));
+    }
+
+    #[test]
+    fn canonical_units_convert_from_every_unit_of_their_dimension() {
+        for w in Unit::ALL {
+            let u = Unit::parse(w).unwrap();
+            let c = u.canonical();
+            assert_eq!(c.dimension(), u.dimension(), "{w}");
+            assert_eq!(c.canonical(), c, "{w}: canonical is a fixed point");
+            assert!(unit_conversion(u, c).is_some(), "{w} → {c}");
+        }
+        assert_eq!(Unit::Wh.canonical(), Unit::KWh);
+        assert_eq!(Unit::Kelvin.canonical(), Unit::Kelvin);
+        assert_eq!(Unit::KW.canonical(), Unit::W);
     }
 
     #[test]

@@ -18,6 +18,13 @@ pub fn run(config: &std::path::Path) -> i32 {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            for p in l.catalog.profiles.values().filter(|p| p.sources.is_empty()) {
+                println!(
+                    "  note: profile {} ({}) has no `sources:` (where its map or payload comes from; see docs/profiles.md)",
+                    p.name,
+                    p.file.display()
+                );
+            }
             println!(
                 "devices: {} declared, {} points",
                 l.catalog.device_count(),

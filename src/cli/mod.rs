@@ -5,6 +5,7 @@ pub mod backtest;
 mod check;
 pub mod detect;
 pub mod energy;
+pub mod profiles;
 mod simulate;
 pub mod work_orders;
 
@@ -114,6 +115,9 @@ pub enum Command {
     WorkOrders(work_orders::WorkOrdersCommand),
     /// Replay history through the rules and print the work orders they would have opened.
     Backtest(backtest::BacktestArgs),
+    /// The device profile library: list, show NAME, docs (the docs/devices.md table).
+    #[command(subcommand)]
+    Profiles(profiles::ProfilesCommand),
     /// Energy reports and backfill from the local store.
     Energy {
         #[command(subcommand)]
@@ -217,6 +221,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         } => detect::detect(&input, &output, &detector, &set),
         Command::WorkOrders(cmd) => work_orders::run(cmd),
         Command::Backtest(args) => backtest::run(args),
+        Command::Profiles(cmd) => profiles::run(cmd),
         Command::Energy { command } => match command {
             EnergyCommand::Report(a) => energy::run_report(a),
             EnergyCommand::Import(a) => energy::run_import(a),

@@ -164,14 +164,21 @@ mod tests {
         assert_eq!(name, "energy_total");
         assert_eq!(spec.kind, MeterKind::Counter { wrap: None });
         let (name, spec) = pick(&mut cat, "shelly-plus-pm").unwrap();
+        // Wh on the wire, stored in kWh (the canonical energy unit): no factor left for the energy module.
         assert_eq!(
             (name.as_str(), spec.to_base),
-            ("energy_total", 0.001),
-            "Wh → kWh"
+            ("energy_total", 1.0),
+            "Wh → kWh at load"
         );
         let (name, spec) = pick(&mut cat, "shelly-pro-3em").unwrap();
-        assert_eq!(name, "power_total", "the total, not the phases");
-        assert_eq!(spec.kind, MeterKind::Power);
+        assert_eq!(
+            name, "energy_import",
+            "the emdata:0 counter, not an integral of power"
+        );
+        assert_eq!(spec.kind, MeterKind::Counter { wrap: None });
+        let (name, spec) = pick(&mut cat, "schneider-iem3000").unwrap();
+        assert_eq!(name, "energy_total");
+        assert_eq!(spec.kind, MeterKind::Counter { wrap: None });
         assert!(pick(&mut cat, "generic-room-sensor").is_none());
     }
 
@@ -215,11 +222,16 @@ points:
         let s = meter_spec(&p.points[1]).unwrap();
         assert_eq!(
             s.kind,
+            // litres on the wire, stored in m3: the register wraps at 2^32 l.
             MeterKind::Counter {
-                wrap: Some(4_294_967_296.0)
+                wrap: Some(4_294_967_296.0 * 0.001)
             }
         );
-        assert_eq!(s.to_base, 0.001, "litres → m3");
+        assert_eq!(
+            s.to_base, 1.0,
+            "litres → m3 at load: the energy module gets m3"
+        );
+        assert_eq!(p.points[1].wire_unit, Unit::L);
         assert_eq!(base_unit(p.points[1].unit).unwrap().0, "m3");
     }
 }

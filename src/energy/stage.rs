@@ -429,15 +429,27 @@ mod tests {
     use super::*;
     use crate::catalog::profile::load_dirs;
 
+    /// A meter with power only (no counter), whose consumption the energy stage integrates.
+    pub(super) fn with_power_meter(
+        mut profiles: crate::catalog::Profiles,
+    ) -> crate::catalog::Profiles {
+        let text = "schema: 1\nname: power-meter\ncategory: electricity\npoints:\n  - { name: power_total, unit: W, kind: gauge, mqtt: { json: /p } }\n";
+        let p =
+            crate::catalog::profile::parse_profile(std::path::Path::new("power-meter.yaml"), text)
+                .unwrap();
+        profiles.insert(p.name.clone(), std::sync::Arc::new(p));
+        profiles
+    }
+
     fn catalog() -> Catalog {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
         let (profiles, errs) = load_dirs(&[dir]);
         assert!(errs.is_empty());
-        let mut c = Catalog::new("test", profiles);
+        let mut c = Catalog::new("test", with_power_meter(profiles));
         let loc = std::collections::BTreeMap::from([("building".to_string(), "A".to_string())]);
         c.add_device("plug-1", "tasmota-energy-plug", loc.clone(), true)
             .unwrap();
-        c.add_device("em-1", "shelly-pro-3em", loc, true).unwrap();
+        c.add_device("em-1", "power-meter", loc, true).unwrap();
         c
     }
 
@@ -587,11 +599,11 @@ mod line_tests {
     fn energy_lines_keep_their_exact_bytes() {
         let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
         let (profiles, _) = load_dirs(&[dir]);
-        let mut cat = Catalog::new("north campus", profiles);
+        let mut cat = Catalog::new("north campus", super::tests::with_power_meter(profiles));
         let loc = BTreeMap::from([("building".to_string(), "Main, East".to_string())]);
         cat.add_device("plug 1", "tasmota-energy-plug", loc, true)
             .unwrap();
-        cat.add_device("em=1", "shelly-pro-3em", Default::default(), true)
+        cat.add_device("em=1", "power-meter", Default::default(), true)
             .unwrap();
         cat.add_device("w", "generic-json-water-meter", Default::default(), true)
             .unwrap();
@@ -639,9 +651,9 @@ mod line_tests {
             "energy,building=Main\\,\\ East,device=plug\\ 1,profile=tasmota-energy-plug,site=north\\ campus,point=energy_total,unit=kWh consumption=0.3000000000000007,estimated=false,derived=false,cost=0.0900000000000002,power_avg_kw=1.2000000000000028 1767571200000000000\n\
              energy,building=Main\\,\\ East,device=plug\\ 1,profile=tasmota-energy-plug,site=north\\ campus,point=energy_total,unit=kWh consumption=0.29999999999999893,estimated=false,derived=false,cost=0.08999999999999968,power_avg_kw=1.1999999999999957 1767572100000000000\n\
              energy,building=Main\\,\\ East,device=plug\\ 1,profile=tasmota-energy-plug,site=north\\ campus,point=energy_total,unit=kWh consumption=0.17999999999999972,estimated=false,derived=false,cost=0.053999999999999916,power_avg_kw=0.7199999999999989 1767573000000000000\n\
-             energy,device=em\\=1,profile=shelly-pro-3em,site=north\\ campus,point=power_total,unit=kWh consumption=0.7500000000000001,estimated=false,derived=true,cost=0.22500000000000003,power_avg_kw=3.0000000000000004 1767571200000000000\n\
-             energy,device=em\\=1,profile=shelly-pro-3em,site=north\\ campus,point=power_total,unit=kWh consumption=0.7500000000000001,estimated=false,derived=true,cost=0.22500000000000003,power_avg_kw=3.0000000000000004 1767572100000000000\n\
-             energy,device=em\\=1,profile=shelly-pro-3em,site=north\\ campus,point=power_total,unit=kWh consumption=0.44999999999999996,estimated=false,derived=true,cost=0.13499999999999998,power_avg_kw=1.7999999999999998 1767573000000000000\n\
+             energy,device=em\\=1,profile=power-meter,site=north\\ campus,point=power_total,unit=kWh consumption=0.7500000000000001,estimated=false,derived=true,cost=0.22500000000000003,power_avg_kw=3.0000000000000004 1767571200000000000\n\
+             energy,device=em\\=1,profile=power-meter,site=north\\ campus,point=power_total,unit=kWh consumption=0.7500000000000001,estimated=false,derived=true,cost=0.22500000000000003,power_avg_kw=3.0000000000000004 1767572100000000000\n\
+             energy,device=em\\=1,profile=power-meter,site=north\\ campus,point=power_total,unit=kWh consumption=0.44999999999999996,estimated=false,derived=true,cost=0.13499999999999998,power_avg_kw=1.7999999999999998 1767573000000000000\n\
              energy,device=w,profile=generic-json-water-meter,site=north\\ campus,point=volume_total,unit=m3 consumption=1.875,estimated=false,derived=false 1767571200000000000\n\
              energy,device=w,profile=generic-json-water-meter,site=north\\ campus,point=volume_total,unit=m3 consumption=1.875,estimated=false,derived=false 1767572100000000000\n\
              energy,device=w,profile=generic-json-water-meter,site=north\\ campus,point=volume_total,unit=m3 consumption=1.125,estimated=false,derived=false 1767573000000000000\n"

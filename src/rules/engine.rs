@@ -997,7 +997,7 @@ mod tests {
             "    schedule: { days: sat-sun }\n",
         ));
         assert!(feed(&mut e, &cat, "ahu-1", &[(0, 30.0)]).is_empty());
-        let y = "schema: 1\nrules:\n  - name: r\n    applies_to: { location: { building: b1 } }\n    point: fan_power\n    unit: W\n    when: { above: 1500 }\n    severity: minor\n";
+        let y = "schema: 1\nrules:\n  - name: r\n    applies_to: { location: { building: b1 } }\n    point: fan_power\n    unit: kW\n    when: { above: 1.5 }\n    severity: minor\n";
         let (cat, mut e) = setup(y);
         let mut out = Vec::new();
         for dev in ["ahu-1", "ahu-2"] {
@@ -1007,7 +1007,8 @@ mod tests {
                 .1
                 .point_id("fan_power")
                 .unwrap();
-            e.evaluate(&cat, &Reading::good(pid, 1.6, T0), &mut out); // kW
+            // fan_power is kW in the profile, stored in W (the canonical power unit): the rule's 1.5 kW is 1500 W.
+            e.evaluate(&cat, &Reading::good(pid, 1600.0, T0), &mut out);
         }
         assert_eq!(out.len(), 1, "only ahu-1 is in building b1");
         assert_eq!(cat.device(out[0].device).id, "ahu-1");

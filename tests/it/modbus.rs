@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A pymodbus server child process.
-struct ModbusServer {
+/// A pymodbus server child process (also serves the profile fixtures' register dumps, `profiles.rs`).
+pub(crate) struct ModbusServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -60,7 +60,7 @@ impl ModbusServer {
         s
     }
 
-    fn tcp(units: Value) -> ModbusServer {
+    pub(crate) fn tcp(units: Value) -> ModbusServer {
         Self::spawn(json!({ "units": units }), None)
     }
 
@@ -68,7 +68,7 @@ impl ModbusServer {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 

@@ -10,7 +10,11 @@
 //! - 429, 5xx, network errors, timeouts: retry later, honouring `Retry-After`.
 //! - 401, 403, 404: the site's credentials, bucket or database are wrong. Retried (with a loud error), not
 //!   dropped: the data is fine and dropping it would turn an expired token into silent data loss.
-//! - other 4xx (400 bad line, 422 out of retention, ...): the data itself is refused; drop the batch and count it.
+//! - other 4xx (400 bad line, 422 out of retention, ...): the data itself is refused. The body says how much of
+//!   it ([`Refusal::parse`]): a partial write (InfluxDB 1.x `error` and 2.x `message` `partial write: ...
+//!   dropped=N`, 3.x `partial write of line protocol occurred` with line numbers) stored every line it does not name;
+//!   otherwise the whole batch was refused and the writer loop takes out the lines the server quoted, or splits
+//!   the batch in halves, and sends the rest again, so one bad line never takes good ones with it.
 
 use super::config::{InfluxApi, InfluxConfig};
 use flate2::write::GzEncoder;
@@ -21,9 +25,13 @@ use std::time::Duration;
 /// How a write failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum WriteError {
-    /// The server refused the data; retrying cannot help.
+    /// The server refused the data (all of it, or the lines `refusal` names); retrying it as it is cannot help.
     #[error("rejected by InfluxDB ({status}): {message}")]
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+        refusal: Box<Refusal>,
+    },
     /// The request body is over the server's limit.
     #[error("batch too large for InfluxDB (413)")]
     TooLarge,
@@ -173,8 +181,8 @@ impl TimeSeriesWriter for HttpWriter {
                 return Ok(());
             }
             let after = retry_after(resp.headers());
-            let message = resp.text().await.unwrap_or_default();
-            let message = message.trim().chars().take(500).collect::<String>();
+            let text = resp.text().await.unwrap_or_default();
+            let message = text.trim().chars().take(500).collect::<String>();
             Err(match status {
                 413 => WriteError::TooLarge,
                 429 => WriteError::Retry {
@@ -192,7 +200,11 @@ impl TimeSeriesWriter for HttpWriter {
                     message,
                     retry_after: after,
                 },
-                400..=499 => WriteError::Rejected { status, message },
+                400..=499 => WriteError::Rejected {
+                    status,
+                    message,
+                    refusal: Box::new(Refusal::parse(&text)),
+                },
                 _ => WriteError::Retry {
                     class: "server",
                     message: format!("{status}: {message}"),
@@ -213,4 +225,99 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// What a 4xx answer says about which lines of a batch were refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Refusal {
+    /// The server stored every line it did not refuse (a partial write).
+    pub partial: bool,
+    /// Lines the server quoted (`unable to parse '<line>': ...`, 3.x `original_line`), as written.
+    pub quoted: Vec<String>,
+    /// 1-based numbers of refused lines (3.x `line_number`).
+    pub line_numbers: Vec<usize>,
+    /// Lines dropped after parsing (`dropped=N`: type conflicts, out of retention), not quoted.
+    pub dropped: usize,
+    /// `(measurement, field, type refused)` of a field type conflict, to find the dropped lines.
+    pub conflict: Option<(String, String, String)>,
+}
+
+impl Refusal {
+    /// Reads an error body of InfluxDB 1.x (`{"error": "..."}`), 2.x (`{"code": ..., "message": "..."}`) or
+    /// 3.x (`{"error": ..., "data": [{"original_line", "line_number", ...}]}`), or plain text.
+    pub fn parse(body: &str) -> Refusal {
+        let mut r = Refusal::default();
+        let mut texts = Vec::new();
+        match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(v) => {
+                for k in ["error", "message"] {
+                    if let Some(t) = v.get(k).and_then(|t| t.as_str()) {
+                        texts.push(t.to_string());
+                    }
+                }
+                if let Some(items) = v.get("data").and_then(|d| d.as_array()) {
+                    for it in items {
+                        if let Some(l) = it.get("original_line").and_then(|l| l.as_str()) {
+                            r.quoted.push(l.to_string());
+                        }
+                        if let Some(n) = it.get("line_number").and_then(|n| n.as_u64()) {
+                            r.line_numbers.push(n as usize);
+                        }
+                    }
+                }
+            }
+            Err(_) => texts.push(body.to_string()),
+        }
+        for t in &texts {
+            if t.contains("partial write") {
+                r.partial = true;
+            }
+            r.quoted.extend(unparseable_lines(t));
+            if let Some(i) = t.rfind("dropped=") {
+                let digits: String = t[i + "dropped=".len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Ok(n) = digits.parse::<usize>() {
+                    r.dropped = r.dropped.max(n);
+                }
+            }
+            if r.conflict.is_none() {
+                r.conflict = type_conflict(t);
+            }
+        }
+        r
+    }
+}
+
+/// The lines of `unable to parse '<line>': <reason>` messages (1.x and 2.x join several with newlines).
+fn unparseable_lines(t: &str) -> Vec<String> {
+    const MARK: &str = "unable to parse '";
+    let mut out = Vec::new();
+    let starts: Vec<usize> = t.match_indices(MARK).map(|(i, _)| i + MARK.len()).collect();
+    for (k, &s) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(t.len(), |&n| n - MARK.len());
+        let seg = &t[s..end];
+        if let Some(q) = seg.rfind("': ") {
+            out.push(seg[..q].to_string());
+        }
+    }
+    out
+}
+
+/// `input field "F" on measurement "M" is type T` of a 1.x/2.x field type conflict.
+fn type_conflict(t: &str) -> Option<(String, String, String)> {
+    let rest = &t[t.find("field type conflict")?..];
+    let f = rest.find("input field \"")? + "input field \"".len();
+    let f_end = f + rest[f..].find('"')?;
+    let m_rest = &rest[f_end..];
+    let m = m_rest.find("on measurement \"")? + "on measurement \"".len();
+    let m_end = m + m_rest[m..].find('"')?;
+    let t_rest = &m_rest[m_end..];
+    let ty = t_rest.find("is type ")? + "is type ".len();
+    let ty: String = t_rest[ty..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    Some((m_rest[m..m_end].to_string(), rest[f..f_end].to_string(), ty))
 }

@@ -604,12 +604,7 @@ impl DeviceState {
                     .ok_or_else(|| "short reply".to_string()),
                 (_, None) => continue,
             };
-            let value = raw.and_then(|raw| {
-                p.convert(raw).map_err(|v| match p.valid_range {
-                    Some((lo, hi)) => format!("value {v} outside valid_range [{lo}, {hi}]"),
-                    None => format!("value {v} is not finite"),
-                })
-            });
+            let value = raw.and_then(|raw| p.convert(raw).map_err(|v| p.rejection(v)));
             match value {
                 Ok(v) => {
                     if self.bad.remove(&it.key) {

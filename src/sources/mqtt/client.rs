@@ -79,7 +79,9 @@ impl MqttSource {
                 .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
                 .collect()
         };
-        let mut decoder = Decoder::new(self.config.subscriptions.clone(), self.catalog.clone());
+        let mut decoder = Decoder::new(self.config.subscriptions.clone(), self.catalog.clone())
+            .with_limits(self.config.limits.clone())
+            .with_health(self.health.clone());
         let mut backoff = Backoff::new(
             Duration::from_millis(100),
             self.config.reconnect_max_backoff,
@@ -155,9 +157,7 @@ impl MqttSource {
                     if let Err(e) = result {
                         metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => e.reason()).increment(1);
                         metrics::counter!("caretaker_errors_total", "stage" => "mqtt").increment(1);
-                        if let Some(suppressed) =
-                            limiter.check(&format!("{}:{}", e.reason(), p.topic))
-                        {
+                        if let Some(suppressed) = limiter.check(&e.log_key(&p.topic)) {
                             warn!(topic = %p.topic, reason = e.reason(), suppressed, "MQTT message dropped: {e}");
                         }
                         if let Err(e) = client.try_ack(&p) {

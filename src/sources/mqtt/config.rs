@@ -30,6 +30,14 @@ pub struct RawMqtt {
     #[serde(default)]
     reconnect_max_backoff: Option<String>,
     #[serde(default)]
+    max_topic_length: Option<usize>,
+    #[serde(default)]
+    max_devices: Option<usize>,
+    #[serde(default)]
+    max_points: Option<usize>,
+    #[serde(default)]
+    max_json_depth: Option<usize>,
+    #[serde(default)]
     subscriptions: Vec<RawSubscription>,
 }
 
@@ -50,8 +58,38 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     pub max_packet_size: usize,
     pub reconnect_max_backoff: Duration,
+    pub limits: MqttLimits,
     pub subscriptions: Vec<Subscription>,
 }
+
+/// Bounds on what a peer on the broker can make Caretaker take or create (docs/reliability.md, "Bad input").
+/// A message over a bound is acknowledged, counted in `caretaker_readings_dropped_total{stage="mqtt",reason}`
+/// and logged (rate-limited); nothing grows without end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttLimits {
+    /// Longest topic taken, in bytes (`topic_too_long`).
+    pub max_topic_length: usize,
+    /// Most devices created from MQTT topics; declared devices do not count (`too_many_devices`).
+    pub max_devices: usize,
+    /// Most points of devices created from MQTT topics (`too_many_points`).
+    pub max_points: usize,
+    /// Deepest nesting of arrays and objects in a JSON payload (`too_deep`).
+    pub max_json_depth: usize,
+}
+
+impl Default for MqttLimits {
+    fn default() -> Self {
+        MqttLimits {
+            max_topic_length: 1024,
+            max_devices: 10_000,
+            max_points: 200_000,
+            max_json_depth: 32,
+        }
+    }
+}
+
+/// serde_json refuses deeper JSON by itself; a larger `max_json_depth` could never be reached.
+pub const JSON_DEPTH_CEILING: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -245,6 +283,34 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
         &m.reconnect_max_backoff,
         Duration::from_secs(30),
     );
+    let d = MqttLimits::default();
+    let mut limit = |key: &str, v: Option<usize>, default: usize, max: usize| match v {
+        None => default,
+        Some(v) if (1..=max).contains(&v) => v,
+        Some(v) => {
+            cx.err(
+                &format!("mqtt.{key}"),
+                format!("{v} is out of range: use 1 to {max}"),
+            );
+            default
+        }
+    };
+    let limits = MqttLimits {
+        max_topic_length: limit(
+            "max_topic_length",
+            m.max_topic_length,
+            d.max_topic_length,
+            65_535,
+        ),
+        max_devices: limit("max_devices", m.max_devices, d.max_devices, 10_000_000),
+        max_points: limit("max_points", m.max_points, d.max_points, 100_000_000),
+        max_json_depth: limit(
+            "max_json_depth",
+            m.max_json_depth,
+            d.max_json_depth,
+            JSON_DEPTH_CEILING,
+        ),
+    };
     let mut subscriptions = Vec::new();
     if m.subscriptions.is_empty() {
         cx.err(
@@ -285,6 +351,7 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
         keep_alive,
         max_packet_size: m.max_packet_size.unwrap_or(256 * 1024),
         reconnect_max_backoff,
+        limits,
         subscriptions,
     }
 }

@@ -1,14 +1,14 @@
 //! Decoding an MQTT message: its topic names the device (through the subscription's template), its payload
 //! holds the values the profile's `mqtt:` bindings point at.
 
-use super::config::Subscription;
+use super::config::{MqttLimits, Subscription};
 use crate::catalog::profile::{MqttValue, TimestampFormat};
 use crate::catalog::{Catalog, Profile, SharedCatalog};
 use crate::reading::Reading;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Why a message (or one value in it) was not turned into a reading.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -19,6 +19,26 @@ pub enum DecodeError {
     Device { device: String, message: String },
     #[error("device `{device}`: malformed payload: {message}")]
     Malformed { device: String, message: String },
+    #[error("topic of {len} bytes is longer than [mqtt] max_topic_length = {max}")]
+    TopicTooLong { len: usize, max: usize },
+    #[error(
+        "new device `{device}` not added: {max} devices were already created from MQTT topics ([mqtt] max_devices); messages of new devices are dropped, known devices still flow"
+    )]
+    TooManyDevices { device: String, max: usize },
+    #[error(
+        "new device `{device}` not added: its points would pass [mqtt] max_points = {max}; messages of new devices are dropped, known devices still flow"
+    )]
+    TooManyPoints { device: String, max: usize },
+    #[error("device `{device}`: JSON payload nested deeper than [mqtt] max_json_depth = {max}")]
+    TooDeep { device: String, max: usize },
+    #[error(
+        "device `{device}` is known at {known} but this topic places it at {seen}; its readings from here are dropped (a device id must be unique on the site: docs/reliability.md, \"Device identity\")"
+    )]
+    Conflict {
+        device: String,
+        known: String,
+        seen: String,
+    },
 }
 
 impl DecodeError {
@@ -27,9 +47,32 @@ impl DecodeError {
             DecodeError::UnknownTopic => "unknown_topic",
             DecodeError::Device { .. } => "unknown_device",
             DecodeError::Malformed { .. } => "malformed_payload",
+            DecodeError::TopicTooLong { .. } => "topic_too_long",
+            DecodeError::TooManyDevices { .. } => "too_many_devices",
+            DecodeError::TooManyPoints { .. } => "too_many_points",
+            DecodeError::TooDeep { .. } => "too_deep",
+            DecodeError::Conflict { .. } => "device_conflict",
+        }
+    }
+
+    /// The key a caller rate-limits its log line by: per limit for the peer limits (a flood of new device ids
+    /// logs one line every few seconds, not one per id), per topic otherwise.
+    pub fn log_key(&self, topic: &str) -> String {
+        match self {
+            DecodeError::TopicTooLong { .. }
+            | DecodeError::TooManyDevices { .. }
+            | DecodeError::TooManyPoints { .. }
+            | DecodeError::TooDeep { .. } => self.reason().to_string(),
+            DecodeError::Conflict { device, .. } => format!("device_conflict:{device}"),
+            _ => format!("{}:{topic}", self.reason()),
         }
     }
 }
+
+/// Conflicts kept for reporting; past this many pairs they are counted only.
+const MAX_CONFLICT_PAIRS: usize = 1000;
+/// Bytes of topic text the topic cache may hold before it starts over.
+const TOPIC_CACHE_BYTES: usize = 16 << 20;
 
 /// A problem with one point of an otherwise good message.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +94,27 @@ struct KnownTopic {
 pub struct Decoder {
     subscriptions: Vec<Subscription>,
     catalog: SharedCatalog,
-    topics: HashMap<String, KnownTopic>,
+    /// Resolved topics: a known device, or a location conflict (both settled for good).
+    topics: HashMap<String, Result<KnownTopic, DecodeError>>,
+    topic_bytes: usize,
+    limits: MqttLimits,
+    /// Devices and points this decoder created (declared devices are not counted).
+    created_devices: usize,
+    created_points: usize,
+    /// (device, location seen) pairs already reported.
+    conflicts: std::collections::HashSet<(String, String)>,
+    health: Option<Arc<crate::telemetry::Health>>,
+}
+
+/// A location as `k=v,k=v` for messages.
+fn location_text(loc: &BTreeMap<String, String>) -> String {
+    if loc.is_empty() {
+        return "(no location)".into();
+    }
+    loc.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Decoder {
@@ -60,12 +123,79 @@ impl Decoder {
             subscriptions,
             catalog,
             topics: HashMap::new(),
+            topic_bytes: 0,
+            limits: MqttLimits::default(),
+            created_devices: 0,
+            created_points: 0,
+            conflicts: Default::default(),
+            health: None,
+        }
+    }
+
+    /// Applies the `[mqtt]` peer limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: MqttLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Lists device conflicts in `/health`.
+    pub fn with_health(mut self, health: Arc<crate::telemetry::Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn remember(&mut self, topic: &str, r: Result<KnownTopic, DecodeError>) {
+        if self.topics.len() >= 100_000 || self.topic_bytes + topic.len() > TOPIC_CACHE_BYTES {
+            // bounded: a topic storm must not grow memory without end
+            self.topics.clear();
+            self.topic_bytes = 0;
+        }
+        self.topic_bytes += topic.len();
+        self.topics.insert(topic.to_string(), r);
+    }
+
+    /// Reports a location conflict once per (device, location seen).
+    fn conflict(
+        &mut self,
+        topic: &str,
+        device: &str,
+        known: &BTreeMap<String, String>,
+        seen: &BTreeMap<String, String>,
+    ) -> DecodeError {
+        let (known, seen) = (location_text(known), location_text(seen));
+        let key = (device.to_string(), seen.clone());
+        if !self.conflicts.contains(&key) {
+            metrics::counter!("caretaker_device_conflicts_total").increment(1);
+            warn!(device, known = %known, seen = %seen, topic,
+                "device id seen at two locations: the first location wins and readings from the other are dropped; give each device a unique id");
+            if self.conflicts.len() < MAX_CONFLICT_PAIRS {
+                self.conflicts.insert(key);
+            }
+            if let Some(h) = &self.health {
+                h.add_conflict(crate::telemetry::DeviceConflict {
+                    device: device.to_string(),
+                    known: known.clone(),
+                    seen: seen.clone(),
+                    topic: topic.chars().take(256).collect(),
+                });
+            }
+        }
+        DecodeError::Conflict {
+            device: device.to_string(),
+            known,
+            seen,
         }
     }
 
     fn resolve(&mut self, topic: &str) -> Result<KnownTopic, DecodeError> {
+        if topic.len() > self.limits.max_topic_length {
+            return Err(DecodeError::TopicTooLong {
+                len: topic.len(),
+                max: self.limits.max_topic_length,
+            });
+        }
         if let Some(k) = self.topics.get(topic) {
-            return Ok(k.clone());
+            return k.clone();
         }
         let (sub, caps) = self
             .subscriptions
@@ -82,10 +212,34 @@ impl Decoder {
             }
         }
         let mut cat = self.catalog.write().unwrap_or_else(|e| e.into_inner());
-        // A declared device keeps its declared location; captures fill in what it does not say.
-        if let Some((_, d)) = cat.device_by_id(&device) {
-            for (k, v) in &d.location {
-                location.insert(k.clone(), v.clone());
+        // Identity: a device id names one device on the site. Its location is fixed when it becomes known
+        // (declared in the site config, or the captures of the first topic it is seen on); a topic whose
+        // captures say otherwise is a conflict, reported and dropped, never stored under the wrong location.
+        // Captures the known location does not have are ignored (a series key never changes).
+        let existing = cat.device_by_id(&device).map(|(_, d)| d.location.clone());
+        if let Some(known) = existing {
+            let differs = location
+                .iter()
+                .any(|(k, v)| known.get(k).is_some_and(|kv| kv != v));
+            if differs {
+                drop(cat);
+                let e = self.conflict(topic, &device, &known, &location);
+                self.remember(topic, Err(e.clone()));
+                return Err(e);
+            }
+        } else {
+            let points = self.catalog_points(&cat, &sub.profile).unwrap_or_default();
+            if self.created_devices >= self.limits.max_devices {
+                return Err(DecodeError::TooManyDevices {
+                    device,
+                    max: self.limits.max_devices,
+                });
+            }
+            if self.created_points + points > self.limits.max_points {
+                return Err(DecodeError::TooManyPoints {
+                    device,
+                    max: self.limits.max_points,
+                });
             }
         }
         let is_new = cat.device_by_id(&device).is_none();
@@ -97,6 +251,8 @@ impl Decoder {
             })?;
         let d = cat.device(idx);
         if is_new {
+            self.created_devices += 1;
+            self.created_points += d.profile.points.len();
             info!(device = %device, profile = %sub.profile, topic, "new device seen on MQTT");
         }
         let known = KnownTopic {
@@ -104,11 +260,13 @@ impl Decoder {
             device,
             profile: d.profile.clone(),
         };
-        if self.topics.len() > 100_000 {
-            self.topics.clear(); // bounded: a topic storm must not grow memory without end
-        }
-        self.topics.insert(topic.to_string(), known.clone());
+        drop(cat);
+        self.remember(topic, Ok(known.clone()));
         Ok(known)
+    }
+
+    fn catalog_points(&self, cat: &Catalog, profile: &str) -> Option<usize> {
+        cat.profiles.get(profile).map(|p| p.points.len())
     }
 
     /// Decodes one message. `received_ns` is used when the profile takes no time from the payload.
@@ -121,6 +279,12 @@ impl Decoder {
         problems: &mut Vec<PointProblem>,
     ) -> Result<(), DecodeError> {
         let known = self.resolve(topic)?;
+        if needs_json(&known.profile) && json_deeper_than(payload, self.limits.max_json_depth) {
+            return Err(DecodeError::TooDeep {
+                device: known.device,
+                max: self.limits.max_json_depth,
+            });
+        }
         decode_payload(
             &known.profile,
             known.first_point,
@@ -145,6 +309,47 @@ fn malformed(device: &str, message: impl Into<String>) -> DecodeError {
     }
 }
 
+/// Whether a profile reads its payloads as JSON.
+fn needs_json(profile: &Profile) -> bool {
+    profile.timestamp.is_some()
+        || profile
+            .points
+            .iter()
+            .any(|p| matches!(p.mqtt.as_ref().map(|m| &m.source), Some(MqttValue::Json(_))))
+}
+
+/// Whether arrays and objects nest deeper than `max` (a byte scan before parsing, so a deep payload costs no
+/// allocation; brackets inside strings do not count).
+pub fn json_deeper_than(payload: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in payload {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Decodes a payload against a profile into readings for points `first_point..`.
 pub fn decode_payload(
     profile: &Profile,
@@ -155,11 +360,7 @@ pub fn decode_payload(
     out: &mut Vec<Reading>,
     problems: &mut Vec<PointProblem>,
 ) -> Result<(), DecodeError> {
-    let needs_json = profile.timestamp.is_some()
-        || profile
-            .points
-            .iter()
-            .any(|p| matches!(p.mqtt.as_ref().map(|m| &m.source), Some(MqttValue::Json(_))));
+    let needs_json = needs_json(profile);
     let doc: Option<Value> = if needs_json {
         match serde_json::from_slice(payload) {
             Ok(v) => Some(v),
@@ -196,10 +397,13 @@ pub fn decode_payload(
     for (i, p) in profile.points.iter().enumerate() {
         let Some(binding) = &p.mqtt else { continue };
         let raw = match &binding.source {
-            MqttValue::Json(ptr) => match doc.as_ref().and_then(|d| d.pointer(ptr)) {
-                None | Some(Value::Null) => continue, // not every message carries every point
-                Some(v) => value_of(v, &binding.map),
-            },
+            MqttValue::Json(_) => {
+                match doc.as_ref().and_then(|d| super::select::lookup(d, binding)) {
+                    None => continue, // not every message carries every point
+                    Some(v) => super::select::summed(v, binding)
+                        .unwrap_or_else(|| value_of(v, &binding.map)),
+                }
+            }
             MqttValue::Raw => {
                 let t = raw_text.as_deref().unwrap_or_default().trim();
                 text_value(t, &binding.map).ok_or_else(|| {
@@ -232,14 +436,11 @@ pub fn decode_payload(
                 device: device.into(),
                 point: p.name.clone(),
                 reason: "out_of_range",
-                message: match p.valid_range {
-                    Some((lo, hi)) => format!("value {v} outside valid_range [{lo}, {hi}]"),
-                    None => format!("value {v} is not finite"),
-                },
+                message: p.rejection(v),
             }),
         }
     }
-    if out.len() == start && problems.is_empty() {
+    if out.len() == start && problems.is_empty() && !profile.mqtt_ignore_unmatched {
         return Err(malformed(
             device,
             "no point of the profile found in the payload",
@@ -317,11 +518,18 @@ fn parse_time(v: &Value, format: TimestampFormat) -> Option<i64> {
                 Value::Number(n) => n.as_f64()?,
                 Value::String(s) => s.trim().parse::<f64>().ok()?,
                 _ => return None,
-            } * scale as f64;
-            if !f.is_finite() || f.abs() >= 9.2e18 {
+            };
+            // Fractional epoch times (Shelly's `"ts":1698999993.71` seconds) are rounded to the microsecond:
+            // an f64 cannot hold nanoseconds since 1970 exactly, and 1698999993.71 s must be ...993_710_000_000 ns.
+            let (f, per) = if scale >= 1_000 {
+                ((f * (scale / 1_000) as f64).round(), 1_000)
+            } else {
+                (f * scale as f64, 1)
+            };
+            if !f.is_finite() || f.abs() >= 9.2e18 / per as f64 {
                 return None;
             }
-            f as i64
+            (f as i64).checked_mul(per)?
         }
     };
     (ns > 0).then_some(ns)
@@ -481,6 +689,129 @@ mod tests {
         d.decode("raw/p1", b"banana", 9, &mut out, &mut pr).unwrap();
         assert!(out.is_empty());
         assert_eq!(pr[0].reason, "bad_value");
+    }
+
+    fn limited(limits: MqttLimits) -> Decoder {
+        let subs = vec![Subscription {
+            topic: TopicTemplate::parse("campus/{building}/{floor}/{device}/telemetry").unwrap(),
+            profile: "room".into(),
+            index: 0,
+        }];
+        Decoder::new(subs, catalog()).with_limits(limits)
+    }
+
+    fn one(d: &mut Decoder, topic: &str, payload: &str) -> Result<usize, DecodeError> {
+        let (mut out, mut pr) = (vec![], vec![]);
+        d.decode(topic, payload.as_bytes(), 7, &mut out, &mut pr)
+            .map(|()| out.len())
+    }
+
+    /// Issue 13: a flood of new device ids stops at max_devices (and max_points); known devices still flow.
+    #[test]
+    fn new_devices_stop_at_the_limits_and_known_ones_flow() {
+        let mut d = limited(MqttLimits {
+            max_devices: 3,
+            ..MqttLimits::default()
+        });
+        let t = |i: usize| format!("campus/b/1/dev-{i}/telemetry");
+        for i in 0..3 {
+            assert_eq!(one(&mut d, &t(i), r#"{"temperature": 1}"#), Ok(1));
+        }
+        for i in 3..100 {
+            let e = one(&mut d, &t(i), r#"{"temperature": 1}"#).unwrap_err();
+            assert_eq!(e.reason(), "too_many_devices");
+            assert_eq!(
+                e.log_key(&t(i)),
+                "too_many_devices",
+                "one log key for the flood"
+            );
+            assert!(e.to_string().contains("max_devices"), "{e}");
+        }
+        assert_eq!(one(&mut d, &t(1), r#"{"temperature": 2}"#), Ok(1));
+        assert_eq!(d.catalog().read().unwrap().device_count(), 3);
+        // The room profile has 3 points: a budget of 7 points takes two devices.
+        let mut d = limited(MqttLimits {
+            max_points: 7,
+            ..MqttLimits::default()
+        });
+        assert!(one(&mut d, &t(0), r#"{"temperature": 1}"#).is_ok());
+        assert!(one(&mut d, &t(1), r#"{"temperature": 1}"#).is_ok());
+        let e = one(&mut d, &t(2), r#"{"temperature": 1}"#).unwrap_err();
+        assert_eq!(e.reason(), "too_many_points");
+    }
+
+    #[test]
+    fn deep_json_and_long_topics_are_refused_by_their_limits() {
+        let mut d = limited(MqttLimits {
+            max_json_depth: 4,
+            max_topic_length: 64,
+            ..MqttLimits::default()
+        });
+        let t = "campus/b/1/r1/telemetry";
+        assert!(one(&mut d, t, r#"{"temperature": 1, "x": [[[1]]]}"#).is_ok());
+        let deep = format!(
+            r#"{{"temperature": {}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(one(&mut d, t, &deep).unwrap_err().reason(), "too_deep");
+        // Brackets inside strings do not count.
+        let text = format!(r#"{{"temperature": 1, "s": "{}\""}}"#, "[".repeat(50));
+        assert!(one(&mut d, t, &text).is_ok(), "{text}");
+        let long = format!("campus/b/1/{}/telemetry", "x".repeat(100));
+        assert_eq!(
+            one(&mut d, &long, r#"{"temperature": 1}"#)
+                .unwrap_err()
+                .reason(),
+            "topic_too_long"
+        );
+        // serde_json's own recursion limit (128) is a clean error too, whatever the configured depth.
+        let mut d = limited(MqttLimits {
+            max_json_depth: 128,
+            ..MqttLimits::default()
+        });
+        let deeper = format!(
+            r#"{{"temperature": {}1{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        );
+        assert_eq!(
+            one(&mut d, t, &deeper).unwrap_err().reason(),
+            "malformed_payload"
+        );
+        assert!(json_deeper_than(b"[[[]]]", 2));
+        assert!(!json_deeper_than(b"[[[]]]", 3));
+        assert!(!json_deeper_than(br#"["\"[[[[["]"#, 1));
+    }
+
+    /// Issue 13 item 7: one id at two locations is a conflict, reported once per pair, never mis-tagged.
+    #[test]
+    fn one_id_at_two_locations_is_a_conflict() {
+        let health = crate::telemetry::Health::new();
+        let mut d = limited(MqttLimits::default()).with_health(health.clone());
+        let a = "campus/bldA/1/room-1/telemetry";
+        let b = "campus/bldB/7/room-1/telemetry";
+        assert_eq!(one(&mut d, a, r#"{"temperature": 1}"#), Ok(1));
+        for _ in 0..3 {
+            let e = one(&mut d, b, r#"{"temperature": 1}"#).unwrap_err();
+            assert_eq!(e.reason(), "device_conflict");
+            assert!(e.to_string().contains("building=bldA,floor=1"), "{e}");
+            assert!(e.to_string().contains("building=bldB,floor=7"), "{e}");
+        }
+        assert_eq!(one(&mut d, a, r#"{"temperature": 2}"#), Ok(1));
+        let conflicts = health.conflicts.lock().unwrap().clone();
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].device, "room-1");
+        assert_eq!(conflicts[0].topic, b);
+        let cat = d.catalog().read().unwrap();
+        assert_eq!(cat.device_count(), 1);
+        assert!(
+            cat.device_by_id("room-1")
+                .unwrap()
+                .1
+                .series
+                .contains("building=bldA")
+        );
     }
 
     #[test]
