@@ -288,7 +288,7 @@
   }
 
   function pageWorkOrders(q) {
-    var filters = { status: q.status || '', team: q.team || '', building: q.building || '', severity: q.severity || '' };
+    var filters = { status: q.status || '', team: q.team || '', building: q.building || '', severity: q.severity || '', device: q.device || '' };
     var list = h('ul', { class: 'wo-list' });
     var more = h('button', { type: 'button', hidden: true }, t('common.more'));
     var cursor = null;
@@ -304,13 +304,14 @@
     }
     more.addEventListener('click', function () { load().catch(failed); });
     var form = h('form', { class: 'filters', onchange: function () {
-      var f = {}; ['status', 'team', 'building', 'severity'].forEach(function (k) { f[k] = form.elements[k].value.trim(); });
+      var f = {}; ['status', 'team', 'building', 'severity', 'device'].forEach(function (k) { f[k] = form.elements[k].value.trim(); });
       location.hash = '#/work-orders' + qs(f);
     }, onsubmit: function (e) { e.preventDefault(); form.dispatchEvent(new Event('change')); } },
       field(t('wo.status'), select('status', [['', t('common.all')], ['open', t('status.open')], ['acknowledged', t('status.acknowledged')], ['resolved', t('status.resolved')]], filters.status)),
       field(t('wo.severity'), select('severity', [['', t('common.all')], ['critical', t('severity.critical')], ['major', t('severity.major')], ['minor', t('severity.minor')], ['warning', t('severity.warning')]], filters.severity)),
       field(t('wo.team'), h('input', { name: 'team', value: filters.team, type: 'search' })),
       field(t('wo.building'), h('input', { name: 'building', value: filters.building, type: 'search' })),
+      field(t('wo.device'), h('input', { name: 'device', value: filters.device, type: 'search' })),
       h('button', { type: 'submit' }, t('common.filter')));
     return load().then(function () { show(t('nav.work_orders'), [form, list, more]); });
   }
@@ -589,7 +590,7 @@
     var parts = path.split('/').filter(Boolean);
     return { name: parts[0] || 'overview', id: parts[1] ? decodeURIComponent(parts[1]) : null, q: q };
   }
-  var current = null;
+  var current = null, pending = null;
   function route() {
     var r = parseHash();
     current = r;
@@ -613,10 +614,10 @@
     }
     return p.then(function () { main.setAttribute('data-ready', r.name); }, function (e) { failed(e); main.setAttribute('data-ready', 'error'); });
   }
-  window.addEventListener('hashchange', function () { say(''); main.removeAttribute('data-ready'); route(); });
+  window.addEventListener('hashchange', function () { clearTimeout(pending); say(''); main.removeAttribute('data-ready'); route(); });
 
   // ---- live updates (SSE) ----------------------------------------------------------------------------------------
-  var es = null, pending = null;
+  var es = null;
   function connectEvents() {
     if (es || !window.EventSource || !session) return;
     es = new EventSource('/api/v1/events');
@@ -624,13 +625,17 @@
     es.onopen = function () { live.textContent = '● ' + t('live.on'); };
     es.onerror = function () { live.textContent = '○ ' + t('live.off'); };
     function refresh(kinds) {
-      return function () {
-        if (!current || kinds.indexOf(current.name) < 0) return;
-        // Never repaint under someone's typing.
+      // Only the pages showing what changed, and never under someone's typing; checked again when the timer fires,
+      // since the page may have changed in between.
+      var wanted = function () {
         var a = document.activeElement;
-        if (a && main.contains(a) && (a.tagName === 'TEXTAREA' || a.tagName === 'INPUT')) return;
+        var typing = a && main.contains(a) && (a.tagName === 'TEXTAREA' || a.tagName === 'INPUT' || a.tagName === 'SELECT');
+        return current && kinds.indexOf(current.name) >= 0 && !typing;
+      };
+      return function () {
+        if (!wanted()) return;
         clearTimeout(pending);
-        pending = setTimeout(function () { route(); }, 500);
+        pending = setTimeout(function () { if (wanted()) route(); }, 500);
       };
     }
     es.addEventListener('work_order', refresh(['overview', 'work-orders', 'devices']));
