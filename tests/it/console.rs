@@ -1,8 +1,8 @@
 //! The web console in a real browser: Debian's headless Chromium driven over WebDriver (`chromedriver`), against
 //! the real daemon with a real mosquitto. A real rule breach opens a work order; an operator signs in with a token,
-//! sees it, acknowledges it and sees its status change; a fault is reported from a phone-sized window and its
-//! status page shows, then offers the rating once the fault is resolved; a viewer sees no action buttons; the page
-//! switches to Simplified Chinese; the browser logs no errors.
+//! sees it, acknowledges it and sees its status change; a work order made elsewhere appears live (SSE); a fault is
+//! reported from a phone-sized window and its status page shows, then offers the rating once the fault is
+//! resolved; a viewer sees no action buttons; the page switches to Simplified Chinese; the browser logs no errors.
 //!
 //! Screenshots of each page go to the test's temp dir; with `CARETAKER_SCREENSHOTS=docs/img` they also refresh
 //! the committed ones (`scripts/screenshots.sh`).
@@ -241,6 +241,29 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
     .unwrap();
     assert_eq!(wo["status"], "acknowledged", "{wo}");
     assert_eq!(wo["acknowledged_by"], "ops-desk", "{wo}");
+
+    // Live: with the list open, a work order made elsewhere (a request through the API) appears without a reload,
+    // pushed over the page's SSE stream.
+    b.route("#/work-orders", "work-orders").await;
+    b.wait_js(
+        "the live stream to connect",
+        "return document.getElementById('live').textContent.indexOf('Live') >= 0;",
+    )
+    .await;
+    let r = client
+        .post(format!("{api}/requests"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"title": "Lights flicker in 101", "description": "since Monday", "location": {"building": "b1", "room": "101"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", json_of(r).await);
+    b.wait_js(
+        "the new work order to appear live",
+        "return document.querySelector('main').innerText.indexOf('Lights flicker in 101') >= 0;",
+    )
+    .await;
 
     // The other pages render (their data comes from the real daemon).
     b.route("#/devices", "devices").await;
