@@ -449,6 +449,9 @@
         r.rating != null ? h('p', null, t('report.rated', { n: r.rating }), ' ', '★'.repeat(r.rating)) : null,
         rating,
         h('p', { class: 'muted' }, t('report.keep_link'))]);
+      // A requester has no live stream (no sign-in): look again every 30 s while this page stays open and unrated.
+      var my = seq;
+      if (!rating) setTimeout(function () { if (my === seq) route(); }, 30000);
     });
   }
 
