@@ -2,7 +2,8 @@
 # Runs every Caretaker test on a fresh Debian machine.
 #
 # 1. installs the real servers the tests start (mosquitto, influxd 1.x, VictoriaMetrics for the
-#    InfluxDB v2 write API, pymodbus with its serial extras, socat) when they are missing;
+#    InfluxDB v2 write API, pymodbus with its serial extras, socat, chromium + chromium-driver for the
+#    console's browser test) when they are missing;
 # 2. checks the module layout (no import cycle, layers one way), formatting and clippy (warnings are errors);
 # 3. runs the unit and integration tests (the integration tests start their own servers on free
 #    loopback ports in temp dirs and stop them afterwards).
@@ -33,6 +34,9 @@ deps=(
   "command -v socat|socat"
   # the HTTPS API test makes its own CA and server certificate
   "command -v openssl|openssl"
+  # the web console's real-browser test (tests/it/console.rs): headless Chromium over WebDriver
+  "command -v chromium|chromium"
+  "command -v chromedriver|chromium-driver"
   "/usr/bin/python3 -c 'import serial'|python3-serial"
   "/usr/bin/python3 -c 'import serial_asyncio'|python3-serial-asyncio"
   "/usr/bin/python3 -c 'import pymodbus'|python3-pymodbus"

@@ -106,6 +106,38 @@ pub fn daemon_config(
     t
 }
 
+/// The demo's `[http]` section: the API and the web console on loopback, one operator token (read from
+/// `token_file`), and the public repair form on, so every page of the console can be tried in a browser.
+pub fn http_section(port: u16, token_file: &Path) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\nrequests_public = true\n\n[[http.tokens]]\nname = \"demo-operator\"\nrole = \"operator\"\ntoken_file = {}\n\n",
+        toml_str(&token_file.display().to_string())
+    )
+}
+
+/// A fresh random token for the demo's console (32 hex digits), from the OS's random source.
+pub fn new_token() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // No OS randomness (never seen): fall back to the process's own generator; the token only guards loopback.
+        b.iter_mut().for_each(|x| *x = fastrand::u8(..));
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The console's port: 9464 (the daemon's usual one) when free, else any free loopback port. The listener comes
+/// back too: hold it until just before the daemon binds, so a second demo starting at the same time sees the port
+/// taken and picks another.
+pub fn console_port() -> (u16, Option<std::net::TcpListener>) {
+    match std::net::TcpListener::bind(("127.0.0.1", 9464))
+        .or_else(|_| std::net::TcpListener::bind(("127.0.0.1", 0)))
+    {
+        Ok(l) => (l.local_addr().map(|a| a.port()).unwrap_or(9464), Some(l)),
+        Err(_) => (9464, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

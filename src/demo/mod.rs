@@ -110,6 +110,27 @@ fn setup(opts: &DemoOptions) -> anyhow::Result<Setup> {
     })
 }
 
+/// Where the demo serves the web console, and the operator token that signs in to it.
+struct Console {
+    port: u16,
+    token: String,
+    token_file: PathBuf,
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    Ok(())
+}
+
 /// Runs the demo; returns when `--for` has passed or on Ctrl-C / SIGTERM.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let s = setup(&opts)?;
@@ -146,6 +167,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         s.rules_dir.as_deref(),
         s.speed,
     );
+    // The web console: an operator token written into the state dir (owner-only), its URL printed in the banner.
+    let (port, port_guard) = daemon_config::console_port();
+    let console = Console {
+        port,
+        token: daemon_config::new_token(),
+        token_file: s.state.join("console.token"),
+    };
+    write_private(&console.token_file, &console.token)?;
+    let config_text = config_text + &daemon_config::http_section(console.port, &console.token_file);
     let config_file = s.state.join("caretaker-demo.toml");
     std::fs::write(&config_file, &config_text)?;
     let loaded = crate::app::load(&config_file).map_err(|errs| list_errors(&errs))?;
@@ -154,9 +184,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         seen: seen.clone(),
         tz: spec.timezone.clone(),
     };
-    print_banner(&s, &running, broker_port, &config_file, &loaded, &opts);
+    print_banner(
+        &s,
+        &running,
+        broker_port,
+        &config_file,
+        &loaded,
+        &opts,
+        &console,
+    );
 
     let shutdown = CancellationToken::new();
+    drop(port_guard);
     let daemon = tokio::spawn(crate::app::run_until_with(
         loaded,
         shutdown.clone(),
@@ -196,6 +235,7 @@ fn print_banner(
     config_file: &Path,
     loaded: &crate::app::Loaded,
     opts: &DemoOptions,
+    console: &Console,
 ) {
     let spec = &s.spec;
     let left_out: Vec<&str> = spec
@@ -240,6 +280,12 @@ fn print_banner(
             .as_ref()
             .map(|r| r.display().to_string())
             .unwrap_or_else(|| "none found".into())
+    );
+    println!(
+        "  console:  http://127.0.0.1:{}/  (sign in with the operator token {}, also in {})",
+        console.port,
+        console.token,
+        console.token_file.display()
     );
     match opts.run_for {
         Some(d) => println!("  runs for: {}  (Ctrl-C ends it sooner)\n", fmt_duration(d)),

@@ -4,6 +4,7 @@
 mod anomaly;
 mod api;
 mod check_cli;
+mod console;
 mod demo;
 mod deploy;
 mod energy;
@@ -17,5 +18,6 @@ mod spool;
 mod support;
 mod tls;
 mod watchdog;
+mod webdriver;
 mod wire;
 mod work_orders_influx;
