@@ -448,10 +448,21 @@ impl Detector {
         let spread = 3.0 * if expected_s.is_some() { dev_s } else { dev };
 
         let zl = self.lk_level.update(z_level.min(50.0).ln_1p(), &p);
-        let zs = self.lk_season.update(z_season.min(50.0).ln_1p(), &p);
+        // A view's likelihood history learns only from the surprises the view really gives: the seasonal view
+        // speaks once its bucket has seen three days, the novelty view once it has two windows of history.
+        // Placeholder zeros before that would make its first real surprises look enormous.
+        let zs = if sn >= 3 {
+            self.lk_season.update(z_season.min(50.0).ln_1p(), &p)
+        } else {
+            0.0
+        };
         let zc = self.lk_change.update((z_change / 4.0).ln_1p(), &p);
         let z_nov = self.novelty.update(x, self.n, &p);
-        let zn = self.lk_novelty.update(z_nov.min(50.0).ln_1p(), &p);
+        let zn = if self.n >= (HIST * 2) as u64 {
+            self.lk_novelty.update(z_nov.min(50.0).ln_1p(), &p)
+        } else {
+            0.0
+        };
 
         let z = self.combine(sn, z_level, [zl, zs, zc, zn], &p);
         // The range and the runs of repeats are learnt during warm-up too, so the first scored reading is judged
