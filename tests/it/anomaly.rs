@@ -119,11 +119,15 @@ fn detect_writes_the_level_on_request_and_judges_columns_together() {
     let input = dir.path().join("series.csv");
     let (event_out, level_out) = (dir.path().join("event.csv"), dir.path().join("level.csv"));
     let mut text = String::from("timestamp,value\n");
-    let fault = 2000..2100;
+    let fault = 2000usize..2100;
     for i in 0..2400i64 {
         let v =
             50.0 + 10.0 * ((i % 288) as f64 / 288.0 * 6.283).sin() + ((i * 7919) % 13) as f64 * 0.2;
-        let v = if fault.contains(&i) { v + 40.0 } else { v };
+        let v = if fault.contains(&(i as usize)) {
+            v + 40.0
+        } else {
+            v
+        };
         text += &format!("{},{v:.3}\n", 1_396_310_400 + i * 300);
     }
     std::fs::write(&input, &text).unwrap();
