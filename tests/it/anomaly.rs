@@ -121,8 +121,9 @@ fn detect_writes_the_level_on_request_and_judges_columns_together() {
     let mut text = String::from("timestamp,value\n");
     let fault = 2000usize..2100;
     for i in 0..2400i64 {
-        let v =
-            50.0 + 10.0 * ((i % 288) as f64 / 288.0 * 6.283).sin() + ((i * 7919) % 13) as f64 * 0.2;
+        let v = 50.0
+            + 10.0 * ((i % 288) as f64 / 288.0 * std::f64::consts::TAU).sin()
+            + ((i * 7919) % 13) as f64 * 0.2;
         let v = if fault.contains(&(i as usize)) {
             v + 40.0
         } else {
