@@ -8,6 +8,7 @@
 //! The whole file is read into memory and parsed by hand (no CSV crate): a million rows take well under a second.
 
 use super::detector::{Detector, Kind, Params};
+use super::equipment;
 use std::io::Write;
 use std::path::Path;
 
@@ -79,13 +80,42 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Which score `caretaker detect` writes (`--output-score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputScore {
+    /// The event score: high on the row where something unusual starts, then quiet (NAB-style, the default).
+    #[default]
+    Event,
+    /// The sustained anomaly level: high on every row while the behaviour stays unusual (for benchmarks and
+    /// users that label every anomalous row).
+    Level,
+}
+
+impl OutputScore {
+    pub const NAMES: &'static [&'static str] = &["event", "level"];
+
+    pub fn parse(name: &str) -> Option<OutputScore> {
+        match name {
+            "event" => Some(OutputScore::Event),
+            "level" => Some(OutputScore::Level),
+            _ => None,
+        }
+    }
+}
+
+/// What `caretaker detect` runs and writes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub kind: Kind,
+    pub params: Params,
+    pub output: OutputScore,
+    /// Empty: one `value` column through the point detector. Otherwise the named columns of a multi-column file,
+    /// judged together by the equipment model (the daemon's `equipment_anomaly`).
+    pub columns: Vec<String>,
+}
+
 /// Scores `input` into `output`; returns the number of rows written.
-pub fn detect_file(
-    input: &Path,
-    output: &Path,
-    kind: Kind,
-    params: Params,
-) -> Result<usize, DetectError> {
+pub fn detect_file(input: &Path, output: &Path, opts: &Options) -> Result<usize, DetectError> {
     let file = input.display().to_string();
     let text = std::fs::read_to_string(input).map_err(|err| DetectError::Io {
         what: "read",
@@ -106,7 +136,7 @@ pub fn detect_file(
         err,
     })?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-    let result = detect_text(&text, &file, &mut w, kind, params).and_then(|n| {
+    let result = detect_text(&text, &file, &mut w, opts).and_then(|n| {
         w.flush()
             .and_then(|_| std::fs::rename(&tmp, output))
             .map_err(|err| DetectError::Io {
@@ -128,18 +158,12 @@ pub fn detect_text(
     text: &str,
     file: &str,
     w: &mut impl Write,
-    kind: Kind,
-    params: Params,
+    opts: &Options,
 ) -> Result<usize, DetectError> {
     let err = |line: usize, msg: String| DetectError::Row {
         file: file.to_string(),
         line,
         msg,
-    };
-    let io = |err| DetectError::Io {
-        what: "write the scores of",
-        file: file.to_string(),
-        err,
     };
     let mut lines = text.lines().enumerate();
     let header = loop {
@@ -154,19 +178,27 @@ pub fn detect_text(
             }
         }
     };
+    if !opts.columns.is_empty() {
+        return detect_columns(header, lines, file, w, opts);
+    }
+    let io = |err| DetectError::Io {
+        what: "write the scores of",
+        file: file.to_string(),
+        err,
+    };
     let cols: Vec<&str> = header.1.split(',').map(|c| c.trim()).collect();
     if cols.len() < 2 || cols[0] != "timestamp" || cols[1] != "value" {
         return Err(err(
             header.0,
             format!(
-                "expected the header `timestamp,value`, found `{}`",
+                "expected the header `timestamp,value`, found `{}` (for several columns use --columns a,b,c)",
                 header.1
             ),
         ));
     }
     w.write_all(b"timestamp,value,anomaly_score\n")
         .map_err(io)?;
-    let mut det = Detector::new(kind, params);
+    let mut det = Detector::new(opts.kind, opts.params);
     let mut rows = 0usize;
     let mut buf = ryu::Buffer::new();
     for (i, line) in lines {
@@ -193,15 +225,157 @@ pub fn detect_text(
             .parse()
             .map_err(|_| err(i + 1, format!("bad value `{val}` (expected a number)")))?;
         let s = det.observe(at, x);
+        let score = match opts.output {
+            OutputScore::Event => s.score,
+            OutputScore::Level => s.level,
+        };
         w.write_all(ts.as_bytes()).map_err(io)?;
         w.write_all(b",").map_err(io)?;
         w.write_all(val.as_bytes()).map_err(io)?;
         w.write_all(b",").map_err(io)?;
-        if s.score == 0.0 {
-            w.write_all(b"0").map_err(io)?;
-        } else {
-            w.write_all(buf.format(s.score).as_bytes()).map_err(io)?;
+        write_score(w, &mut buf, score).map_err(io)?;
+        w.write_all(b"\n").map_err(io)?;
+        rows += 1;
+    }
+    Ok(rows)
+}
+
+fn write_score(w: &mut impl Write, buf: &mut ryu::Buffer, s: f64) -> std::io::Result<()> {
+    if s == 0.0 {
+        w.write_all(b"0")
+    } else {
+        w.write_all(buf.format(s).as_bytes())
+    }
+}
+
+/// `--columns a,b,c`: one score per row from the joint equipment model of those columns, built exactly as the
+/// daemon builds it for an `equipment_anomaly` rule ([`equipment::STATES`] operating states learnt from the first
+/// [`equipment::TRAIN_ROWS`] rows, then every row scored). The first column is the timestamp (whatever its
+/// name); `;` separates fields when the header has no `,`. Output: `timestamp,a,b,c,anomaly_score`, the fields
+/// copied byte for byte. `level` writes the equipment score of every row; `event` passes it through a refractory
+/// step like the point detector's (a row fires only when it beats the fading bar the last event set).
+fn detect_columns<'a>(
+    header: (usize, &str),
+    lines: impl Iterator<Item = (usize, &'a str)>,
+    file: &str,
+    w: &mut impl Write,
+    opts: &Options,
+) -> Result<usize, DetectError> {
+    let err = |line: usize, msg: String| DetectError::Row {
+        file: file.to_string(),
+        line,
+        msg,
+    };
+    let io = |err| DetectError::Io {
+        what: "write the scores of",
+        file: file.to_string(),
+        err,
+    };
+    let sep = if !header.1.contains(',') && header.1.contains(';') {
+        ';'
+    } else {
+        ','
+    };
+    let names: Vec<&str> = header.1.split(sep).map(|c| c.trim()).collect();
+    if opts.columns.len() > equipment::MAX_DIMS {
+        return Err(err(
+            header.0,
+            format!(
+                "--columns: at most {} columns can be judged together, got {}",
+                equipment::MAX_DIMS,
+                opts.columns.len()
+            ),
+        ));
+    }
+    let mut idx = Vec::with_capacity(opts.columns.len());
+    for c in &opts.columns {
+        let Some(j) = names.iter().skip(1).position(|n| n == c) else {
+            return Err(err(
+                header.0,
+                format!(
+                    "--columns: no column `{c}` in the header (columns after the timestamp: {})",
+                    names[1..].join(", ")
+                ),
+            ));
+        };
+        if idx.contains(&(j + 1)) {
+            return Err(err(header.0, format!("--columns: `{c}` named twice")));
         }
+        idx.push(j + 1);
+    }
+    let need = idx.iter().copied().max().unwrap_or(0);
+    w.write_all(names[0].as_bytes()).map_err(io)?;
+    for c in &opts.columns {
+        w.write_all(b",").map_err(io)?;
+        w.write_all(c.as_bytes()).map_err(io)?;
+    }
+    w.write_all(b",anomaly_score\n").map_err(io)?;
+    let mut det = equipment::EquipmentDetector::new(equipment::STATES, equipment::TRAIN_ROWS);
+    let mut hold = 0.0f64;
+    let (gain, decay) = (opts.params.hold_gain, opts.params.hold_decay);
+    let mut row = vec![0.0; idx.len()];
+    let mut fields: Vec<&str> = Vec::with_capacity(names.len());
+    let mut rows = 0usize;
+    let mut buf = ryu::Buffer::new();
+    for (i, line) in lines {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        fields.clear();
+        fields.extend(line.split(sep));
+        if fields.len() <= need {
+            return Err(err(
+                i + 1,
+                format!(
+                    "expected at least {} fields, found {} in `{line}`",
+                    need + 1,
+                    fields.len()
+                ),
+            ));
+        }
+        let ts = fields[0];
+        parse_timestamp(ts).ok_or_else(|| {
+            err(
+                i + 1,
+                format!("bad timestamp `{ts}` (expected e.g. `2014-04-01 00:00:00`)"),
+            )
+        })?;
+        for (k, &j) in idx.iter().enumerate() {
+            let v = fields[j];
+            row[k] = v.trim().parse().map_err(|_| {
+                err(
+                    i + 1,
+                    format!(
+                        "bad value `{v}` in column `{}` (expected a number)",
+                        opts.columns[k]
+                    ),
+                )
+            })?;
+        }
+        let s = det.observe(&row);
+        let score = match (opts.output, s) {
+            (_, None) => 0.0,
+            (OutputScore::Level, Some(s)) => s.score,
+            (OutputScore::Event, Some(s)) => {
+                // On the unclamped surprise, so a saturated score (1.0) cannot fire row after row.
+                let ev = if s.surprise > hold {
+                    hold = s.surprise * gain;
+                    s.score
+                } else {
+                    0.0
+                };
+                hold *= decay;
+                ev
+            }
+        };
+        w.write_all(ts.as_bytes()).map_err(io)?;
+        for &j in &idx {
+            w.write_all(b",").map_err(io)?;
+            w.write_all(fields[j].as_bytes()).map_err(io)?;
+        }
+        w.write_all(b",").map_err(io)?;
+        write_score(w, &mut buf, score).map_err(io)?;
         w.write_all(b"\n").map_err(io)?;
         rows += 1;
     }
@@ -238,7 +412,7 @@ mod tests {
             );
         }
         let mut out = Vec::new();
-        let n = detect_text(&text, "t.csv", &mut out, Kind::Combined, Params::default()).unwrap();
+        let n = detect_text(&text, "t.csv", &mut out, &Options::default()).unwrap();
         assert_eq!(n, 500);
         let out = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = out.lines().collect();
@@ -251,25 +425,13 @@ mod tests {
         }
 
         let bad = "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,abc\n";
-        let e = detect_text(
-            bad,
-            "t.csv",
-            &mut Vec::new(),
-            Kind::Combined,
-            Params::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = detect_text(bad, "t.csv", &mut Vec::new(), &Options::default())
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "t.csv:3: bad value `abc` (expected a number)");
-        let e = detect_text(
-            "time,v\n",
-            "t.csv",
-            &mut Vec::new(),
-            Kind::Combined,
-            Params::default(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = detect_text("time,v\n", "t.csv", &mut Vec::new(), &Options::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.csv:1: expected the header"), "{e}");
     }
 }

@@ -56,6 +56,10 @@ pub struct Params {
     pub flat_min: u32,
     /// Per-reading decay of that bar.
     pub hold_decay: f64,
+    /// Where the refractory bar starts when warm-up ends: this multiple of the largest combined surprise seen in
+    /// the second half of warm-up (faded like the bar), so the first event must beat what normal warm-up data
+    /// already produced, and no more.
+    pub warm_hold: f64,
     /// Weight of the newest reading in the long-run normalisation of the novelty view.
     pub norm_alpha: f64,
     /// Smoothing of the normalised series before windows are cut from it.
@@ -93,6 +97,7 @@ impl Default for Params {
             flat_factor: 2.0,
             flat_min: 6,
             hold_decay: 0.998,
+            warm_hold: 1.0,
             norm_alpha: 0.001,
             smooth_alpha: 0.5,
             vigilance: 3.0,
@@ -443,12 +448,33 @@ impl Detector {
         let spread = 3.0 * if expected_s.is_some() { dev_s } else { dev };
 
         let zl = self.lk_level.update(z_level.min(50.0).ln_1p(), &p);
-        let zs = self.lk_season.update(z_season.min(50.0).ln_1p(), &p);
+        // A view's likelihood history learns only from the surprises the view really gives: the seasonal view
+        // speaks once its bucket has seen three days, the novelty view once it has two windows of history.
+        // Placeholder zeros before that would make its first real surprises look enormous.
+        let zs = if sn >= 3 {
+            self.lk_season.update(z_season.min(50.0).ln_1p(), &p)
+        } else {
+            0.0
+        };
         let zc = self.lk_change.update((z_change / 4.0).ln_1p(), &p);
         let z_nov = self.novelty.update(x, self.n, &p);
-        let zn = self.lk_novelty.update(z_nov.min(50.0).ln_1p(), &p);
+        let zn = if self.n >= (HIST * 2) as u64 {
+            self.lk_novelty.update(z_nov.min(50.0).ln_1p(), &p)
+        } else {
+            0.0
+        };
 
+        let z = self.combine(sn, z_level, [zl, zs, zc, zn], &p);
+        // The range and the runs of repeats are learnt during warm-up too, so the first scored reading is judged
+        // against what warm-up saw, never against an empty range.
+        let (z, flat_hit) = self.range_and_flat(x, z, &p);
         if self.n <= p.learn as u64 {
+            // Warm-up: no event can fire. The refractory bar follows the largest surprise of the second half of
+            // warm-up (the first half is the views initialising), so when scoring starts a first real anomaly
+            // fires as soon as it beats what normal data already did.
+            if self.n > (p.learn / 2) as u64 {
+                self.hold = (self.hold * p.hold_decay).max(p.warm_hold * z);
+            }
             return Score {
                 score: 0.0,
                 level: 0.0,
@@ -459,8 +485,6 @@ impl Detector {
                 settled: false,
             };
         }
-        let z = self.combine(sn, z_level, [zl, zs, zc, zn], &p);
-        let (z, flat_hit) = self.range_and_flat(x, z, &p);
         let ev = self.refractory(z, flat_hit, &p);
         Score {
             score: squash(ev),
@@ -689,6 +713,46 @@ mod tests {
         assert!(
             s.iter()
                 .all(|s| (0.0..=1.0).contains(&s.score) && (0.0..=1.0).contains(&s.level))
+        );
+    }
+
+    #[test]
+    fn no_event_from_warm_up_state_on_flat_or_ramp_series() {
+        let flat: Vec<(i64, f64)> = (0..1500).map(|i| (1_400_000_000 + i * 300, 21.5)).collect();
+        let ramp: Vec<(i64, f64)> = (0..1500)
+            .map(|i| (1_400_000_000 + i * 300, 10.0 + 0.05 * i as f64))
+            .collect();
+        for (name, data) in [("flat", flat), ("ramp", ramp)] {
+            let p = Params::default();
+            let mut det = Detector::new(Kind::Combined, p);
+            let s = run(&mut det, &data);
+            let first = p.learn as usize;
+            assert!(s[first].ready && !s[first - 1].ready, "{name}");
+            assert_eq!(s[first].score, 0.0, "{name}: the first scored row fired");
+            // Nothing fires from what warm-up left behind (the first 50 scored rows); a flat series never fires.
+            // (A ramp that keeps rising past everything seen does fire later, near row 289: the novelty view
+            // sees a level it has never seen, which is a judgement on the data, not on uninitialised state.)
+            let early = peak(&s, first, first + 50);
+            assert!(early < 0.5, "{name}: scored {early} right after warm-up");
+            if name == "flat" {
+                assert!(s.iter().all(|s| s.score == 0.0), "a flat series fired");
+            }
+        }
+    }
+
+    #[test]
+    fn a_real_anomaly_right_after_warm_up_fires() {
+        let p = Params::default();
+        let at = p.learn as usize + 40;
+        let mut data = daily(at + 100, 11);
+        data[at].1 += 60.0;
+        let mut det = Detector::new(Kind::Combined, p);
+        let s = run(&mut det, &data);
+        let before = peak(&s, 0, at);
+        assert!(
+            s[at].score > 0.9 && s[at].score > before,
+            "spike {} vs before {before}",
+            s[at].score
         );
     }
 

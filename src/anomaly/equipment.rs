@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 /// Most points in one equipment model.
 pub const MAX_DIMS: usize = 8;
 
+/// Operating states of the daemon's equipment models (`equipment_anomaly`), and of `caretaker detect --columns`.
+pub const STATES: usize = 3;
+/// Complete rows the daemon's equipment models (and `caretaker detect --columns`) train on before scoring.
+pub const TRAIN_ROWS: usize = 500;
+
 /// A fitted mixture on standardised columns.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Mixture {
@@ -41,6 +46,8 @@ pub struct Mixture {
 pub struct EquipmentScore {
     /// In [0, 1]; see the module docs for the scale.
     pub score: f64,
+    /// `log10(1/p)`, unclamped (`score` is this / 8, capped at 1): comparable between rows beyond saturation.
+    pub surprise: f64,
     /// Squared Mahalanobis distance to the most likely state.
     pub d2: f64,
     /// Index of the most likely operating state.
@@ -205,7 +212,8 @@ impl Mixture {
         let v = 2.0 / (9.0 * k);
         let z = ((d2 / k).cbrt() - (1.0 - v)) / v.sqrt();
         let tail = (1.0 - normal_cdf(z)).max(1e-300);
-        let score = (-tail.log10() / 8.0).clamp(0.0, 1.0);
+        let surprise = (-tail.log10()).max(0.0);
+        let score = (surprise / 8.0).clamp(0.0, 1.0);
         let l = &self.chol[best];
         let mut worst = (0usize, 0.0f64);
         for j in 0..d {
@@ -217,6 +225,7 @@ impl Mixture {
         }
         EquipmentScore {
             score,
+            surprise,
             d2,
             state: best,
             worst,

@@ -6,8 +6,20 @@ pub fn detect(
     output: &std::path::Path,
     detector: &str,
     set: &[String],
+    output_score: &str,
+    columns: &[String],
 ) -> anyhow::Result<i32> {
+    use crate::anomaly::csv::{Options, OutputScore};
     use crate::anomaly::{Kind, Params};
+    let output_score = OutputScore::parse(output_score).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown --output-score `{output_score}` (choose one of: {})",
+            OutputScore::NAMES.join(", ")
+        )
+    })?;
+    if columns.iter().any(|c| c.trim().is_empty()) {
+        anyhow::bail!("--columns: empty column name in `{}`", columns.join(","));
+    }
     let kind = Kind::parse(detector).ok_or_else(|| {
         anyhow::anyhow!(
             "unknown detector `{detector}` (choose one of: {})",
@@ -35,7 +47,13 @@ pub fn detect(
     let params: Params =
         serde_json::from_value(params).map_err(|e| anyhow::anyhow!("--set: {e}"))?;
     let started = std::time::Instant::now();
-    let rows = crate::anomaly::csv::detect_file(input, output, kind, params)?;
+    let opts = Options {
+        kind,
+        params,
+        output: output_score,
+        columns: columns.iter().map(|c| c.trim().to_string()).collect(),
+    };
+    let rows = crate::anomaly::csv::detect_file(input, output, &opts)?;
     tracing::info!(
         rows,
         input = %input.display(),

@@ -109,6 +109,14 @@ pub enum Command {
         /// Override a general detector parameter, e.g. `--set hold_gain=3` (repeatable; see docs/anomaly.md).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Which score to write: `event` (high where something unusual starts, then quiet) or `level` (the
+        /// sustained anomaly level, high on every unusual row).
+        #[arg(long, default_value = "event")]
+        output_score: String,
+        /// Judge these columns of a multi-column CSV together (header `timestamp,a,b,c,...`) with the equipment
+        /// model the daemon's `equipment_anomaly` uses: one score per row.
+        #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
+        columns: Vec<String>,
     },
     /// Work orders in the local store: list, ack, resolve, show, stats.
     #[command(name = "work-orders", subcommand)]
@@ -218,7 +226,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             output,
             detector,
             set,
-        } => detect::detect(&input, &output, &detector, &set),
+            output_score,
+            columns,
+        } => detect::detect(&input, &output, &detector, &set, &output_score, &columns),
         Command::WorkOrders(cmd) => work_orders::run(cmd),
         Command::Backtest(args) => backtest::run(args),
         Command::Profiles(cmd) => profiles::run(cmd),

@@ -25,9 +25,8 @@ use tracing::{info, warn};
 
 /// Confidence a trend needs before a forecast counts (probability that the slope's sign is real).
 const FORECAST_CONFIDENCE: f64 = 0.9;
-/// Operating states and training rows of an equipment model.
-const EQUIPMENT_STATES: usize = 3;
-const EQUIPMENT_TRAIN_ROWS: usize = 500;
+// Operating states and training rows of an equipment model, shared with `caretaker detect --columns`, so offline scores are the daemon's.
+use crate::anomaly::equipment::{STATES as EQUIPMENT_STATES, TRAIN_ROWS as EQUIPMENT_TRAIN_ROWS};
 
 #[derive(Default)]
 struct Shared {

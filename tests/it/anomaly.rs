@@ -110,6 +110,148 @@ fn detect_scores_every_row_in_order_and_flags_a_spike() {
     );
 }
 
+/// `--output-score level` stays high through a sustained fault where `event` fires once; `--columns` judges
+/// several columns together with the daemon's equipment model: a row whose values are each in their normal range
+/// but no longer fit together scores high, and bad column names are clear errors.
+#[test]
+fn detect_writes_the_level_on_request_and_judges_columns_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("series.csv");
+    let (event_out, level_out) = (dir.path().join("event.csv"), dir.path().join("level.csv"));
+    let mut text = String::from("timestamp,value\n");
+    let fault = 2000usize..2100;
+    for i in 0..2400i64 {
+        let v = 50.0
+            + 10.0 * ((i % 288) as f64 / 288.0 * std::f64::consts::TAU).sin()
+            + ((i * 7919) % 13) as f64 * 0.2;
+        let v = if fault.contains(&(i as usize)) {
+            v + 40.0
+        } else {
+            v
+        };
+        text += &format!("{},{v:.3}\n", 1_396_310_400 + i * 300);
+    }
+    std::fs::write(&input, &text).unwrap();
+    let scores = |out: &std::path::Path, extra: &[&str]| -> Vec<f64> {
+        let mut args = vec![
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = detect(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let t = std::fs::read_to_string(out).unwrap();
+        assert_eq!(t.lines().next(), Some("timestamp,value,anomaly_score"));
+        t.lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let event = scores(&event_out, &[]);
+    let default = event.clone();
+    assert_eq!(scores(&event_out, &["--output-score", "event"]), default);
+    let level = scores(&level_out, &["--output-score", "level"]);
+    assert_eq!((event.len(), level.len()), (2400, 2400));
+    let high = |s: &[f64], t: f64| s[fault.clone()].iter().filter(|v| **v >= t).count();
+    assert!(
+        high(&event, 0.5) <= 3,
+        "event fires once: {}",
+        high(&event, 0.5)
+    );
+    assert!(
+        high(&level, 0.5) >= 20,
+        "level stays high: {}",
+        high(&level, 0.5)
+    );
+    let quiet = level[1000..1900].iter().filter(|v| **v >= 0.9).count();
+    assert!(quiet <= 9, "{quiet} normal rows with level >= 0.9");
+
+    // Three sensors of one pump: flow, power ~ flow, pressure ~ -flow; from row 1500 power stops following
+    // flow (a worn impeller), though every value stays inside its normal range.
+    let multi = dir.path().join("pump.csv");
+    let out = dir.path().join("pump-scores.csv");
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut text = String::from("timestamp,flow,power,note,pressure\n");
+    for i in 0..2000i64 {
+        let flow = 20.0 + 10.0 * rng.f64();
+        let power = if i >= 1500 {
+            9.0 - 0.2 * flow + 2.0
+        } else {
+            1.0 + 0.2 * flow
+        } + 0.05 * rng.f64();
+        let pressure = 8.0 - 0.1 * flow + 0.05 * rng.f64();
+        text += &format!(
+            "{},{flow:.3},{power:.3},x,{pressure:.3}\n",
+            1_396_310_400 + i
+        );
+    }
+    std::fs::write(&multi, &text).unwrap();
+    let run_cols = |cols: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--input",
+            multi.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--columns",
+            cols,
+        ];
+        args.extend_from_slice(extra);
+        detect(&args)
+    };
+    let run = |extra: &[&str]| run_cols("flow,power,pressure", extra);
+    let o = run(&["--output-score", "level"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "timestamp,flow,power,pressure,anomaly_score");
+    assert_eq!(lines.len(), 2001);
+    let s: Vec<f64> = lines[1..]
+        .iter()
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(s[..500].iter().all(|v| *v == 0.0), "silent while training");
+    let normal_high = s[500..1500].iter().filter(|v| **v >= 0.9).count();
+    let fault_high = s[1500..].iter().filter(|v| **v >= 0.9).count();
+    assert!(normal_high <= 5, "{normal_high} normal rows >= 0.9");
+    assert!(fault_high >= 450, "{fault_high} of 500 faulty rows >= 0.9");
+    // Event output: the fault fires, then stays quiet instead of flagging all 500 rows.
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = std::fs::read_to_string(&out).unwrap();
+    let ev: Vec<f64> = t
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        ev[1500..1510].iter().any(|v| *v >= 0.9),
+        "the fault fires at once"
+    );
+    assert!(ev[1500..].iter().filter(|v| **v > 0.0).count() <= 5);
+
+    // A column that is not there, or not a number: clear errors naming the file and line.
+    let o = run_cols("flow,speed", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("pump.csv:1: --columns: no column `speed`"),
+        "{err}"
+    );
+    let o = run_cols("flow,note", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("pump.csv:2: bad value `x` in column `note`"),
+        "{err}"
+    );
+    let o = run(&["--output-score", "peak"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unknown --output-score `peak`"),
+        "{err}"
+    );
+}
+
 fn civil(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
