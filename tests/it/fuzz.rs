@@ -332,8 +332,7 @@ fn fuzz_every_csv_importer() {
                 &text(b),
                 "fuzz.csv",
                 &mut out,
-                Default::default(),
-                Default::default(),
+                &Default::default(),
             ) {
                 assert!(e.to_string().contains("fuzz.csv"), "{e}");
             }
