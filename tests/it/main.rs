@@ -10,6 +10,7 @@ mod modbus;
 mod mqtt_influx;
 mod rules;
 mod signals;
+mod sparkplug;
 mod spool;
 mod support;
 mod wire;

@@ -12,11 +12,13 @@
 //!
 //! - [`config`]: the `[mqtt]` section: broker, credentials, TLS files, topic templates, validated.
 //! - [`decode`]: a message's topic and payload to readings, through the device's profile.
+//! - [`sparkplug`]: Sparkplug B (`[[mqtt.sparkplug]]`): protobuf payloads, BIRTH/DATA/DEATH, rebirth requests.
 //! - [`client`]: the rumqttc event loop: subscribe, receive, hand batches to the pipeline, acknowledge.
 
 pub mod client;
 pub mod config;
 pub mod decode;
+pub mod sparkplug;
 
 pub use client::MqttSource;
 pub use config::{MqttConfig, Subscription, TopicTemplate};
