@@ -594,6 +594,144 @@ impl Sparkplug {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
+    use crate::catalog::profile::parse_profile;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// Encodes a metric: (name, alias, datatype, double value).
+    fn metric(name: Option<&str>, alias: Option<u64>, dt: u32, v: f64) -> Vec<u8> {
+        let mut m = Vec::new();
+        if let Some(n) = name {
+            m.push(0x0a);
+            put_varint(&mut m, n.len() as u64);
+            m.extend_from_slice(n.as_bytes());
+        }
+        if let Some(a) = alias {
+            m.push(0x10);
+            put_varint(&mut m, a);
+        }
+        m.push(0x20);
+        put_varint(&mut m, u64::from(dt));
+        m.push(0x69); // field 13, fixed64
+        m.extend_from_slice(&v.to_le_bytes());
+        m
+    }
+
+    fn payload(seq: u64, metrics: &[Vec<u8>]) -> Vec<u8> {
+        let mut p = vec![0x08];
+        put_varint(&mut p, 1_700_000_000_000);
+        for m in metrics {
+            p.push(0x12);
+            put_varint(&mut p, m.len() as u64);
+            p.extend_from_slice(m);
+        }
+        p.push(0x18);
+        put_varint(&mut p, seq);
+        p
+    }
+
+    fn sparkplug() -> Sparkplug {
+        let text = "schema: 1\nname: ahu\ncategory: hvac\npoints:\n  - { name: temp, unit: degC, kind: gauge, mqtt: { json: \"/Supply Temp\" } }\n  - { name: online, unit: bool, kind: gauge, mqtt: { json: /online } }\n";
+        let mut profiles = BTreeMap::new();
+        profiles.insert(
+            "ahu".into(),
+            Arc::new(parse_profile(Path::new("ahu.yaml"), text).unwrap()),
+        );
+        let groups = vec![SparkplugGroup {
+            group: "g".into(),
+            profile: "ahu".into(),
+            index: 0,
+        }];
+        Sparkplug::new(groups, Catalog::new("s", profiles).shared())
+    }
+
+    fn run(sp: &mut Sparkplug, topic: &str, p: &[u8]) -> (Vec<(String, f64)>, Option<Rebirth>) {
+        let (mut out, mut pr) = (vec![], vec![]);
+        let rb = sp.handle(topic, p, 5, &mut out, &mut pr).unwrap();
+        let cat = sp.catalog.read().unwrap();
+        let named = out
+            .iter()
+            .map(|r| (cat.point_name(r.point), r.value))
+            .collect();
+        (named, rb)
+    }
+
+    #[test]
+    fn birth_alias_data_gap_and_death() {
+        let mut sp = sparkplug();
+        assert!(sp.handles("spBv1.0/g/DDATA/n1/d1"));
+        assert!(!sp.handles("spBv1.0/other/DDATA/n1/d1"));
+        // Data from a node never seen born: nothing stored, a rebirth asked for.
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(7, &[metric(None, Some(5), 10, 1.0)]),
+        );
+        assert!(r.is_empty());
+        let rb = rb.expect("rebirth for an unborn node");
+        assert_eq!(rb.topic, "spBv1.0/g/NCMD/n1");
+        let (r, _) = run(&mut sp, "spBv1.0/g/NBIRTH/n1", &payload(0, &[]));
+        assert!(r.is_empty(), "no node metric maps to a point: {r:?}");
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DBIRTH/n1/d1",
+            &payload(1, &[metric(Some("Supply Temp"), Some(5), 10, 14.5)]),
+        );
+        assert_eq!(
+            r,
+            [
+                ("n1/d1/temp".to_string(), 14.5),
+                ("n1/d1/online".to_string(), 1.0)
+            ]
+        );
+        assert!(rb.is_none());
+        // By alias.
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(2, &[metric(None, Some(5), 10, 15.5)]),
+        );
+        assert_eq!(r, [("n1/d1/temp".to_string(), 15.5)]);
+        assert!(rb.is_none());
+        // Unknown alias: rebirth; a second one at once is not asked again (one request per node every 5 s).
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(3, &[metric(None, Some(99), 10, 1.0)]),
+        );
+        assert!(r.is_empty());
+        assert_eq!(rb.unwrap().reason, "unknown alias 99");
+        let (_, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(4, &[metric(None, Some(98), 10, 1.0)]),
+        );
+        assert!(rb.is_none(), "rate-limited: one request per node every 5 s");
+        sp.nodes
+            .get_mut(&("g".into(), "n1".into()))
+            .unwrap()
+            .rebirth_sent = None;
+        // A sequence gap (6 after 4): the data is kept, a rebirth is asked for.
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(6, &[metric(None, Some(5), 10, 16.5)]),
+        );
+        assert_eq!(r, [("n1/d1/temp".to_string(), 16.5)]);
+        assert!(rb.unwrap().reason.contains("sequence gap"));
+        // NDEATH: the node's devices go offline.
+        let (r, _) = run(&mut sp, "spBv1.0/g/NDEATH/n1", &payload(0, &[]));
+        assert_eq!(r, [("n1/d1/online".to_string(), 0.0)]);
+        // Garbage is an error naming the device, not a panic.
+        let (mut out, mut pr) = (vec![], vec![]);
+        let e = sp
+            .handle("spBv1.0/g/DDATA/n1/d1", &[0x12, 0x09], 5, &mut out, &mut pr)
+            .unwrap_err();
+        assert_eq!(e.reason(), "malformed_payload");
+        assert!(e.to_string().contains("n1/d1"), "{e}");
+    }
 
     #[test]
     fn rebirth_payload_decodes_as_a_boolean_metric() {
