@@ -1,7 +1,8 @@
 //! Sparkplug B end to end: a real edge node written by others (npm `sparkplug-client` 3.2.4, Eclipse Tahu's JS
 //! client, run by `tests/fixtures/sparkplug/edge_node.js`) publishes NBIRTH, DBIRTH and DDATA (by alias) to a
 //! real mosquitto; `caretaker run` decodes them into a real influxd; a sequence gap makes Caretaker ask for a
-//! rebirth (NCMD) and the node answers it; killing the node (its MQTT will is its NDEATH) takes the device offline.
+//! rebirth (NCMD) and the node answers it; killing the node (its MQTT will is its NDEATH) takes the device offline
+//! and the `offline` rule opens a work order.
 
 use crate::support::*;
 use std::path::PathBuf;
@@ -84,6 +85,22 @@ async fn a_sparkplug_edge_node_births_reports_by_alias_rebirths_and_dies() {
     let profiles = dir.path().join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     std::fs::write(profiles.join("sparkplug-ahu.yaml"), PROFILE).unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("ahu.yaml"),
+        r#"schema: 1
+rules:
+  - name: ahu-offline
+    applies_to: { profile: sparkplug-ahu }
+    when: { offline: true, for: 1s }
+    severity: major
+    work_order:
+      title: "AHU {device} offline"
+      team: hvac
+"#,
+    )
+    .unwrap();
     let http = free_port();
     let cfg = write_config(
         dir.path(),
@@ -94,6 +111,8 @@ name = "test campus"
 dir = "{state}"
 [profiles]
 dirs = ["{profiles}"]
+[rules]
+dirs = ["rules"]
 [mqtt]
 url = "mqtt://127.0.0.1:{mqtt}"
 client_id = "caretaker-sp-{http}"
@@ -196,6 +215,21 @@ listen = "127.0.0.1:{http}"
         influx
             .select("ct", "SELECT online FROM hvac WHERE device = 'edge1/ahu1'")
             .await,
+        daemon.log_text()
+    );
+    // The same offline rule as a Modbus meter's opens a work order for the Sparkplug device.
+    let q = "SELECT * FROM work_orders WHERE \"event\" = 'opened' AND rule = 'ahu-offline'";
+    let ok = wait_until(Duration::from_secs(20), || async {
+        let (cols, rows) = influx.select("ct", q).await;
+        let dev = cols.iter().position(|c| c == "device");
+        rows.iter()
+            .any(|r| dev.and_then(|i| r.get(i)) == Some(&serde_json::json!("edge1/ahu1")))
+    })
+    .await;
+    assert!(
+        ok,
+        "no offline work order: {:?}\ncaretaker:\n{}",
+        influx.select("ct", "SELECT * FROM work_orders").await,
         daemon.log_text()
     );
     drop(node);
