@@ -103,6 +103,14 @@ fn build_catalog(cfg: &SiteConfig, profiles: Profiles) -> Result<Catalog, Vec<Di
         }
     }
     if let Some(m) = &cfg.mqtt {
+        for g in &m.sparkplug {
+            if !cat.profiles.contains_key(&g.profile) {
+                errs.push(cfg.diag(
+                    &format!("mqtt.sparkplug[{}].profile", g.index),
+                    format!("unknown profile `{}`", g.profile),
+                ));
+            }
+        }
         for s in &m.subscriptions {
             match cat.profiles.get(&s.profile) {
                 None => {

@@ -14,6 +14,7 @@ mod mqtt_influx;
 mod profiles;
 mod rules;
 mod signals;
+mod sparkplug;
 mod spool;
 mod support;
 mod tls;

@@ -519,6 +519,53 @@ async fn rtu_over_a_serial_line_shared_by_two_devices() {
     assert_eq!(good(&b4, "rtu4/pct"), 41.0);
 }
 
+/// Modbus RTU over TCP (`rtu+tcp://`), as a transparent RS-485 gateway forwards it: pymodbus serving RTU frames
+/// (with CRC, no MBAP header) on a TCP port, two unit ids behind the one "gateway", one of them absent (no answer:
+/// it goes offline while the other keeps reading).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtu_frames_over_tcp_to_two_units_behind_one_gateway() {
+    let server = ModbusServer::spawn(
+        json!({"framer": "rtu", "units": {
+            "3": {"values": [{"table": "hr", "address": 10, "type": "f32", "order": "CDAB", "value": 18.75},
+                             {"table": "hr", "address": 12, "type": "u16", "value": 57}]},
+            "4": {"values": [{"table": "hr", "address": 10, "type": "f32", "order": "CDAB", "value": -7.5},
+                             {"table": "hr", "address": 12, "type": "u16", "value": 58}]}
+        }}),
+        None,
+    );
+    let p = parse_profile(
+        "rtu-gw-dev",
+        "schema: 1\nname: rtu-gw-dev\ncategory: hvac\npoints:
+  - { name: temp, unit: degC, kind: gauge, modbus: { table: holding, address: 10, type: f32, order: CDAB } }
+  - { name: pct, unit: percent, kind: gauge, modbus: { table: holding, address: 12 } }
+",
+    );
+    let t = |unit: u8| {
+        format!(
+            "url = \"rtu+tcp://127.0.0.1:{}\"\nunit = {unit}\npoll = \"200ms\"\ntimeout = \"300ms\"\noffline_after = 2",
+            server.port
+        )
+    };
+    let mut polling = Polling::start(&[("gw3", &p, t(3)), ("gw4", &p, t(4)), ("gw9", &p, t(9))]);
+    assert_eq!(polling.stats.len(), 1, "one gateway, one link");
+    let b3 = polling.next_of("gw3").await;
+    let b4 = polling.next_of("gw4").await;
+    assert_eq!(good(&b3, "gw3/temp"), 18.75, "{}", server.log());
+    assert_eq!(good(&b3, "gw3/pct"), 57.0);
+    assert_eq!(good(&b4, "gw4/temp"), -7.5);
+    assert_eq!(good(&b4, "gw4/pct"), 58.0);
+    // Unit 9 is not behind the gateway: no answer, so it goes offline after two polls; 3 keeps reading.
+    let end = Instant::now() + Duration::from_secs(15);
+    let mut offline = false;
+    while !offline && Instant::now() < end {
+        let b9 = polling.next_of("gw9").await;
+        offline = b9.get("gw9/online").is_some_and(|v| v.0 == 0.0);
+    }
+    assert!(offline, "unit 9 never went offline");
+    let b3 = polling.next_of("gw3").await;
+    assert_eq!(good(&b3, "gw3/temp"), 18.75);
+}
+
 /// The issue's "done when": a new user adds an SDM630 at a pymodbus address and sees correct voltages and kWh
 /// in InfluxDB, through the real daemon; `caretaker check` shows the link and the requests per cycle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,9 @@
 //! The `modbus = { ... }` table of a `[[devices]]` entry, validated: where the device is (a TCP gateway or a
 //! serial line), its unit id, how often to poll it, and when to call it offline.
 //!
-//! Devices that name the same `tcp://host:port` or the same serial path share one *link*: one connection,
-//! requests serialized. Serial settings of devices on one line must agree (the line has one baud rate).
+//! Devices that name the same `tcp://host:port`, `rtu+tcp://host:port` or the same serial path share one *link*:
+//! one connection, requests serialized. `rtu+tcp://` is RTU framing (unit id, PDU, CRC; no MBAP header) over a TCP
+//! socket, as transparent RS-485-to-Ethernet gateways forward it. Serial settings of devices on one line must agree (the line has one baud rate).
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -55,8 +56,19 @@ pub struct Serial {
 /// Where a device is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkAddr {
-    Tcp { host: String, port: u16 },
-    Rtu { path: String, serial: Serial },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Rtu {
+        path: String,
+        serial: Serial,
+    },
+    /// RTU frames over TCP (a transparent serial gateway): one request at a time, like a serial line.
+    RtuTcp {
+        host: String,
+        port: u16,
+    },
 }
 
 impl LinkAddr {
@@ -65,6 +77,7 @@ impl LinkAddr {
         match self {
             LinkAddr::Tcp { host, port } => format!("tcp://{host}:{port}"),
             LinkAddr::Rtu { path, .. } => format!("rtu://{path}"),
+            LinkAddr::RtuTcp { host, port } => format!("rtu+tcp://{host}:{port}"),
         }
     }
 }
@@ -102,14 +115,22 @@ pub fn validate(raw: &RawModbusDevice) -> Result<ModbusDevice, Vec<(String, Stri
         || raw.parity.is_some()
         || raw.data_bits.is_some()
         || raw.stop_bits.is_some();
-    let link = if let Some(rest) = raw.url.strip_prefix("tcp://") {
+    let tcp_rest = raw
+        .url
+        .strip_prefix("tcp://")
+        .map(|r| (r, false))
+        .or_else(|| raw.url.strip_prefix("rtu+tcp://").map(|r| (r, true)));
+    let link = if let Some((rest, rtu_framing)) = tcp_rest {
         if serial_given {
             err(
                 "baud",
-                "baud, parity, data_bits and stop_bits apply to rtu:// devices only".into(),
+                "baud, parity, data_bits and stop_bits apply to rtu:// devices only (a gateway's serial side is set on the gateway)".into(),
             );
         }
         match crate::util::split_host_port(rest.trim_end_matches('/'), 502) {
+            Ok((host, port)) if !host.is_empty() && port != 0 && rtu_framing => {
+                Some(LinkAddr::RtuTcp { host, port })
+            }
             Ok((host, port)) if !host.is_empty() && port != 0 => Some(LinkAddr::Tcp { host, port }),
             Ok(_) => {
                 err("url", format!("`{}`: missing host or port", raw.url));
@@ -170,14 +191,16 @@ pub fn validate(raw: &RawModbusDevice) -> Result<ModbusDevice, Vec<(String, Stri
         err(
             "url",
             format!(
-                "`{}`: use tcp://host:port (port 502 by default) or rtu:///dev/ttyUSB0",
+                "`{}`: use tcp://host:port (port 502 by default), rtu+tcp://host:port (RTU frames over TCP) or rtu:///dev/ttyUSB0",
                 raw.url
             ),
         );
         None
     };
     let unit = raw.unit.unwrap_or(1);
-    if matches!(link, Some(LinkAddr::Rtu { .. })) && !(1..=247).contains(&unit) {
+    if matches!(link, Some(LinkAddr::Rtu { .. } | LinkAddr::RtuTcp { .. }))
+        && !(1..=247).contains(&unit)
+    {
         err(
             "unit",
             format!("unit {unit}: serial devices have unit ids 1..=247"),
@@ -271,6 +294,41 @@ mod tests {
                     stop_bits: 1
                 }
             }
+        );
+    }
+
+    #[test]
+    fn rtu_over_tcp_urls() {
+        let mut r = raw("rtu+tcp://10.0.4.30:4001");
+        r.unit = Some(3);
+        let d = validate(&r).unwrap();
+        assert_eq!(
+            d.link,
+            LinkAddr::RtuTcp {
+                host: "10.0.4.30".into(),
+                port: 4001
+            }
+        );
+        assert_eq!(d.link.key(), "rtu+tcp://10.0.4.30:4001");
+        assert_eq!(d.unit, 3);
+        assert_eq!(
+            validate(&raw("rtu+tcp://gw")).unwrap().link.key(),
+            "rtu+tcp://gw:502"
+        );
+        // Not the same link as the plain-TCP url of the same address.
+        assert_ne!(
+            validate(&raw("tcp://gw")).unwrap().link,
+            validate(&raw("rtu+tcp://gw")).unwrap().link
+        );
+        let mut r = raw("rtu+tcp://gw:4001");
+        r.unit = Some(0);
+        assert_eq!(validate(&r).unwrap_err()[0].0, "modbus.unit");
+        let mut r = raw("rtu+tcp://gw:4001");
+        r.baud = Some(9600);
+        assert_eq!(validate(&r).unwrap_err()[0].0, "modbus.baud");
+        assert_eq!(
+            validate(&raw("rtu+tcp://:4001")).unwrap_err()[0].0,
+            "modbus.url"
         );
     }
 

@@ -230,8 +230,9 @@ impl Link {
                                 )
                                 .await;
                             }
-                            if matches!(self.addr, LinkAddr::Rtu { .. }) {
-                                // Let a late reply finish on the line before the port is reopened and cleared.
+                            if matches!(self.addr, LinkAddr::Rtu { .. } | LinkAddr::RtuTcp { .. }) {
+                                // Let a late reply finish on the line before the port is reopened and cleared
+                                // (a gateway may still be receiving the late reply on its serial side).
                                 tokio::time::sleep(Duration::from_millis(50)).await;
                             }
                             false
@@ -293,6 +294,20 @@ async fn connect(addr: &LinkAddr, timeout: Duration) -> Result<Context, String> 
                 .map_err(|_| "connect timed out".to_string())?
         }
         LinkAddr::Rtu { path, serial } => open_serial(path, serial),
+        LinkAddr::RtuTcp { host, port } => {
+            // RTU frames (unit id, PDU, CRC16) on the TCP byte stream; tokio-modbus's RTU codec takes any
+            // AsyncRead + AsyncWrite. The unit id is set per request (`set_slave`), as on a serial line.
+            let fut = async {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = stream.set_nodelay(true);
+                Ok::<_, String>(tokio_modbus::client::rtu::attach(stream))
+            };
+            tokio::time::timeout(timeout.max(Duration::from_secs(1)), fut)
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+        }
     }
 }
 

@@ -75,6 +75,7 @@ impl MqttSource {
                 .subscriptions
                 .iter()
                 .map(|s| s.topic.filter())
+                .chain(self.config.sparkplug.iter().map(|g| g.filter()))
                 .filter(|f| seen.insert(f.clone()))
                 .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
                 .collect()
@@ -86,6 +87,8 @@ impl MqttSource {
             Duration::from_millis(100),
             self.config.reconnect_max_backoff,
         );
+        let mut sparkplug =
+            super::sparkplug::Sparkplug::new(self.config.sparkplug.clone(), self.catalog.clone());
         let limiter = RateLimiter::new(Duration::from_secs(10));
         let endpoint = format!("{}:{}", self.config.host, self.config.port);
         let mut accepting = true;
@@ -144,8 +147,25 @@ impl MqttSource {
                     }
                     readings.clear();
                     problems.clear();
-                    let result =
-                        decoder.decode(&p.topic, &p.payload, now, &mut readings, &mut problems);
+                    // Sparkplug B topics of a configured group go to their own decoder (sparkplug.rs).
+                    let result = if sparkplug.handles(&p.topic) {
+                        sparkplug
+                            .handle(&p.topic, &p.payload, now, &mut readings, &mut problems)
+                            .map(|rebirth| {
+                                if let Some(r) = rebirth {
+                                    if let Err(e) = client.try_publish(
+                                        r.topic,
+                                        QoS::AtMostOnce,
+                                        false,
+                                        r.payload,
+                                    ) {
+                                        debug!(error = %e, "rebirth request not queued");
+                                    }
+                                }
+                            })
+                    } else {
+                        decoder.decode(&p.topic, &p.payload, now, &mut readings, &mut problems)
+                    };
                     for pr in problems.drain(..) {
                         metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => pr.reason).increment(1);
                         if let Some(suppressed) =
@@ -160,6 +180,13 @@ impl MqttSource {
                         if let Some(suppressed) = limiter.check(&e.log_key(&p.topic)) {
                             warn!(topic = %p.topic, reason = e.reason(), suppressed, "MQTT message dropped: {e}");
                         }
+                        if let Err(e) = client.try_ack(&p) {
+                            debug!(error = %e, "ack not queued");
+                        }
+                        continue;
+                    }
+                    if readings.is_empty() {
+                        // A message with nothing to store (a Sparkplug NBIRTH of unmapped metrics, a STATE).
                         if let Err(e) = client.try_ack(&p) {
                             debug!(error = %e, "ack not queued");
                         }

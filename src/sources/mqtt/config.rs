@@ -39,6 +39,15 @@ pub struct RawMqtt {
     max_json_depth: Option<usize>,
     #[serde(default)]
     subscriptions: Vec<RawSubscription>,
+    /// `[[mqtt.sparkplug]]`: Sparkplug B groups read on this connection (`sparkplug.rs`).
+    #[serde(default)]
+    sparkplug: Vec<RawSparkplug>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawSparkplug {
+    group: String,
+    profile: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +69,8 @@ pub struct MqttConfig {
     pub reconnect_max_backoff: Duration,
     pub limits: MqttLimits,
     pub subscriptions: Vec<Subscription>,
+    /// `[[mqtt.sparkplug]]` groups.
+    pub sparkplug: Vec<SparkplugGroup>,
 }
 
 /// Bounds on what a peer on the broker can make Caretaker take or create (docs/reliability.md, "Bad input").
@@ -105,6 +116,20 @@ pub struct Subscription {
     pub profile: String,
     /// Index in the file, for diagnostics.
     pub index: usize,
+}
+
+/// One `[[mqtt.sparkplug]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparkplugGroup {
+    pub group: String,
+    pub profile: String,
+    pub index: usize,
+}
+
+impl SparkplugGroup {
+    pub fn filter(&self) -> String {
+        format!("spBv1.0/{}/#", self.group)
+    }
 }
 
 /// A topic with `{name}` captures, each standing for one topic level.
@@ -312,10 +337,28 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
         ),
     };
     let mut subscriptions = Vec::new();
-    if m.subscriptions.is_empty() {
+    let mut sparkplug = Vec::new();
+    for (i, g) in m.sparkplug.iter().enumerate() {
+        if g.group.is_empty() || g.group.contains(['/', '+', '#']) {
+            cx.err(
+                &format!("mqtt.sparkplug[{i}].group"),
+                format!(
+                    "`{}`: a Sparkplug group id is one non-empty topic level (no /, + or #)",
+                    g.group
+                ),
+            );
+        } else {
+            sparkplug.push(SparkplugGroup {
+                group: g.group.clone(),
+                profile: g.profile.clone(),
+                index: i,
+            });
+        }
+    }
+    if m.subscriptions.is_empty() && m.sparkplug.is_empty() {
         cx.err(
             "mqtt.subscriptions",
-            "no [[mqtt.subscriptions]]: nothing would be read from the broker",
+            "no [[mqtt.subscriptions]] or [[mqtt.sparkplug]]: nothing would be read from the broker",
         );
     }
     for (i, s) in m.subscriptions.iter().enumerate() {
@@ -353,6 +396,7 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
         reconnect_max_backoff,
         limits,
         subscriptions,
+        sparkplug,
     }
 }
 

@@ -13,12 +13,14 @@
 //! - [`config`]: the `[mqtt]` section: broker, credentials, TLS files, topic templates, validated.
 //! - [`decode`]: a message's topic and payload to readings, through the device's profile.
 //! - [`select`]: where a point's value is in a JSON payload (alternative pointers, summed arrays).
+//! - [`sparkplug`]: Sparkplug B (`[[mqtt.sparkplug]]`): protobuf payloads, BIRTH/DATA/DEATH, rebirth requests.
 //! - [`client`]: the rumqttc event loop: subscribe, receive, hand batches to the pipeline, acknowledge.
 
 pub mod client;
 pub mod config;
 pub mod decode;
 pub mod select;
+pub mod sparkplug;
 
 pub use client::MqttSource;
 pub use config::{MqttConfig, Subscription, TopicTemplate};
