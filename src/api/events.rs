@@ -41,6 +41,9 @@ pub fn start(st: ApiState, stop: CancellationToken) {
                 _ = every.tick() => {}
             }
             if !path.exists() {
+                // No store yet: every change it will hold happens after the stream started, so none is skipped
+                // (a work order opened and resolved before the first read would otherwise be taken as history).
+                pos.get_or_insert(0);
                 continue;
             }
             let (c, p) = (conn.take(), pos);
