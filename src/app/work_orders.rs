@@ -52,6 +52,7 @@ pub fn start(
                 TargetKind::Webhook { .. } => "webhook",
                 TargetKind::Mqtt { .. } => "mqtt",
                 TargetKind::Atlas { .. } => "atlas",
+                TargetKind::Alertmanager { .. } => "alertmanager",
             };
             (t.name.clone(), k.to_string())
         })

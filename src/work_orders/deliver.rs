@@ -131,6 +131,90 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One Alertmanager (API v2) alert for a work order (`work_order` as in the webhook payload): labels alertname
+/// (the rule), severity, team, site, building, device, point (empty ones left out, as Alertmanager treats an
+/// empty label as absent); annotations summary (title), description (procedure). An open work order ends at
+/// now + 4 × `resend_every` (it is posted again every `resend_every`), a resolved or closed one at its resolution.
+pub fn alertmanager_alert(
+    site: &str,
+    w: &serde_json::Value,
+    resend_every: Duration,
+    now: i64,
+) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut labels = Map::new();
+    for (label, v) in [
+        ("alertname", &w["rule"]),
+        ("severity", &w["severity"]),
+        ("team", &w["team"]),
+        ("site", &Value::from(site)),
+        ("building", &w["building"]),
+        ("device", &w["device"]),
+        ("point", &w["point"]),
+    ] {
+        if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+            labels.insert(label.into(), s.into());
+        }
+    }
+    if !labels.contains_key("alertname") {
+        // A repair request has no rule; Alertmanager needs an alertname.
+        labels.insert("alertname".into(), "caretaker_request".into());
+    }
+    let mut annotations = Map::new();
+    for (key, v) in [
+        ("summary", &w["title"]),
+        ("description", &w["procedure"]),
+        ("runbook_url", &w["runbook_url"]),
+    ] {
+        if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+            annotations.insert(key.into(), s.into());
+        }
+    }
+    let status = w["status"].as_str().unwrap_or("open");
+    let ends_at = if status == "resolved" || status == "closed" {
+        w["resolved_at"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| super::rfc3339_ms(now))
+    } else {
+        super::rfc3339_ms(now + 4 * resend_every.as_millis() as i64)
+    };
+    let mut alert = serde_json::json!({
+        "labels": labels,
+        "annotations": annotations,
+        "endsAt": ends_at,
+    });
+    if let Some(s) = w["opened_at"].as_str() {
+        alert["startsAt"] = s.into();
+    }
+    alert
+}
+
+/// `POST {url}/api/v2/alerts` with a JSON array of alerts.
+async fn post_alerts(
+    c: &reqwest::Client,
+    url: &str,
+    alerts: &[serde_json::Value],
+) -> Result<(), String> {
+    let resp = c
+        .post(format!("{url}/api/v2/alerts"))
+        .header("content-type", "application/json")
+        .body(serde_json::Value::from(alerts.to_vec()).to_string())
+        .send()
+        .await
+        .map_err(|e| crate::tls::error_chain(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let body = resp.text().await.unwrap_or_default();
+        Err(format!(
+            "HTTP {status}: {}",
+            body.chars().take(200).collect::<String>()
+        ))
+    }
+}
+
 enum Sender {
     Http(reqwest::Client),
     Mqtt {
@@ -192,7 +276,9 @@ impl Worker {
 
     fn sender(&self) -> anyhow::Result<Sender> {
         Ok(match &self.target.kind {
-            TargetKind::Webhook { .. } | TargetKind::Atlas { .. } => Sender::Http(
+            TargetKind::Webhook { .. }
+            | TargetKind::Atlas { .. }
+            | TargetKind::Alertmanager { .. } => Sender::Http(
                 self.target
                     .tls
                     .http_client_builder()?
@@ -368,6 +454,17 @@ impl Worker {
                     });
                 Ok(id.or(remote))
             }
+            (TargetKind::Alertmanager { url, resend_every }, Sender::Http(c)) => {
+                let p: serde_json::Value =
+                    serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                let alert = alertmanager_alert(
+                    p["site"].as_str().unwrap_or(""),
+                    &p["work_order"],
+                    *resend_every,
+                    now_ms(),
+                );
+                post_alerts(c, url, &[alert]).await.map(|()| None)
+            }
             (
                 TargetKind::Mqtt { topic, .. },
                 Sender::Mqtt {
@@ -401,6 +498,31 @@ impl Worker {
         }
     }
 
+    /// Posts every open (or acknowledged) work order to Alertmanager again, so none expires while it is open.
+    async fn resend_open(
+        &self,
+        c: &reqwest::Client,
+        url: &str,
+        resend_every: Duration,
+    ) -> Result<(), String> {
+        let (site, open) = db(&self.store, |s| {
+            let mut v = s.list(Some("open"))?;
+            v.extend(s.list(Some("acknowledged"))?);
+            Ok::<_, rusqlite::Error>((s.site.clone(), v))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let alerts: Vec<_> = open
+            .iter()
+            .map(|w| alertmanager_alert(&site, &w.to_json(), resend_every, now))
+            .collect();
+        post_alerts(c, url, &alerts).await
+    }
+
     /// Delivers until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let mut sender = match self.sender() {
@@ -414,9 +536,25 @@ impl Worker {
         let limiter = RateLimiter::new(Duration::from_secs(30));
         let name = self.target.name.clone();
         info!(target = %name, "work-order delivery started");
+        let mut next_resend = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
                 return;
+            }
+            if let (TargetKind::Alertmanager { url, resend_every }, Sender::Http(c)) =
+                (&self.target.kind, &sender)
+                && tokio::time::Instant::now() >= next_resend
+            {
+                next_resend = tokio::time::Instant::now()
+                    + match self.resend_open(c, url, *resend_every).await {
+                        Ok(()) => *resend_every,
+                        Err(e) => {
+                            if let Some(suppressed) = limiter.check(&name) {
+                                warn!(target = %name, error = %e, suppressed, "Alertmanager: resending open work orders failed; will retry");
+                            }
+                            (*resend_every).min(Duration::from_secs(10))
+                        }
+                    };
             }
             let (row, pending) = {
                 let n = name.clone();
