@@ -597,4 +597,58 @@ kind = "jira"
             assert!(keys.contains(&k), "{k} missing: {errs:?}");
         }
     }
+
+    #[test]
+    fn alertmanager_target_validates_url_and_resend_every() {
+        let cfg = std::path::Path::new("site.toml");
+        let (c, errs) = validate(
+            &raw(r#"
+[[targets]]
+kind = "alertmanager"
+url = "http://am:9093/"
+"#),
+            cfg,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            c.targets[0].kind,
+            TargetKind::Alertmanager {
+                url: "http://am:9093".into(),
+                resend_every: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(c.targets[0].name, "alertmanager-0");
+        let (_, errs) = validate(
+            &raw(r#"
+[[targets]]
+kind = "alertmanager"
+url = "am:9093"
+resend_every = "0s"
+topic = "x"
+[[targets]]
+kind = "webhook"
+url = "http://h/"
+resend_every = "1m"
+[[targets]]
+kind = "alertmanger"
+"#),
+            cfg,
+        );
+        let keys: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "work_orders.targets[0].url",
+                "work_orders.targets[0].topic",
+                "work_orders.targets[0].resend_every",
+                "work_orders.targets[1].resend_every",
+                "work_orders.targets[2].kind",
+            ],
+            "{errs:?}"
+        );
+        assert!(
+            errs[4].1.contains("did you mean `alertmanager`"),
+            "{errs:?}"
+        );
+    }
 }

@@ -684,4 +684,30 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }
+
+    #[test]
+    fn alertmanager_alerts_carry_labels_and_end_after_four_resends_or_at_resolution() {
+        use std::time::Duration;
+        let w = serde_json::json!({
+            "rule": "room-too-hot", "severity": "major", "team": null, "device": "room-1", "point": "",
+            "building": "b1", "title": "Too hot", "procedure": "1. Valve.", "status": "open",
+            "opened_at": "2026-01-01T00:00:00.000Z", "resolved_at": null,
+        });
+        let a = super::alertmanager_alert("campus", &w, Duration::from_secs(60), 1_767_225_600_000);
+        assert_eq!(
+            a,
+            serde_json::json!({
+                "labels": {"alertname": "room-too-hot", "severity": "major", "site": "campus",
+                    "building": "b1", "device": "room-1"},
+                "annotations": {"summary": "Too hot", "description": "1. Valve."},
+                "startsAt": "2026-01-01T00:00:00.000Z",
+                "endsAt": "2026-01-01T00:04:00Z",
+            })
+        );
+        let mut w = w;
+        w["status"] = "resolved".into();
+        w["resolved_at"] = "2026-01-01T00:10:00.000Z".into();
+        let a = super::alertmanager_alert("campus", &w, Duration::from_secs(60), 1_767_225_600_000);
+        assert_eq!(a["endsAt"], "2026-01-01T00:10:00.000Z");
+    }
 }
