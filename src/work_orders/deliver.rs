@@ -138,6 +138,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 pub fn alertmanager_alert(
     site: &str,
     w: &serde_json::Value,
+    meta: Option<&(Labels, Labels)>,
     resend_every: Duration,
     now: i64,
 ) -> serde_json::Value {
@@ -168,6 +169,17 @@ pub fn alertmanager_alert(
     ] {
         if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
             annotations.insert(key.into(), s.into());
+        }
+    }
+    if let Some((l, a)) = meta {
+        // Rule labels never replace the work order's own (the rule loader refuses those names).
+        for (k, v) in l {
+            labels.entry(k.clone()).or_insert_with(|| v.clone().into());
+        }
+        for (k, v) in a {
+            annotations
+                .entry(k.clone())
+                .or_insert_with(|| v.clone().into());
         }
     }
     let status = w["status"].as_str().unwrap_or("open");
@@ -248,6 +260,30 @@ pub struct Worker {
     pub target: TargetConfig,
     pub store: Arc<Mutex<Store>>,
     pub notify: Arc<Notify>,
+    /// Rule name → its `labels:` and `annotations:` (for Alertmanager alerts).
+    pub rule_meta: Arc<RuleMeta>,
+}
+
+/// Rule name → (labels, annotations).
+pub type RuleMeta = std::collections::HashMap<String, (Labels, Labels)>;
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// The labels and annotations of every rule that has any.
+pub fn rule_meta(rules: &crate::rules::model::RuleSet) -> RuleMeta {
+    rules
+        .rules
+        .iter()
+        .filter(|r| !r.work_order.labels.is_empty() || !r.work_order.annotations.is_empty())
+        .map(|r| {
+            (
+                r.name.clone(),
+                (
+                    r.work_order.labels.clone(),
+                    r.work_order.annotations.clone(),
+                ),
+            )
+        })
+        .collect()
 }
 
 async fn db<T: Send + 'static>(
@@ -271,6 +307,7 @@ impl Worker {
             target,
             store: Arc::new(Mutex::new(Store::open(path, None)?)),
             notify,
+            rule_meta: Arc::default(),
         })
     }
 
@@ -457,9 +494,11 @@ impl Worker {
             (TargetKind::Alertmanager { url, resend_every }, Sender::Http(c)) => {
                 let p: serde_json::Value =
                     serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                let w = &p["work_order"];
                 let alert = alertmanager_alert(
                     p["site"].as_str().unwrap_or(""),
-                    &p["work_order"],
+                    w,
+                    w["rule"].as_str().and_then(|r| self.rule_meta.get(r)),
                     *resend_every,
                     now_ms(),
                 );
@@ -518,7 +557,10 @@ impl Worker {
         let now = now_ms();
         let alerts: Vec<_> = open
             .iter()
-            .map(|w| alertmanager_alert(&site, &w.to_json(), resend_every, now))
+            .map(|w| {
+                let meta = self.rule_meta.get(&w.rule);
+                alertmanager_alert(&site, &w.to_json(), meta, resend_every, now)
+            })
             .collect();
         post_alerts(c, url, &alerts).await
     }
@@ -693,7 +735,26 @@ mod tests {
             "building": "b1", "title": "Too hot", "procedure": "1. Valve.", "status": "open",
             "opened_at": "2026-01-01T00:00:00.000Z", "resolved_at": null,
         });
-        let a = super::alertmanager_alert("campus", &w, Duration::from_secs(60), 1_767_225_600_000);
+        let meta = (
+            [("floor".to_string(), "3".to_string())].into(),
+            [("runbook_url".to_string(), "https://wiki/hot".to_string())].into(),
+        );
+        let a = super::alertmanager_alert(
+            "campus",
+            &w,
+            Some(&meta),
+            Duration::from_secs(60),
+            1_767_225_600_000,
+        );
+        assert_eq!(a["labels"]["floor"], "3");
+        assert_eq!(a["annotations"]["runbook_url"], "https://wiki/hot");
+        let a = super::alertmanager_alert(
+            "campus",
+            &w,
+            None,
+            Duration::from_secs(60),
+            1_767_225_600_000,
+        );
         assert_eq!(
             a,
             serde_json::json!({
@@ -707,7 +768,13 @@ mod tests {
         let mut w = w;
         w["status"] = "resolved".into();
         w["resolved_at"] = "2026-01-01T00:10:00.000Z".into();
-        let a = super::alertmanager_alert("campus", &w, Duration::from_secs(60), 1_767_225_600_000);
+        let a = super::alertmanager_alert(
+            "campus",
+            &w,
+            None,
+            Duration::from_secs(60),
+            1_767_225_600_000,
+        );
         assert_eq!(a["endsAt"], "2026-01-01T00:10:00.000Z");
     }
 }

@@ -38,6 +38,8 @@ rules:
     when: { above: 30, for: 2s }
     clear: { below: 25 }
     severity: major
+    labels: { floor: "3" }
+    annotations: { runbook_url: "https://wiki.example.org/room-too-hot" }
     work_order:
       title: "Room {device} too hot"
       team: hvac
@@ -118,6 +120,11 @@ max_retry_backoff = "1s"
     assert_eq!(a["annotations"]["summary"], "Room room-1 too hot", "{a}");
     assert_eq!(
         a["annotations"]["description"], "1. Check the radiator valve.",
+        "{a}"
+    );
+    assert_eq!(labels["floor"], "3", "{a}");
+    assert_eq!(
+        a["annotations"]["runbook_url"], "https://wiki.example.org/room-too-hot",
         "{a}"
     );
     assert_eq!(a["status"]["state"], "active", "{a}");
