@@ -586,6 +586,33 @@ rules:
     }
 
     #[test]
+    fn labels_and_annotations_load_and_builtin_or_bad_names_are_refused() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "    severity: major\n",
+                &format!("    severity: major\n{extra}"),
+            )
+        };
+        let (rules, errs) = parse(&with(
+            "    labels: { floor: \"3\" }\n    annotations: { runbook_url: \"https://wiki/x\" }\n",
+        ));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(rules[0].work_order.labels["floor"], "3");
+        assert_eq!(
+            rules[0].work_order.annotations["runbook_url"],
+            "https://wiki/x"
+        );
+        let (rules, errs) = parse(&with("    labels: { device: x, 1bad: y }\n"));
+        assert!(rules.is_empty());
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["rules[0].labels.1bad", "rules[0].labels.device"],
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn unknown_point_and_profile_name_line_and_hint() {
         let (_, errs) = parse(&GOOD.replace("point: supply_air_temp", "point: suply_air_temp"));
         assert_eq!(errs.len(), 1, "{errs:?}");
