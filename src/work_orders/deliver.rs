@@ -389,6 +389,7 @@ impl Worker {
     async fn send(&self, sender: &mut Sender, row: &OutboxRow) -> Result<Option<String>, String> {
         match (&self.target.kind, sender) {
             (TargetKind::Webhook { url, secret }, Sender::Http(c)) => {
+                let payload = self.payload(row);
                 let mut req = c
                     .post(url)
                     .header("content-type", "application/json")
@@ -397,11 +398,11 @@ impl Worker {
                 if let Some(s) = secret {
                     req = req.header(
                         "x-caretaker-signature",
-                        format!("sha256={}", sign(s, row.payload.as_bytes())),
+                        format!("sha256={}", sign(s, payload.as_bytes())),
                     );
                 }
                 let resp = req
-                    .body(row.payload.clone())
+                    .body(payload)
                     .send()
                     .await
                     .map_err(|e| crate::tls::error_chain(&e))?;
@@ -519,7 +520,7 @@ impl Worker {
                         topic.clone(),
                         rumqttc::QoS::AtLeastOnce,
                         false,
-                        row.payload.clone().into_bytes(),
+                        self.payload(row).into_bytes(),
                     )
                     .await
                     .map_err(|e| e.to_string())?;
@@ -535,6 +536,23 @@ impl Worker {
             }
             _ => Err("target and sender disagree".into()),
         }
+    }
+
+    /// The JSON body of a webhook/MQTT delivery: the outbox payload, plus top-level `labels` and `annotations`
+    /// when the work order's rule has any.
+    fn payload(&self, row: &OutboxRow) -> String {
+        let Ok(mut p) = serde_json::from_str::<serde_json::Value>(&row.payload) else {
+            return row.payload.clone();
+        };
+        let Some((l, a)) = p["work_order"]["rule"]
+            .as_str()
+            .and_then(|r| self.rule_meta.get(r))
+        else {
+            return row.payload.clone();
+        };
+        p["labels"] = serde_json::json!(l);
+        p["annotations"] = serde_json::json!(a);
+        p.to_string()
     }
 
     /// Posts every open (or acknowledged) work order to Alertmanager again, so none expires while it is open.

@@ -76,6 +76,14 @@ url = "{am}"
 resend_every = "2s"
 timeout = "2s"
 max_retry_backoff = "1s"
+[[work_orders.targets]]
+kind = "mqtt"
+name = "bus"
+url = "mqtt://127.0.0.1:{mqtt}"
+topic = "caretaker/test/am-work-orders"
+client_id = "caretaker-am-wo-{http}"
+timeout = "2s"
+max_retry_backoff = "1s"
 "#,
             state = dir.path().join("state").display(),
             profiles = repo().join("device_profiles").display(),
@@ -83,6 +91,14 @@ max_retry_backoff = "1s"
             am = am.url(),
         ),
     );
+    // The MQTT target's JSON carries the rule's labels and annotations too: one message read by mosquitto_sub,
+    // subscribed before anything is published (the daemon's startup below takes longer than the subscription).
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &mosq.port.to_string()])
+        .args(["-t", "caretaker/test/am-work-orders", "-C", "1", "-W", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let daemon = Daemon::start(&cfg, http);
     let publisher = Publisher::connect(mosq.port, "am-publisher");
     wait_receiving(
@@ -128,6 +144,17 @@ max_retry_backoff = "1s"
         "{a}"
     );
     assert_eq!(a["status"]["state"], "active", "{a}");
+    let out = tokio::task::spawn_blocking(move || sub.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let msg: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(msg["event"], "opened", "{msg}");
+    assert_eq!(msg["labels"], serde_json::json!({"floor": "3"}), "{msg}");
+    assert_eq!(
+        msg["annotations"]["runbook_url"], "https://wiki.example.org/room-too-hot",
+        "{msg}"
+    );
     let first_ends = a["endsAt"].as_str().unwrap().to_string();
     // Resent while open (every 2 s): endsAt moves forward, so the alert does not expire.
     assert!(
