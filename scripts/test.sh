@@ -28,6 +28,7 @@ cd "$(dirname "$0")/.."
 deps=(
   "command -v mosquitto || test -x /usr/sbin/mosquitto|mosquitto"
   "command -v mosquitto_pub|mosquitto-clients"
+  "command -v prometheus-alertmanager|prometheus-alertmanager"
   "command -v influxd|influxdb"
   "command -v influx|influxdb-client"
   "command -v victoria-metrics|victoria-metrics"

@@ -52,6 +52,7 @@ pub fn start(
                 TargetKind::Webhook { .. } => "webhook",
                 TargetKind::Mqtt { .. } => "mqtt",
                 TargetKind::Atlas { .. } => "atlas",
+                TargetKind::Alertmanager { .. } => "alertmanager",
             };
             (t.name.clone(), k.to_string())
         })
@@ -128,8 +129,10 @@ pub fn start(
     };
     let workers_stop = CancellationToken::new();
     let mut workers = Vec::new();
+    let rule_meta = Arc::new(crate::work_orders::deliver::rule_meta(&rules));
     for t in &wo.targets {
-        let w = Worker::open(&path, t.clone(), notify.clone())?;
+        let mut w = Worker::open(&path, t.clone(), notify.clone())?;
+        w.rule_meta = rule_meta.clone();
         workers.push(crate::watchdog::spawn_watched(
             health,
             format!("work-order delivery {}", t.name),

@@ -135,7 +135,21 @@ pub struct WorkOrderSpec {
     pub due_within: Option<std::time::Duration>,
     pub procedure: Option<String>,
     pub resolve: Resolve,
+    /// The rule's Prometheus-style `labels:` (never one of [`BUILTIN_LABELS`]) and `annotations:`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
+
+/// The labels Caretaker sets on an Alertmanager alert from the work order itself.
+pub const BUILTIN_LABELS: &[&str] = &[
+    "alertname",
+    "severity",
+    "team",
+    "site",
+    "building",
+    "device",
+    "point",
+];
 
 /// Which devices a rule applies to; every given key must match.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -107,6 +107,9 @@ pub struct RawTarget {
     username: Option<String>,
     #[serde(default)]
     password_file: Option<PathBuf>,
+    /// Alertmanager: how often open work orders are posted again (default 5m).
+    #[serde(default)]
+    resend_every: Option<String>,
 }
 
 /// Validated `[work_orders]`.
@@ -155,6 +158,9 @@ pub enum TargetKind {
     },
     /// Atlas CMMS: `POST {url}/work-orders` with `x-api-key`.
     Atlas { url: String, api_key: String },
+    /// Prometheus Alertmanager: `POST {url}/api/v2/alerts`; open work orders are posted again every
+    /// `resend_every` with `endsAt` = now + 4 × `resend_every`, a resolved one with `endsAt` = its resolution.
+    Alertmanager { url: String, resend_every: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,6 +341,7 @@ fn target_kind(
             ("api_key_file", t.api_key_file.is_some()),
             ("username", t.username.is_some()),
             ("password_file", t.password_file.is_some()),
+            ("resend_every", t.resend_every.is_some()),
         ] {
             if set && !allowed.contains(&name) {
                 errs.push((
@@ -434,13 +441,40 @@ fn target_kind(
                 api_key,
             }
         }
+        "alertmanager" => {
+            http_url(errs);
+            extra(errs, &["resend_every"]);
+            let resend_every = match &t.resend_every {
+                None => Duration::from_secs(300),
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if d >= Duration::from_secs(1) => d,
+                    Ok(_) => {
+                        errs.push((k("resend_every"), format!("`{s}`: must be at least 1s")));
+                        Duration::from_secs(300)
+                    }
+                    Err(e) => {
+                        errs.push((k("resend_every"), e));
+                        Duration::from_secs(300)
+                    }
+                },
+            };
+            let url = url.trim_end_matches('/');
+            let url = url.strip_suffix("/api/v2/alerts").unwrap_or(url);
+            TargetKind::Alertmanager {
+                url: url.to_string(),
+                resend_every,
+            }
+        }
         other => {
-            let hint = crate::util::did_you_mean(other, ["webhook", "mqtt", "atlas"])
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
+            let hint =
+                crate::util::did_you_mean(other, ["webhook", "mqtt", "atlas", "alertmanager"])
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
             errs.push((
                 k("kind"),
-                format!("unknown kind `{other}`{hint}; expected webhook, mqtt or atlas"),
+                format!(
+                    "unknown kind `{other}`{hint}; expected webhook, mqtt, atlas or alertmanager"
+                ),
             ));
             return None;
         }
@@ -562,5 +596,59 @@ kind = "jira"
         ] {
             assert!(keys.contains(&k), "{k} missing: {errs:?}");
         }
+    }
+
+    #[test]
+    fn alertmanager_target_validates_url_and_resend_every() {
+        let cfg = std::path::Path::new("site.toml");
+        let (c, errs) = validate(
+            &raw(r#"
+[[targets]]
+kind = "alertmanager"
+url = "http://am:9093/"
+"#),
+            cfg,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            c.targets[0].kind,
+            TargetKind::Alertmanager {
+                url: "http://am:9093".into(),
+                resend_every: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(c.targets[0].name, "alertmanager-0");
+        let (_, errs) = validate(
+            &raw(r#"
+[[targets]]
+kind = "alertmanager"
+url = "am:9093"
+resend_every = "0s"
+topic = "x"
+[[targets]]
+kind = "webhook"
+url = "http://h/"
+resend_every = "1m"
+[[targets]]
+kind = "alertmanger"
+"#),
+            cfg,
+        );
+        let keys: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "work_orders.targets[0].url",
+                "work_orders.targets[0].topic",
+                "work_orders.targets[0].resend_every",
+                "work_orders.targets[1].resend_every",
+                "work_orders.targets[2].kind",
+            ],
+            "{errs:?}"
+        );
+        assert!(
+            errs[4].1.contains("did you mean `alertmanager`"),
+            "{errs:?}"
+        );
     }
 }

@@ -131,6 +131,102 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One Alertmanager (API v2) alert for a work order (`work_order` as in the webhook payload): labels alertname
+/// (the rule), severity, team, site, building, device, point (empty ones left out, as Alertmanager treats an
+/// empty label as absent); annotations summary (title), description (procedure). An open work order ends at
+/// now + 4 × `resend_every` (it is posted again every `resend_every`), a resolved or closed one at its resolution.
+pub fn alertmanager_alert(
+    site: &str,
+    w: &serde_json::Value,
+    meta: Option<&(Labels, Labels)>,
+    resend_every: Duration,
+    now: i64,
+) -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut labels = Map::new();
+    for (label, v) in [
+        ("alertname", &w["rule"]),
+        ("severity", &w["severity"]),
+        ("team", &w["team"]),
+        ("site", &Value::from(site)),
+        ("building", &w["building"]),
+        ("device", &w["device"]),
+        ("point", &w["point"]),
+    ] {
+        if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+            labels.insert(label.into(), s.into());
+        }
+    }
+    if !labels.contains_key("alertname") {
+        // A repair request has no rule; Alertmanager needs an alertname.
+        labels.insert("alertname".into(), "caretaker_request".into());
+    }
+    let mut annotations = Map::new();
+    for (key, v) in [
+        ("summary", &w["title"]),
+        ("description", &w["procedure"]),
+        ("runbook_url", &w["runbook_url"]),
+    ] {
+        if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
+            annotations.insert(key.into(), s.into());
+        }
+    }
+    if let Some((l, a)) = meta {
+        // Rule labels never replace the work order's own (the rule loader refuses those names).
+        for (k, v) in l {
+            labels.entry(k.clone()).or_insert_with(|| v.clone().into());
+        }
+        for (k, v) in a {
+            annotations
+                .entry(k.clone())
+                .or_insert_with(|| v.clone().into());
+        }
+    }
+    let status = w["status"].as_str().unwrap_or("open");
+    let ends_at = if status == "resolved" || status == "closed" {
+        w["resolved_at"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| super::rfc3339_ms(now))
+    } else {
+        super::rfc3339_ms(now + 4 * resend_every.as_millis() as i64)
+    };
+    let mut alert = serde_json::json!({
+        "labels": labels,
+        "annotations": annotations,
+        "endsAt": ends_at,
+    });
+    if let Some(s) = w["opened_at"].as_str() {
+        alert["startsAt"] = s.into();
+    }
+    alert
+}
+
+/// `POST {url}/api/v2/alerts` with a JSON array of alerts.
+async fn post_alerts(
+    c: &reqwest::Client,
+    url: &str,
+    alerts: &[serde_json::Value],
+) -> Result<(), String> {
+    let resp = c
+        .post(format!("{url}/api/v2/alerts"))
+        .header("content-type", "application/json")
+        .body(serde_json::Value::from(alerts.to_vec()).to_string())
+        .send()
+        .await
+        .map_err(|e| crate::tls::error_chain(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let body = resp.text().await.unwrap_or_default();
+        Err(format!(
+            "HTTP {status}: {}",
+            body.chars().take(200).collect::<String>()
+        ))
+    }
+}
+
 enum Sender {
     Http(reqwest::Client),
     Mqtt {
@@ -164,6 +260,30 @@ pub struct Worker {
     pub target: TargetConfig,
     pub store: Arc<Mutex<Store>>,
     pub notify: Arc<Notify>,
+    /// Rule name → its `labels:` and `annotations:` (for Alertmanager alerts).
+    pub rule_meta: Arc<RuleMeta>,
+}
+
+/// Rule name → (labels, annotations).
+pub type RuleMeta = std::collections::HashMap<String, (Labels, Labels)>;
+type Labels = std::collections::BTreeMap<String, String>;
+
+/// The labels and annotations of every rule that has any.
+pub fn rule_meta(rules: &crate::rules::model::RuleSet) -> RuleMeta {
+    rules
+        .rules
+        .iter()
+        .filter(|r| !r.work_order.labels.is_empty() || !r.work_order.annotations.is_empty())
+        .map(|r| {
+            (
+                r.name.clone(),
+                (
+                    r.work_order.labels.clone(),
+                    r.work_order.annotations.clone(),
+                ),
+            )
+        })
+        .collect()
 }
 
 async fn db<T: Send + 'static>(
@@ -187,12 +307,15 @@ impl Worker {
             target,
             store: Arc::new(Mutex::new(Store::open(path, None)?)),
             notify,
+            rule_meta: Arc::default(),
         })
     }
 
     fn sender(&self) -> anyhow::Result<Sender> {
         Ok(match &self.target.kind {
-            TargetKind::Webhook { .. } | TargetKind::Atlas { .. } => Sender::Http(
+            TargetKind::Webhook { .. }
+            | TargetKind::Atlas { .. }
+            | TargetKind::Alertmanager { .. } => Sender::Http(
                 self.target
                     .tls
                     .http_client_builder()?
@@ -266,6 +389,7 @@ impl Worker {
     async fn send(&self, sender: &mut Sender, row: &OutboxRow) -> Result<Option<String>, String> {
         match (&self.target.kind, sender) {
             (TargetKind::Webhook { url, secret }, Sender::Http(c)) => {
+                let payload = self.payload(row);
                 let mut req = c
                     .post(url)
                     .header("content-type", "application/json")
@@ -274,11 +398,11 @@ impl Worker {
                 if let Some(s) = secret {
                     req = req.header(
                         "x-caretaker-signature",
-                        format!("sha256={}", sign(s, row.payload.as_bytes())),
+                        format!("sha256={}", sign(s, payload.as_bytes())),
                     );
                 }
                 let resp = req
-                    .body(row.payload.clone())
+                    .body(payload)
                     .send()
                     .await
                     .map_err(|e| crate::tls::error_chain(&e))?;
@@ -368,6 +492,19 @@ impl Worker {
                     });
                 Ok(id.or(remote))
             }
+            (TargetKind::Alertmanager { url, resend_every }, Sender::Http(c)) => {
+                let p: serde_json::Value =
+                    serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                let w = &p["work_order"];
+                let alert = alertmanager_alert(
+                    p["site"].as_str().unwrap_or(""),
+                    w,
+                    w["rule"].as_str().and_then(|r| self.rule_meta.get(r)),
+                    *resend_every,
+                    now_ms(),
+                );
+                post_alerts(c, url, &[alert]).await.map(|()| None)
+            }
             (
                 TargetKind::Mqtt { topic, .. },
                 Sender::Mqtt {
@@ -383,7 +520,7 @@ impl Worker {
                         topic.clone(),
                         rumqttc::QoS::AtLeastOnce,
                         false,
-                        row.payload.clone().into_bytes(),
+                        self.payload(row).into_bytes(),
                     )
                     .await
                     .map_err(|e| e.to_string())?;
@@ -401,6 +538,51 @@ impl Worker {
         }
     }
 
+    /// The JSON body of a webhook/MQTT delivery: the outbox payload, plus top-level `labels` and `annotations`
+    /// when the work order's rule has any.
+    fn payload(&self, row: &OutboxRow) -> String {
+        let Ok(mut p) = serde_json::from_str::<serde_json::Value>(&row.payload) else {
+            return row.payload.clone();
+        };
+        let Some((l, a)) = p["work_order"]["rule"]
+            .as_str()
+            .and_then(|r| self.rule_meta.get(r))
+        else {
+            return row.payload.clone();
+        };
+        p["labels"] = serde_json::json!(l);
+        p["annotations"] = serde_json::json!(a);
+        p.to_string()
+    }
+
+    /// Posts every open (or acknowledged) work order to Alertmanager again, so none expires while it is open.
+    async fn resend_open(
+        &self,
+        c: &reqwest::Client,
+        url: &str,
+        resend_every: Duration,
+    ) -> Result<(), String> {
+        let (site, open) = db(&self.store, |s| {
+            let mut v = s.list(Some("open"))?;
+            v.extend(s.list(Some("acknowledged"))?);
+            Ok::<_, rusqlite::Error>((s.site.clone(), v))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let alerts: Vec<_> = open
+            .iter()
+            .map(|w| {
+                let meta = self.rule_meta.get(&w.rule);
+                alertmanager_alert(&site, &w.to_json(), meta, resend_every, now)
+            })
+            .collect();
+        post_alerts(c, url, &alerts).await
+    }
+
     /// Delivers until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let mut sender = match self.sender() {
@@ -414,9 +596,25 @@ impl Worker {
         let limiter = RateLimiter::new(Duration::from_secs(30));
         let name = self.target.name.clone();
         info!(target = %name, "work-order delivery started");
+        let mut next_resend = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
                 return;
+            }
+            if let (TargetKind::Alertmanager { url, resend_every }, Sender::Http(c)) =
+                (&self.target.kind, &sender)
+                && tokio::time::Instant::now() >= next_resend
+            {
+                next_resend = tokio::time::Instant::now()
+                    + match self.resend_open(c, url, *resend_every).await {
+                        Ok(()) => *resend_every,
+                        Err(e) => {
+                            if let Some(suppressed) = limiter.check(&name) {
+                                warn!(target = %name, error = %e, suppressed, "Alertmanager: resending open work orders failed; will retry");
+                            }
+                            (*resend_every).min(Duration::from_secs(10))
+                        }
+                    };
             }
             let (row, pending) = {
                 let n = name.clone();
@@ -545,5 +743,56 @@ mod tests {
             super::sign(b"Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn alertmanager_alerts_carry_labels_and_end_after_four_resends_or_at_resolution() {
+        use std::time::Duration;
+        let w = serde_json::json!({
+            "rule": "room-too-hot", "severity": "major", "team": null, "device": "room-1", "point": "",
+            "building": "b1", "title": "Too hot", "procedure": "1. Valve.", "status": "open",
+            "opened_at": "2026-01-01T00:00:00.000Z", "resolved_at": null,
+        });
+        let meta = (
+            [("floor".to_string(), "3".to_string())].into(),
+            [("runbook_url".to_string(), "https://wiki/hot".to_string())].into(),
+        );
+        let a = super::alertmanager_alert(
+            "campus",
+            &w,
+            Some(&meta),
+            Duration::from_secs(60),
+            1_767_225_600_000,
+        );
+        assert_eq!(a["labels"]["floor"], "3");
+        assert_eq!(a["annotations"]["runbook_url"], "https://wiki/hot");
+        let a = super::alertmanager_alert(
+            "campus",
+            &w,
+            None,
+            Duration::from_secs(60),
+            1_767_225_600_000,
+        );
+        assert_eq!(
+            a,
+            serde_json::json!({
+                "labels": {"alertname": "room-too-hot", "severity": "major", "site": "campus",
+                    "building": "b1", "device": "room-1"},
+                "annotations": {"summary": "Too hot", "description": "1. Valve."},
+                "startsAt": "2026-01-01T00:00:00.000Z",
+                "endsAt": "2026-01-01T00:04:00Z",
+            })
+        );
+        let mut w = w;
+        w["status"] = "resolved".into();
+        w["resolved_at"] = "2026-01-01T00:10:00.000Z".into();
+        let a = super::alertmanager_alert(
+            "campus",
+            &w,
+            None,
+            Duration::from_secs(60),
+            1_767_225_600_000,
+        );
+        assert_eq!(a["endsAt"], "2026-01-01T00:10:00.000Z");
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Every server here is real (Debian's mosquitto, influxd
 //! 1.6.7, victoria-metrics), started on free loopback ports in temp dirs by `support`.
 
+mod alertmanager;
 mod anomaly;
 mod api;
 mod check_cli;

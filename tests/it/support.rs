@@ -596,3 +596,68 @@ pub async fn wait_receiving(p: &Publisher, d: &Daemon, topic: &str, payload: &st
     .await;
     assert!(ok, "daemon never received a message:\n{}", d.log_text());
 }
+
+/// A real Prometheus Alertmanager (Debian's `prometheus-alertmanager`), clustering off, one catch-all route.
+pub struct Alertmanager {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Alertmanager {
+    pub fn start() -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path();
+        let conf = d.join("alertmanager.yml");
+        std::fs::write(
+            &conf,
+            "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+        )
+        .unwrap();
+        let log = d.join("alertmanager.log");
+        let child = spawn_logged(
+            Command::new(find("prometheus-alertmanager"))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=")
+                .arg(format!("--storage.path={}", d.join("data").display()))
+                .arg(format!("--config.file={}", conf.display())),
+            &log,
+        );
+        assert!(
+            wait_port(port, Duration::from_secs(20)),
+            "alertmanager did not start:\n{}",
+            log_text(&log)
+        );
+        Alertmanager {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `GET /api/v2/alerts` (active, silenced and inhibited alerts; resolved ones are left out).
+    pub async fn alerts(&self) -> Vec<serde_json::Value> {
+        let r = http_client()
+            .get(format!("{}/api/v2/alerts", self.url()))
+            .send()
+            .await;
+        match r {
+            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

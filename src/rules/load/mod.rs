@@ -49,6 +49,11 @@ struct RawRule {
     schedule: Option<Spanned<RawSchedule>>,
     #[serde(default)]
     work_order: Option<Spanned<RawWorkOrder>>,
+    /// Prometheus-style labels and annotations (e.g. `runbook_url`), carried into Alertmanager alerts.
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -446,7 +451,34 @@ fn work_order(e: &mut Errs<'_>, r: &RawRule, k: Key<'_>, name: &str) -> WorkOrde
             Resolve::Auto
         }
     };
+    let label_name = |n: &str| {
+        let mut c = n.chars();
+        matches!(c.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    for (key, map) in [("labels", &r.labels), ("annotations", &r.annotations)] {
+        for n in map.keys() {
+            if !label_name(n) {
+                e.push(
+                    line_of(&r.name),
+                    k(&format!("{key}.{n}")),
+                    "not a Prometheus name: use letters, digits and `_`, not starting with a digit",
+                );
+            }
+        }
+    }
+    for n in r.labels.keys() {
+        if crate::rules::model::BUILTIN_LABELS.contains(&n.as_str()) {
+            e.push(
+                line_of(&r.name),
+                k(&format!("labels.{n}")),
+                format!("`{n}` is set by Caretaker from the work order; pick another label name"),
+            );
+        }
+    }
     WorkOrderSpec {
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
         title,
         team: wo.and_then(|w| w.team.clone()),
         due_within,
@@ -551,6 +583,33 @@ rules:
         assert_eq!(r.work_order.team.as_deref(), Some("hvac"));
         assert_eq!(r.work_order.resolve, Resolve::Auto);
         assert_eq!(r.line, 3);
+    }
+
+    #[test]
+    fn labels_and_annotations_load_and_builtin_or_bad_names_are_refused() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "    severity: major\n",
+                &format!("    severity: major\n{extra}"),
+            )
+        };
+        let (rules, errs) = parse(&with(
+            "    labels: { floor: \"3\" }\n    annotations: { runbook_url: \"https://wiki/x\" }\n",
+        ));
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(rules[0].work_order.labels["floor"], "3");
+        assert_eq!(
+            rules[0].work_order.annotations["runbook_url"],
+            "https://wiki/x"
+        );
+        let (rules, errs) = parse(&with("    labels: { device: x, 1bad: y }\n"));
+        assert!(rules.is_empty());
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["rules[0].labels.1bad", "rules[0].labels.device"],
+            "{errs:?}"
+        );
     }
 
     #[test]
