@@ -122,18 +122,6 @@ max_retry_backoff = "1s"
     )
 }
 
-fn caretaker(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 struct Api {
     base: String,
     client: reqwest::Client,

@@ -661,3 +661,16 @@ impl Drop for Alertmanager {
         }
     }
 }
+
+/// Runs the `caretaker` binary under test with `args`: exit code, stdout, stderr.
+pub fn caretaker(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
