@@ -37,11 +37,7 @@ fn options(cfg: &MqttConfig) -> anyhow::Result<MqttOptions> {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
     if let Some(tls) = &cfg.tls {
-        let c = crate::tls::client_config(
-            tls.ca_file.as_deref(),
-            tls.cert_file.as_deref(),
-            tls.key_file.as_deref(),
-        )?;
+        let c = tls.client_config()?;
         o.set_transport(Transport::tls_with_config(
             rumqttc::TlsConfiguration::Rustls(c),
         ));

@@ -102,12 +102,8 @@ impl Default for MqttLimits {
 /// serde_json refuses deeper JSON by itself; a larger `max_json_depth` could never be reached.
 pub const JSON_DEPTH_CEILING: usize = 128;
 
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
+/// The TLS files of the broker connection: the one type every outbound connection uses.
+pub use crate::tls::TlsFiles;
 
 /// One `[[mqtt.subscriptions]]`.
 #[derive(Debug, Clone)]
@@ -271,23 +267,8 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
             cert_file: f(&m.cert_file),
             key_file: f(&m.key_file),
         };
-        for (k, p) in [
-            ("mqtt.ca_file", &t.ca_file),
-            ("mqtt.cert_file", &t.cert_file),
-            ("mqtt.key_file", &t.key_file),
-        ] {
-            if let Some(p) = p {
-                if !p.is_file() {
-                    cx.err(k, format!("{} does not exist", p.display()));
-                }
-            }
-        }
-        if t.cert_file.is_some() != t.key_file.is_some() {
-            cx.err(
-                "mqtt.cert_file",
-                "client certificates need both cert_file and key_file",
-            );
-        }
+        let errs = t.check("mqtt");
+        cx.report(errs);
         Some(t)
     } else {
         if m.cert_file.is_some() || m.key_file.is_some() {
