@@ -31,5 +31,7 @@ fi
 for p in "${pkgs[@]}"; do
   if dpkg -s "$p" >/dev/null 2>&1; then echo "still installed: $p" >&2; exit 1; fi
 done
+# and the venv of PyPI test packages, which test.sh must make again
+rm -rf "${CARETAKER_TEST_VENV:-$HOME/.cache/caretaker/test-venv}"
 echo "==> none of ${pkgs[*]} is installed; running scripts/test.sh"
 exec bash scripts/test.sh "$@"

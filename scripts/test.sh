@@ -46,6 +46,8 @@ deps=(
   # the Sparkplug B edge node (tests/fixtures/sparkplug: npm sparkplug-client, installed by the test itself)
   "command -v node|nodejs"
   "command -v npm|npm"
+  # PyPI packages the tests use (tests/fixtures/requirements.txt) go into a venv made by python3 -m venv
+  "/usr/bin/python3 -c 'import ensurepip, venv'|python3-venv"
 )
 missing() {
   local entry
@@ -73,6 +75,17 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
   done
   [ "$failed" -eq 0 ] || exit 1
+fi
+# PyPI packages (pinned in tests/fixtures/requirements.txt) live in a venv outside the clone, rebuilt when
+# that file changes; the tests find its interpreter through CARETAKER_TEST_VENV (tests/it/support.rs venv_python).
+export CARETAKER_TEST_VENV="${CARETAKER_TEST_VENV:-$HOME/.cache/caretaker/test-venv}"
+req=tests/fixtures/requirements.txt
+if [ -s "$req" ] && ! cmp -s "$req" "$CARETAKER_TEST_VENV/requirements.txt"; then
+  echo "==> PyPI test packages into $CARETAKER_TEST_VENV: $(grep -v '^#' "$req" | xargs)"
+  rm -rf "$CARETAKER_TEST_VENV"
+  /usr/bin/python3 -m venv "$CARETAKER_TEST_VENV"
+  "$CARETAKER_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  cp "$req" "$CARETAKER_TEST_VENV/requirements.txt"
 fi
 if [ "${1:-}" = "--deps-only" ]; then
   echo "==> test prerequisites present"

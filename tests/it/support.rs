@@ -495,6 +495,22 @@ impl Drop for Daemon {
     }
 }
 
+/// The Python of the test venv that scripts/test.sh fills from tests/fixtures/requirements.txt (PyPI packages
+/// Debian does not ship, e.g. bacpypes3); `CARETAKER_TEST_VENV` names it, as the script exports.
+#[allow(dead_code)]
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("CARETAKER_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/caretaker/test-venv")
+    });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh --deps-only (it makes the venv from tests/fixtures/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
 /// The repository's own folders, for configs that use the shipped profiles and rules.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
