@@ -43,6 +43,8 @@ deps=(
   "/usr/bin/python3 -c 'import pymodbus'|python3-pymodbus"
   # every import of the Modbus fixture, exactly as the tests load it (its main is guarded)
   "/usr/bin/python3 -c 'import sys; sys.path.insert(0, \"tests/fixtures\"); import modbus_server'|python3-pymodbus"
+  # the e-mail target's SMTP server (tests/fixtures/smtp_server.py: aiosmtpd with STARTTLS), every import as loaded
+  "/usr/bin/python3 -c 'import sys; sys.path.insert(0, \"tests/fixtures\"); import smtp_server'|python3-aiosmtpd"
   # the Sparkplug B edge node (tests/fixtures/sparkplug: npm sparkplug-client, installed by the test itself)
   "command -v node|nodejs"
   "command -v npm|npm"

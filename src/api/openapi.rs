@@ -85,6 +85,7 @@ fn schemas() -> Value {
             ("team", "string"), ("opened", "integer"), ("acknowledged", "integer"), ("resolved", "integer"),
             ("ack_median_s", "number?"), ("ack_p90_s", "number?"), ("resolve_median_s", "number?"),
             ("resolve_p90_s", "number?"), ("sla_breaches", "integer"), ("rating_mean", "number?"), ("ratings", "integer")])}}},
+        "Silences": obj(&[("silences", "array"), ("silenced", "array")]),
         "Overview": obj(&[("site", "string"), ("devices", "object"), ("work_orders", "object"), ("energy_today", "object")]),
         "OpenApi": {"type": "object"},
         "SignIn": obj(&[("token", "string")]),

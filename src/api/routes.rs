@@ -218,6 +218,20 @@ pub fn table() -> Vec<(RouteDef, MethodRouter<ApiState>)> {
         ),
         (
             RouteDef {
+                query: &[("all", "true: also ended and removed silences")],
+                ok: (200, "Silences"),
+                ..r(
+                    "GET",
+                    "/api/v1/silences",
+                    "listSilences",
+                    "Maintenance windows (active and planned) and the alarms they held back",
+                    Viewer,
+                )
+            },
+            get(wo::silences),
+        ),
+        (
+            RouteDef {
                 ok: (200, "text/event-stream"),
                 ..r(
                     "GET",

@@ -471,6 +471,35 @@ pub async fn kpis(
     })))
 }
 
+/// `GET /api/v1/silences?all=true`: silences active or to come (all with `all=true`) and the alarms they held
+/// back; the same JSON as `caretaker silence list --format json`.
+pub async fn silences(
+    State(st): State<ApiState>,
+    Auth(_): Auth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
+    let pairs = query_pairs(&q)?;
+    only(&pairs, &["all"])?;
+    let all = match one(&pairs, "all") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::field(
+                "all",
+                format!("`{other}` is not true or false"),
+            ));
+        }
+    };
+    let now = now_ms();
+    let (silences, held) = st
+        .with_store(move |s| Ok((s.silences(all, now)?, s.silenced(None)?)))
+        .await?;
+    Ok(Json(json!({
+        "silences": silences.iter().map(|x| x.to_json(now)).collect::<Vec<_>>(),
+        "silenced": held.iter().map(|x| x.to_json()).collect::<Vec<_>>(),
+    })))
+}
+
 /// `GET /api/v1/overview`: the console's first page.
 pub async fn overview(State(st): State<ApiState>, Auth(_): Auth) -> ApiResult<Json<Value>> {
     let open = st.with_store(|s| Ok(s.open_summary()?)).await?;

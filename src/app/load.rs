@@ -89,7 +89,11 @@ fn build_catalog(cfg: &SiteConfig, profiles: Profiles) -> Result<Catalog, Vec<Di
     let mut errs = Vec::new();
     for d in &cfg.devices {
         match cat.add_device(&d.id, &d.profile, d.location.clone(), true) {
-            Ok(_) => {}
+            Ok(idx) => {
+                for (k, m) in cat.apply_overrides(idx, &d.scale, &d.disabled_points) {
+                    errs.push(cfg.diag(&format!("devices[{}].{k}", d.index), m));
+                }
+            }
             Err(CatalogError::UnknownProfile(p)) => {
                 let hint = crate::util::did_you_mean(&p, cat.profiles.keys().map(String::as_str))
                     .map(|s| format!(" (did you mean `{s}`?)"))

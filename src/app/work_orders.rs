@@ -53,6 +53,7 @@ pub fn start(
                 TargetKind::Mqtt { .. } => "mqtt",
                 TargetKind::Atlas { .. } => "atlas",
                 TargetKind::Alertmanager { .. } => "alertmanager",
+                TargetKind::Email { .. } => "email",
             };
             (t.name.clone(), k.to_string())
         })
@@ -74,6 +75,7 @@ pub fn start(
         None => None,
     };
     store.set_targets(&kinds)?;
+    store.sync_config_silences(&wo.silences, crate::work_orders::now_ms())?;
     let active = store.active_alarms()?;
     let mut engine = Engine::new(
         rules.clone(),
@@ -130,9 +132,17 @@ pub fn start(
     let workers_stop = CancellationToken::new();
     let mut workers = Vec::new();
     let rule_meta = Arc::new(crate::work_orders::deliver::rule_meta(&rules));
+    let assets: Arc<std::collections::HashMap<String, String>> = Arc::new(
+        config
+            .devices
+            .iter()
+            .filter_map(|d| Some((d.id.clone(), d.asset_id.clone()?)))
+            .collect(),
+    );
     for t in &wo.targets {
         let mut w = Worker::open(&path, t.clone(), notify.clone())?;
         w.rule_meta = rule_meta.clone();
+        w.assets = assets.clone();
         workers.push(crate::watchdog::spawn_watched(
             health,
             format!("work-order delivery {}", t.name),

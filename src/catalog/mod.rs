@@ -147,6 +147,55 @@ impl Catalog {
         Ok(DeviceIdx(idx))
     }
 
+    /// A declared device's overrides from the site config: `scale` multiplies a point's conversion (scale,
+    /// offset and valid range: a CT ratio), `disabled` points lose their MQTT and Modbus bindings (never read,
+    /// never stored; point ids stay as they are). The device gets its own copy of the profile. Unknown point
+    /// names come back as (`scale.NAME` or `disabled_points[i]`, message).
+    pub fn apply_overrides(
+        &mut self,
+        idx: DeviceIdx,
+        scale: &BTreeMap<String, f64>,
+        disabled: &[String],
+    ) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        if scale.is_empty() && disabled.is_empty() {
+            return errs;
+        }
+        let d = &mut self.devices[idx.0 as usize];
+        let mut p = (*d.profile).clone();
+        let unknown = |p: &Profile, name: &str| {
+            let hint = crate::util::did_you_mean(name, p.points.iter().map(|x| x.name.as_str()))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            format!("profile `{}` has no point `{name}`{hint}", p.name)
+        };
+        for (name, f) in scale {
+            match p.point_index(name) {
+                Some(i) => {
+                    let pt = &mut p.points[i];
+                    pt.scale *= f;
+                    pt.offset *= f;
+                    pt.valid_range = pt.valid_range.map(|(lo, hi)| {
+                        let (a, b) = (lo * f, hi * f);
+                        (a.min(b), a.max(b))
+                    });
+                }
+                None => errs.push((format!("scale.{name}"), unknown(&p, name))),
+            }
+        }
+        for (j, name) in disabled.iter().enumerate() {
+            match p.point_index(name) {
+                Some(i) => {
+                    p.points[i].mqtt = None;
+                    p.points[i].modbus = None;
+                }
+                None => errs.push((format!("disabled_points[{j}]"), unknown(&p, name))),
+            }
+        }
+        d.profile = Arc::new(p);
+        errs
+    }
+
     pub fn device(&self, idx: DeviceIdx) -> &Device {
         &self.devices[idx.0 as usize]
     }

@@ -6,6 +6,7 @@ mod check;
 pub mod detect;
 pub mod energy;
 pub mod profiles;
+pub mod silence;
 mod simulate;
 pub mod work_orders;
 
@@ -121,6 +122,8 @@ pub enum Command {
     /// Work orders in the local store: list, ack, resolve, show, stats.
     #[command(name = "work-orders", subcommand)]
     WorkOrders(work_orders::WorkOrdersCommand),
+    /// Maintenance windows: no work orders for a device (point, rule) for a while; `list`, `remove ID`.
+    Silence(silence::SilenceArgs),
     /// Replay history through the rules and print the work orders they would have opened.
     Backtest(backtest::BacktestArgs),
     /// The device profile library: list, show NAME, docs (the docs/devices.md table).
@@ -230,6 +233,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             columns,
         } => detect::detect(&input, &output, &detector, &set, &output_score, &columns),
         Command::WorkOrders(cmd) => work_orders::run(cmd),
+        Command::Silence(args) => silence::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Profiles(cmd) => profiles::run(cmd),
         Command::Energy { command } => match command {

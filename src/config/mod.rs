@@ -44,6 +44,9 @@ struct RawSiteConfig {
     devices: Vec<RawDevice>,
     #[serde(default)]
     work_orders: Option<crate::work_orders::config::RawWorkOrders>,
+    /// `[[silences]]`: maintenance windows (work_orders::config).
+    #[serde(default)]
+    silences: Vec<crate::work_orders::config::RawSilence>,
     energy: Option<crate::energy::config::RawEnergy>,
 }
 
@@ -73,6 +76,15 @@ struct RawDevice {
     location: BTreeMap<String, String>,
     #[serde(default)]
     modbus: Option<RawModbusDevice>,
+    /// The device's id in the site's asset register / CMMS (flows into work orders and every target).
+    #[serde(default)]
+    asset_id: Option<String>,
+    /// Per-point factor on top of the profile's (a CT ratio: `scale = { current_l1 = 40.0 }`).
+    #[serde(default)]
+    scale: BTreeMap<String, f64>,
+    /// Points of the profile this device does not have or that must be ignored: never read, never stored.
+    #[serde(default)]
+    disabled_points: Vec<String>,
 }
 
 /// The validated site config.
@@ -108,6 +120,13 @@ pub struct DeviceConfig {
     pub location: BTreeMap<String, String>,
     pub modbus: Option<RawModbusDevice>,
     pub index: usize,
+    /// `asset_id`: the device in the site's asset register / CMMS.
+    pub asset_id: Option<String>,
+    /// `scale`: point name → factor applied after the profile's conversion (checked against the profile when
+    /// the catalog is built).
+    pub scale: BTreeMap<String, f64>,
+    /// `disabled_points`: point names (checked against the profile when the catalog is built).
+    pub disabled_points: Vec<String>,
 }
 
 /// The environment variables that override config keys: `CARETAKER_SECTION__KEY`. Variables without `__`
@@ -260,7 +279,7 @@ impl SiteConfig {
             .map(|h| crate::api::config::validate(cx, h));
         let pipeline = crate::pipeline::validate(cx, raw.pipeline.as_ref());
         let devices = Self::devices(cx, &raw.devices);
-        let work_orders = match &raw.work_orders {
+        let mut work_orders: crate::work_orders::config::WorkOrdersConfig = match &raw.work_orders {
             Some(w) => {
                 let (c, errs) = crate::work_orders::config::validate(w, cx.file);
                 cx.report(errs);
@@ -268,6 +287,9 @@ impl SiteConfig {
             }
             None => Default::default(),
         };
+        let (silences, errs) = crate::work_orders::config::validate_silences(&raw.silences);
+        cx.report(errs);
+        work_orders.silences = silences;
         let energy = raw.energy.as_ref().map(|e| {
             let (c, errs) = crate::energy::config::validate(e);
             cx.report(errs);
@@ -332,12 +354,29 @@ impl SiteConfig {
                     );
                 }
             }
+            for (p, f) in &d.scale {
+                if !f.is_finite() || *f == 0.0 {
+                    cx.err(
+                        &format!("devices[{i}].scale.{p}"),
+                        format!("scale {f} must be a finite number other than 0"),
+                    );
+                }
+            }
+            if d.asset_id.as_deref().is_some_and(|a| a.trim().is_empty()) {
+                cx.err(
+                    &format!("devices[{i}].asset_id"),
+                    "asset_id is empty: leave it out or name the asset",
+                );
+            }
             devices.push(DeviceConfig {
                 id: d.id.clone(),
                 profile: d.profile.clone(),
                 location: d.location.clone(),
                 modbus: d.modbus.clone(),
                 index: i,
+                asset_id: d.asset_id.clone(),
+                scale: d.scale.clone(),
+                disabled_points: d.disabled_points.clone(),
             });
         }
         devices

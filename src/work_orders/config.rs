@@ -20,6 +20,93 @@ pub struct RawWorkOrders {
     /// the store, for the team to look up).
     #[serde(default)]
     share_requester_contact: Option<bool>,
+    /// `[work_orders.teams.NAME]`: what Caretaker knows of a team (its e-mail address, for `kind = "email"`).
+    #[serde(default)]
+    teams: std::collections::BTreeMap<String, RawTeam>,
+}
+
+/// One `[[silences]]` of the site config: a maintenance window (times RFC 3339 with an offset, e.g.
+/// `2026-12-07T08:00:00+01:00`).
+#[derive(Debug, Deserialize)]
+pub struct RawSilence {
+    device: String,
+    #[serde(default)]
+    point: Option<String>,
+    #[serde(default)]
+    rule: Option<String>,
+    start: String,
+    end: String,
+    reason: String,
+}
+
+/// `[[silences]]`, validated into the store's shape; problems as (key, message).
+pub fn validate_silences(
+    raw: &[RawSilence],
+) -> (
+    Vec<crate::work_orders::silence::NewSilence>,
+    Vec<(String, String)>,
+) {
+    let mut out = Vec::new();
+    let mut errs = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let k = |s: &str| format!("silences[{i}].{s}");
+        let time = |errs: &mut Vec<(String, String)>, key: &str, v: &str| {
+            v.parse::<jiff::Timestamp>()
+                .map(|t| t.as_millisecond())
+                .map_err(|e| {
+                    errs.push((
+                        k(key),
+                        format!("`{v}`: expected RFC 3339 with an offset, e.g. 2026-12-07T08:00:00+01:00 ({e})"),
+                    ))
+                })
+                .ok()
+        };
+        let (start, end) = (
+            time(&mut errs, "start", &r.start),
+            time(&mut errs, "end", &r.end),
+        );
+        if r.device.trim().is_empty() {
+            errs.push((k("device"), "must name a device".into()));
+        }
+        if r.reason.trim().is_empty() {
+            errs.push((
+                k("reason"),
+                "say why (who reads the record will ask)".into(),
+            ));
+        }
+        if let (Some(s), Some(e)) = (start, end) {
+            if e <= s {
+                errs.push((
+                    k("end"),
+                    format!("`{}` is not after start `{}`", r.end, r.start),
+                ));
+            }
+            out.push(crate::work_orders::silence::NewSilence {
+                device: r.device.clone(),
+                point: r.point.clone().filter(|p| !p.is_empty()),
+                rule: r.rule.clone().filter(|p| !p.is_empty()),
+                starts_at: s,
+                ends_at: e,
+                reason: r.reason.clone(),
+                created_by: "config".into(),
+            });
+        }
+    }
+    (out, errs)
+}
+
+/// One `[work_orders.teams.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTeam {
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// A validated team.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Team {
+    /// Where `kind = "email"` targets send this team's work orders.
+    pub email: Option<String>,
 }
 
 /// One `[[work_orders.routes]]`.
@@ -110,6 +197,18 @@ pub struct RawTarget {
     /// Alertmanager: how often open work orders are posted again (default 5m).
     #[serde(default)]
     resend_every: Option<String>,
+    /// Atlas: how often the status of our work orders is read back from Atlas (default 1m; "0s": never).
+    #[serde(default)]
+    poll_every: Option<String>,
+    /// E-mail: the sender address.
+    #[serde(default)]
+    from: Option<String>,
+    /// E-mail: the address for work orders whose team has no `email` in `[work_orders.teams]`.
+    #[serde(default)]
+    to: Option<String>,
+    /// E-mail: the web console's address as people reach it (`https://caretaker.example.org`), for the link.
+    #[serde(default)]
+    console_url: Option<String>,
 }
 
 /// Validated `[work_orders]`.
@@ -123,6 +222,10 @@ pub struct WorkOrdersConfig {
     /// `[[work_orders.routes]]`, in order.
     pub routes: Vec<Route>,
     pub share_requester_contact: bool,
+    /// `[work_orders.teams]`, by name.
+    pub teams: std::collections::BTreeMap<String, Team>,
+    /// The top-level `[[silences]]` (maintenance windows), written into the store at daemon start.
+    pub silences: Vec<crate::work_orders::silence::NewSilence>,
 }
 
 impl Default for WorkOrdersConfig {
@@ -133,6 +236,8 @@ impl Default for WorkOrdersConfig {
             targets: Vec::new(),
             routes: Vec::new(),
             share_requester_contact: false,
+            teams: Default::default(),
+            silences: Vec::new(),
         }
     }
 }
@@ -157,10 +262,31 @@ pub enum TargetKind {
         password: Option<String>,
     },
     /// Atlas CMMS: `POST {url}/work-orders` with `x-api-key`.
-    Atlas { url: String, api_key: String },
+    /// Work orders completed in Atlas (`GET {url}/work-orders/{id}`, status `COMPLETE`) are resolved here too,
+    /// read every `poll_every` (none: never).
+    Atlas {
+        url: String,
+        api_key: String,
+        poll_every: Option<Duration>,
+    },
     /// Prometheus Alertmanager: `POST {url}/api/v2/alerts`; open work orders are posted again every
     /// `resend_every` with `endsAt` = now + 4 × `resend_every`, a resolved one with `endsAt` = its resolution.
     Alertmanager { url: String, resend_every: Duration },
+    /// E-mail over SMTP: one message per opened and per resolved work order, to its team's `email` (else `to`).
+    /// `smtp://` requires STARTTLS (port 587 by default); `smtps://` is TLS from the first byte (465).
+    Email {
+        host: String,
+        port: u16,
+        /// `smtps://`.
+        implicit_tls: bool,
+        from: String,
+        to: String,
+        /// Team name → address, from `[work_orders.teams]`.
+        teams: std::collections::BTreeMap<String, String>,
+        console_url: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -212,13 +338,33 @@ pub fn validate(
             ),
         ));
     }
+    let mut teams = std::collections::BTreeMap::new();
+    for (name, t) in &raw.teams {
+        if let Some(e) = &t.email
+            && let Err(msg) = check_address(e)
+        {
+            errs.push((format!("work_orders.teams.{name}.email"), msg));
+        }
+        teams.insert(
+            name.clone(),
+            Team {
+                email: t.email.clone(),
+            },
+        );
+    }
     let mut targets = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, t) in raw.targets.iter().enumerate() {
         let k = |s: &str| format!("work_orders.targets[{i}].{s}");
-        let Some(kind) = target_kind(i, t, config_file, &mut errs) else {
+        let Some(mut kind) = target_kind(i, t, config_file, &mut errs) else {
             continue;
         };
+        if let TargetKind::Email { teams: addrs, .. } = &mut kind {
+            *addrs = teams
+                .iter()
+                .filter_map(|(n, t)| Some((n.clone(), t.email.clone()?)))
+                .collect();
+        }
         let name = t.name.clone().unwrap_or_else(|| format!("{}-{i}", t.kind));
         if !names.insert(name.clone()) {
             errs.push((k("name"), format!("target name `{name}` is used twice")));
@@ -239,12 +385,14 @@ pub fn validate(
         };
         errs.extend(tls.check(&format!("work_orders.targets[{i}]")));
         let secure = t.url.as_deref().is_some_and(|u| {
-            u.starts_with("https://") || u.starts_with("mqtts://") || u.starts_with("ssl://")
+            ["https://", "mqtts://", "ssl://", "smtp://", "smtps://"]
+                .iter()
+                .any(|p| u.starts_with(p))
         });
         if !tls.is_empty() && !secure {
             errs.push((
                 k("ca_file"),
-                "ca_file/cert_file/key_file need an https:// or mqtts:// url".into(),
+                "ca_file/cert_file/key_file need an https://, mqtts:// or smtp(s):// url".into(),
             ));
         }
         targets.push(TargetConfig {
@@ -293,6 +441,8 @@ pub fn validate(
             targets,
             routes,
             share_requester_contact: raw.share_requester_contact.unwrap_or(false),
+            teams,
+            silences: Vec::new(),
         },
         errs,
     )
@@ -342,6 +492,10 @@ fn target_kind(
             ("username", t.username.is_some()),
             ("password_file", t.password_file.is_some()),
             ("resend_every", t.resend_every.is_some()),
+            ("poll_every", t.poll_every.is_some()),
+            ("from", t.from.is_some()),
+            ("to", t.to.is_some()),
+            ("console_url", t.console_url.is_some()),
         ] {
             if set && !allowed.contains(&name) {
                 errs.push((
@@ -426,7 +580,18 @@ fn target_kind(
         }
         "atlas" => {
             http_url(errs);
-            extra(errs, &["api_key_file"]);
+            extra(errs, &["api_key_file", "poll_every"]);
+            let poll_every = match &t.poll_every {
+                None => Some(Duration::from_secs(60)),
+                Some(s) => match parse_duration(s) {
+                    Ok(d) if d.is_zero() => None,
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        errs.push((k("poll_every"), e));
+                        None
+                    }
+                },
+            };
             let api_key = match &t.api_key_file {
                 Some(p) => read(errs, &k("api_key_file"), p)
                     .map(|b| String::from_utf8_lossy(&b).to_string())
@@ -439,6 +604,7 @@ fn target_kind(
             TargetKind::Atlas {
                 url: url.trim_end_matches('/').to_string(),
                 api_key,
+                poll_every,
             }
         }
         "alertmanager" => {
@@ -465,21 +631,106 @@ fn target_kind(
                 resend_every,
             }
         }
+        "email" => {
+            extra(
+                errs,
+                &["from", "to", "console_url", "username", "password_file"],
+            );
+            let (rest, implicit_tls) = if let Some(r) = url.strip_prefix("smtps://") {
+                (r, true)
+            } else {
+                let r = url.strip_prefix("smtp://").unwrap_or_else(|| {
+                    errs.push((
+                        k("url"),
+                        format!("`{url}`: use smtp://host:port (STARTTLS) or smtps://host:port"),
+                    ));
+                    ""
+                });
+                (r, false)
+            };
+            let default_port = if implicit_tls { 465 } else { 587 };
+            let (host, port) =
+                crate::util::split_host_port(rest.trim_end_matches('/'), default_port)
+                    .unwrap_or_else(|e| {
+                        if !rest.is_empty() {
+                            errs.push((k("url"), e));
+                        }
+                        (String::new(), default_port)
+                    });
+            let mut address = |key: &str, v: &Option<String>| -> String {
+                match v {
+                    None => {
+                        errs.push((k(key), "required for kind = \"email\"".into()));
+                        String::new()
+                    }
+                    Some(a) => {
+                        if let Err(e) = check_address(a) {
+                            errs.push((k(key), e));
+                        }
+                        a.clone()
+                    }
+                }
+            };
+            let from = address("from", &t.from);
+            let to = address("to", &t.to);
+            if let Some(c) = &t.console_url
+                && !(c.starts_with("http://") || c.starts_with("https://"))
+            {
+                errs.push((
+                    k("console_url"),
+                    format!("`{c}`: use http(s)://host[:port] as people open the console"),
+                ));
+            }
+            let password = t
+                .password_file
+                .as_ref()
+                .and_then(|p| read(errs, &k("password_file"), p))
+                .map(|b| String::from_utf8_lossy(&b).to_string());
+            if password.is_some() != t.username.is_some() {
+                errs.push((
+                    k("username"),
+                    "username and password_file go together".into(),
+                ));
+            }
+            TargetKind::Email {
+                host,
+                port,
+                implicit_tls,
+                from,
+                to,
+                teams: Default::default(),
+                console_url: t
+                    .console_url
+                    .as_deref()
+                    .map(|c| c.trim_end_matches('/').to_string()),
+                username: t.username.clone(),
+                password,
+            }
+        }
         other => {
-            let hint =
-                crate::util::did_you_mean(other, ["webhook", "mqtt", "atlas", "alertmanager"])
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+            let hint = crate::util::did_you_mean(
+                other,
+                ["webhook", "mqtt", "atlas", "alertmanager", "email"],
+            )
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
             errs.push((
                 k("kind"),
                 format!(
-                    "unknown kind `{other}`{hint}; expected webhook, mqtt, atlas or alertmanager"
+                    "unknown kind `{other}`{hint}; expected webhook, mqtt, atlas, alertmanager or email"
                 ),
             ));
             return None;
         }
     };
     Some(kind)
+}
+
+/// An e-mail address as lettre will take it (`a@b.example` or `Name <a@b.example>`).
+fn check_address(a: &str) -> Result<(), String> {
+    a.parse::<lettre::message::Mailbox>()
+        .map(|_| ())
+        .map_err(|e| format!("`{a}` is not an e-mail address: {e}"))
 }
 
 #[cfg(test)]

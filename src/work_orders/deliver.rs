@@ -42,6 +42,17 @@ pub fn run_store(
             apply(&mut store, &ev, &notify);
             next = rx.try_recv().ok();
         }
+        // Maintenance windows that ended (or were removed) with their alarm still active: open its work order now.
+        match store.release_silenced(now_ms()) {
+            Ok(opened) if !opened.is_empty() => {
+                for id in &opened {
+                    info!(work_order = id, "work order opened at the end of a silence");
+                }
+                notify.notify_waiters();
+            }
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "work-order store: cannot release silenced alarms"),
+        }
         if let Some(out) = &influx {
             flush_influx(&mut store, out);
             if let Ok(n) = store.pending_count(super::influx::TARGET) {
@@ -58,7 +69,10 @@ pub fn run_store(
 fn apply(store: &mut Store, ev: &AlarmEvent, notify: &Notify) {
     match store.apply(ev) {
         Ok(a) => {
-            if a.event != "none" {
+            if a.event == "silenced" {
+                metrics::counter!("caretaker_alarms_silenced_total").increment(1);
+                info!(rule = %ev.rule, device = %ev.device, point = %ev.point, "alarm silenced (maintenance window)");
+            } else if a.event != "none" {
                 metrics::counter!("caretaker_work_orders_total", "state" => a.event).increment(1);
                 info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
                     point = %ev.point, "work order");
@@ -127,8 +141,7 @@ fn flush_influx(store: &mut Store, out: &InfluxOut) {
 /// Hex HMAC-SHA256 of a body (the `X-Caretaker-Signature: sha256=...` header).
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let tag = ring::hmac::sign(&key, body);
-    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(ring::hmac::sign(&key, body).as_ref())
 }
 
 /// One Alertmanager (API v2) alert for a work order (`work_order` as in the webhook payload): labels alertname
@@ -152,6 +165,7 @@ pub fn alertmanager_alert(
         ("building", &w["building"]),
         ("device", &w["device"]),
         ("point", &w["point"]),
+        ("asset_id", &w["asset_id"]),
     ] {
         if let Some(s) = v.as_str().filter(|s| !s.is_empty()) {
             labels.insert(label.into(), s.into());
@@ -229,6 +243,7 @@ async fn post_alerts(
 
 enum Sender {
     Http(reqwest::Client),
+    Smtp(lettre::AsyncSmtpTransport<lettre::Tokio1Executor>),
     Mqtt {
         client: rumqttc::AsyncClient,
         acks: tokio::sync::mpsc::Receiver<()>,
@@ -244,6 +259,124 @@ impl Drop for Sender {
             task.abort();
         }
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The history row an outbox row was made for: the last field of its idempotency key.
+fn history_id_of(key: &str) -> Option<i64> {
+    key.rsplit(':').next()?.parse().ok()
+}
+
+/// The SMTP client of an e-mail target: STARTTLS required (`smtp://`) or TLS from the start (`smtps://`), trusting
+/// the target's `ca_file` only when set (else the system's roots), with its client certificate when set.
+fn smtp_transport(
+    target: &TargetConfig,
+    host: &str,
+    port: u16,
+    implicit_tls: bool,
+    credentials: Option<(&str, &str)>,
+) -> anyhow::Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>> {
+    use lettre::transport::smtp::client::{
+        Certificate, CertificateStore, Identity, Tls, TlsParameters,
+    };
+    let mut tls = TlsParameters::builder(host.to_string());
+    if let Some(ca) = &target.tls.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| anyhow::anyhow!("ca_file {}: {e}", ca.display()))?;
+        tls = tls
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(Certificate::from_pem(&pem)?);
+    }
+    if let (Some(c), Some(k)) = (&target.tls.cert_file, &target.tls.key_file) {
+        let (cert, key) = (std::fs::read(c)?, std::fs::read(k)?);
+        tls = tls.identify_with(Identity::from_pem(&cert, &key)?);
+    }
+    let tls = tls.build_rustls()?;
+    let mut b = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .timeout(Some(target.timeout))
+        .tls(if implicit_tls {
+            Tls::Wrapper(tls)
+        } else {
+            Tls::Required(tls)
+        });
+    if let Some((u, p)) = credentials {
+        b = b.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            u.to_string(),
+            p.to_string(),
+        ));
+    }
+    Ok(b.build())
+}
+
+/// Subject and plain-text body of a work order's e-mail (`p` is the outbox payload): severity, device and title
+/// in the subject; the body has the facts, the procedure (SOP), the evidence readings, the due time and a link to
+/// the work order in the console.
+pub fn email_text(
+    p: &serde_json::Value,
+    meta: Option<&(Labels, Labels)>,
+    evidence: &[(i64, f64)],
+    console_url: Option<&str>,
+) -> (String, String) {
+    use std::fmt::Write;
+    let w = &p["work_order"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let event = s(&p["event"]);
+    let id = w["id"].as_i64().unwrap_or(0);
+    let subject = format!(
+        "[{}] {}: {} (work order #{id} {event})",
+        s(&w["severity"]).to_uppercase(),
+        s(&w["device"]),
+        s(&w["title"]),
+    );
+    let mut b = String::new();
+    let _ = writeln!(b, "Work order #{id} {event}: {}", s(&w["title"]));
+    let _ = writeln!(b);
+    for (label, v) in [
+        ("Site", &p["site"]),
+        ("Severity", &w["severity"]),
+        ("Team", &w["team"]),
+        ("Building", &w["building"]),
+        ("Device", &w["device"]),
+        ("Asset", &w["asset_id"]),
+        ("Point", &w["point"]),
+        ("Rule", &w["rule"]),
+        ("Opened", &w["opened_at"]),
+        ("Due", &w["due_at"]),
+        ("Resolved", &w["resolved_at"]),
+        ("Resolved by", &w["resolved_by"]),
+    ] {
+        if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
+            let _ = writeln!(b, "{label}: {v}");
+        }
+    }
+    if let Some(v) = w["last_value"].as_f64() {
+        let _ = writeln!(b, "Last value: {v} {}", s(&w["unit"]));
+    }
+    if let Some((l, a)) = meta {
+        for (k, v) in l {
+            let _ = writeln!(b, "Label {k}: {v}");
+        }
+        for (k, v) in a {
+            let _ = writeln!(b, "{k}: {v}");
+        }
+    }
+    if let Some(proc_) = w["procedure"].as_str().filter(|v| !v.is_empty()) {
+        let _ = writeln!(b, "\nProcedure:\n{proc_}");
+    }
+    if !evidence.is_empty() {
+        let _ = writeln!(b, "\nEvidence (reading time, value):");
+        for (t, v) in evidence {
+            let _ = writeln!(b, "  {}  {v} {}", super::rfc3339_ms(*t), s(&w["unit"]));
+        }
+    }
+    if let Some(c) = console_url {
+        let _ = writeln!(b, "\nOpen in the console: {c}/#/work-orders/{id}");
+    }
+    (subject, b)
 }
 
 fn atlas_priority(sev: &str) -> &'static str {
@@ -262,6 +395,8 @@ pub struct Worker {
     pub notify: Arc<Notify>,
     /// Rule name → its `labels:` and `annotations:` (for Alertmanager alerts).
     pub rule_meta: Arc<RuleMeta>,
+    /// Device id → its `asset_id` in the site config: added to every payload as `work_order.asset_id`.
+    pub assets: Arc<std::collections::HashMap<String, String>>,
 }
 
 /// Rule name → (labels, annotations).
@@ -308,6 +443,7 @@ impl Worker {
             store: Arc::new(Mutex::new(Store::open(path, None)?)),
             notify,
             rule_meta: Arc::default(),
+            assets: Arc::default(),
         })
     }
 
@@ -322,6 +458,20 @@ impl Worker {
                     .timeout(self.target.timeout)
                     .build()?,
             ),
+            TargetKind::Email {
+                host,
+                port,
+                implicit_tls,
+                username,
+                password,
+                ..
+            } => Sender::Smtp(smtp_transport(
+                &self.target,
+                host,
+                *port,
+                *implicit_tls,
+                username.as_deref().zip(password.as_deref()),
+            )?),
             TargetKind::Mqtt {
                 host,
                 port,
@@ -418,9 +568,10 @@ impl Worker {
                     ))
                 }
             }
-            (TargetKind::Atlas { url, api_key }, Sender::Http(c)) => {
-                let p: serde_json::Value =
+            (TargetKind::Atlas { url, api_key, .. }, Sender::Http(c)) => {
+                let mut p: serde_json::Value =
                     serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                self.add_asset(&mut p["work_order"]);
                 let w = &p["work_order"];
                 let remote = {
                     let (name, wo) = (self.target.name.clone(), row.work_order);
@@ -442,17 +593,27 @@ impl Worker {
                             description.push_str("\n\nProcedure:\n");
                             description.push_str(proc_);
                         }
-                        (
-                            reqwest::Method::POST,
-                            "/work-orders".to_string(),
-                            serde_json::json!({
-                                "title": w["title"],
-                                "description": description,
-                                "priority": atlas_priority(w["severity"].as_str().unwrap_or("")),
-                                "dueDate": w["due_at"],
-                                "customId": p["idempotency_key"],
-                            }),
-                        )
+                        if let Some((l, a)) = w["rule"].as_str().and_then(|r| self.rule_meta.get(r))
+                        {
+                            description.push('\n');
+                            for (k, v) in l.iter().chain(a) {
+                                description.push_str(&format!("\n{k}: {v}"));
+                            }
+                        }
+                        let mut body = serde_json::json!({
+                            "title": w["title"],
+                            "description": description,
+                            "priority": atlas_priority(w["severity"].as_str().unwrap_or("")),
+                            "dueDate": w["due_at"],
+                            "customId": p["idempotency_key"],
+                        });
+                        // The device as an Atlas asset reference: Atlas ids assets by number.
+                        if let Some(asset) =
+                            w["asset_id"].as_str().and_then(|a| a.parse::<i64>().ok())
+                        {
+                            body["asset"] = serde_json::json!({ "id": asset });
+                        }
+                        (reqwest::Method::POST, "/work-orders".to_string(), body)
                     }
                     (ev, Some(id)) => {
                         let status = match ev {
@@ -493,8 +654,9 @@ impl Worker {
                 Ok(id.or(remote))
             }
             (TargetKind::Alertmanager { url, resend_every }, Sender::Http(c)) => {
-                let p: serde_json::Value =
+                let mut p: serde_json::Value =
                     serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                self.add_asset(&mut p["work_order"]);
                 let w = &p["work_order"];
                 let alert = alertmanager_alert(
                     p["site"].as_str().unwrap_or(""),
@@ -534,6 +696,67 @@ impl Worker {
                     ),
                 }
             }
+            (
+                TargetKind::Email {
+                    from,
+                    to,
+                    teams,
+                    console_url,
+                    ..
+                },
+                Sender::Smtp(smtp),
+            ) => {
+                // One message per opened and per resolved work order; updates and acknowledgements are not mail.
+                if row.event != "opened" && row.event != "resolved" {
+                    return Ok(None);
+                }
+                let mut p: serde_json::Value =
+                    serde_json::from_str(&row.payload).map_err(|e| e.to_string())?;
+                self.add_asset(&mut p["work_order"]);
+                let w = &p["work_order"];
+                let recipient = w["team"].as_str().and_then(|t| teams.get(t)).unwrap_or(to);
+                let evidence = {
+                    let (wo, upto) = (row.work_order, history_id_of(&row.idempotency_key));
+                    db(&self.store, move |s| {
+                        s.history(wo).map(|h| {
+                            h.into_iter()
+                                .filter(|e| upto.is_none_or(|u| e.id <= u))
+                                .rev()
+                                .find(|e| !e.evidence.is_empty())
+                                .map(|e| e.evidence)
+                                .unwrap_or_default()
+                        })
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                };
+                let meta = w["rule"].as_str().and_then(|r| self.rule_meta.get(r));
+                let (subject, body) = email_text(&p, meta, &evidence, console_url.as_deref());
+                let msg = lettre::Message::builder()
+                    .from(from.parse().map_err(|e| format!("from `{from}`: {e}"))?)
+                    .to(recipient
+                        .parse()
+                        .map_err(|e| format!("to `{recipient}`: {e}"))?)
+                    .subject(subject)
+                    // The same work order and event always has the same Message-ID: a mail system that got a
+                    // message twice (our connection broke after it accepted it) can tell.
+                    .message_id(Some(format!(
+                        "<{}@caretaker>",
+                        hex(ring::digest::digest(
+                            &ring::digest::SHA256,
+                            row.idempotency_key.as_bytes()
+                        )
+                        .as_ref())
+                    )))
+                    .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                    .body(body)
+                    .map_err(|e| e.to_string())?;
+                use lettre::AsyncTransport;
+                smtp.send(msg)
+                    .await
+                    .map(|_| None)
+                    .map_err(|e| crate::tls::error_chain(&e))
+            }
             _ => Err("target and sender disagree".into()),
         }
     }
@@ -544,15 +767,93 @@ impl Worker {
         let Ok(mut p) = serde_json::from_str::<serde_json::Value>(&row.payload) else {
             return row.payload.clone();
         };
+        let asset = self.add_asset(&mut p["work_order"]);
         let Some((l, a)) = p["work_order"]["rule"]
             .as_str()
             .and_then(|r| self.rule_meta.get(r))
         else {
-            return row.payload.clone();
+            return if asset {
+                p.to_string()
+            } else {
+                row.payload.clone()
+            };
         };
         p["labels"] = serde_json::json!(l);
         p["annotations"] = serde_json::json!(a);
         p.to_string()
+    }
+
+    /// Adds `asset_id` to a work order's JSON when its device has one; whether it did.
+    fn add_asset(&self, w: &mut serde_json::Value) -> bool {
+        let Some(a) = w["device"].as_str().and_then(|d| self.assets.get(d)) else {
+            return false;
+        };
+        if let Some(o) = w.as_object_mut() {
+            o.insert("asset_id".into(), a.clone().into());
+        }
+        true
+    }
+
+    /// Reads back the Atlas status of every work order we opened there that is not resolved here; one
+    /// `COMPLETE` in Atlas resolves it here (actor `atlas`), which the other targets then hear of.
+    async fn poll_atlas(
+        &self,
+        c: &reqwest::Client,
+        url: &str,
+        api_key: &str,
+    ) -> Result<(), String> {
+        let name = self.target.name.clone();
+        let open = db(&self.store, move |s| s.open_remote_ids(&name))
+            .await
+            .map_err(|e| e.to_string())?;
+        for (wo, rid) in open {
+            let resp = c
+                .get(format!("{url}/work-orders/{rid}"))
+                .header("x-api-key", api_key)
+                .send()
+                .await
+                .map_err(|e| crate::tls::error_chain(&e))?;
+            let status = resp.status();
+            if status.as_u16() == 404 {
+                // Deleted in Atlas: nothing says the fault is fixed; left open here, said once per poll.
+                warn!(target = %self.target.name, work_order = wo, atlas_id = %rid, "Atlas has no such work order any more");
+                continue;
+            }
+            let text = resp.text().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(format!(
+                    "GET /work-orders/{rid}: HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("GET /work-orders/{rid}: not JSON: {e}"))?;
+            if v["status"].as_str() != Some("COMPLETE") {
+                continue;
+            }
+            let note = format!("completed in Atlas (work order {rid})");
+            let store = self.store.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                store.lock().unwrap_or_else(|e| e.into_inner()).resolve(
+                    wo,
+                    "atlas",
+                    Some(&note),
+                    now_ms(),
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            match done {
+                Ok(_) => {
+                    info!(target = %self.target.name, work_order = wo, atlas_id = %rid, "work order completed in Atlas: resolved");
+                    self.notify.notify_waiters();
+                }
+                // Resolved here in the meantime (a person, the rule): nothing to do.
+                Err(super::store::StoreError::State { .. }) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
     }
 
     /// Posts every open (or acknowledged) work order to Alertmanager again, so none expires while it is open.
@@ -577,7 +878,9 @@ impl Worker {
             .iter()
             .map(|w| {
                 let meta = self.rule_meta.get(&w.rule);
-                alertmanager_alert(&site, &w.to_json(), meta, resend_every, now)
+                let mut j = w.to_json();
+                self.add_asset(&mut j);
+                alertmanager_alert(&site, &j, meta, resend_every, now)
             })
             .collect();
         post_alerts(c, url, &alerts).await
@@ -597,6 +900,7 @@ impl Worker {
         let name = self.target.name.clone();
         info!(target = %name, "work-order delivery started");
         let mut next_resend = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
         loop {
             if stop.is_cancelled() {
                 return;
@@ -615,6 +919,23 @@ impl Worker {
                             (*resend_every).min(Duration::from_secs(10))
                         }
                     };
+            }
+            if let (
+                TargetKind::Atlas {
+                    url,
+                    api_key,
+                    poll_every: Some(every),
+                },
+                Sender::Http(c),
+            ) = (&self.target.kind, &sender)
+                && tokio::time::Instant::now() >= next_poll
+            {
+                next_poll = tokio::time::Instant::now() + *every;
+                if let Err(e) = self.poll_atlas(c, url, api_key).await
+                    && let Some(suppressed) = limiter.check(&name)
+                {
+                    warn!(target = %name, error = %e, suppressed, "Atlas: reading work-order status failed; will retry");
+                }
             }
             let (row, pending) = {
                 let n = name.clone();

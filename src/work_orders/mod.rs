@@ -22,6 +22,7 @@ pub mod config;
 pub mod deliver;
 pub mod influx;
 pub mod query;
+pub mod silence;
 pub mod store;
 
 pub use config::{TargetConfig, TargetKind, WorkOrdersConfig};

@@ -74,6 +74,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
              at INTEGER NOT NULL, rating INTEGER NOT NULL, comment TEXT, actor TEXT NOT NULL
          );",
     )?;
+    tx.execute_batch(super::silence::SCHEMA)?;
     tx.commit()
 }
 
@@ -242,7 +243,7 @@ pub struct OutboxRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
     pub work_order: i64,
-    /// `opened`, `updated`, `resolved`, or `none` (history only).
+    /// `opened`, `updated`, `resolved`, `silenced` (held back by a maintenance window), or `none` (history only).
     pub event: &'static str,
 }
 
@@ -386,6 +387,11 @@ impl Store {
                     let h = history(&tx, id, ev.at_ms, &actor, action, None, value, &evidence)?;
                     enqueue(&tx, &site, id, "updated", h, ev.at_ms)?;
                     Applied { work_order: id, event: "updated" }
+                } else if let Some(silence) = super::silence::matching(&tx, ev)? {
+                    // A maintenance window: recorded, no work order (one opens if it is still active at the end).
+                    super::silence::record(&tx, silence, ev)?;
+                    tx.commit()?;
+                    return Ok(Applied { work_order: 0, event: "silenced" });
                 } else if ev.kind == AlarmKind::Repeated {
                     // Resolved by a person while the condition still held: their decision stands until the
                     // alarm clears and is raised again.
@@ -446,6 +452,9 @@ impl Store {
             }
             AlarmKind::Cleared => {
                 let Some((id, _)) = open else {
+                    if super::silence::cleared(&tx, ev)? {
+                        tx.commit()?;
+                    }
                     return Ok(Applied {
                         work_order: 0,
                         event: "none",
@@ -677,6 +686,16 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()
+    }
+
+    /// (work order, remote id) of every work order not resolved here that `target` gave an id (Atlas): the ones
+    /// whose status is read back from it.
+    pub fn open_remote_ids(&self, target: &str) -> rusqlite::Result<Vec<(i64, String)>> {
+        let mut st = self.conn.prepare(
+            "SELECT o.work_order, min(o.remote_id) FROM outbox o JOIN work_orders w ON w.id = o.work_order              WHERE o.target = ?1 AND o.remote_id IS NOT NULL AND w.status != 'resolved' GROUP BY o.work_order ORDER BY o.work_order",
+        )?;
+        let rows = st.query_map(params![target], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
     }
 
     /// Undelivered outbox rows of one target.

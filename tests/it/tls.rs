@@ -30,7 +30,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// `ca.pem`, `server.{pem,key}` (SAN 127.0.0.1/localhost, serverAuth), `client.{pem,key}` (clientAuth), and an
 /// unrelated `other-ca.pem`, in `dir` (world-readable: mosquitto drops root before reading them).
-fn make_pki(dir: &Path) {
+pub(crate) fn make_pki(dir: &Path) {
     let ec = [
         "-newkey",
         "ec",
