@@ -14,29 +14,9 @@
 use super::rfc3339_ms;
 use super::store::Store;
 use crate::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS silences (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    device TEXT NOT NULL, point TEXT, rule TEXT,
-    starts_at INTEGER NOT NULL, ends_at INTEGER NOT NULL,
-    reason TEXT NOT NULL, created_by TEXT NOT NULL, created_at INTEGER NOT NULL,
-    source TEXT NOT NULL, removed_at INTEGER, removed_by TEXT
-);
-CREATE TABLE IF NOT EXISTS silenced (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    silence INTEGER NOT NULL REFERENCES silences(id),
-    rule TEXT NOT NULL, device TEXT NOT NULL, point TEXT NOT NULL,
-    severity TEXT NOT NULL, title TEXT NOT NULL, team TEXT, procedure TEXT, resolve TEXT NOT NULL,
-    due_within_ms INTEGER, unit TEXT NOT NULL,
-    first_at INTEGER NOT NULL, last_at INTEGER NOT NULL, count INTEGER NOT NULL,
-    last_value REAL, peak_value REAL, evidence TEXT NOT NULL,
-    cleared_at INTEGER, work_order INTEGER
-);
-CREATE INDEX IF NOT EXISTS silenced_pending ON silenced (rule, device, point) WHERE cleared_at IS NULL AND work_order IS NULL;
-";
 
 /// One silence (maintenance window).
 #[derive(Debug, Clone, PartialEq)]
@@ -150,62 +130,6 @@ fn row_to_silence(r: &rusqlite::Row<'_>) -> rusqlite::Result<Silence> {
         removed_at: r.get(10)?,
         removed_by: r.get(11)?,
     })
-}
-
-/// The silence (lowest id) that holds back `ev` at its reading time, if any.
-pub(super) fn matching(tx: &Transaction<'_>, ev: &AlarmEvent) -> rusqlite::Result<Option<i64>> {
-    tx.query_row(
-        "SELECT id FROM silences WHERE device = ?1 AND (point IS NULL OR point = ?2) AND (rule IS NULL OR rule = ?3) \
-         AND removed_at IS NULL AND starts_at <= ?4 AND ?4 < ends_at ORDER BY id LIMIT 1",
-        params![ev.device, ev.point, ev.rule, ev.at_ms],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Records an alarm a silence held back: a new `silenced` row, or the count and last value of the pending one.
-pub(super) fn record(tx: &Transaction<'_>, silence: i64, ev: &AlarmEvent) -> rusqlite::Result<()> {
-    let value = ev.value.is_finite().then_some(ev.value);
-    let peak = ev.peak.is_finite().then_some(ev.peak).or(value);
-    let evidence = serde_json::to_string(&ev.evidence).unwrap_or_else(|_| "[]".into());
-    let n = tx.execute(
-        "UPDATE silenced SET last_at = ?4, count = count + 1, last_value = ?5, peak_value = coalesce(?6, peak_value), \
-         silence = ?7 WHERE rule = ?1 AND device = ?2 AND point = ?3 AND cleared_at IS NULL AND work_order IS NULL",
-        params![ev.rule, ev.device, ev.point, ev.at_ms, value, peak, silence],
-    )?;
-    if n == 0 {
-        tx.execute(
-            "INSERT INTO silenced (silence, rule, device, point, severity, title, team, procedure, resolve, due_within_ms, \
-             unit, first_at, last_at, count, last_value, peak_value, evidence) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, 1, ?13, ?14, ?15)",
-            params![
-                silence,
-                ev.rule,
-                ev.device,
-                ev.point,
-                ev.severity.as_str(),
-                ev.title,
-                ev.team,
-                ev.procedure,
-                ev.resolve.as_str(),
-                ev.due_within_ms,
-                ev.unit,
-                ev.at_ms,
-                value,
-                peak,
-                evidence
-            ],
-        )?;
-    }
-    Ok(())
-}
-
-/// The clear of a held-back alarm: its pending row (if any) is marked cleared; returns whether there was one.
-pub(super) fn cleared(tx: &Transaction<'_>, ev: &AlarmEvent) -> rusqlite::Result<bool> {
-    Ok(tx.execute(
-        "UPDATE silenced SET cleared_at = ?4 WHERE rule = ?1 AND device = ?2 AND point = ?3 AND cleared_at IS NULL AND work_order IS NULL",
-        params![ev.rule, ev.device, ev.point, ev.at_ms],
-    )? > 0)
 }
 
 impl Store {
