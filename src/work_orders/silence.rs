@@ -17,7 +17,6 @@ use crate::rules::alarm::{AlarmEvent, AlarmKind, Resolve, Severity};
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
-
 /// One silence (maintenance window).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Silence {
@@ -411,7 +410,7 @@ mod tests {
         let a = window("ahu-1", None, 0, 10);
         let b = window("ahu-2", None, 0, 10);
         s.sync_config_silences(&[a.clone(), b.clone()], 0).unwrap();
-        s.sync_config_silences(&[a.clone()], 1).unwrap();
+        s.sync_config_silences(std::slice::from_ref(&a), 1).unwrap();
         let all = s.silences(true, 2).unwrap();
         assert_eq!(all.len(), 2);
         let live: Vec<_> = all.iter().filter(|x| x.removed_at.is_none()).collect();

@@ -14,6 +14,7 @@ mod energy;
 mod fuzz;
 mod modbus;
 mod mqtt_influx;
+mod overrides;
 mod profiles;
 mod rules;
 mod signals;
