@@ -850,6 +850,68 @@ kind = "jira"
     }
 
     #[test]
+    fn email_target_takes_team_addresses_and_names_bad_keys() {
+        let cfg = std::path::Path::new("site.toml");
+        let (c, errs) = validate(
+            &raw(r#"
+[teams.hvac]
+email = "hvac@example.org"
+[teams.electrical]
+[[targets]]
+kind = "email"
+url = "smtp://mail.example.org"
+from = "Caretaker <caretaker@example.org>"
+to = "desk@example.org"
+console_url = "https://ct.example.org/"
+"#),
+            cfg,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        match &c.targets[0].kind {
+            TargetKind::Email {
+                host,
+                port,
+                implicit_tls,
+                teams,
+                console_url,
+                ..
+            } => {
+                assert_eq!(
+                    (host.as_str(), *port, *implicit_tls),
+                    ("mail.example.org", 587, false)
+                );
+                assert_eq!(teams.len(), 1);
+                assert_eq!(teams["hvac"], "hvac@example.org");
+                assert_eq!(console_url.as_deref(), Some("https://ct.example.org"));
+            }
+            k => panic!("{k:?}"),
+        }
+        let (_, errs) = validate(
+            &raw(r#"
+[teams.hvac]
+email = "not an address"
+[[targets]]
+kind = "email"
+url = "http://mail.example.org"
+from = "caretaker@example.org"
+topic = "x"
+username = "u"
+"#),
+            cfg,
+        );
+        let keys: Vec<&str> = errs.iter().map(|e| e.0.as_str()).collect();
+        for k in [
+            "work_orders.teams.hvac.email",
+            "work_orders.targets[0].url",
+            "work_orders.targets[0].topic",
+            "work_orders.targets[0].to",
+            "work_orders.targets[0].username",
+        ] {
+            assert!(keys.contains(&k), "{k} missing: {errs:?}");
+        }
+    }
+
+    #[test]
     fn alertmanager_target_validates_url_and_resend_every() {
         let cfg = std::path::Path::new("site.toml");
         let (c, errs) = validate(
