@@ -68,6 +68,8 @@ pub struct Catalog {
     devices: Vec<Device>,
     by_id: HashMap<String, u32>,
     points: Vec<PointRef>,
+    /// Points a device's `disabled_points` turned off: no rule binds them (a `stale` rule would fire forever).
+    disabled: std::collections::HashSet<u32>,
 }
 
 pub type SharedCatalog = Arc<RwLock<Catalog>>;
@@ -93,6 +95,7 @@ impl Catalog {
             devices: Vec::new(),
             by_id: HashMap::new(),
             points: Vec::new(),
+            disabled: Default::default(),
         }
     }
 
@@ -188,12 +191,18 @@ impl Catalog {
                 Some(i) => {
                     p.points[i].mqtt = None;
                     p.points[i].modbus = None;
+                    self.disabled.insert(d.first_point + i as u32);
                 }
                 None => errs.push((format!("disabled_points[{j}]"), unknown(&p, name))),
             }
         }
         d.profile = Arc::new(p);
         errs
+    }
+
+    /// Turned off by the device's `disabled_points`.
+    pub fn is_disabled(&self, p: PointId) -> bool {
+        self.disabled.contains(&p.0)
     }
 
     pub fn device(&self, idx: DeviceIdx) -> &Device {

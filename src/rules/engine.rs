@@ -345,7 +345,11 @@ impl Engine {
                 debug_assert_eq!(pid.0 as usize, self.ranges.len());
                 let pd = &dev.profile.points[pi];
                 let start = self.instances.len() as u32;
-                let Some(rs) = self.by_point.get(&pd.name) else {
+                let Some(rs) = self
+                    .by_point
+                    .get(&pd.name)
+                    .filter(|_| !catalog.is_disabled(pid))
+                else {
                     self.ranges.push((start, start));
                     continue;
                 };
@@ -972,6 +976,22 @@ mod tests {
         assert_eq!(cat.device(out[1].device).id, "ahu-1");
         let out = feed(&mut e, &cat, "ahu-1", &[(1600, 20.0)]);
         assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 1600)]);
+    }
+
+    #[test]
+    fn a_disabled_point_binds_no_rule_so_it_never_goes_stale() {
+        let (mut cat, mut e) = setup(&rule("{ stale: 15m }", ""));
+        let d = cat.device_by_id("ahu-2").unwrap().0;
+        let errs = cat.apply_overrides(d, &BTreeMap::new(), &["supply_air_temp".to_string()]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut out = Vec::new();
+        e.tick(&cat, T0, &mut out);
+        feed(&mut e, &cat, "ahu-1", &[(600, 20.0)]);
+        e.tick(&cat, T0 + 1000 * S, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        e.tick(&cat, T0 + 1500 * S, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(cat.device(out[0].device).id, "ahu-1");
     }
 
     #[test]
