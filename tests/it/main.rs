@@ -6,6 +6,7 @@ mod anomaly;
 mod api;
 mod check_cli;
 mod console;
+mod dashboards;
 mod demo;
 mod deploy;
 mod energy;
