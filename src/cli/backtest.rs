@@ -5,7 +5,8 @@
 //! Input CSV: a header naming the columns `timestamp,device,point,value` (any order; an optional `profile`
 //! column adds devices the site config does not declare). `timestamp` is RFC 3339 or an integer Unix time
 //! (seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows need not be sorted.
-//! `--from-influx` reads the same readings back from the site's InfluxDB (v1 API) instead.
+//! `--from-influx` reads the same readings back from the site's InfluxDB instead: InfluxQL over the v1 API, or
+//! Flux over `/api/v2/query` with `[influxdb] api = "v2"` (annotated CSV, parsed with the `csv` crate).
 
 use super::work_orders::{Format, print_list};
 use crate::catalog::Catalog;
@@ -31,7 +32,7 @@ pub struct BacktestArgs {
         required_unless_present = "from_influx"
     )]
     pub input: Option<PathBuf>,
-    /// Read history from the site's InfluxDB (v1 API) between --from and --to.
+    /// Read history from the site's InfluxDB (v1: InfluxQL; v2: Flux) between --from and --to.
     #[arg(long, requires_all = ["from", "to"])]
     pub from_influx: bool,
     /// Start (RFC 3339) for --from-influx.
@@ -272,29 +273,40 @@ async fn from_influx(
     from: &str,
     to: &str,
 ) -> anyhow::Result<Vec<Row>> {
-    let crate::sinks::influx::config::InfluxApi::V1 {
-        database,
-        username,
-        password,
-        ..
-    } = &cfg.api
-    else {
-        anyhow::bail!(
-            "--from-influx reads the InfluxDB v1 query API ([influxdb] api = \"v1\"); export a CSV instead"
-        );
-    };
+    use crate::sinks::influx::config::InfluxApi;
+    use crate::sinks::influx::query;
     let (f, t) = (
         parse_time(from).map_err(anyhow::Error::msg)?,
         parse_time(to).map_err(anyhow::Error::msg)?,
     );
-    let target = crate::sinks::influx::query::V1Target {
-        url: &cfg.url,
-        database,
-        username: username.as_deref(),
-        password: password.as_deref(),
-        tls: Some(&cfg.tls),
+    let points = match &cfg.api {
+        InfluxApi::V1 {
+            database,
+            username,
+            password,
+            ..
+        } => {
+            let target = query::V1Target {
+                url: &cfg.url,
+                database,
+                username: username.as_deref(),
+                password: password.as_deref(),
+                tls: Some(&cfg.tls),
+            };
+            query::points_by_device(&target, f, t).await?
+        }
+        // Flux over /api/v2/query (InfluxDB 2.x; 3.x has no Flux: use api = "v1" there for InfluxQL).
+        InfluxApi::V2 { org, bucket, token } => {
+            let target = query::V2Target {
+                url: &cfg.url,
+                org,
+                bucket,
+                token,
+                tls: Some(&cfg.tls),
+            };
+            query::points_by_device_v2(&target, f, t).await?
+        }
     };
-    let points = crate::sinks::influx::query::points_by_device(&target, f, t).await?;
     Ok(points
         .into_iter()
         .map(|p| Row {

@@ -32,7 +32,8 @@ fn alert_rules_pass_promtool() {
         .arg(repo().join("deploy/prometheus/caretaker-alerts.yaml"))
         .output()
         .expect("promtool (Debian package `prometheus`; scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
 }
@@ -49,7 +50,10 @@ fn influxql_queries() -> Vec<(String, String, String)> {
     for path in files {
         let d: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(d["templating"]["list"][0]["datasource"]["uid"], "caretaker-influxql");
+        assert_eq!(
+            d["templating"]["list"][0]["datasource"]["uid"],
+            "caretaker-influxql"
+        );
         for p in d["panels"].as_array().unwrap() {
             assert_eq!(p["datasource"]["uid"], "caretaker-influxql");
             for t in p["targets"].as_array().unwrap() {
@@ -68,10 +72,13 @@ fn influxql_queries() -> Vec<(String, String, String)> {
 /// `now() - 90d` (the open-work-orders panel's fixed look-back) is moved to `from` as well: the demo's clock is
 /// in January 2026, whatever today is.
 fn expand(q: &str, from: &str, to: &str, site: &str) -> String {
-    q.replace("$timeFilter", &format!("time >= '{from}' AND time < '{to}'"))
-        .replace("now() - 90d", &format!("'{from}'"))
-        .replace("$__interval", "1m")
-        .replace("$site", site)
+    q.replace(
+        "$timeFilter",
+        &format!("time >= '{from}' AND time < '{to}'"),
+    )
+    .replace("now() - 90d", &format!("'{from}'"))
+    .replace("$__interval", "1m")
+    .replace("$site", site)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -111,14 +118,23 @@ async fn every_influxql_panel_query_returns_rows_from_data_caretaker_wrote() {
     };
     let out = std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
     let err = std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
-    assert!(status.is_some_and(|s| s.success()), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
     let ok = wait_until(Duration::from_secs(10), || async {
-        influx.count("caretaker", "environment", "temperature").await > 100
+        influx
+            .count("caretaker", "environment", "temperature")
+            .await
+            > 100
     })
     .await;
     assert!(ok, "no readings in InfluxDB:\n{out}\n{err}");
     let (_, site) = influx
-        .select("caretaker", "SHOW TAG VALUES FROM \"environment\" WITH KEY = \"site\"")
+        .select(
+            "caretaker",
+            "SHOW TAG VALUES FROM \"environment\" WITH KEY = \"site\"",
+        )
         .await;
     assert!(!site.is_empty(), "no site tag");
     // The simulated window.
@@ -145,7 +161,11 @@ async fn every_influxql_panel_query_returns_rows_from_data_caretaker_wrote() {
             empty.push(format!("{file} / {title}\n  {q}"));
         }
     }
-    assert!(problems.is_empty(), "queries InfluxDB refused:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "queries InfluxDB refused:\n{}",
+        problems.join("\n")
+    );
     assert!(
         empty.is_empty(),
         "queries with no rows from the demo's data:\n{}\ndemo output:\n{out}",
