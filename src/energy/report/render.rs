@@ -10,9 +10,15 @@ pub fn to_json(r: &Report) -> String {
 }
 
 /// The CSV the CLI prints and `/api/v1/energy/report?format=csv` serves (one function for both).
+/// The columns `export,generation,net` come last and only when a row has an export or generation meter: a site
+/// without them gets the same CSV as before roles existed.
 pub fn to_csv(r: &Report) -> String {
+    let roles = r
+        .rows
+        .iter()
+        .any(|x| x.export.is_some() || x.generation.is_some());
     let mut w = crate::tabular::Writer::new();
-    w.row([
+    let mut head = vec![
         "period",
         "group",
         "consumption",
@@ -23,13 +29,14 @@ pub fn to_csv(r: &Report) -> String {
         "derived",
         "after_hours",
         "peak_kw",
-        "export",
-        "generation",
-        "net",
-    ]);
+    ];
+    if roles {
+        head.extend(["export", "generation", "net"]);
+    }
+    w.row(head);
     let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
     for row in &r.rows {
-        w.row([
+        let mut cells = vec![
             row.period.clone(),
             row.group.clone(),
             row.consumption.to_string(),
@@ -40,10 +47,11 @@ pub fn to_csv(r: &Report) -> String {
             row.derived.to_string(),
             row.after_hours.to_string(),
             opt(row.peak_kw),
-            opt(row.export),
-            opt(row.generation),
-            opt(row.net),
-        ]);
+        ];
+        if roles {
+            cells.extend([opt(row.export), opt(row.generation), opt(row.net)]);
+        }
+        w.row(cells);
     }
     w.finish()
 }
