@@ -212,10 +212,13 @@ write("site-overview.json", dash("caretaker-site-overview", "Caretaker: site ove
 pid[0] = 0
 energy_q = ('from(bucket: v.defaultBucket)\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n'
             '  |> filter(fn: (r) => r._measurement == "energy" and r._field == "consumption" and r.unit == "kWh")\n'
+            '  |> filter(fn: (r) => not exists r.role)\n'
             f'  |> filter(fn: (r) => {SITE})\n'
             '  |> aggregateWindow(every: 1d, fn: sum, createEmpty: false)\n'
             '  |> group(columns: ["device"])')
-energy_q = both(energy_q, iql_select(["energy"], ["consumption"], "sum", every="1d", where=""""unit" = 'kWh'"""))
+# Export and generation meters (tag `role`) are not consumption: an absent tag is '' in InfluxQL.
+energy_q = both(energy_q, iql_select(["energy"], ["consumption"], "sum", every="1d",
+                                     where=""""unit" = 'kWh' AND "role" = ''"""))
 p = [
     panel("Daily consumption per meter (energy rollups)", "barchart", [energy_q], 0, 0, w=24, unit="kwatth",
           desc="The `energy` measurement Caretaker writes from counter and power points (interval consumption)"),

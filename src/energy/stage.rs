@@ -193,9 +193,16 @@ impl EnergyStage {
             derived: power,
             role,
             location: dev.location.clone(),
+            // Export and generation series carry `role=...` so dashboards can keep them out of consumption sums;
+            // consumption series keep their series key from before roles (no tag).
             tags: format!(
-                "{tags},point={},unit={}",
+                "{tags},point={}{},unit={}",
                 escape_tag_value(&pdef.name),
+                if role.is_consumption() {
+                    String::new()
+                } else {
+                    format!(",role={}", role.as_str())
+                },
                 escape_key(unit)
             ),
         });
