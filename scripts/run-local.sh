@@ -8,6 +8,9 @@
 #   mosquitto_pub -q 1 -t campus/main/2/room-2-17/telemetry -m '{"temperature":21.5,"humidity":40}'
 #   influx -port 8086 -database caretaker -execute 'SELECT * FROM environment'
 #
+# Grafana on this setup (InfluxDB 1.x): the InfluxQL dashboards in deploy/grafana/influxql with an InfluxQL
+# datasource of uid `caretaker-influxql` (database caretaker); docs/influxdb.md says which server takes which.
+#
 # State (spool, work orders, ...) goes to ${CARETAKER_STATE__DIR:-.caretaker-local} instead of /var/lib.
 set -euo pipefail
 cd "$(dirname "$0")/.."

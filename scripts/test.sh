@@ -29,6 +29,8 @@ deps=(
   "command -v mosquitto || test -x /usr/sbin/mosquitto|mosquitto"
   "command -v mosquitto_pub|mosquitto-clients"
   "command -v prometheus-alertmanager|prometheus-alertmanager"
+  # promtool checks deploy/prometheus/caretaker-alerts.yaml (tests/it/dashboards.rs)
+  "command -v promtool|prometheus"
   "command -v influxd|influxdb"
   "command -v influx|influxdb-client"
   "command -v victoria-metrics|victoria-metrics"

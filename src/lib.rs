@@ -18,6 +18,7 @@ pub mod reading;
 pub mod rules;
 pub mod sinks;
 pub mod sources;
+pub mod tabular;
 pub mod telemetry;
 pub mod tls;
 pub mod util;

@@ -82,6 +82,23 @@ vocabulary! {
         DegreesAngle => "deg",
         MPerS => "m/s",
         Dbm => "dBm",
+        // US customary units (NIST SP 811 Appendix B.8/B.9 and NIST Handbook 44 Appendix C give the factors
+        // in `to_base`); stored in the canonical unit of their dimension like every other unit.
+        Gal => "gal",
+        Ft3 => "ft3",
+        Ccf => "ccf",
+        Therm => "therm",
+        Btu => "BTU",
+        KBtu => "kBTU",
+        MMBtu => "MMBtu",
+        BtuPerH => "BTU/h",
+        KBtuPerH => "kBTU/h",
+        TonRefrigeration => "TR",
+        Cfm => "CFM",
+        Gpm => "gpm",
+        InH2O => "inH2O",
+        Psi => "psi",
+        FtPerMin => "ft/min",
         None => "none",
     }
 }
@@ -94,8 +111,8 @@ impl Unit {
         match self {
             DegC | DegF | Kelvin => "temperature",
             Percent => "ratio",
-            W | KW | MW => "power",
-            Wh | KWh | MWh | GJ => "energy",
+            W | KW | MW | BtuPerH | KBtuPerH | TonRefrigeration => "power",
+            Wh | KWh | MWh | GJ | Therm | Btu | KBtu | MMBtu => "energy",
             VA | KVA => "apparent_power",
             Var | KVar => "reactive_power",
             KVarh => "reactive_energy",
@@ -103,9 +120,9 @@ impl Unit {
             A => "current",
             Hz => "frequency",
             PowerFactor => "power_factor",
-            M3 | L => "volume",
-            M3PerH | LPerMin | LPerS => "flow",
-            Pa | KPa | Bar => "pressure",
+            M3 | L | Gal | Ft3 | Ccf => "volume",
+            M3PerH | LPerMin | LPerS | Cfm | Gpm => "flow",
+            Pa | KPa | Bar | InH2O | Psi => "pressure",
             Ppm | Ppb | UgPerM3 => "concentration",
             Lux => "illuminance",
             Db => "sound",
@@ -114,7 +131,7 @@ impl Unit {
             Seconds | Hours => "time",
             Rpm => "speed",
             DegreesAngle => "angle",
-            MPerS => "velocity",
+            MPerS | FtPerMin => "velocity",
             Dbm => "signal",
             None => "none",
         }
@@ -179,6 +196,29 @@ impl Unit {
             Bar => (1e5, 0.0),
             Seconds => (1.0, 0.0),
             Hours => (3600.0, 0.0),
+            // US customary. Exact by definition: gal = 231 in3 = 3.785411784 l; ft = 0.3048 m, so
+            // ft3 = 28.316846592 l; ccf = 100 ft3; in = 0.0254 m.
+            Gal => (3.785_411_784, 0.0),
+            Ft3 => (28.316_846_592, 0.0),
+            Ccf => (2_831.684_659_2, 0.0),
+            Gpm => (3.785_411_784, 0.0),
+            Cfm => (28.316_846_592, 0.0),
+            // Btu (International Table) = 1055.055 852 62 J (NIST SP 811 B.8); base Wh = J / 3600.
+            Btu => (1_055.055_852_62 / 3600.0, 0.0),
+            KBtu => (1_055_055.852_62 / 3600.0, 0.0),
+            MMBtu => (1_055_055_852.62 / 3600.0, 0.0),
+            // therm (U.S.) = 1.054 804 E+08 J (NIST SP 811 B.8).
+            Therm => (1.054_804e8 / 3600.0, 0.0),
+            BtuPerH => (1_055.055_852_62 / 3600.0, 0.0),
+            KBtuPerH => (1_055_055.852_62 / 3600.0, 0.0),
+            // ton of refrigeration = 12 000 Btu_IT/h = 3.516 853 E+03 W (NIST SP 811 B.8).
+            TonRefrigeration => (12_000.0 * 1_055.055_852_62 / 3600.0, 0.0),
+            // inch of water, conventional = 2.490 889 E+02 Pa; psi (lbf/in2) = 6.894 757 E+03 Pa
+            // (6894.757 293 168 from lbf = 4.448 221 615 260 5 N exactly) (NIST SP 811 B.8).
+            InH2O => (249.088_9, 0.0),
+            Psi => (6_894.757_293_168, 0.0),
+            MPerS => (1.0, 0.0),
+            FtPerMin => (0.00508, 0.0),
             _ => return Option::None,
         })
     }
@@ -317,6 +357,91 @@ mod tests {
         assert_eq!(Unit::Wh.canonical(), Unit::KWh);
         assert_eq!(Unit::Kelvin.canonical(), Unit::Kelvin);
         assert_eq!(Unit::KW.canonical(), Unit::W);
+    }
+
+    #[test]
+    fn us_customary_units_convert_by_nist_factors() {
+        let near = |v: Option<f64>, want: f64, tol: f64| v.is_some_and(|v| (v - want).abs() <= tol);
+        // Reference values: NIST SP 811 (2008) Appendix B.8 and NIST Handbook 44 Appendix C.
+        assert!(near(
+            Unit::Gal.convert_to(1.0, Unit::L),
+            3.785_411_784,
+            1e-12
+        ));
+        assert!(near(
+            Unit::Gal.convert_to(1.0, Unit::M3),
+            3.785_412e-3,
+            1e-9
+        ));
+        assert!(near(
+            Unit::Ft3.convert_to(1.0, Unit::M3),
+            2.831_685e-2,
+            1e-8
+        ));
+        assert!(near(Unit::Ccf.convert_to(1.0, Unit::Ft3), 100.0, 1e-9));
+        assert!(near(
+            Unit::Therm.convert_to(1.0, Unit::KWh),
+            29.300_11,
+            1e-4
+        ));
+        assert!(near(
+            Unit::Therm.convert_to(1.0, Unit::GJ),
+            0.105_480_4,
+            1e-9
+        ));
+        assert!(near(Unit::Btu.convert_to(1.0, Unit::Wh), 0.293_071_1, 1e-6));
+        assert!(near(Unit::KBtu.convert_to(3.412_142, Unit::KWh), 1.0, 1e-6));
+        assert!(near(Unit::MMBtu.convert_to(1.0, Unit::Btu), 1e6, 1e-6));
+        assert!(near(
+            Unit::BtuPerH.convert_to(1.0, Unit::W),
+            0.293_071_1,
+            1e-6
+        ));
+        assert!(near(
+            Unit::TonRefrigeration.convert_to(1.0, Unit::W),
+            3_516.853,
+            1e-3
+        ));
+        assert!(near(
+            Unit::TonRefrigeration.convert_to(1.0, Unit::KBtuPerH),
+            12.0,
+            1e-9
+        ));
+        assert!(near(
+            Unit::Cfm.convert_to(1.0, Unit::M3PerH),
+            1.699_011,
+            1e-6
+        ));
+        assert!(near(
+            Unit::Gpm.convert_to(1.0, Unit::LPerMin),
+            3.785_411_784,
+            1e-12
+        ));
+        assert!(near(Unit::InH2O.convert_to(1.0, Unit::Pa), 249.088_9, 1e-9));
+        assert!(near(Unit::Psi.convert_to(1.0, Unit::KPa), 6.894_757, 1e-6));
+        assert!(near(
+            Unit::FtPerMin.convert_to(196.850_4, Unit::MPerS),
+            1.0,
+            1e-6
+        ));
+        // Each is stored in its dimension's canonical unit.
+        for (u, c) in [
+            (Unit::Gal, Unit::M3),
+            (Unit::Ft3, Unit::M3),
+            (Unit::Ccf, Unit::M3),
+            (Unit::Therm, Unit::KWh),
+            (Unit::Btu, Unit::KWh),
+            (Unit::KBtu, Unit::KWh),
+            (Unit::BtuPerH, Unit::W),
+            (Unit::TonRefrigeration, Unit::W),
+            (Unit::Cfm, Unit::M3PerH),
+            (Unit::Gpm, Unit::M3PerH),
+            (Unit::InH2O, Unit::Pa),
+            (Unit::Psi, Unit::Pa),
+        ] {
+            assert_eq!(u.canonical(), c, "{u}");
+        }
+        assert_eq!(Unit::Therm.convert_to(1.0, Unit::Gal), None);
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! Input CSV: a header naming the columns `timestamp,device,point,value` (any order; an optional `profile`
 //! column adds devices the site config does not declare). `timestamp` is RFC 3339 or an integer Unix time
 //! (seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude). Rows need not be sorted.
-//! `--from-influx` reads the same readings back from the site's InfluxDB (v1 API) instead.
+//! `--from-influx` reads the same readings back from the site's InfluxDB instead: InfluxQL over the v1 API, or
+//! Flux over `/api/v2/query` with `[influxdb] api = "v2"` (annotated CSV, parsed with the `csv` crate).
 
 use super::work_orders::{Format, print_list};
 use crate::catalog::Catalog;
 use crate::reading::Reading;
 use crate::rules::engine::{Engine, Options};
 use crate::rules::stage::to_event;
+use crate::tabular;
 use crate::work_orders::store::Store;
 use clap::Args;
 use std::collections::BTreeMap;
@@ -30,7 +32,7 @@ pub struct BacktestArgs {
         required_unless_present = "from_influx"
     )]
     pub input: Option<PathBuf>,
-    /// Read history from the site's InfluxDB (v1 API) between --from and --to.
+    /// Read history from the site's InfluxDB (v1: InfluxQL; v2: Flux) between --from and --to.
     #[arg(long, requires_all = ["from", "to"])]
     pub from_influx: bool,
     /// Start (RFC 3339) for --from-influx.
@@ -41,6 +43,15 @@ pub struct BacktestArgs {
     pub to: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Header names of the CSV's columns, e.g. `timestamp=Zeit,device=Gerät,point=Punkt,value=Wert`.
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// CSV field separator: `,`, `;` or `tab` (default: detected).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// CSV decimal mark: `.` or `,` (default: detected).
+    #[arg(long)]
+    pub decimal: Option<String>,
 }
 
 /// Parses a timestamp: RFC 3339, or integer Unix time in s/ms/us/ns by magnitude. Returns nanoseconds.
@@ -74,59 +85,81 @@ pub struct Row {
     pub line: u64,
 }
 
-/// Reads a history CSV; errors name the line.
+/// Reads a history CSV with the default options (detected separator and decimal mark, civil times in UTC).
 pub fn read_csv(path: &Path) -> Result<Vec<Row>, Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-    let mut lines = text.lines().enumerate();
-    let Some((_, header)) = lines.next() else {
+    read_csv_with(path, &tabular::Options::default(), &jiff::tz::TimeZone::UTC)
+        .map(|(rows, _)| rows)
+}
+
+/// Reads a history CSV: the good rows, and every rejected line as `file:line: reason`. An error (naming the
+/// file) only when nothing can be read: no file, no header, a header without the four columns.
+pub fn read_csv_with(
+    path: &Path,
+    opts: &tabular::Options,
+    tz: &jiff::tz::TimeZone,
+) -> Result<(Vec<Row>, Vec<String>), Vec<String>> {
+    let text = tabular::read_file(path).map_err(|e| vec![e])?;
+    let sheet = tabular::read(&text, opts);
+    let at = |line: u64, e: &str| format!("{}:{line}: {e}", path.display());
+    let mut errs: Vec<(u64, String)> = sheet
+        .rejected
+        .iter()
+        .map(|r| (r.line, at(r.line, &r.reason)))
+        .collect();
+    let Some(header) = sheet.records.first() else {
         return Err(vec![format!("{}: empty file", path.display())]);
     };
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    let col = |n: &str| cols.iter().position(|c| *c == n);
-    let (Some(ct), Some(cd), Some(cp), Some(cv)) =
-        (col("timestamp"), col("device"), col("point"), col("value"))
-    else {
-        return Err(vec![format!(
-            "{}:1: the header must name the columns timestamp,device,point,value (found `{header}`)",
-            path.display()
-        )]);
+    let col = |n: &str, aliases: &[&str]| tabular::find_column(header, opts, n, aliases);
+    let (ct, cd, cp, cv) = match (
+        col("timestamp", &["timestamp", "time"]),
+        col("device", &["device"]),
+        col("point", &["point"]),
+        col("value", &["value"]),
+    ) {
+        (Ok(t), Ok(d), Ok(p), Ok(v)) => (t, d, p, v),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+            return Err(vec![at(
+                header.line,
+                &format!("the header must name the columns timestamp,device,point,value: {e}"),
+            )]);
+        }
     };
-    let cprof = col("profile");
+    let cprof = col("profile", &["profile"]).ok();
     let mut rows = Vec::new();
-    let mut errs = Vec::new();
-    for (i, l) in lines {
-        let line = i as u64 + 1;
-        if l.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = l.split(',').map(str::trim).collect();
-        let get = |c: usize| f.get(c).copied().unwrap_or("");
-        let at = parse_time(get(ct));
-        let value = match get(cv) {
-            "true" => Ok(1.0),
-            "false" => Ok(0.0),
-            v => v
-                .parse::<f64>()
-                .map_err(|_| format!("value `{v}` is not a number")),
-        };
-        match (at, value) {
-            (Ok(at), Ok(value)) => rows.push(Row {
-                at,
-                device: get(cd).to_string(),
-                point: get(cp).to_string(),
+    for r in &sheet.records[1..] {
+        let t = r.get(ct);
+        let time = parse_time(t).or_else(|e| {
+            tabular::parse_time(t, tz)
+                .map(|ts| ts.as_nanosecond() as i64)
+                .ok_or(e)
+        });
+        let v = r.get(cv);
+        let value = sheet.number(v).ok_or_else(|| {
+            format!(
+                "value `{v}` is not a number (decimal mark `{}`)",
+                sheet.dialect.decimal as char
+            )
+        });
+        match (time, value) {
+            (Ok(t), Ok(value)) => rows.push(Row {
+                at: t,
+                device: r.get(cd).to_string(),
+                point: r.get(cp).to_string(),
                 value,
-                profile: cprof.map(|c| get(c).to_string()).filter(|s| !s.is_empty()),
-                line,
+                profile: cprof
+                    .map(|c| r.get(c).to_string())
+                    .filter(|s| !s.is_empty()),
+                line: r.line,
             }),
-            (Err(e), _) | (_, Err(e)) => errs.push(format!("{}:{line}: {e}", path.display())),
-        }
-        if errs.len() >= 20 {
-            errs.push("(stopped after 20 errors)".into());
-            break;
+            (Err(e), _) | (_, Err(e)) => errs.push((r.line, at(r.line, &e))),
         }
     }
-    if errs.is_empty() { Ok(rows) } else { Err(errs) }
+    errs.sort_by_key(|e| e.0);
+    let errs: Vec<String> = errs.into_iter().map(|e| e.1).collect();
+    if rows.is_empty() && !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok((rows, errs))
 }
 
 /// Maps rows to readings, adding undeclared devices that name a profile. Errors name the line.
@@ -240,29 +273,40 @@ async fn from_influx(
     from: &str,
     to: &str,
 ) -> anyhow::Result<Vec<Row>> {
-    let crate::sinks::influx::config::InfluxApi::V1 {
-        database,
-        username,
-        password,
-        ..
-    } = &cfg.api
-    else {
-        anyhow::bail!(
-            "--from-influx reads the InfluxDB v1 query API ([influxdb] api = \"v1\"); export a CSV instead"
-        );
-    };
+    use crate::sinks::influx::config::InfluxApi;
+    use crate::sinks::influx::query;
     let (f, t) = (
         parse_time(from).map_err(anyhow::Error::msg)?,
         parse_time(to).map_err(anyhow::Error::msg)?,
     );
-    let target = crate::sinks::influx::query::V1Target {
-        url: &cfg.url,
-        database,
-        username: username.as_deref(),
-        password: password.as_deref(),
-        tls: Some(&cfg.tls),
+    let points = match &cfg.api {
+        InfluxApi::V1 {
+            database,
+            username,
+            password,
+            ..
+        } => {
+            let target = query::V1Target {
+                url: &cfg.url,
+                database,
+                username: username.as_deref(),
+                password: password.as_deref(),
+                tls: Some(&cfg.tls),
+            };
+            query::points_by_device(&target, f, t).await?
+        }
+        // Flux over /api/v2/query (InfluxDB 2.x; 3.x has no Flux: use api = "v1" there for InfluxQL).
+        InfluxApi::V2 { org, bucket, token } => {
+            let target = query::V2Target {
+                url: &cfg.url,
+                org,
+                bucket,
+                token,
+                tls: Some(&cfg.tls),
+            };
+            query::points_by_device_v2(&target, f, t).await?
+        }
     };
-    let points = crate::sinks::influx::query::points_by_device(&target, f, t).await?;
     Ok(points
         .into_iter()
         .map(|p| Row {
@@ -288,9 +332,28 @@ pub fn run(a: BacktestArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
+    let (opts, plain) =
+        super::energy::csv_options(&a.columns, a.delimiter.as_deref(), a.decimal.as_deref())?;
+    if let Some(p) = plain.first() {
+        anyhow::bail!(
+            "--columns `{p}`: expected NAME=HEADER (timestamp, device, point, value, profile)"
+        );
+    }
     let (rows, source) = match &a.input {
-        Some(p) => match read_csv(p) {
-            Ok(r) => (r, p.display().to_string()),
+        Some(p) => match read_csv_with(p, &opts, &loaded.config.timezone()) {
+            Ok((r, rejected)) => {
+                for e in &rejected {
+                    eprintln!("rejected: {e}");
+                }
+                if !rejected.is_empty() {
+                    eprintln!(
+                        "backtest: {} line(s) rejected, replaying the other {} rows",
+                        rejected.len(),
+                        r.len()
+                    );
+                }
+                (r, p.display().to_string())
+            }
             Err(es) => {
                 for e in es {
                     eprintln!("error: {e}");
@@ -370,10 +433,32 @@ mod tests {
             "device,timestamp,point,value\nahu-1,2026-01-01T00:00:00Z,t,1.5\nahu-1,soon,t,2\n",
         )
         .unwrap();
-        let e = read_csv(&p).unwrap_err();
+        let (rows, e) = read_csv_with(&p, &Default::default(), &jiff::tz::TimeZone::UTC).unwrap();
+        assert_eq!(rows.len(), 1, "the good row is kept");
         assert_eq!(e.len(), 1);
         assert!(e[0].contains("h.csv:3:"), "{e:?}");
         std::fs::write(&p, "time,device\n").unwrap();
         assert!(read_csv(&p).unwrap_err()[0].contains("header"));
+    }
+
+    #[test]
+    fn european_history_with_mapped_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.csv");
+        std::fs::write(
+            &p,
+            "\u{feff}Zeit;Gerät;Punkt;Wert\n01.01.2026 01:00;\"ahu-1; Halle\";t;21,5\n",
+        )
+        .unwrap();
+        let mut opts = tabular::Options::default();
+        opts.parse_columns(&["time=Zeit,device=Gerät,point=Punkt,value=Wert".into()])
+            .unwrap();
+        let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let (rows, e) = read_csv_with(&p, &opts, &tz).unwrap();
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(rows[0].at, 1_767_225_600_000_000_000);
+        assert_eq!(rows[0].device, "ahu-1; Halle");
+        assert_eq!(rows[0].value, 21.5);
+        assert_eq!(rows[0].line, 2);
     }
 }

@@ -1,6 +1,7 @@
 //! `caretaker detect`: offline anomaly scoring of a CSV with the daemon's detector.
 
 /// `caretaker detect`: offline scoring with the daemon's detector.
+#[allow(clippy::too_many_arguments)]
 pub fn detect(
     input: &std::path::Path,
     output: &std::path::Path,
@@ -8,6 +9,8 @@ pub fn detect(
     set: &[String],
     output_score: &str,
     columns: &[String],
+    delimiter: Option<&str>,
+    decimal: Option<&str>,
 ) -> anyhow::Result<i32> {
     use crate::anomaly::csv::{Options, OutputScore};
     use crate::anomaly::{Kind, Params};
@@ -17,8 +20,13 @@ pub fn detect(
             OutputScore::NAMES.join(", ")
         )
     })?;
-    if columns.iter().any(|c| c.trim().is_empty()) {
-        anyhow::bail!("--columns: empty column name in `{}`", columns.join(","));
+    let (csv, columns) = super::energy::csv_options(columns, delimiter, decimal)?;
+    if let Some((k, _)) = csv
+        .columns
+        .iter()
+        .find(|(k, _)| k != "timestamp" && k != "value")
+    {
+        anyhow::bail!("--columns {k}=...: only timestamp= and value= can be mapped");
     }
     let kind = Kind::parse(detector).ok_or_else(|| {
         anyhow::anyhow!(
@@ -51,7 +59,8 @@ pub fn detect(
         kind,
         params,
         output: output_score,
-        columns: columns.iter().map(|c| c.trim().to_string()).collect(),
+        columns,
+        csv,
     };
     let rows = crate::anomaly::csv::detect_file(input, output, &opts)?;
     tracing::info!(

@@ -60,6 +60,37 @@ pub struct ImportArgs {
     /// The meter point's name in the device's profile (e.g. energy_total).
     #[arg(long)]
     pub point: String,
+    /// Header names of the time and value columns, e.g. `time=Zeitstempel,value=Zählerstand` (default: columns
+    /// named timestamp/time/date and value/reading/..., else the first two).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Field separator: `,`, `;` or `tab` (default: detected from the file).
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Decimal mark: `.` or `,` (default: detected from the file).
+    #[arg(long)]
+    pub decimal: Option<String>,
+}
+
+/// The CSV options of `--columns`, `--delimiter`, `--decimal`.
+pub fn csv_options(
+    columns: &[String],
+    delimiter: Option<&str>,
+    decimal: Option<&str>,
+) -> anyhow::Result<(crate::tabular::Options, Vec<String>)> {
+    let mut o = crate::tabular::Options {
+        delimiter: delimiter
+            .map(crate::tabular::Options::parse_delimiter)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        decimal: decimal
+            .map(crate::tabular::Options::parse_decimal)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        columns: Vec::new(),
+    };
+    let plain = o.parse_columns(columns).map_err(anyhow::Error::msg)?;
+    Ok((o, plain))
 }
 
 fn load(config: &Path) -> anyhow::Result<crate::app::Loaded> {
@@ -134,6 +165,10 @@ pub fn run_report(a: ReportArgs) -> anyhow::Result<i32> {
 }
 
 pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
+    let (opts, plain) = csv_options(&a.columns, a.delimiter.as_deref(), a.decimal.as_deref())?;
+    if let Some(p) = plain.first() {
+        bail!("--columns `{p}`: expected time=HEADER or value=HEADER");
+    }
     let l = load(&a.config)?;
     let tz = l.config.timezone();
     let energy = l.config.energy.clone().unwrap_or_default();
@@ -148,10 +183,27 @@ pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
         &l.catalog,
         &tz,
         &a.csv,
+        &opts,
+        &energy.meters,
         &a.device,
         &a.point,
         |msg| eprintln!("{msg}"),
     )?;
+    for r in &s.rejected {
+        eprintln!("{}:{}: {}", a.csv.display(), r.line, r.reason);
+    }
+    let code = if s.rejected.is_empty() {
+        0
+    } else {
+        eprintln!(
+            "{} line(s) of {} rejected ({}); the other {} readings were imported",
+            s.rejected.len(),
+            a.csv.display(),
+            s.dialect,
+            s.readings
+        );
+        2
+    };
     let fmt = |t: Option<jiff::Timestamp>| {
         t.map(|t| {
             t.to_zoned_datetime(tz.clone())
@@ -171,7 +223,7 @@ pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
             s.slots,
             s.consumption
         );
-        return Ok(0);
+        return Ok(code);
     }
     println!(
         "imported {} readings of {}/{} ({} .. {}): {:.3} {} in {} intervals",
@@ -191,5 +243,5 @@ pub fn run_import(a: ImportArgs) -> anyhow::Result<i32> {
     for (k, n) in kinds {
         println!("  {n} {k}{}", if n == 1 { "" } else { "s" });
     }
-    Ok(0)
+    Ok(code)
 }

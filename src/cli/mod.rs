@@ -116,8 +116,15 @@ pub enum Command {
         output_score: String,
         /// Judge these columns of a multi-column CSV together (header `timestamp,a,b,c,...`) with the equipment
         /// model the daemon's `equipment_anomaly` uses: one score per row.
+        /// `timestamp=HEADER` / `value=HEADER` items map header names (e.g. `timestamp=Zeit,value=Wert`).
         #[arg(long, value_delimiter = ',', value_name = "A,B,C")]
         columns: Vec<String>,
+        /// CSV field separator: `,`, `;` or `tab` (default: detected).
+        #[arg(long)]
+        delimiter: Option<String>,
+        /// CSV decimal mark: `.` or `,` (default: detected).
+        #[arg(long)]
+        decimal: Option<String>,
     },
     /// Work orders in the local store: list, ack, resolve, show, stats.
     #[command(name = "work-orders", subcommand)]
@@ -231,7 +238,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             set,
             output_score,
             columns,
-        } => detect::detect(&input, &output, &detector, &set, &output_score, &columns),
+            delimiter,
+            decimal,
+        } => detect::detect(
+            &input,
+            &output,
+            &detector,
+            &set,
+            &output_score,
+            &columns,
+            delimiter.as_deref(),
+            decimal.as_deref(),
+        ),
         Command::WorkOrders(cmd) => work_orders::run(cmd),
         Command::Silence(args) => silence::run(args),
         Command::Backtest(args) => backtest::run(args),

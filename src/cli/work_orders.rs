@@ -125,12 +125,9 @@ fn open_tz(a: &StoreArgs) -> anyhow::Result<(Store, jiff::tz::TimeZone)> {
     Ok((Store::open(&path, None)?, tz))
 }
 
+/// One CSV field, quoted by the `csv` crate where needed (the one CSV writer, `crate::tabular`).
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    crate::tabular::field(s)
 }
 
 fn opt_time(v: Option<i64>) -> String {

@@ -25,6 +25,10 @@
 //! [[energy.virtual_meters]]
 //! name = "building_total"
 //! expr = "main - pv_export"
+//!
+//! [[energy.meters]]            # more meter points per device, with a role (Home Assistant's energy roles)
+//! point = "pv-1/energy_total"
+//! role = "generation"          # import, export, generation (or pv), gas, water, thermal
 //! ```
 
 use jiff::civil::{Date, DateTime, Time, Weekday};
@@ -48,6 +52,17 @@ pub struct RawEnergy {
     pub virtual_meters: Vec<RawVirtual>,
     #[serde(default)]
     pub degree_days: Option<RawDegreeDays>,
+    /// `[[energy.meters]]`: meter points beyond each device's one, with their role.
+    #[serde(default)]
+    pub meters: Vec<RawMeter>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawMeter {
+    /// `device/point` of an energy or volume counter (or a power point).
+    pub point: String,
+    /// import, export, generation (pv), gas, water, thermal.
+    pub role: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +132,16 @@ pub struct EnergyConfig {
     pub tariffs: Vec<Tariff>,
     pub virtual_meters: Vec<VirtualMeter>,
     pub degree_days: Option<DegreeDays>,
+    /// Meter points with a role, beyond the one each device meters by default.
+    pub meters: Vec<MeterRole>,
+}
+
+/// One `[[energy.meters]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterRole {
+    pub device: String,
+    pub point: String,
+    pub role: super::Role,
 }
 
 /// Weather normalisation of baselines by heating degree days.
@@ -139,6 +164,7 @@ impl Default for EnergyConfig {
             tariffs: Vec::new(),
             virtual_meters: Vec::new(),
             degree_days: None,
+            meters: Vec::new(),
         }
     }
 }
@@ -414,6 +440,7 @@ pub fn validate(raw: &RawEnergy) -> (EnergyConfig, Vec<(String, String)>) {
     tariffs(&raw.tariffs, &mut c, &mut errs);
     virtual_meters(raw, &mut c, &mut errs);
     degree_days(raw, &mut c, &mut errs);
+    meters(raw, &mut c, &mut errs);
     (c, errs)
 }
 
@@ -539,6 +566,46 @@ fn virtual_meters(raw: &RawEnergy, c: &mut EnergyConfig, errs: &mut Vec<(String,
                 terms,
             }),
             Err(e) => errs.push((format!("energy.virtual_meters[{i}].expr"), e)),
+        }
+    }
+}
+
+/// `[[energy.meters]]`: `device/point` and a role, each point once.
+fn meters(raw: &RawEnergy, c: &mut EnergyConfig, errs: &mut Vec<(String, String)>) {
+    for (i, m) in raw.meters.iter().enumerate() {
+        let role = super::Role::parse(&m.role);
+        if role.is_none() {
+            errs.push((
+                format!("energy.meters[{i}].role"),
+                format!(
+                    "unknown role `{}`; expected one of: {}",
+                    m.role,
+                    super::Role::NAMES.join(", ")
+                ),
+            ));
+        }
+        match m.point.split_once('/') {
+            Some((d, p)) if !d.is_empty() && !p.is_empty() && !p.contains('/') => {
+                if c.meters.iter().any(|x| x.device == d && x.point == p) {
+                    errs.push((
+                        format!("energy.meters[{i}].point"),
+                        format!("`{}` is listed twice", m.point),
+                    ));
+                } else if let Some(role) = role {
+                    c.meters.push(MeterRole {
+                        device: d.to_string(),
+                        point: p.to_string(),
+                        role,
+                    });
+                }
+            }
+            _ => errs.push((
+                format!("energy.meters[{i}].point"),
+                format!(
+                    "`{}`: expected `device/point` of a meter point, e.g. `pv-1/energy_export`",
+                    m.point
+                ),
+            )),
         }
     }
 }

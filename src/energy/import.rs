@@ -12,7 +12,8 @@
 use super::counter::{Converter, Event, Slots};
 use super::store::{Mode, Store};
 use crate::catalog::{Catalog, Unit};
-use anyhow::{Context, bail};
+use crate::tabular::{self, Dialect, Rejected};
+use anyhow::bail;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use std::path::Path;
@@ -30,78 +31,130 @@ pub struct Summary {
     /// An outdoor temperature (for degree days) rather than a meter: `consumption` is then the mean, `slots`
     /// the hours.
     pub temperature: bool,
+    /// Lines of the file that were not imported, with the reason (the good lines were).
+    pub rejected: Vec<Rejected>,
+    /// The separator and decimal mark the file was read with.
+    pub dialect: Dialect,
 }
 
-/// Parses one timestamp cell.
+/// Parses one timestamp cell (every form [`crate::tabular::parse_time`] reads) into Unix seconds.
 pub fn parse_time(s: &str, tz: &TimeZone) -> Option<f64> {
-    let s = s.trim().trim_matches('"');
-    if let Ok(ts) = s.parse::<Timestamp>() {
-        return Some(ts.as_nanosecond() as f64 / 1e9);
-    }
-    if let Ok(n) = s.parse::<f64>() {
-        // Unix seconds, or milliseconds when it is clearly too large for seconds.
-        return Some(if n > 1e11 { n / 1000.0 } else { n });
-    }
-    let civil = s.replace(' ', "T");
-    let dt = civil.parse::<jiff::civil::DateTime>().ok()?;
-    let ts = tz.to_ambiguous_timestamp(dt).compatible().ok()?;
-    Some(ts.as_nanosecond() as f64 / 1e9)
+    tabular::parse_time(s, tz).map(|t| t.as_nanosecond() as f64 / 1e9)
 }
 
-/// Parses a whole CSV into `(seconds, value)`, listing every bad line.
-pub fn parse_csv(file: &Path, text: &str, tz: &TimeZone) -> anyhow::Result<Vec<(f64, f64)>> {
-    let mut out = Vec::new();
-    let mut errs = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let sep = if line.contains(',') { ',' } else { ';' };
-        let mut cells = line.splitn(3, sep);
-        let (t, v) = (cells.next().unwrap_or(""), cells.next().unwrap_or(""));
-        let value = v.trim().trim_matches('"').parse::<f64>();
-        match (parse_time(t, tz), value) {
-            (Some(t), Ok(v)) if v.is_finite() => out.push((t, v)),
-            _ if n == 0 && out.is_empty() => {} // header
-            (None, _) => errs.push(format!(
-                "{}:{}: `{}` is not a timestamp (RFC 3339, Unix seconds or `YYYY-MM-DD HH:MM`)",
-                file.display(),
-                n + 1,
-                t.trim()
-            )),
-            _ => errs.push(format!(
-                "{}:{}: `{}` is not a number",
-                file.display(),
-                n + 1,
-                v.trim()
-            )),
+/// What a meter CSV held: the good readings (sorted by time) and every line that was not one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub readings: Vec<(f64, f64)>,
+    pub rejected: Vec<Rejected>,
+    pub dialect: Dialect,
+}
+
+/// Header names the time and value columns are found under when `--columns` does not map them.
+const TIME_NAMES: &[&str] = &[
+    "timestamp",
+    "time",
+    "datetime",
+    "date",
+    "zeitstempel",
+    "zeit",
+    "datum",
+    "horodatage",
+];
+const VALUE_NAMES: &[&str] = &[
+    "value",
+    "reading",
+    "counter",
+    "meter",
+    "wert",
+    "zählerstand",
+    "zaehlerstand",
+    "stand",
+    "valeur",
+];
+
+/// Parses a whole meter CSV into `(seconds, value)`. An error only when no reading at all could be read (it lists
+/// the rejected lines); otherwise the good readings and every rejected line with its reason.
+pub fn parse_csv(
+    file: &Path,
+    text: &str,
+    opts: &tabular::Options,
+    tz: &TimeZone,
+) -> anyhow::Result<Parsed> {
+    let sheet = tabular::read(text, opts);
+    let mut rejected = sheet.rejected.clone();
+    let mut records = sheet.records.iter().peekable();
+    // A header: mapped columns, or a first line whose first cell is not a time.
+    let (mut ct, mut cv) = (0, 1);
+    if let Some(first) = records.peek() {
+        let is_header = !opts.columns.is_empty() || tabular::parse_time(first.get(0), tz).is_none();
+        if is_header {
+            let two = first.fields.len() == 2 && opts.columns.is_empty();
+            let find = |name, aliases| tabular::find_column(first, opts, name, aliases);
+            match (find("timestamp", TIME_NAMES), find("value", VALUE_NAMES)) {
+                (Ok(t), Ok(v)) => (ct, cv) = (t, v),
+                _ if two => {}
+                (Err(e), _) | (_, Err(e)) => {
+                    bail!("{}:{}: {e}", file.display(), first.line)
+                }
+            }
+            records.next();
         }
     }
-    if !errs.is_empty() {
-        let more = errs.len().saturating_sub(20);
-        let mut msg = errs.into_iter().take(20).collect::<Vec<_>>().join("\n");
-        if more > 0 {
-            msg.push_str(&format!("\n... and {more} more bad lines"));
+    let mut readings = Vec::new();
+    for r in records {
+        let (t, v) = (r.get(ct), r.get(cv));
+        match (parse_time(t, tz), sheet.number(v)) {
+            (Some(t), Some(v)) => readings.push((t, v)),
+            (None, _) => rejected.push(Rejected {
+                line: r.line,
+                reason: format!(
+                    "`{t}` is not a timestamp (RFC 3339, Unix seconds, `YYYY-MM-DD HH:MM` or `DD.MM.YYYY HH:MM`)"
+                ),
+            }),
+            (_, None) => rejected.push(Rejected {
+                line: r.line,
+                reason: format!(
+                    "`{v}` is not a number (decimal mark `{}`; --decimal changes it)",
+                    sheet.dialect.decimal as char
+                ),
+            }),
         }
-        bail!("{msg}\nnothing was imported");
     }
-    if out.is_empty() {
+    rejected.sort_by_key(|r| r.line);
+    if readings.is_empty() {
+        let list: Vec<String> = rejected
+            .iter()
+            .map(|r| format!("{}:{}: {}", file.display(), r.line, r.reason))
+            .collect();
         bail!(
-            "{}: no readings (expected lines of `timestamp,value`)",
-            file.display()
+            "{}{}: no readings ({}; expected lines of `timestamp,value`)\nnothing was imported",
+            if list.is_empty() {
+                String::new()
+            } else {
+                list.join("\n") + "\n"
+            },
+            file.display(),
+            sheet.dialect
         );
     }
-    out.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Ok(out)
+    readings.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(Parsed {
+        readings,
+        rejected,
+        dialect: sheet.dialect,
+    })
 }
 
 /// Imports readings of one meter point into the store.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of one import; a struct would only rename them
 pub fn import(
     store: &mut Store,
     catalog: &Catalog,
     tz: &TimeZone,
     csv: &Path,
+    opts: &tabular::Options,
+    roles: &[super::config::MeterRole],
     device: &str,
     point: &str,
     mut progress: impl FnMut(&str),
@@ -126,11 +179,11 @@ pub fn import(
     let ts = |t: f64| Timestamp::from_second(t as i64).ok();
     if pdef.unit.dimension() == "temperature" {
         // An outdoor temperature for degree days: hourly means.
-        let text = std::fs::read_to_string(csv)
-            .with_context(|| format!("cannot read {}", csv.display()))?;
-        let readings = parse_csv(csv, &text, tz)?;
+        let text = tabular::read_file(csv).map_err(anyhow::Error::msg)?;
+        let parsed = parse_csv(csv, &text, opts, tz)?;
+        let readings = &parsed.readings;
         let mut hours: std::collections::BTreeMap<i64, (f64, u32)> = Default::default();
-        for &(t, v) in &readings {
+        for &(t, v) in readings {
             let e = hours.entry((t / 3600.0).floor() as i64).or_insert((0.0, 0));
             e.0 += pdef.unit.convert_to(v, Unit::DegC).unwrap_or(v);
             e.1 += 1;
@@ -146,18 +199,27 @@ pub fn import(
             last: readings.last().and_then(|r| ts(r.0)),
             events: Vec::new(),
             temperature: true,
+            rejected: parsed.rejected.clone(),
+            dialect: parsed.dialect,
         });
     }
-    // One meter point per device (what the live stage uses), or reports would add two views of one meter.
-    if let Some((mi, mp)) = super::meter_point(dev) {
-        if mi != pi {
-            bail!(
-                "`{device}/{point}` is not the device's meter point: Caretaker meters `{device}/{}` (its first \
-                 energy or volume counter, else its total power); import that point",
-                mp.name
-            );
-        }
-    }
+    // The meter points the live stage uses, or reports would add two views of one meter.
+    let found = super::meter_role(dev, pi, roles);
+    let role = match (found, super::meter_point(dev)) {
+        (Some(r), _) => r,
+        (None, Some((_, mp))) => bail!(
+            "`{device}/{point}` is not one of the device's meter points: Caretaker meters `{device}/{}` (its first \
+             energy or volume counter, else its total power){}; import that point, or give this one a role under \
+             [[energy.meters]]",
+            mp.name,
+            if dev.profile.point_index("energy_export").is_some() {
+                " and `energy_export`"
+            } else {
+                ""
+            }
+        ),
+        (None, None) => super::Role::of_category(dev.profile.category),
+    };
     let Some(spec) = super::meter_spec(pdef) else {
         bail!(
             "point `{device}/{point}` is in {}: only energy or volume counters (Wh, kWh, MWh, GJ, m3, l), \
@@ -166,9 +228,9 @@ pub fn import(
         );
     };
     let (unit, _, power) = super::base_unit(pdef.unit).expect("meter_spec checked it");
-    let text =
-        std::fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
-    let readings = parse_csv(csv, &text, tz)?;
+    let text = tabular::read_file(csv).map_err(anyhow::Error::msg)?;
+    let parsed = parse_csv(csv, &text, opts, tz)?;
+    let readings = &parsed.readings;
     progress(&format!(
         "{}: {} readings parsed",
         csv.display(),
@@ -182,6 +244,7 @@ pub fn import(
         power,
         &dev.location,
     )?;
+    store.set_role(id, role)?;
     let mut conv = Converter::new(spec, store.period);
     let mut slots = Slots::default();
     let mut events = Vec::new();
@@ -219,6 +282,8 @@ pub fn import(
         last: readings.last().and_then(|r| ts(r.0)),
         events,
         temperature: false,
+        rejected: parsed.rejected,
+        dialect: parsed.dialect,
     })
 }
 
@@ -243,24 +308,71 @@ mod tests {
         assert_eq!(parse_time("yesterday", &tz), None);
     }
 
-    #[test]
-    fn bad_lines_are_all_named() {
-        let tz = TimeZone::UTC;
-        let e = parse_csv(
+    fn parse(text: &str) -> anyhow::Result<Parsed> {
+        parse_csv(
             Path::new("m.csv"),
-            "timestamp,value\n2026-01-05 10:00,1.0\n2026-13-05 10:15,2.0\n2026-01-05 10:30,x\n",
-            &tz,
+            text,
+            &tabular::Options::default(),
+            &TimeZone::UTC,
         )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("m.csv:3:"), "{e}");
-        assert!(e.contains("m.csv:4: `x` is not a number"), "{e}");
-        let ok = parse_csv(
-            Path::new("m.csv"),
-            "t;v\n2026-01-05 10:15;2\n2026-01-05 10:00;1\n",
-            &tz,
+    }
+
+    #[test]
+    fn bad_lines_are_all_named_and_good_ones_kept() {
+        let p = parse(
+            "timestamp,value\n2026-01-05 10:00,1.0\n2026-13-05 10:15,2.0\n2026-01-05 10:30,x\n2026-01-05 10:45,3\n",
         )
         .unwrap();
-        assert_eq!(ok[0].1, 1.0, "sorted by time");
+        assert_eq!(p.readings.len(), 2);
+        assert_eq!(p.rejected.len(), 2);
+        assert_eq!(p.rejected[0].line, 3);
+        assert_eq!(p.rejected[1].line, 4);
+        assert!(
+            p.rejected[1].reason.starts_with("`x` is not a number"),
+            "{:?}",
+            p.rejected
+        );
+        let ok = parse("t;v\n2026-01-05 10:15;2\n2026-01-05 10:00;1\n").unwrap();
+        assert_eq!(ok.readings[0].1, 1.0, "sorted by time");
+        let e = parse("timestamp,value\nx,y\n").unwrap_err().to_string();
+        assert!(
+            e.contains("m.csv:2:") && e.contains("nothing was imported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn german_export_reads_whole() {
+        let p = parse(
+            "\u{feff}Zeitstempel;Zählerstand\n05.01.2026 10:00;12345,6\n05.01.2026 10:15;12.346,0\n",
+        )
+        .unwrap();
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(
+            p.readings,
+            vec![(1_767_607_200.0, 12345.6), (1_767_608_100.0, 12346.0)]
+        );
+        // The issue's line, no header: it was rejected before and nothing was imported.
+        let p = parse("2026-01-05 10:00;12345,6\n").unwrap();
+        assert_eq!(p.readings, vec![(1_767_607_200.0, 12345.6)]);
+    }
+
+    #[test]
+    fn mapped_columns_pick_the_right_cells() {
+        let mut opts = tabular::Options::default();
+        opts.parse_columns(&["time=Ablesezeit,value=Zählerstand".into()])
+            .unwrap();
+        let p = parse_csv(
+            Path::new("m.csv"),
+            "Zähler;Zählerstand;Ablesezeit\nA1;\"100,5\";05.01.2026 10:00\n",
+            &opts,
+            &TimeZone::UTC,
+        )
+        .unwrap();
+        assert_eq!(p.readings, vec![(1_767_607_200.0, 100.5)]);
+        let e = parse_csv(Path::new("m.csv"), "a;b\n1;2\n", &opts, &TimeZone::UTC)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("m.csv:1: --columns timestamp=Ablesezeit"), "{e}");
     }
 }

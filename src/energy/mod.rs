@@ -20,7 +20,7 @@ pub mod stage;
 pub mod store;
 
 use crate::catalog::units::unit_conversion;
-use crate::catalog::{Device, Kind, PointDef, Unit};
+use crate::catalog::{Category, Device, Kind, PointDef, Unit};
 use counter::{MeterKind, MeterSpec};
 
 /// The store's base unit for a point unit, and the multiplier into it, for meterable units: energy into kWh,
@@ -35,6 +35,92 @@ pub fn base_unit(unit: Unit) -> Option<(&'static str, f64, bool)> {
     };
     let (factor, _) = unit_conversion(unit, per)?;
     Some((base.as_str(), factor, power))
+}
+
+/// What a meter point measures, as Home Assistant's energy dashboard sorts them: grid import (the default for
+/// electricity), grid export, generation (PV), gas, water, thermal (heat or cooling). Import, gas, water and
+/// thermal are consumption; export and generation are reported beside it (`export`, `generation`, `net` =
+/// consumption − export), never added to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Import,
+    Export,
+    Generation,
+    Gas,
+    Water,
+    Thermal,
+}
+
+impl Role {
+    pub const NAMES: &'static [&'static str] = &[
+        "import",
+        "export",
+        "generation",
+        "pv",
+        "gas",
+        "water",
+        "thermal",
+    ];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "import" | "consumption" | "grid_import" => Role::Import,
+            "export" | "grid_export" | "return" => Role::Export,
+            "generation" | "pv" | "solar" | "production" => Role::Generation,
+            "gas" => Role::Gas,
+            "water" => Role::Water,
+            "thermal" | "heat" | "cooling" => Role::Thermal,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Import => "import",
+            Role::Export => "export",
+            Role::Generation => "generation",
+            Role::Gas => "gas",
+            Role::Water => "water",
+            Role::Thermal => "thermal",
+        }
+    }
+
+    /// Counted as the device's consumption (the report's `consumption`, cost, baseline).
+    pub fn is_consumption(self) -> bool {
+        !matches!(self, Role::Export | Role::Generation)
+    }
+
+    /// The role of a device's default meter point, from its category.
+    pub fn of_category(category: Category) -> Role {
+        match category {
+            Category::Gas => Role::Gas,
+            Category::Water => Role::Water,
+            Category::Heat => Role::Thermal,
+            _ => Role::Import,
+        }
+    }
+}
+
+/// The role of point `index` of `device` as a meter, if it is one: a `[[energy.meters]]` entry; else the device's
+/// default meter point ([`meter_point`], its role from the category); else a counter named `energy_export` on a
+/// device that meters (the export register of a bidirectional meter: SDM630, EM24, iEM3000, ...).
+pub fn meter_role(device: &Device, index: usize, roles: &[config::MeterRole]) -> Option<Role> {
+    let p = device.profile.points.get(index)?;
+    if let Some(r) = roles
+        .iter()
+        .find(|r| r.device == device.id && r.point == p.name)
+    {
+        return meter_spec(p).map(|_| r.role);
+    }
+    let main = meter_point(device)?;
+    if main.0 == index {
+        return Some(Role::of_category(device.profile.category));
+    }
+    (p.name == "energy_export"
+        && p.kind == Kind::Counter
+        && p.unit.dimension() == "energy"
+        && device.profile.category == Category::Electricity)
+        .then_some(Role::Export)
 }
 
 /// The point of a device that measures its consumption, if any: the first counter of energy or volume; else a
@@ -196,6 +282,17 @@ mod tests {
                 Unit::W => ("kWh", 0.001, true),
                 Unit::KW => ("kWh", 1.0, true),
                 Unit::MW => ("kWh", 1000.0, true),
+                // US customary (factors in catalog::units, NIST SP 811).
+                Unit::Gal => ("m3", 3.785_411_784 / 1e3, false),
+                Unit::Ft3 => ("m3", 28.316_846_592 / 1e3, false),
+                Unit::Ccf => ("m3", 2_831.684_659_2 / 1e3, false),
+                Unit::Therm => ("kWh", 1.054_804e8 / 3600.0 / 1e3, false),
+                Unit::Btu => ("kWh", 1_055.055_852_62 / 3600.0 / 1e3, false),
+                Unit::KBtu => ("kWh", 1_055_055.852_62 / 3600.0 / 1e3, false),
+                Unit::MMBtu => ("kWh", 1_055_055_852.62 / 3600.0 / 1e3, false),
+                Unit::BtuPerH => ("kWh", 1_055.055_852_62 / 3600.0 / 1e3, true),
+                Unit::KBtuPerH => ("kWh", 1_055_055.852_62 / 3600.0 / 1e3, true),
+                Unit::TonRefrigeration => ("kWh", 12_000.0 * 1_055.055_852_62 / 3600.0 / 1e3, true),
                 _ => return None,
             })
         };

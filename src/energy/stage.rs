@@ -1,4 +1,4 @@
-//! The live side: a pipeline [`Stage`] that turns each device's meter point (see [`super::meter_point`]) into
+//! The live side: a pipeline [`Stage`] that turns each device's meter points (see [`super::meter_role`]) into
 //! interval consumption as readings arrive, and a worker thread that stores it and writes the `energy`
 //! measurement to InfluxDB.
 //!
@@ -37,6 +37,7 @@ struct Item {
     unit: &'static str,
     category: String,
     derived: bool,
+    role: super::Role,
     location: std::collections::BTreeMap<String, String>,
     /// Escaped `,tag=value,...` of the device's series (site, device, profile, location), for the line.
     tags: String,
@@ -62,6 +63,7 @@ struct Meter {
     unit: &'static str,
     category: String,
     derived: bool,
+    role: super::Role,
     location: std::collections::BTreeMap<String, String>,
     tags: String,
 }
@@ -87,6 +89,8 @@ pub struct EnergyStage {
     pub send_every: Duration,
     temp_point: Option<(String, String)>,
     temps: std::collections::BTreeMap<i64, (f64, u32)>,
+    /// `[[energy.meters]]`: meter points with a role beyond each device's default one.
+    roles: Vec<super::config::MeterRole>,
 }
 
 impl EnergyStage {
@@ -129,6 +133,7 @@ impl EnergyStage {
                 .as_ref()
                 .map(|d| (d.device.clone(), d.point.clone())),
             temps: Default::default(),
+            roles: cfg.meters.clone(),
         })
     }
 
@@ -158,9 +163,9 @@ impl EnergyStage {
             return None;
         }
         let (_, index) = catalog.point_index(id);
-        let is_meter = super::meter_point(dev).is_some_and(|(mi, _)| mi == index);
+        let role = super::meter_role(dev, index, &self.roles);
         let spec = super::meter_spec(pdef);
-        let (Some(spec), true) = (spec, is_meter) else {
+        let (Some(spec), Some(role)) = (spec, role) else {
             self.by_point[i] = Slot::Skip;
             return None;
         };
@@ -186,10 +191,18 @@ impl EnergyStage {
             unit,
             category: dev.profile.category.as_str().to_string(),
             derived: power,
+            role,
             location: dev.location.clone(),
+            // Export and generation series carry `role=...` so dashboards can keep them out of consumption sums;
+            // consumption series keep their series key from before roles (no tag).
             tags: format!(
-                "{tags},point={},unit={}",
+                "{tags},point={}{},unit={}",
                 escape_tag_value(&pdef.name),
+                if role.is_consumption() {
+                    String::new()
+                } else {
+                    format!(",role={}", role.as_str())
+                },
                 escape_key(unit)
             ),
         });
@@ -233,6 +246,7 @@ impl EnergyStage {
                 unit: m.unit,
                 category: m.category.clone(),
                 derived: m.derived,
+                role: m.role,
                 location: m.location.clone(),
                 tags: m.tags.clone(),
                 slots: std::mem::take(&mut m.slots),
@@ -341,6 +355,9 @@ fn worker(
                     &it.location,
                 ) {
                     Ok(id) => {
+                        if let Err(e) = store.set_role(id, it.role) {
+                            error!(device = %it.device, error = %e, "energy store: cannot record the meter's role");
+                        }
                         ids.insert(key, id);
                         id
                     }

@@ -39,6 +39,9 @@ pub struct SeriesInfo {
     pub category: String,
     pub derived: bool,
     pub location: BTreeMap<String, String>,
+    /// The meter's role (`import`, `export`, `generation`, `gas`, `water`, `thermal`); stores from before roles
+    /// read `import`... or the role of the category (see [`Store::open`]'s migration).
+    pub role: super::Role,
 }
 
 /// How new slot values combine with stored ones.
@@ -89,6 +92,8 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
         conn.execute_batch(SCHEMA)
             .with_context(|| format!("cannot initialise energy store {}", path.display()))?;
+        migrate(&conn)
+            .with_context(|| format!("cannot migrate energy store {}", path.display()))?;
         let stored: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key='period'", [], |r| {
                 r.get(0)
@@ -137,6 +142,8 @@ impl Store {
                 .with_context(|| format!("{} is not an energy store (no `{k}`)", path.display()))
         };
         let period: i64 = get("period")?.parse()?;
+        migrate(&conn)
+            .with_context(|| format!("cannot migrate energy store {}", path.display()))?;
         let tz = get("timezone")?;
         let site = get("site").unwrap_or_default();
         Ok((Store { conn, period }, tz, site))
@@ -169,9 +176,18 @@ impl Store {
         )?)
     }
 
+    /// Sets a meter's role (the live stage and `energy import` call it after [`series_id`](Store::series_id)).
+    pub fn set_role(&mut self, series: i64, role: super::Role) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE series SET role=?2 WHERE id=?1",
+            params![series, role.as_str()],
+        )?;
+        Ok(())
+    }
+
     pub fn series(&self) -> anyhow::Result<Vec<SeriesInfo>> {
         let mut st = self.conn.prepare(
-            "SELECT id, device, point, unit, category, derived, location FROM series ORDER BY device, point",
+            "SELECT id, device, point, unit, category, derived, location, role FROM series ORDER BY device, point",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -182,11 +198,20 @@ impl Store {
                 r.get::<_, String>(4)?,
                 r.get::<_, bool>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, device, point, unit, category, derived, loc) = r?;
+            let (id, device, point, unit, category, derived, loc, role) = r?;
+            let role = role
+                .as_deref()
+                .and_then(super::Role::parse)
+                .unwrap_or_else(|| {
+                    crate::catalog::Category::parse(&category)
+                        .map(super::Role::of_category)
+                        .unwrap_or(super::Role::Import)
+                });
             out.push(SeriesInfo {
                 id,
                 device,
@@ -195,6 +220,7 @@ impl Store {
                 category,
                 derived,
                 location: serde_json::from_str(&loc).unwrap_or_default(),
+                role,
             });
         }
         Ok(out)
@@ -427,6 +453,19 @@ impl Store {
     }
 }
 
+/// In-place migrations of stores written by older versions (each checks before it changes anything).
+/// - `series.role` (meter roles): added as NULL, read as the role of the series' category, so every meter of an
+///   old store keeps counting as consumption exactly as before.
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let has_role: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('series') WHERE name='role'")?
+        .exists([])?;
+    if !has_role {
+        conn.execute_batch("ALTER TABLE series ADD COLUMN role TEXT")?;
+    }
+    Ok(())
+}
+
 fn encode(vals: &[f64], flags: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(vals.len() * 9);
     for v in vals {
@@ -454,6 +493,36 @@ fn decode_into(b: &[u8], vals: &mut [f64], flags: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_from_before_roles_opens_and_keeps_counting_as_consumption() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path_in(dir.path());
+        {
+            // The schema of the previous release, written by hand.
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('period','900'),('timezone','UTC'),('site','s');
+                 CREATE TABLE series(id INTEGER PRIMARY KEY, device TEXT NOT NULL, point TEXT NOT NULL,
+                   unit TEXT NOT NULL, category TEXT NOT NULL, derived INTEGER NOT NULL, location TEXT NOT NULL,
+                   UNIQUE(device, point));
+                 INSERT INTO series VALUES (1,'m1','energy_total','kWh','electricity',0,'{}'),
+                                           (2,'w1','volume','m3','water',0,'{}');",
+            )
+            .unwrap();
+        }
+        let (st, _, _) = Store::open_existing(&p).unwrap();
+        let roles: Vec<_> = st.series().unwrap().iter().map(|s| s.role).collect();
+        assert_eq!(
+            roles,
+            [crate::energy::Role::Import, crate::energy::Role::Water]
+        );
+        drop(st);
+        let mut st = Store::open(&p, 900, "UTC", "s").unwrap();
+        st.set_role(1, crate::energy::Role::Export).unwrap();
+        assert_eq!(st.series().unwrap()[0].role, crate::energy::Role::Export);
+    }
 
     #[test]
     fn add_and_replace_round_trip() {

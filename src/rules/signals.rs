@@ -744,6 +744,8 @@ rules:
             &cat,
             &tz,
             &csv_path,
+            &crate::tabular::Options::default(),
+            &[],
             "meter-1",
             "energy_import",
             |_| {},

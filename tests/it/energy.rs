@@ -307,17 +307,40 @@ location = {{ building = "main" }}
     assert_eq!(v["rows"][0]["consumption"].as_f64(), Some(72.0));
     assert!(v["rows"][0]["cost"].is_null());
 
-    // Bad input: the file and line are named and nothing is written.
+    // A German export (BOM, `;`, decimal commas, DD.MM.YYYY, a quoted field) with one bad line: the good lines
+    // are imported, the bad one is named with its line and reason, and the exit code says so (2).
     std::fs::write(
         &csv_path,
-        "timestamp,value\n2026-02-01 00:00,1.0\n2026-02-01 00:15,one\n",
+        "\u{feff}Zeitstempel;Zählerstand;Notiz\r\n01.02.2026 00:00;\"1.000,0\";\"Ablesung; manuell\"\r\n\
+         01.02.2026 00:15;eins;\r\n01.02.2026 00:30;1.000,5;\r\n",
+    )
+    .unwrap();
+    let o = caretaker(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("meter-1.csv:3: `eins` is not a number (decimal mark `,`"),
+        "{err}"
+    );
+    assert!(err.contains("the other 2 readings were imported"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("imported 2 readings of meter-1/energy_total"),
+        "{out}"
+    );
+    assert!(out.contains("0.500 kWh"), "{out}");
+    // Nothing good at all: nothing is written, exit 1.
+    std::fs::write(
+        &csv_path,
+        "timestamp,value\n2026-02-01 00:00,x\n2026-02-01 00:15,one\n",
     )
     .unwrap();
     let o = caretaker(&args);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("meter-1.csv:3: `one` is not a number"),
+        err.contains("meter-1.csv:3: `one` is not a number")
+            && err.contains("nothing was imported"),
         "{err}"
     );
     let o = caretaker(&[

@@ -321,7 +321,9 @@ fn fuzz_every_csv_importer() {
         let input = mutant(&mut rng, &seeds);
         // `caretaker energy import`
         no_panic("csv-energy-import", &input, |b| {
-            if let Err(e) = caretaker::energy::import::parse_csv(&file, &text(b), &tz) {
+            if let Err(e) =
+                caretaker::energy::import::parse_csv(&file, &text(b), &Default::default(), &tz)
+            {
                 assert!(e.to_string().contains("fuzz.csv"), "{e}");
             }
         });

@@ -7,6 +7,7 @@ mod api;
 mod atlas;
 mod check_cli;
 mod console;
+mod dashboards;
 mod demo;
 mod deploy;
 mod email;

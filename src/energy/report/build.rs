@@ -57,6 +57,13 @@ pub fn build(
     let mut vals = vec![f64::NAN; clock.n];
     let mut flags = vec![0u8; clock.n];
     let total = all_series.len();
+    // A virtual meter's term is its device's consumption: export/generation series only for devices that have
+    // nothing else (a PV inverter metered as generation).
+    let consumes: HashSet<&str> = all_series
+        .iter()
+        .filter(|s| s.role.is_consumption())
+        .map(|s| s.device.as_str())
+        .collect();
     for (k, s) in all_series.iter().enumerate() {
         if let Some(p) = progress.as_deref_mut() {
             p(k + 1, total);
@@ -67,7 +74,7 @@ pub fn build(
         }
         read_slots(store, &clock, s.id, &mut vals, &mut flags)?;
         if selected {
-            f.meter(&Meter {
+            let m = Meter {
                 device: &s.device,
                 unit: &s.unit,
                 category: &s.category,
@@ -75,9 +82,16 @@ pub fn build(
                 vals: &vals,
                 flags: &flags,
                 real: true,
-            });
+            };
+            if s.role.is_consumption() {
+                f.meter(&m);
+            } else {
+                f.side(&m, s.role);
+            }
         }
-        if needed.contains(s.device.as_str()) {
+        if needed.contains(s.device.as_str())
+            && (s.role.is_consumption() || !consumes.contains(s.device.as_str()))
+        {
             keep_term(&mut keep, s, &vals, &flags);
         }
     }

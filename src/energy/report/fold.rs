@@ -32,6 +32,11 @@ struct Acc {
     derived: bool,
     after: f64,
     present: bool,
+    /// Export and generation meters of the group (roles beside consumption).
+    export: f64,
+    generation: f64,
+    has_export: bool,
+    has_generation: bool,
 }
 
 /// Energy price and standing charge per slot of one category.
@@ -60,6 +65,8 @@ pub(super) struct Fold<'c> {
     demand_by_month: HashMap<(usize, u32), f64>,
     /// Heating degree days per local date of the array (`Clock::all_days`), when known.
     hdd: Vec<Option<f64>>,
+    /// Per unit: site export and generation.
+    side_totals: BTreeMap<String, (f64, f64)>,
 }
 
 impl<'c> Fold<'c> {
@@ -89,6 +96,7 @@ impl<'c> Fold<'c> {
             demand: 0.0,
             demand_by_month: HashMap::new(),
             hdd,
+            side_totals: BTreeMap::new(),
         }
     }
 
@@ -200,6 +208,44 @@ impl<'c> Fold<'c> {
         }
         if m.real {
             self.add_totals(m, price, standing, ah);
+        }
+    }
+
+    /// A meter whose role is not consumption (export, generation): its slots into the group's `export` or
+    /// `generation`, never into consumption, cost, baseline or peaks.
+    pub(super) fn side(&mut self, m: &Meter, role: crate::energy::Role) {
+        let c = self.c;
+        if m.location.is_none() && self.q.group != Group::Device {
+            return;
+        }
+        let g = self.group_of(m);
+        let mut total = 0.0;
+        for i in c.r0..c.n {
+            let fl = m.flags[i];
+            if fl & PRESENT == 0 {
+                continue;
+            }
+            let v = m.vals[i];
+            let a = &mut self.acc[g][c.period_idx[i] as usize];
+            a.present = true;
+            a.estimated |= fl & ESTIMATED != 0;
+            a.derived |= fl & DERIVED != 0;
+            if role == crate::energy::Role::Export {
+                a.export += v;
+                a.has_export = true;
+            } else {
+                a.generation += v;
+                a.has_generation = true;
+            }
+            total += v;
+        }
+        if m.real {
+            let t = self.side_totals.entry(m.unit.to_string()).or_default();
+            if role == crate::energy::Role::Export {
+                t.0 += total;
+            } else {
+                t.1 += total;
+            }
         }
     }
 
@@ -373,6 +419,9 @@ impl<'c> Fold<'c> {
                     after_hours: round(a.after, 6),
                     peak_kw: (unit == "kWh" && !peak.is_nan()).then(|| round(peak, 4)),
                     hdd: period_hdd[pi].map(|h| round(h, 2)),
+                    export: a.has_export.then(|| round(a.export, 6)),
+                    generation: a.has_generation.then(|| round(a.generation, 6)),
+                    net: a.has_export.then(|| round(a.consumption - a.export, 6)),
                 });
             }
         }
@@ -397,6 +446,7 @@ impl<'c> Fold<'c> {
                 (*cons, cost, if *cons > 0.0 { est / cons } else { 0.0 }),
             );
         }
+        meta.side_totals = std::mem::take(&mut self.side_totals);
         for (di, d) in c.days.iter().enumerate() {
             let (b, bh, h) = self.day_base[di];
             let base = (h > 0 && bh * 2 >= h).then_some(b);

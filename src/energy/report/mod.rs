@@ -103,6 +103,15 @@ pub struct Row {
     /// Heating degree days of the period (with `[energy.degree_days]` and outdoor temperatures in the store).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hdd: Option<f64>,
+    /// What the group's export meters counted (role `export`), when it has any; not in `consumption`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<f64>,
+    /// What the group's generation (PV) meters counted (role `generation`), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<f64>,
+    /// Net consumption: `consumption - export`, when the group has export meters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<f64>,
 }
 
 /// After-hours consumption of one meter over the report range.
@@ -142,6 +151,8 @@ pub struct Meta {
     /// Per month: the site's coincident peak kW and when it happened.
     pub peaks: Vec<(String, f64, String)>,
     pub meters: usize,
+    /// Per unit: site export and generation (meters with those roles).
+    pub side_totals: BTreeMap<String, (f64, f64)>,
     /// Meter events in the range per device: kind → count (gaps, resets, wraps, glitches, late readings).
     pub events: BTreeMap<String, BTreeMap<String, i64>>,
 }

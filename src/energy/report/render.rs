@@ -9,36 +9,51 @@ pub fn to_json(r: &Report) -> String {
     serde_json::to_string_pretty(r).unwrap_or_default()
 }
 
+/// The CSV the CLI prints and `/api/v1/energy/report?format=csv` serves (one function for both).
+/// The columns `export,generation,net` come last and only when a row has an export or generation meter: a site
+/// without them gets the same CSV as before roles existed.
 pub fn to_csv(r: &Report) -> String {
-    let mut s = String::from(
-        "period,group,consumption,unit,cost,baseline,estimated,derived,after_hours,peak_kw\n",
-    );
+    let roles = r
+        .rows
+        .iter()
+        .any(|x| x.export.is_some() || x.generation.is_some());
+    let mut w = crate::tabular::Writer::new();
+    let mut head = vec![
+        "period",
+        "group",
+        "consumption",
+        "unit",
+        "cost",
+        "baseline",
+        "estimated",
+        "derived",
+        "after_hours",
+        "peak_kw",
+    ];
+    if roles {
+        head.extend(["export", "generation", "net"]);
+    }
+    w.row(head);
     let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
     for row in &r.rows {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{},{},{},{},{},{}",
-            csv_field(&row.period),
-            csv_field(&row.group),
-            row.consumption,
-            row.unit,
+        let mut cells = vec![
+            row.period.clone(),
+            row.group.clone(),
+            row.consumption.to_string(),
+            row.unit.clone(),
             opt(row.cost),
             opt(row.baseline),
-            row.estimated,
-            row.derived,
-            row.after_hours,
-            opt(row.peak_kw)
-        );
+            row.estimated.to_string(),
+            row.derived.to_string(),
+            row.after_hours.to_string(),
+            opt(row.peak_kw),
+        ];
+        if roles {
+            cells.extend([opt(row.export), opt(row.generation), opt(row.net)]);
+        }
+        w.row(cells);
     }
-    s
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    w.finish()
 }
 
 pub fn to_table(r: &Report) -> String {
@@ -120,6 +135,14 @@ pub fn to_table(r: &Report) -> String {
             } else {
                 String::new()
             }
+        );
+    }
+    for (unit, (export, generation)) in &r.meta.side_totals {
+        let cons = r.meta.totals.get(unit).map(|t| t.0).unwrap_or(0.0);
+        let _ = writeln!(
+            s,
+            "export: {export:.3} {unit}, generation: {generation:.3} {unit}, net consumption: {:.3} {unit}",
+            cons - export
         );
     }
     s

@@ -419,3 +419,82 @@ fn virtual_meter_with_unknown_term_is_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn export_and_generation_roles_beside_consumption_with_net() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut st, tz) = fixture(dir.path());
+    // `main` is a bidirectional meter: an export register beside its import, and a PV inverter in building A.
+    let loc = BTreeMap::from([("building".to_string(), "A".to_string())]);
+    let exp = st
+        .series_id("main", "energy_export", "kWh", "electricity", false, &loc)
+        .unwrap();
+    st.set_role(exp, crate::energy::Role::Export).unwrap();
+    let pv = st
+        .series_id("pv-1", "energy_total", "kWh", "electricity", false, &loc)
+        .unwrap();
+    st.set_role(pv, crate::energy::Role::Generation).unwrap();
+    let (a, b) = (1_768_172_400 / 900, 1_768_258_800 / 900); // 2026-01-12 local day
+    let (mut se, mut sp) = (Slots::default(), Slots::default());
+    for slot in a..b {
+        se.add(slot, 0.125, 0); // 0.5 kW exported all day: 12 kWh
+        sp.add(slot, 0.25, 0); // 1 kW generated: 24 kWh
+    }
+    st.write(&[(exp, &se), (pv, &sp)], Mode::Add, &[], &[])
+        .unwrap();
+    let r = build(
+        &st,
+        &cfg(),
+        &tz,
+        &q("2026-01-12", "2026-01-13", By::Day, "device"),
+        None,
+    )
+    .unwrap();
+    let m = row(&r, "2026-01-12", "main");
+    assert_eq!(m.consumption, 96.0, "export is not added to consumption");
+    assert_eq!(m.export, Some(12.0));
+    assert_eq!(m.net, Some(84.0));
+    assert_eq!(m.generation, None);
+    assert!(
+        (m.cost.unwrap() - 24.8).abs() < 1e-9,
+        "export is not priced as consumption"
+    );
+    let p = row(&r, "2026-01-12", "pv-1");
+    assert_eq!(
+        (p.consumption, p.generation, p.net),
+        (0.0, Some(24.0), None)
+    );
+    // The virtual meter `main - pv_export` still sees only main's consumption.
+    assert_eq!(row(&r, "2026-01-12", "building_total").consumption, 92.0);
+    // By building: one row with every role.
+    let r = build(
+        &st,
+        &cfg(),
+        &tz,
+        &q("2026-01-12", "2026-01-13", By::Day, "building"),
+        None,
+    )
+    .unwrap();
+    let a = row(&r, "2026-01-12", "A");
+    assert_eq!(
+        a.consumption,
+        96.0 + 4.0,
+        "main and pv_export (a consumption meter)"
+    );
+    assert_eq!(
+        (a.export, a.generation, a.net),
+        (Some(12.0), Some(24.0), Some(88.0))
+    );
+    let csv = to_csv(&r);
+    assert!(csv.starts_with(
+        "period,group,consumption,unit,cost,baseline,estimated,derived,after_hours,peak_kw,export,generation,net\n"
+    ));
+    let line = csv
+        .lines()
+        .find(|l| l.starts_with("2026-01-12,A,"))
+        .unwrap();
+    assert!(line.ends_with(",12,24,88"), "{line}");
+    let json = to_json(&r);
+    assert!(json.contains("\"net\": 88.0"), "{json}");
+    assert!(to_table(&r).contains("export: 12.000 kWh, generation: 24.000 kWh, net consumption:"));
+}
