@@ -37,7 +37,7 @@ LAYERS = [
     ["watchdog"],
     ["telemetry"],
     ["diag", "line_protocol"],
-    ["util", "tls"],
+    ["util", "tls", "journal"],
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 

@@ -103,3 +103,15 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --quiet --all-targets -- "$@"
+echo "==> the production build (no default features: no embedded demo broker) compiles and says it has no demo"
+# Its own target dir: a no-default-features build beside the default one would rebuild shared crates each time.
+NODEMO_TARGET="${CARGO_TARGET_DIR:-target}/no-demo"
+CARGO_TARGET_DIR="$NODEMO_TARGET" cargo build --quiet --no-default-features --bin caretaker
+set +e
+nodemo_err=$("$NODEMO_TARGET/debug/caretaker" demo --for 1s 2>&1 >/dev/null)
+nodemo_code=$?
+set -e
+if [ "$nodemo_code" -ne 1 ] || ! printf '%s' "$nodemo_err" | grep -q "built without the demo"; then
+  echo "caretaker demo in a no-demo build: exit $nodemo_code, said: $nodemo_err" >&2
+  exit 1
+fi
