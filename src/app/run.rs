@@ -25,6 +25,8 @@ use tracing::{error, info, warn};
 
 /// Runs the daemon until a signal arrives.
 pub async fn run(config_file: &Path) -> anyhow::Result<()> {
+    // First, so a SIGHUP while the config loads is a reload request, not the end of the process.
+    let requests = reload_requests()?;
     let loaded = load(config_file).map_err(|errs| {
         for e in &errs {
             error!("{e}");
@@ -40,7 +42,7 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
     });
     let reload = Reload {
         file: config_file.to_path_buf(),
-        requests: reload_requests()?,
+        requests,
     };
     run_site(loaded, shutdown, Vec::new(), Some(reload)).await
 }

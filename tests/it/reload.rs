@@ -81,22 +81,24 @@ async fn health(d: &Daemon) -> serde_json::Value {
     else {
         return serde_json::Value::Null;
     };
-    r.json().await.unwrap_or_default()
+    serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default()
 }
 
 /// Waits until `/health` reports `n` reloads tried (applied + refused) and returns its `config_reload`.
 async fn reloaded(d: &Daemon, n: u64) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
+    let last = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let ok = wait_until(Duration::from_secs(20), || {
-        let d = &*d;
-        let last = &mut last;
+        let last = last.clone();
         async move {
             let h = health(d).await;
-            *last = h["config_reload"].clone();
-            last["applied"].as_u64().unwrap_or(0) + last["refused"].as_u64().unwrap_or(0) >= n
+            let r = h["config_reload"].clone();
+            let done = r["applied"].as_u64().unwrap_or(0) + r["refused"].as_u64().unwrap_or(0) >= n;
+            *last.lock().unwrap() = r;
+            done
         }
     })
     .await;
+    let last = last.lock().unwrap().clone();
     assert!(ok, "no reload reported: {last}\n{}", d.log_text());
     last
 }

@@ -7,6 +7,15 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A valid site's first lines (6 of them): site, state dir, the shipped profiles.
+fn base(name: &str, state: &std::path::Path) -> String {
+    format!(
+        "[site]\nname = \"{name}\"\n[state]\ndir = \"{}\"\n[profiles]\ndirs = [\"{}\"]\n",
+        state.display(),
+        repo().join("device_profiles").display()
+    )
+}
+
 /// Parses one datagram of journald's native protocol into (field, value) pairs: `KEY=value\n`, or
 /// `KEY\n<u64 LE length><bytes>\n` for values with a newline.
 fn parse_entry(mut b: &[u8]) -> Vec<(String, String)> {
@@ -85,9 +94,10 @@ fn under_systemd_logs_go_to_the_journal_with_priorities() {
         .unwrap();
     // A config with an error: `caretaker run` logs it (error) and exits.
     let bad = dir.path().join("bad.toml");
+    let state = dir.path().join("state");
     std::fs::write(
         &bad,
-        "[site]\nname = \"s\"\n[state]\ndir = \"st\"\n[mqtt]\nurl = \"ftp://x\"\n",
+        base("s", &state) + "[pipeline]\nchannel_capacity = 0\n",
     )
     .unwrap();
     let (mut child, log) = run_logged(
@@ -104,7 +114,7 @@ fn under_systemd_logs_go_to_the_journal_with_priorities() {
     assert_eq!(field(&e, "SYSLOG_IDENTIFIER"), Some("caretaker"));
     let msg = field(&e, "MESSAGE").unwrap();
     assert!(
-        msg.contains("mqtt.url") && msg.contains("bad.toml"),
+        msg.contains("pipeline.channel_capacity") && msg.contains("bad.toml:8"),
         "{msg}"
     );
     assert!(
@@ -117,14 +127,7 @@ fn under_systemd_logs_go_to_the_journal_with_priorities() {
 
     // A valid site: the start is info (6), with its fields as journal fields too; a warning is 4.
     let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
-        format!(
-            "[site]\nname = \"journal site\"\n[state]\ndir = \"{}\"\n",
-            dir.path().join("state").display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&good, base("journal site", &state)).unwrap();
     let (mut child, _) = run_logged(
         &["run", "--config", good.to_str().unwrap()],
         dir.path(),
@@ -162,7 +165,7 @@ fn under_systemd_logs_go_to_the_journal_with_priorities() {
     assert_eq!(child.wait().unwrap().code(), Some(1));
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(
-        stderr.contains("ERROR") && stderr.contains("mqtt.url"),
+        stderr.contains("ERROR") && stderr.contains("pipeline.channel_capacity"),
         "{stderr}"
     );
 }
@@ -173,7 +176,7 @@ fn rust_log_works_and_caretaker_log_wins() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[site]\nname = \"s\"\n[state]\ndir = \"st\"\n[mqtt]\nurl = \"ftp://x\"\n",
+        base("s", &dir.path().join("st")) + "[pipeline]\nchannel_capacity = 0\n",
     )
     .unwrap();
     let run = |env: &[(&str, &str)]| {
@@ -198,7 +201,7 @@ fn rust_log_works_and_caretaker_log_wins() {
 fn the_config_defaults_to_caretaker_config_and_else_names_both_places() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("site.toml");
-    std::fs::write(&cfg, "[site]\nname = \"from env\"\n[state]\ndir = \"st\"\n").unwrap();
+    std::fs::write(&cfg, base("from env", &dir.path().join("st"))).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_caretaker"))
         .arg("check")
         .env("CARETAKER_CONFIG", &cfg)
@@ -226,9 +229,10 @@ fn the_config_defaults_to_caretaker_config_and_else_names_both_places() {
 fn check_format_json_lists_every_error_with_file_line_column_key_and_severity() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("site.toml");
+    let st = dir.path().join("st");
     std::fs::write(
         &cfg,
-        "[site]\nname = \"s\"\n[state]\ndir = \"st\"\n[mqtt]\nurl = \"ftp://x\"\nkeep_alive = \"10\"\n",
+        base("s", &st) + "[pipeline]\nchannel_capacity = 0\nshutdown_timeout = \"10\"\n",
     )
     .unwrap();
     let (code, out, _) = caretaker(&[
@@ -243,16 +247,22 @@ fn check_format_json_lists_every_error_with_file_line_column_key_and_severity() 
     assert_eq!(v["ok"], false);
     let d = v["diagnostics"].as_array().unwrap();
     assert_eq!(v["errors"], d.len());
-    let url = d
+    let cap = d
         .iter()
-        .find(|x| x["key"] == "mqtt.url")
+        .find(|x| x["key"] == "pipeline.channel_capacity")
         .unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(url["file"], cfg.to_str().unwrap());
-    assert_eq!(url["line"], 6);
-    assert_eq!(url["severity"], "error");
-    assert!(url["message"].as_str().unwrap().contains("ftp"), "{url}");
-    assert!(url.get("column").is_some(), "{url}");
-    assert!(d.iter().any(|x| x["key"] == "mqtt.keep_alive"), "{out}");
+    assert_eq!(cap["file"], cfg.to_str().unwrap());
+    assert_eq!(cap["line"], 8, "{cap}");
+    assert_eq!(cap["severity"], "error");
+    assert!(
+        cap["message"].as_str().unwrap().contains("at least 1"),
+        "{cap}"
+    );
+    assert!(cap.get("column").is_some(), "{cap}");
+    assert!(
+        d.iter().any(|x| x["key"] == "pipeline.shutdown_timeout"),
+        "{out}"
+    );
 
     // A YAML error in a rule file: line and column from the parser.
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
@@ -261,11 +271,7 @@ fn check_format_json_lists_every_error_with_file_line_column_key_and_severity() 
         "schema: 1\nrules:\n  - name: [unclosed\n",
     )
     .unwrap();
-    std::fs::write(
-        &cfg,
-        "[site]\nname = \"s\"\n[state]\ndir = \"st\"\n[rules]\ndirs = [\"rules\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, base("s", &st) + "[rules]\ndirs = [\"rules\"]\n").unwrap();
     let (code, out, _) = caretaker(&[
         "check",
         "--config",
@@ -301,10 +307,8 @@ async fn metrics_have_build_info_process_metrics_and_counters() {
     let http = free_port();
     let cfg = write_config(
         dir.path(),
-        &format!(
-            "[site]\nname = \"m\"\n[state]\ndir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n",
-            dir.path().join("state").display()
-        ),
+        &(base("m", &dir.path().join("state"))
+            + &format!("[http]\nlisten = \"127.0.0.1:{http}\"\n")),
     );
     let mut d = Daemon::start(&cfg, http);
     let text = http_client()
@@ -354,7 +358,7 @@ async fn metrics_have_build_info_process_metrics_and_counters() {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count() as f64;
-    assert!((value("process_open_fds") - fds).abs() <= 3.0, "{fds}");
+    assert!((value("process_open_fds") - fds).abs() <= 10.0, "{fds}");
     assert!(value("process_max_fds") >= value("process_open_fds"));
     assert!(value("process_cpu_seconds_total") >= 0.0);
     let now = std::time::SystemTime::now()
