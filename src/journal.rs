@@ -83,7 +83,7 @@ pub fn field_name(name: &str) -> String {
         })
         .collect();
     if s.is_empty() || s.starts_with('_') || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert_str(0, "F");
+        s.insert(0, 'F');
     }
     s.truncate(64);
     s

@@ -248,6 +248,9 @@ pub async fn run_site(
     Ok(())
 }
 
+/// The stages, the rules' signal hub, and whether a signal stage runs (a reload needs both).
+type Staged = (Vec<Box<dyn Stage>>, HubSignal, bool);
+
 /// The pipeline stages, in the order they run: anomaly scores and other signals are computed before the rules
 /// read them; energy last.
 fn stages(
@@ -258,7 +261,7 @@ fn stages(
     queue: &Option<Arc<dyn ChunkQueue>>,
     extra_stages: Vec<Box<dyn Stage>>,
     live: Option<&Arc<crate::api::live::LiveState>>,
-) -> anyhow::Result<(Vec<Box<dyn Stage>>, HubSignal, bool)> {
+) -> anyhow::Result<Staged> {
     // Anomaly detection: restores detector state from [state].dir and saves it when the pipeline stops.
     let anomaly = {
         let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
