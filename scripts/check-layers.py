@@ -37,7 +37,7 @@ LAYERS = [
     ["watchdog"],
     ["telemetry"],
     ["diag", "line_protocol"],
-    ["util", "tls", "tabular"],
+    ["util", "tls", "tabular", "journal"],
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 

@@ -107,3 +107,17 @@ echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --quiet --all-targets -- "$@"
+echo "==> the production build (no default features: no embedded demo broker) compiles and says it has no demo"
+# Same target dir (the dependencies are shared; only caretaker itself builds twice); the default binary is
+# restored after, so target/debug/caretaker keeps its demo.
+cargo build --quiet --no-default-features --bin caretaker
+nodemo_bin="${CARGO_TARGET_DIR:-target}/debug/caretaker"
+set +e
+nodemo_err=$("$nodemo_bin" demo --for 1s 2>&1 >/dev/null)
+nodemo_code=$?
+set -e
+cargo build --quiet --bin caretaker
+if [ "$nodemo_code" -ne 1 ] || ! printf '%s' "$nodemo_err" | grep -q "built without the demo"; then
+  echo "caretaker demo in a no-demo build: exit $nodemo_code, said: $nodemo_err" >&2
+  exit 1
+fi

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod diag;
 pub mod energy;
+pub mod journal;
 pub mod line_protocol;
 pub mod pipeline;
 pub mod reading;

@@ -74,12 +74,28 @@ fn describe() {
     );
     describe_gauge!(
         "caretaker_influx_drain_readings_per_second",
-        "Readings acknowledged by InfluxDB per second (catch-up rate)"
+        "Deprecated (removed in the next release): use rate(caretaker_readings_written_total[5m])"
     );
     describe_gauge!(
         "caretaker_influx_incoming_readings_per_second",
-        "Readings entering the InfluxDB queue per second"
+        "Deprecated (removed in the next release): use rate(caretaker_readings_queued_total[5m])"
     );
+    describe_counter!(
+        "caretaker_work_order_changes_total",
+        "Changes the rules made to work orders, by change: opened, updated (a repeat or a reopen), resolved"
+    );
+    describe_counter!(
+        "caretaker_work_orders_total",
+        "Deprecated (removed in the next release): caretaker_work_order_changes_total{change} under its old name"
+    );
+    describe_gauge!(
+        "caretaker_build_info",
+        "Always 1; the labels say which build runs: version, commit (when built with CARETAKER_COMMIT), features"
+    );
+    let (version, commit, features) = build_info_labels();
+    metrics::gauge!("caretaker_build_info", "version" => version, "commit" => commit, "features" => features)
+        .set(1.0);
+    let _ = STARTED_S.get_or_init(|| crate::util::now_ns() as f64 / 1e9);
     describe_gauge!(
         "caretaker_influx_catch_up_seconds",
         "Estimated seconds until the backlog is sent; -1 while it is not shrinking"
@@ -93,6 +109,27 @@ fn describe() {
     counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => "malformed_payload").increment(0);
     counter!("caretaker_errors_total", "stage" => "mqtt").increment(0);
     counter!("caretaker_errors_total", "stage" => "influx").increment(0);
+    describe_counter!(
+        "caretaker_config_reloads_total",
+        "Configuration reloads (SIGHUP), by result: ok (applied) or error (refused, the old one kept)"
+    );
+    describe_counter!(
+        "caretaker_config_reload_errors_total",
+        "Errors found in refused configuration reloads"
+    );
+    describe_gauge!(
+        "caretaker_config_last_reload_successful",
+        "1 if the last configuration reload was applied (or none was tried), 0 if it was refused"
+    );
+    describe_gauge!(
+        "caretaker_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last applied configuration reload (or the start)"
+    );
+    counter!("caretaker_config_reloads_total", "result" => "ok").increment(0);
+    counter!("caretaker_config_reloads_total", "result" => "error").increment(0);
+    metrics::gauge!("caretaker_config_last_reload_successful").set(1.0);
+    metrics::gauge!("caretaker_config_last_reload_success_timestamp_seconds")
+        .set(crate::util::now_ns() as f64 / 1e9);
 }
 
 /// What `/health` reports; updated by the tasks as they go.
@@ -128,6 +165,52 @@ pub struct Health {
     pub stopping: AtomicBool,
     /// The watchdog's view: every long-running task by name, with its heartbeat (see [`Health::task`]).
     pub tasks: Mutex<std::collections::BTreeMap<String, TaskBeat>>,
+    /// The last configuration reload (SIGHUP), for `/health`'s `config_reload`.
+    pub config_reload: Mutex<ConfigReload>,
+}
+
+/// The outcome of the configuration reloads (SIGHUP / `systemctl reload`) since start-up.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConfigReload {
+    /// Whether the last reload was applied (`None`: no reload yet).
+    pub last_ok: Option<bool>,
+    /// The errors of the last refused reload, one per line (`None` after a successful one).
+    pub last_error: Option<String>,
+    /// When the last reload was tried (RFC 3339, UTC).
+    pub time: Option<String>,
+    /// Reloads applied and refused since start-up.
+    pub applied: u64,
+    pub refused: u64,
+}
+
+impl Health {
+    /// Records a reload's outcome: `/health` and the `caretaker_config_reloads_total{result}` counter, the
+    /// `caretaker_config_last_reload_successful` gauge (as Prometheus itself names it) and the error count.
+    pub fn config_reloaded(&self, errors: &[String]) {
+        let mut r = self.config_reload.lock().unwrap_or_else(|e| e.into_inner());
+        r.last_ok = Some(errors.is_empty());
+        r.time = Some(
+            jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap_or(jiff::Timestamp::now())
+                .to_string(),
+        );
+        if errors.is_empty() {
+            r.applied += 1;
+            r.last_error = None;
+            metrics::counter!("caretaker_config_reloads_total", "result" => "ok").increment(1);
+            metrics::gauge!("caretaker_config_last_reload_successful").set(1.0);
+            metrics::gauge!("caretaker_config_last_reload_success_timestamp_seconds")
+                .set(crate::util::now_ns() as f64 / 1e9);
+        } else {
+            r.refused += 1;
+            r.last_error = Some(errors.join("\n"));
+            metrics::counter!("caretaker_config_reloads_total", "result" => "error").increment(1);
+            metrics::counter!("caretaker_config_reload_errors_total")
+                .increment(errors.len() as u64);
+            metrics::gauge!("caretaker_config_last_reload_successful").set(0.0);
+        }
+    }
 }
 
 /// One long-running task as the watchdog sees it.
@@ -435,9 +518,144 @@ impl Health {
             },
             "modbus": modbus,
             "conflicts": self.conflicts.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "config_reload": self.config_reload.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         });
         (ok, doc)
     }
+}
+
+/// `caretaker_build_info{version,commit,features} 1`: the commit comes from `CARETAKER_COMMIT` at build time
+/// (the Dockerfile passes it; empty when not given), features are the cargo features built in.
+pub fn build_info_labels() -> (&'static str, &'static str, String) {
+    let mut features = Vec::new();
+    if cfg!(feature = "demo") {
+        features.push("demo");
+    }
+    (
+        env!("CARGO_PKG_VERSION"),
+        option_env!("CARETAKER_COMMIT").unwrap_or(""),
+        features.join(","),
+    )
+}
+
+/// Unix time at which the process started, for `process_start_time_seconds` when `/proc/stat` is hidden (systemd
+/// `ProcSubset=pid`): taken when the metrics are installed, first thing in `caretaker run`.
+static STARTED_S: OnceLock<f64> = OnceLock::new();
+
+/// The standard process metrics, read from `/proc/self` at each scrape as the Prometheus client libraries do
+/// (same names, types and meanings): CPU seconds, resident and virtual memory, open and maximum file
+/// descriptors, start time. Empty where `/proc` is not there.
+pub fn process_metrics() -> String {
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    };
+    // SAFETY: sysconf has no preconditions.
+    let (tick, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let (tick, page) = (tick.max(1) as f64, page.max(1) as f64);
+    if let Some(st) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat(&s))
+    {
+        put(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (st.utime + st.stime) as f64 / tick,
+        );
+        put(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            st.vsize as f64,
+        );
+        put(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            st.rss as f64 * page,
+        );
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let start = match boot {
+            Some(b) => b + st.starttime as f64 / tick,
+            None => *STARTED_S.get_or_init(|| crate::util::now_ns() as f64 / 1e9),
+        };
+        put(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            start,
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        // The directory handle itself is one of the entries while it is read.
+        let n = dir.count().saturating_sub(1);
+        put(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            n as f64,
+        );
+    }
+    if let Some(max) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| max_open_files(&s))
+    {
+        put(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        );
+    }
+    out
+}
+
+/// The fields of `/proc/self/stat` the process metrics need.
+#[derive(Debug, PartialEq)]
+pub struct ProcStat {
+    pub utime: u64,
+    pub stime: u64,
+    pub starttime: u64,
+    pub vsize: u64,
+    pub rss: u64,
+}
+
+/// Parses `/proc/PID/stat`: the command name (field 2) is in parentheses and may hold spaces and `)`, so
+/// fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state): field n is f[n - 3].
+    let n = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    Some(ProcStat {
+        utime: n(14)?,
+        stime: n(15)?,
+        starttime: n(22)?,
+        vsize: n(23)?,
+        rss: n(24)?,
+    })
+}
+
+/// The soft "Max open files" limit of `/proc/self/limits` (`unlimited` as +Inf).
+pub fn max_open_files(limits: &str) -> Option<f64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    if soft == "unlimited" {
+        return Some(f64::INFINITY);
+    }
+    soft.parse().ok()
 }
 
 /// The routes `/health` and `/metrics`; the API's server (`api::serve`) mounts them on the one `[http]`
@@ -474,10 +692,63 @@ pub fn router<S: Clone + Send + Sync + 'static>(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4",
                         )],
-                        m.render(),
+                        format!("{}{}", m.render(), process_metrics()),
                     )
                         .into_response()
                 }
             }),
         )
+}
+
+#[cfg(test)]
+mod process_tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_and_limits_parse_like_the_prometheus_clients() {
+        // A command name with a space and a parenthesis, as the kernel writes it.
+        let stat = "4242 (care taker) d) S 1 4242 4242 0 -1 4194560 1200 0 0 0 250 75 0 0 20 0 9 0 \
+                    123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 4096 17987 0 0 0 17 1 0 0 0 0 0";
+        let st = parse_stat(stat).unwrap();
+        assert_eq!(
+            st,
+            ProcStat {
+                utime: 250,
+                stime: 75,
+                starttime: 123456,
+                vsize: 987654321,
+                rss: 2048
+            }
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max cpu time              unlimited            unlimited            seconds\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(max_open_files(limits), Some(1024.0));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_has_its_metrics() {
+        let text = process_metrics();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+            let v: f64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+            // CPU seconds may still be 0 ticks in a fresh test process; the others cannot be 0.
+            assert!(
+                v > 0.0 || name == "process_cpu_seconds_total" && v == 0.0,
+                "{line}"
+            );
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    }
 }

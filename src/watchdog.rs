@@ -35,11 +35,27 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    spawn_watched_stoppable(health, name, period, fut, CancellationToken::new())
+}
+
+/// [`spawn_watched`] for a task that may also be stopped on purpose while the daemon runs (a source a
+/// configuration reload stops): once `stopped` is cancelled, its end leaves the watchdog's list quietly.
+pub fn spawn_watched_stoppable<F>(
+    health: &Arc<Health>,
+    name: impl Into<String>,
+    period: Duration,
+    fut: F,
+    stopped: CancellationToken,
+) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     let hb = health.task(name, period);
     let health = health.clone();
     tokio::spawn(async move {
         let out = watched(&hb, period, fut).await;
-        if health.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+        if health.stopping.load(std::sync::atomic::Ordering::Relaxed) || stopped.is_cancelled() {
             hb.retire();
         } else {
             warn!(task = hb.name(), "task ended while the daemon runs");

@@ -511,7 +511,7 @@ pub async fn overview(State(st): State<ApiState>, Auth(_): Auth) -> ApiResult<Js
             .devices()
             .filter(|(i, _)| st.live.device(*i, now_ns).0)
             .count();
-        (cat.device_count(), on)
+        (cat.devices().count(), on)
     };
     let mut by_sev: BTreeMap<String, i64> = crate::rules::alarm::Severity::ALL
         .iter()

@@ -14,4 +14,4 @@ mod sink;
 pub mod work_orders;
 
 pub use load::{Loaded, load, modbus_devices};
-pub use run::{run, run_until, run_until_with, wait_for_signal};
+pub use run::{Reload, run, run_site, run_until, run_until_with, wait_for_signal};

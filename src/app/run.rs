@@ -25,6 +25,8 @@ use tracing::{error, info, warn};
 
 /// Runs the daemon until a signal arrives.
 pub async fn run(config_file: &Path) -> anyhow::Result<()> {
+    // First, so a SIGHUP while the config loads is a reload request, not the end of the process.
+    let requests = reload_requests()?;
     let loaded = load(config_file).map_err(|errs| {
         for e in &errs {
             error!("{e}");
@@ -38,7 +40,38 @@ pub async fn run(config_file: &Path) -> anyhow::Result<()> {
         info!("shutdown requested");
         signals.cancel();
     });
-    run_until(loaded, shutdown).await
+    let reload = Reload {
+        file: config_file.to_path_buf(),
+        requests,
+    };
+    run_site(loaded, shutdown, Vec::new(), Some(reload)).await
+}
+
+/// Where reloads come from: the config file to read again, and one message per SIGHUP.
+pub struct Reload {
+    pub file: std::path::PathBuf,
+    pub requests: mpsc::Receiver<()>,
+}
+
+/// SIGHUP (`systemctl reload caretaker`) as a stream of reload requests; installed before anything starts, so
+/// an early SIGHUP is a reload and never the default action (which ends the process). Requests that arrive
+/// while one is being applied collapse into one more.
+fn reload_requests() -> anyhow::Result<mpsc::Receiver<()>> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())
+            .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    Ok(rx)
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -66,6 +99,16 @@ pub async fn run_until_with(
     loaded: Loaded,
     shutdown: CancellationToken,
     extra_stages: Vec<Box<dyn Stage>>,
+) -> anyhow::Result<()> {
+    run_site(loaded, shutdown, extra_stages, None).await
+}
+
+/// Runs a loaded site until `shutdown`, applying each reload request meanwhile.
+pub async fn run_site(
+    loaded: Loaded,
+    shutdown: CancellationToken,
+    extra_stages: Vec<Box<dyn Stage>>,
+    mut reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let Loaded {
         config,
@@ -129,7 +172,7 @@ pub async fn run_until_with(
     )?;
 
     let (tx, rx) = mpsc::channel::<Batch>(config.pipeline.channel_capacity);
-    let stages = stages(
+    let (stages, hub, signal_stage) = stages(
         &config,
         &catalog,
         &rules,
@@ -150,12 +193,38 @@ pub async fn run_until_with(
             .unwrap_or(5000),
     };
     let pipeline_task = watchdog::spawn_watched(&health, "pipeline", WATCH_PERIOD, pipeline.run());
-    let sources = Sources::start(&config, &catalog, &tx, &health);
+    let mut sources = Sources::start(&config, &catalog, &tx, &health);
     // Started: systemd hears READY=1, then WATCHDOG=1 while every task is healthy.
     let systemd_stop = CancellationToken::new();
     tokio::spawn(watchdog::run_systemd(health.clone(), systemd_stop.clone()));
 
-    shutdown.cancelled().await;
+    let mut current = config.clone();
+    loop {
+        let request = async {
+            match reload.as_mut() {
+                Some(r) => r.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let reload_now = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            Some(()) = request => true,
+        };
+        if !reload_now {
+            break;
+        }
+        if let Some(r) = &reload {
+            let running = Running {
+                catalog: &catalog,
+                rules: work_orders.as_ref().map(|w| &w.host),
+                hub: &hub,
+                signal_stage,
+                tx: &tx,
+                health: &health,
+            };
+            reload_site(&r.file, &mut current, &running, &mut sources).await;
+        }
+    }
     health
         .stopping
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -179,6 +248,9 @@ pub async fn run_until_with(
     Ok(())
 }
 
+/// The stages, the rules' signal hub, and whether a signal stage runs (a reload needs both).
+type Staged = (Vec<Box<dyn Stage>>, HubSignal, bool);
+
 /// The pipeline stages, in the order they run: anomaly scores and other signals are computed before the rules
 /// read them; energy last.
 fn stages(
@@ -189,7 +261,7 @@ fn stages(
     queue: &Option<Arc<dyn ChunkQueue>>,
     extra_stages: Vec<Box<dyn Stage>>,
     live: Option<&Arc<crate::api::live::LiveState>>,
-) -> anyhow::Result<Vec<Box<dyn Stage>>> {
+) -> anyhow::Result<Staged> {
     // Anomaly detection: restores detector state from [state].dir and saves it when the pipeline stops.
     let anomaly = {
         let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
@@ -212,6 +284,7 @@ fn stages(
     if let Some(l) = live {
         l.set_scores(anomaly.latest());
     }
+    let signal_stage_runs = signal_stage.is_some();
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(anomaly)];
     // The API's live state reads the anomaly scores just computed.
     stages.extend(live.map(|l| l.stage()));
@@ -230,7 +303,168 @@ fn stages(
             queue.clone(),
         )?));
     }
-    Ok(stages)
+    Ok((stages, hub, signal_stage_runs))
+}
+
+/// What a reload changes in the running daemon.
+struct Running<'a> {
+    catalog: &'a SharedCatalog,
+    rules: Option<&'a crate::rules::stage::SharedRules>,
+    hub: &'a HubSignal,
+    signal_stage: bool,
+    tx: &'a mpsc::Sender<Batch>,
+    health: &'a Arc<Health>,
+}
+
+/// Applies a reload (SIGHUP): reads and checks the whole configuration first (config, profiles, devices,
+/// rules, exactly as at start); on any error keeps the running one and logs every error. Otherwise swaps in
+/// the new devices and profiles (the catalog keeps the ids of unchanged devices, so their anomaly detectors and
+/// live state carry on), the new rules (the engine carries over the state of unchanged (rule, device, point)
+/// keys), the signals, and restarts only the sources whose devices changed. Readings keep flowing: the catalog
+/// and the engine are swapped under the same locks the pipeline takes per batch, and every id a source already
+/// put in the channel stays valid.
+async fn reload_site(
+    file: &Path,
+    current: &mut SiteConfig,
+    run: &Running<'_>,
+    sources: &mut Sources,
+) {
+    info!(config = %file.display(), "configuration reload requested (SIGHUP)");
+    let f = file.to_path_buf();
+    let loaded = match tokio::task::spawn_blocking(move || load(&f)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(errs)) => {
+            for e in &errs {
+                error!("{e}");
+            }
+            error!(
+                errors = errs.len(),
+                "configuration reload refused: the running configuration stays in force"
+            );
+            let msgs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            run.health.config_reloaded(&msgs);
+            return;
+        }
+        Err(e) => {
+            error!(error = %e, "configuration reload failed");
+            run.health.config_reloaded(&[format!("reload failed: {e}")]);
+            return;
+        }
+    };
+    let Loaded {
+        config: new,
+        catalog: new_catalog,
+        rules,
+    } = loaded;
+    let later = restart_only_changes(current, &new);
+    if !later.is_empty() {
+        warn!(
+            sections = %later.join(", "),
+            "changed sections are not reloaded: they take effect at the next restart"
+        );
+    }
+    let (diff, lost) = {
+        let mut cat = run.catalog.write().unwrap_or_else(|e| e.into_inner());
+        let diff = cat.reload_from(&new_catalog);
+        let lost = match run.rules {
+            Some(host) => host
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reload(rules.clone(), &cat),
+            None => Vec::new(),
+        };
+        (diff, lost)
+    };
+    if run.rules.is_none() && !rules.is_empty() {
+        warn!(
+            rules = rules.len(),
+            "the daemon started without rules or work-order targets: rules take effect at the next restart"
+        );
+    }
+    for (rule, device, point) in lost {
+        warn!(%rule, %device, %point, "an active alarm's rule or device is gone after the reload: its work order stays open");
+    }
+    if run.hub.reconfigure(&rules) && !run.signal_stage {
+        warn!(
+            "forecast, equipment_anomaly or energy conditions are new: their signals start at the next restart"
+        );
+    }
+    {
+        let mut m = run
+            .health
+            .modbus_online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for id in &diff.removed {
+            m.remove(id);
+        }
+    }
+    sources
+        .reload(
+            &new,
+            run.catalog,
+            &diff,
+            run.tx,
+            run.health,
+            current.pipeline.shutdown_timeout,
+        )
+        .await;
+    info!(
+        rules = rules.len(),
+        devices_kept = diff.kept.len(),
+        devices_added = diff.added.len(),
+        devices_changed = diff.changed.len(),
+        devices_removed = diff.removed.len(),
+        "configuration reloaded"
+    );
+    run.health.config_reloaded(&[]);
+    *current = new;
+}
+
+/// The sections a reload does not apply (they need a restart), by the name of their table.
+fn restart_only_changes(old: &SiteConfig, new: &SiteConfig) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut cmp = |name: &'static str, a: String, b: String| {
+        if a != b {
+            v.push(name);
+        }
+    };
+    cmp(
+        "[site]",
+        format!("{:?}", old.site),
+        format!("{:?}", new.site),
+    );
+    cmp(
+        "[state]",
+        format!("{:?}", old.state_dir),
+        format!("{:?}", new.state_dir),
+    );
+    cmp(
+        "[influxdb]",
+        format!("{:?}", old.influxdb),
+        format!("{:?}", new.influxdb),
+    );
+    cmp(
+        "[http]",
+        format!("{:?}", old.http),
+        format!("{:?}", new.http),
+    );
+    cmp(
+        "[pipeline]",
+        format!("{:?}", old.pipeline),
+        format!("{:?}", new.pipeline),
+    );
+    cmp(
+        "[work_orders]",
+        format!("{:?}", old.work_orders),
+        format!("{:?}", new.work_orders),
+    );
+    cmp(
+        "[energy]",
+        format!("{:?}", old.energy),
+        format!("{:?}", new.energy),
+    );
+    v
 }
 
 /// Deviations from baseline come from the energy store (SQLite), refreshed every `[energy] baseline_refresh`
@@ -264,9 +498,20 @@ fn refresh_energy_signal(config: &SiteConfig, catalog: &SharedCatalog, hub: &Hub
     });
 }
 
+/// One running source task with its own stop and grace tokens (children of the sources' own, so the ordered
+/// shutdown stops them all), and a fingerprint of what it reads, so a reload can tell whether it changed.
+struct SourceTask {
+    task: JoinHandle<()>,
+    stop: CancellationToken,
+    grace: CancellationToken,
+    fingerprint: String,
+}
+
 /// The running sources: the MQTT client and one task per Modbus link (TCP gateway or serial line).
 struct Sources {
-    tasks: Vec<JoinHandle<()>>,
+    mqtt: Option<SourceTask>,
+    /// Modbus links by link key.
+    links: Vec<(String, SourceTask)>,
     stop: CancellationToken,
     grace: CancellationToken,
 }
@@ -278,41 +523,161 @@ impl Sources {
         tx: &mpsc::Sender<Batch>,
         health: &Arc<Health>,
     ) -> Sources {
-        let stop = CancellationToken::new();
-        let grace = CancellationToken::new();
-        let mut tasks = Vec::new();
-        if let Some(mqtt) = &config.mqtt {
-            let src = MqttSource {
-                config: mqtt.clone(),
-                catalog: catalog.clone(),
-                tx: tx.clone(),
-                health: health.clone(),
-            };
-            let (stop, grace) = (stop.clone(), grace.clone());
-            tasks.push(watchdog::spawn_watched(
-                health,
-                "mqtt",
-                WATCH_PERIOD,
-                async move {
-                    if let Err(e) = src.run(stop, grace).await {
-                        error!(error = %e, "MQTT source failed");
-                    }
-                },
-            ));
-        }
+        let mut s = Sources {
+            mqtt: None,
+            links: Vec::new(),
+            stop: CancellationToken::new(),
+            grace: CancellationToken::new(),
+        };
+        s.mqtt = s.start_mqtt(config, catalog, tx, health);
         let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
         for link in crate::sources::modbus::build(&modbus_devices(config), &cat) {
-            let (tx, stop) = (tx.clone(), stop.clone());
-            let name = format!("modbus {}", link.addr);
-            let link = link.with_health(health.clone());
-            tasks.push(watchdog::spawn_watched(
-                health,
-                name,
-                WATCH_PERIOD,
-                link.run(tx, stop),
-            ));
+            let t = s.start_link(link, tx, health);
+            s.links.push(t);
         }
-        Sources { tasks, stop, grace }
+        s
+    }
+
+    fn child(&self) -> (CancellationToken, CancellationToken) {
+        (self.stop.child_token(), self.grace.child_token())
+    }
+
+    fn start_mqtt(
+        &self,
+        config: &SiteConfig,
+        catalog: &SharedCatalog,
+        tx: &mpsc::Sender<Batch>,
+        health: &Arc<Health>,
+    ) -> Option<SourceTask> {
+        let mqtt = config.mqtt.as_ref()?;
+        let src = MqttSource {
+            config: mqtt.clone(),
+            catalog: catalog.clone(),
+            tx: tx.clone(),
+            health: health.clone(),
+        };
+        let (stop, grace) = self.child();
+        let (s, g) = (stop.clone(), grace.clone());
+        let task = watchdog::spawn_watched_stoppable(
+            health,
+            "mqtt",
+            WATCH_PERIOD,
+            async move {
+                if let Err(e) = src.run(s, g).await {
+                    error!(error = %e, "MQTT source failed");
+                }
+            },
+            stop.clone(),
+        );
+        Some(SourceTask {
+            task,
+            stop,
+            grace,
+            fingerprint: format!("{mqtt:?}"),
+        })
+    }
+
+    fn start_link(
+        &self,
+        link: crate::sources::modbus::link::Link,
+        tx: &mpsc::Sender<Batch>,
+        health: &Arc<Health>,
+    ) -> (String, SourceTask) {
+        let (stop, grace) = self.child();
+        let name = format!("modbus {}", link.addr);
+        let key = link.addr.key();
+        let fingerprint = link.fingerprint();
+        let link = link.with_health(health.clone());
+        let task = watchdog::spawn_watched_stoppable(
+            health,
+            name,
+            WATCH_PERIOD,
+            link.run(tx.clone(), stop.clone()),
+            stop.clone(),
+        );
+        (
+            key,
+            SourceTask {
+                task,
+                stop,
+                grace,
+                fingerprint,
+            },
+        )
+    }
+
+    /// A reload: restarts the sources whose reading changed and starts or stops the ones added or removed;
+    /// the others keep running, connections and all. The MQTT client restarts when `[mqtt]` changed or a
+    /// device it may read changed or went (its topic cache holds point ids); its session is persistent
+    /// (`clean_session = false`), so the broker keeps what arrives meanwhile and redelivers what was not
+    /// acknowledged.
+    async fn reload(
+        &mut self,
+        config: &SiteConfig,
+        catalog: &SharedCatalog,
+        diff: &crate::catalog::CatalogDiff,
+        tx: &mpsc::Sender<Batch>,
+        health: &Arc<Health>,
+        deadline: Duration,
+    ) {
+        let links = {
+            let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+            crate::sources::modbus::build(&modbus_devices(config), &cat)
+        };
+        let modbus_ids: std::collections::HashSet<&str> =
+            modbus_devices(config).iter().map(|d| d.id).collect();
+        let mut old: Vec<(String, SourceTask)> = std::mem::take(&mut self.links);
+        let mut starting = Vec::new();
+        for link in links {
+            let key = link.addr.key();
+            match old.iter().position(|(k, _)| *k == key) {
+                Some(i) if old[i].1.fingerprint == link.fingerprint() => {
+                    self.links.push(old.remove(i));
+                }
+                _ => starting.push(link),
+            }
+        }
+        // Stopped first (a restarted link has the same watchdog name); a stopped link's last readings are in
+        // the channel with ids that stay valid (retired catalog entries).
+        for (key, t) in old {
+            info!(link = %key, "Modbus link stopped by the reload");
+            t.stop.cancel();
+            t.grace.cancel();
+            if tokio::time::timeout(deadline, t.task).await.is_err() {
+                warn!(link = %key, "a Modbus link did not stop within shutdown_timeout after a reload");
+            }
+        }
+        for link in starting {
+            info!(link = %link.addr, "Modbus link started by the reload");
+            let t = self.start_link(link, tx, health);
+            self.links.push(t);
+        }
+        let mqtt_devices_changed = diff
+            .changed
+            .iter()
+            .chain(&diff.removed)
+            .any(|id| !modbus_ids.contains(id.as_str()));
+        let fingerprint = config.mqtt.as_ref().map(|m| format!("{m:?}"));
+        let same = self.mqtt.as_ref().map(|t| &t.fingerprint) == fingerprint.as_ref();
+        if same && !mqtt_devices_changed {
+            return;
+        }
+        if let Some(t) = self.mqtt.take() {
+            info!("MQTT client restarted by the reload");
+            t.stop.cancel();
+            let _ = tokio::time::timeout(deadline, async {
+                while tx.capacity() < tx.max_capacity() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            })
+            .await;
+            t.grace.cancel();
+            if tokio::time::timeout(deadline, t.task).await.is_err() {
+                warn!("the MQTT client did not stop within shutdown_timeout after a reload");
+            }
+        }
+        self.mqtt = self.start_mqtt(config, catalog, tx, health);
     }
 
     /// Sources stop accepting; the pipeline works through what they sent; the MQTT connection stays up a moment
@@ -328,8 +693,12 @@ impl Sources {
         .await;
         drop(tx);
         self.grace.cancel();
-        for s in self.tasks {
-            let _ = tokio::time::timeout_at(deadline, s).await;
+        for s in self
+            .mqtt
+            .into_iter()
+            .chain(self.links.into_iter().map(|(_, t)| t))
+        {
+            let _ = tokio::time::timeout_at(deadline, s.task).await;
         }
     }
 }

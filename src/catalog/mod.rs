@@ -36,6 +36,9 @@ pub struct Device {
     pub location: BTreeMap<String, String>,
     /// Declared in the site config (known before its first message).
     pub declared: bool,
+    /// Replaced or removed by a configuration reload: its ids stay valid for readings still in flight, but it is
+    /// no longer listed ([`Catalog::devices`]) nor found by id, and rules no longer bind it.
+    pub retired: bool,
     pub first_point: u32,
     /// Line-protocol series key, escaped: `measurement,tag=value,...` with tags sorted by key.
     pub series: String,
@@ -142,6 +145,7 @@ impl Catalog {
             profile,
             location,
             declared,
+            retired: false,
             first_point,
             series,
             field_keys,
@@ -213,12 +217,18 @@ impl Catalog {
             .get(id)
             .map(|&i| (DeviceIdx(i), &self.devices[i as usize]))
     }
+    /// The devices in service (not [`Device::retired`]), with their dense index.
     pub fn devices(&self) -> impl Iterator<Item = (DeviceIdx, &Device)> {
+        self.all_devices().filter(|(_, d)| !d.retired)
+    }
+    /// Every device entry ever added, retired ones included, in index order (for dense per-device tables).
+    pub fn all_devices(&self) -> impl Iterator<Item = (DeviceIdx, &Device)> {
         self.devices
             .iter()
             .enumerate()
             .map(|(i, d)| (DeviceIdx(i as u32), d))
     }
+    /// Device entries, retired ones included (the length of a dense per-device table).
     pub fn device_count(&self) -> usize {
         self.devices.len()
     }
@@ -249,6 +259,83 @@ impl Catalog {
 
     pub fn shared(self) -> SharedCatalog {
         Arc::new(RwLock::new(self))
+    }
+
+    /// Takes the devices and profiles of a freshly loaded catalog (a configuration reload) while keeping the
+    /// ids of every device that did not change: same id, same profile (by content), same location, same
+    /// declared-ness. A changed device gets a new entry (new ids) and its old entry is retired; a device no
+    /// longer declared is retired; a device discovered on MQTT stays while its profile is unchanged. The catalog
+    /// still only grows, so a reading already in flight with an old id still resolves.
+    pub fn reload_from(&mut self, new: &Catalog) -> CatalogDiff {
+        let mut diff = CatalogDiff::default();
+        let live: Vec<(u32, String)> = self
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.retired)
+            .map(|(i, d)| (i as u32, d.id.clone()))
+            .collect();
+        for (i, id) in live {
+            let old = &self.devices[i as usize];
+            let keep = match new.device_by_id(&id) {
+                Some((_, n)) => {
+                    n.declared == old.declared
+                        && *n.profile == *old.profile
+                        && n.location == old.location
+                }
+                // Discovered on MQTT: kept while its profile is the same; otherwise found again on its next message.
+                None => {
+                    !old.declared
+                        && new
+                            .profiles
+                            .get(&old.profile.name)
+                            .is_some_and(|p| **p == *old.profile)
+                }
+            };
+            if keep {
+                diff.kept.push(id);
+                continue;
+            }
+            self.devices[i as usize].retired = true;
+            self.by_id.remove(&id);
+            if new.device_by_id(&id).is_some() {
+                diff.changed.push(id);
+            } else {
+                diff.removed.push(id);
+            }
+        }
+        self.profiles = new.profiles.clone();
+        for (_, n) in new.devices() {
+            if self.by_id.contains_key(&n.id) {
+                continue;
+            }
+            if !diff.changed.contains(&n.id) {
+                diff.added.push(n.id.clone());
+            }
+            // The profile is in `new.profiles`, now ours: cannot fail.
+            let _ = self.add_device(&n.id, &n.profile.name, n.location.clone(), n.declared);
+        }
+        diff
+    }
+}
+
+/// What a reload did to the catalog's devices (ids).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogDiff {
+    /// Unchanged: same entry, same point ids, state kept.
+    pub kept: Vec<String>,
+    /// New device ids.
+    pub added: Vec<String>,
+    /// Same id, new profile, location or declaration: a new entry with new point ids.
+    pub changed: Vec<String>,
+    /// Gone from the config (or a discovered device whose profile changed).
+    pub removed: Vec<String>,
+}
+
+impl CatalogDiff {
+    /// Whether a device id kept its entry.
+    pub fn is_kept(&self, id: &str) -> bool {
+        self.kept.iter().any(|k| k == id)
     }
 }
 

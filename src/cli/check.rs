@@ -1,6 +1,80 @@
 //! `caretaker check`: validates the config, profiles and rules; a summary of the site when all is well,
 //! every error with file:line otherwise.
 
+/// `caretaker check --format json`: one JSON document on stdout for a site's CI, exit code as for text (0
+/// valid, 1 not). `diagnostics` lists every problem as `{file, line, column, key, message, severity}` (line,
+/// column and key `null` where not known); severity is `error` (the config is refused), `warning` (a rule
+/// no profile can meet) or `note`.
+pub fn run_json(config: &std::path::Path) -> i32 {
+    let diag = |d: &crate::diag::Diagnostic, severity: &str| {
+        serde_json::json!({
+            "file": d.file.display().to_string(),
+            "line": d.line,
+            "column": d.column,
+            "key": (!d.key.is_empty()).then_some(d.key.as_str()),
+            "message": d.message,
+            "severity": severity,
+        })
+    };
+    let (code, doc) = match crate::app::load(config) {
+        Ok(l) => {
+            let mut notes = Vec::new();
+            for p in l.catalog.profiles.values().filter(|p| p.sources.is_empty()) {
+                let d = crate::diag::Diagnostic::new(
+                    &p.file,
+                    None,
+                    "sources",
+                    format!(
+                        "profile {} has no `sources:` (where its map or payload comes from)",
+                        p.name
+                    ),
+                );
+                notes.push(diag(&d, "note"));
+            }
+            for r in l.rules.dormant(&l.catalog.profiles) {
+                let d = crate::diag::Diagnostic::new(
+                    &r.file,
+                    Some(r.line),
+                    r.name.clone(),
+                    format!(
+                        "dormant: no profile of this site has point `{}` for its applies_to",
+                        r.point.as_deref().unwrap_or("-")
+                    ),
+                );
+                notes.push(diag(&d, "warning"));
+            }
+            let doc = serde_json::json!({
+                "ok": true,
+                "config": config.display().to_string(),
+                "errors": 0,
+                "diagnostics": notes,
+                "summary": {
+                    "site": l.config.site.name,
+                    "profiles": l.catalog.profiles.len(),
+                    "devices": l.catalog.devices().count(),
+                    "points": l.catalog.point_count(),
+                    "rules": l.rules.len(),
+                },
+            });
+            (0, doc)
+        }
+        Err(errs) => {
+            let doc = serde_json::json!({
+                "ok": false,
+                "config": config.display().to_string(),
+                "errors": errs.len(),
+                "diagnostics": errs.iter().map(|d| diag(d, "error")).collect::<Vec<_>>(),
+            });
+            (1, doc)
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into())
+    );
+    code
+}
+
 /// `caretaker check`: exit 0 and a summary when valid, 1 and every error otherwise.
 pub fn run(config: &std::path::Path) -> i32 {
     match crate::app::load(config) {

@@ -20,12 +20,14 @@ use std::path::PathBuf;
     about = "Watches a campus's buildings: readings to InfluxDB, faults to work orders, energy to reports"
 )]
 pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CARETAKER_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `caretaker=debug`).
-    #[arg(long, global = true, default_value = "info", env = "CARETAKER_LOG")]
-    pub log_level: String,
+    /// Log format: text or json lines on stderr, or journal (systemd's native protocol, with priorities).
+    /// Default: journal when stderr is the journal (systemd sets JOURNAL_STREAM), else text.
+    #[arg(long, global = true, value_enum, env = "CARETAKER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info`, `caretaker=debug`). Default: `$CARETAKER_LOG`, else
+    /// `$RUST_LOG`, else `info` (this flag and CARETAKER_LOG win over RUST_LOG).
+    #[arg(long, global = true, env = "CARETAKER_LOG")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,21 +36,37 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
+    /// systemd's journal (native protocol): `journalctl -p warning` filters on the levels.
+    Journal,
+}
+
+/// The log filter: `--log-level` / `CARETAKER_LOG` (clap reads both), else `RUST_LOG`, else `None` (the
+/// command's default).
+pub fn log_filter(flag_or_caretaker_log: Option<&str>, rust_log: Option<&str>) -> Option<String> {
+    flag_or_caretaker_log
+        .or(rust_log)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
     Run {
-        /// Site config (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
+        /// Site config (TOML). Default: $CARETAKER_CONFIG, else /etc/caretaker/caretaker.toml.
+        #[arg(long, short, env = "CARETAKER_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Load and validate the config, profiles and rules; print a summary or every error.
     Check {
-        /// Site config (TOML).
-        #[arg(long, short)]
-        config: PathBuf,
+        /// Site config (TOML). Default: $CARETAKER_CONFIG, else /etc/caretaker/caretaker.toml.
+        #[arg(long, short, env = "CARETAKER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Output: text (a summary, or every error as file:line: key: message) or json (one document with
+        /// every diagnostic as {file, line, column, key, message, severity}, for a config repo's CI).
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
     },
     /// Run a simulated campus: MQTT devices publishing to a broker, Modbus TCP devices listening on ports.
     Simulate {
@@ -143,6 +161,35 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CheckFormat {
+    Text,
+    Json,
+}
+
+/// Where the site config is looked for when `--config` is not given (nor `CARETAKER_CONFIG`).
+pub const DEFAULT_CONFIG: &str = "/etc/caretaker/caretaker.toml";
+
+/// The site config file: `--config` (or `CARETAKER_CONFIG`, which clap reads into it), else
+/// [`DEFAULT_CONFIG`] when it exists, else an error naming both ways to give one.
+pub fn config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    config_path_in(given, std::path::Path::new(DEFAULT_CONFIG))
+}
+
+fn config_path_in(given: Option<PathBuf>, default: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    if default.exists() {
+        return Ok(default.to_path_buf());
+    }
+    anyhow::bail!(
+        "no site config: pass --config FILE, or set CARETAKER_CONFIG=FILE, or create {}          (neither CARETAKER_CONFIG is set nor {} exists)",
+        default.display(),
+        default.display()
+    )
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EnergyCommand {
     /// Consumption, cost, baseline and peaks per period and group (table, csv, json or a self-contained html).
@@ -151,16 +198,41 @@ pub enum EnergyCommand {
     Import(energy::ImportArgs),
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
+fn init_logging(format: Option<LogFormat>, filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let bad_filter = EnvFilter::try_new(filter).is_err();
+    let env_filter = || EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = format.unwrap_or(if crate::journal::stderr_is_journal() {
+        LogFormat::Journal
+    } else {
+        LogFormat::Text
+    });
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter())
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init().is_ok(),
+        LogFormat::Text => builder.try_init().is_ok(),
+        LogFormat::Journal => match crate::journal::JournalLayer::new() {
+            Ok(j) => tracing_subscriber::registry()
+                .with(env_filter())
+                .with(j)
+                .try_init()
+                .is_ok(),
+            Err(e) => {
+                eprintln!(
+                    "journal socket {}: {e}; logging to stderr",
+                    crate::journal::socket_path().display()
+                );
+                builder.try_init().is_ok()
+            }
+        },
     };
+    if bad_filter {
+        tracing::warn!(filter, "the log filter does not parse: logging at info");
+    }
     // tokio-modbus and others log through `log`.
     let _ = tracing_log::LogTracer::init();
 }
@@ -184,17 +256,29 @@ fn parse_for(run_for: Option<String>) -> anyhow::Result<Option<std::time::Durati
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // The demo's live summary owns the terminal: only warnings interrupt it unless asked otherwise (not the
     // expected "no InfluxDB" one, nor the embedded broker's chatter about clients leaving).
-    let level = match (&cli.command, cli.log_level.as_str()) {
-        (Command::Demo { .. }, "info") => "warn,caretaker::app=error,rumqttd=off",
-        (_, l) => l,
+    let filter = log_filter(
+        cli.log_level.as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+    let level = match (&cli.command, filter.as_deref()) {
+        (Command::Demo { .. }, None | Some("info")) => "warn,caretaker::app=error,rumqttd=off",
+        (_, Some(l)) => l,
+        (_, None) => "info",
     };
     init_logging(cli.log_format, level);
     match cli.command {
         Command::Run { config } => {
+            let config = config_path(config)?;
             runtime()?.block_on(crate::app::run(&config))?;
             Ok(0)
         }
-        Command::Check { config } => Ok(check::run(&config)),
+        Command::Check { config, format } => {
+            let config = config_path(config)?;
+            Ok(match format {
+                CheckFormat::Text => check::run(&config),
+                CheckFormat::Json => check::run_json(&config),
+            })
+        }
         Command::Simulate {
             site,
             speed,
@@ -219,6 +303,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             rules,
             broker_port,
         } => {
+            if !cfg!(feature = "demo") {
+                anyhow::bail!(
+                    "this caretaker was built without the demo (cargo feature `demo`, left out of production \
+                     builds and the container image): build it with `cargo build --release --features demo` \
+                     (or `docker build --build-arg FEATURES=demo`), or run `caretaker simulate` against a \
+                     broker of your own"
+                );
+            }
             let run_for = parse_for(run_for)?;
             runtime()?.block_on(crate::demo::run(crate::demo::DemoOptions {
                 speed,
@@ -258,5 +350,39 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             EnergyCommand::Report(a) => energy::run_report(a),
             EnergyCommand::Import(a) => energy::run_import(a),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_path_defaults_to_etc_and_says_how_to_give_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("caretaker.toml");
+        let given = PathBuf::from("/srv/site.toml");
+        assert_eq!(
+            config_path_in(Some(given.clone()), &default).unwrap(),
+            given
+        );
+        let e = config_path_in(None, &default).unwrap_err().to_string();
+        assert!(
+            e.contains("CARETAKER_CONFIG") && e.contains(&*default.to_string_lossy()),
+            "{e}"
+        );
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(config_path_in(None, &default).unwrap(), default);
+    }
+
+    #[test]
+    fn caretaker_log_and_the_flag_win_over_rust_log() {
+        assert_eq!(
+            log_filter(Some("debug"), Some("warn")).as_deref(),
+            Some("debug")
+        );
+        assert_eq!(log_filter(None, Some("warn")).as_deref(), Some("warn"));
+        assert_eq!(log_filter(None, Some("  ")), None);
+        assert_eq!(log_filter(None, None), None);
     }
 }

@@ -213,6 +213,14 @@ fn window_guard(w: &mut VecDeque<(i64, f64)>, at: i64) {
     }
 }
 
+/// Two versions of a rule mean the same (where it is written aside).
+fn same_rule(a: &Rule, b: &Rule) -> bool {
+    let mut b = b.clone();
+    b.file.clone_from(&a.file);
+    b.line = a.line;
+    *a == b
+}
+
 /// Whether an active alarm's clear condition holds for reading `v`; without one, when `when` stopped holding.
 #[inline]
 fn clear_holds(clear: Option<Condition>, v: f64, holds: bool) -> bool {
@@ -325,7 +333,16 @@ impl Engine {
     /// Binds every catalog device not yet bound: creates the alarm instances of the rules that apply to it.
     pub fn bind(&mut self, catalog: &Catalog) {
         let first_device = self.device_level.len();
-        for (di, dev) in catalog.devices().skip(first_device) {
+        for (di, dev) in catalog.all_devices().skip(first_device) {
+            if dev.retired {
+                // Replaced by a reload: no rule watches it any more (its ids stay for readings in flight).
+                self.device_level.push(Vec::new());
+                for _ in dev.point_ids() {
+                    let at = self.instances.len() as u32;
+                    self.ranges.push((at, at));
+                }
+                continue;
+            }
             let mut dl = Vec::new();
             for r in self.by_point.get("").cloned().unwrap_or_default() {
                 let rule = &self.rules.rules[r as usize];
@@ -438,6 +455,72 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Replaces the rule set (a configuration reload) and carries state over by key. For every (rule, device,
+    /// point) of the new rules: when the rule is unchanged (apart from where it is written) and the device kept
+    /// its catalog entry, the whole state moves over (pending `for` and stale timers, windows, an active alarm,
+    /// its peak and evidence); when the rule or the device changed, an active alarm stays active (as after a
+    /// restart) and the timers start afresh. Returns the active alarms that no longer exist under the new
+    /// rules or catalog, as (rule, device, point) names: their work orders stay open in the store.
+    pub fn reload(
+        &mut self,
+        rules: Arc<RuleSet>,
+        catalog: &Catalog,
+    ) -> Vec<(String, String, String)> {
+        self.bind(catalog);
+        let mut next = Engine::new(rules, self.opts);
+        next.signal = self.signal.take();
+        next.now_hint = self.now_hint;
+        next.bind(catalog);
+        let name = |e: &Engine, inst: &Instance| {
+            let point = inst
+                .point
+                .map(|p| catalog.point(p).2.name.clone())
+                .unwrap_or_default();
+            (
+                e.rules.rules[inst.rule as usize].name.clone(),
+                catalog.device(inst.device).id.clone(),
+                point,
+            )
+        };
+        // Old instances by (rule name, device entry, point id): a kept device keeps its indexes.
+        let mut old: HashMap<(&str, DeviceIdx, Option<PointId>), usize> = HashMap::new();
+        for (i, inst) in self.instances.iter().enumerate() {
+            let rule = self.rules.rules[inst.rule as usize].name.as_str();
+            old.insert((rule, inst.device, inst.point), i);
+        }
+        let mut carried = vec![false; self.instances.len()];
+        for inst in &mut next.instances {
+            let rule = &next.rules.rules[inst.rule as usize];
+            let Some(&i) = old.get(&(rule.name.as_str(), inst.device, inst.point)) else {
+                continue;
+            };
+            let prev = &self.instances[i];
+            carried[i] = true;
+            if same_rule(&self.rules.rules[prev.rule as usize], rule)
+                && prev.when == inst.when
+                && prev.clear == inst.clear
+            {
+                inst.st = prev.st.clone();
+            } else if prev.st.active {
+                inst.st.active = true;
+            }
+        }
+        drop(old);
+        // Active alarms of changed devices (new entries): restored by name, as after a restart.
+        let mut lost = Vec::new();
+        for (i, prev) in self.instances.iter().enumerate() {
+            if carried[i] || !prev.st.active {
+                continue;
+            }
+            let (r, d, p) = name(self, prev);
+            if !next.restore_active(catalog, &r, &d, &p) {
+                lost.push((r, d, p));
+            }
+        }
+        *self = next;
+        lost
     }
 
     #[inline]
@@ -1043,6 +1126,77 @@ mod tests {
         // Still breaching: no second raise. Then it clears.
         let out = feed(&mut e, &cat, "ahu-1", &[(0, 19.0), (10, 15.0)]);
         assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 10)]);
+    }
+
+    #[test]
+    fn a_reload_keeps_pending_timers_of_unchanged_rules_and_restarts_changed_ones() {
+        let two = "schema: 1\nrules:\n  - name: hot\n    applies_to: { profile: test-ahu }\n    point: supply_air_temp\n    when: { above: 18.0, for: 10m }\n    severity: major\n  - name: hotter\n    applies_to: { profile: test-ahu }\n    point: supply_air_temp\n    when: { above: 25.0, for: 10m }\n    severity: major\n";
+        let (cat, mut e) = setup(two);
+        // Both pending since 0; `hot` unchanged (moved down a line), `hotter`'s threshold changed.
+        assert!(feed(&mut e, &cat, "ahu-1", &[(0, 30.0), (300, 30.0)]).is_empty());
+        let profiles = crate::rules::load::tests::profiles();
+        let devices = BTreeMap::new();
+        let cx = Context {
+            profiles: &profiles,
+            devices: &devices,
+            timezone: Some("UTC"),
+        };
+        let changed = format!("# a comment\n{}", two.replace("above: 25.0", "above: 26.0"));
+        let (rules, errs) = parse_rules(Path::new("/r/t.yaml"), &changed, &cx);
+        assert!(errs.is_empty(), "{errs:?}");
+        let lost = e.reload(Arc::new(crate::rules::RuleSet { rules }), &cat);
+        assert!(lost.is_empty());
+        let raised = |out: Vec<Transition>, e: &Engine| -> Vec<(String, i64)> {
+            out.iter()
+                .filter(|t| t.kind == TransitionKind::Raised)
+                .map(|t| (e.rules().rules[t.rule].name.clone(), (t.at - T0) / S))
+                .collect()
+        };
+        let out = feed(&mut e, &cat, "ahu-1", &[(600, 30.0), (900, 30.0)]);
+        // `hot` completes its 10 minutes on schedule (at 600, not 600 after the reload); `hotter` starts over.
+        assert_eq!(raised(out, &e), vec![("hot".to_string(), 600)]);
+        let out = feed(&mut e, &cat, "ahu-1", &[(1200, 30.0)]);
+        assert_eq!(raised(out, &e), vec![("hotter".to_string(), 1200)]);
+        // A rule removed while active: reported, so its work order is known to stay open.
+        let (rules, _) = parse_rules(Path::new("/r/t.yaml"), &rule("{ above: 99.0 }", ""), &cx);
+        let lost = e.reload(Arc::new(crate::rules::RuleSet { rules }), &cat);
+        assert_eq!(lost.len(), 2, "{lost:?}");
+        assert!(lost.contains(&("hot".into(), "ahu-1".into(), "supply_air_temp".into())));
+    }
+
+    #[test]
+    fn a_changed_device_gets_new_ids_and_keeps_its_active_alarm() {
+        let (mut cat, mut e) = setup(&rule("{ above: 18.0 }", ""));
+        let out = feed(&mut e, &cat, "ahu-1", &[(0, 30.0)]);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 0)]);
+        let old_pid = cat
+            .device_by_id("ahu-1")
+            .unwrap()
+            .1
+            .point_id("supply_air_temp");
+        // The reloaded catalog moves ahu-1 to another building and drops ahu-2.
+        let mut new = Catalog::new("site", cat.profiles.clone());
+        let loc = BTreeMap::from([("building".to_string(), "b2".to_string())]);
+        new.add_device("ahu-1", "test-ahu", loc, true).unwrap();
+        let diff = cat.reload_from(&new);
+        assert_eq!(diff.changed, ["ahu-1"]);
+        assert_eq!(diff.removed, ["ahu-2"]);
+        assert!(cat.device_by_id("ahu-2").is_none());
+        assert_eq!(cat.devices().count(), 1);
+        let new_pid = cat
+            .device_by_id("ahu-1")
+            .unwrap()
+            .1
+            .point_id("supply_air_temp");
+        assert_ne!(old_pid, new_pid);
+        assert!(e.reload(e.rules().clone(), &cat).is_empty());
+        // Still breaching: no second raise; then the clear is seen on the new entry.
+        let out = feed(&mut e, &cat, "ahu-1", &[(10, 30.0), (20, 10.0)]);
+        assert_eq!(kinds(&out), vec![(TransitionKind::Cleared, 20)]);
+        // A reading in flight with the old id is not an error (its device is retired: no rule watches it).
+        let mut out = Vec::new();
+        e.evaluate(&cat, &Reading::good(old_pid.unwrap(), 99.0, T0), &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -126,6 +126,23 @@ pub struct SignalStage {
 /// anomaly scores (those come straight from the anomaly stage).
 pub fn build(rules: &RuleSet, anomaly: Option<LatestScores>) -> (Option<SignalStage>, HubSignal) {
     let mut s = Shared::default();
+    let any = needs(rules, &mut s);
+    let shared = Arc::new(Mutex::new(s));
+    let stage = any.then(|| SignalStage {
+        shared: shared.clone(),
+        touched: Vec::new(),
+        path: None,
+        save_every: Duration::from_secs(600),
+        last_save: Instant::now(),
+    });
+    (stage, HubSignal { shared, anomaly })
+}
+
+/// Sets what the rules need (forecast points, equipment and energy rules); whether any needs the stage.
+fn needs(rules: &RuleSet, s: &mut Shared) -> bool {
+    s.forecast_points.clear();
+    s.equipment_rules.clear();
+    s.energy_rules.clear();
     let mut any = false;
     for r in &rules.rules {
         for t in std::iter::once(&r.when).chain(r.clear.iter()) {
@@ -150,18 +167,19 @@ pub fn build(rules: &RuleSet, anomaly: Option<LatestScores>) -> (Option<SignalSt
             }
         }
     }
-    let shared = Arc::new(Mutex::new(s));
-    let stage = any.then(|| SignalStage {
-        shared: shared.clone(),
-        touched: Vec::new(),
-        path: None,
-        save_every: Duration::from_secs(600),
-        last_save: Instant::now(),
-    });
-    (stage, HubSignal { shared, anomaly })
+    any
 }
 
 impl HubSignal {
+    /// A configuration reload: the signals follow the new rules; trends and equipment models already learnt
+    /// stay. Returns whether the new rules need the signal stage (the caller knows whether one runs).
+    pub fn reconfigure(&self, rules: &RuleSet) -> bool {
+        needs(
+            rules,
+            &mut self.shared.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
     /// Whether any rule has an `energy` condition.
     pub fn wants_energy(&self) -> bool {
         !self

@@ -106,6 +106,20 @@ impl RulesHost {
         self.emit(catalog);
     }
 
+    /// A configuration reload: the engine takes the new rules and keeps the state of unchanged keys (see
+    /// [`Engine::reload`]). Returns the active alarms that no longer exist (their work orders stay open).
+    pub fn reload(
+        &mut self,
+        rules: Arc<RuleSet>,
+        catalog: &Catalog,
+    ) -> Vec<(String, String, String)> {
+        // Transitions of the old rules are rendered with them before the swap.
+        self.emit(catalog);
+        let lost = self.engine.reload(rules, catalog);
+        self.restore_checked_devices = 0;
+        lost
+    }
+
     /// Stops sending (at shutdown, so the store thread sees the channel close).
     pub fn close(&mut self) {
         self.tx = None;

@@ -73,6 +73,9 @@ fn apply(store: &mut Store, ev: &AlarmEvent, notify: &Notify) {
                 metrics::counter!("caretaker_alarms_silenced_total").increment(1);
                 info!(rule = %ev.rule, device = %ev.device, point = %ev.point, "alarm silenced (maintenance window)");
             } else if a.event != "none" {
+                metrics::counter!("caretaker_work_order_changes_total", "change" => a.event)
+                    .increment(1);
+                // Deprecated name, kept one release.
                 metrics::counter!("caretaker_work_orders_total", "state" => a.event).increment(1);
                 info!(work_order = a.work_order, event = a.event, rule = %ev.rule, device = %ev.device,
                     point = %ev.point, "work order");

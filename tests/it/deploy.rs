@@ -498,6 +498,9 @@ fn the_systemd_unit_is_hardened() {
         // The watchdog (READY=1, then WATCHDOG=1 while every task is healthy): tests/it/watchdog.rs.
         ("Type", "notify"),
         ("WatchdogSec", "30s"),
+        // `systemctl reload caretaker` is SIGHUP: tests/it/reload.rs.
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Documentation", "file:///usr/share/doc/caretaker/README.md"),
     ] {
         assert!(has(k, v), "caretaker.service lacks {k}={v}");
     }

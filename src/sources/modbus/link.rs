@@ -127,6 +127,20 @@ impl Link {
         }
     }
 
+    /// What the link polls (device ids, their first point ids and settings): a configuration reload keeps a
+    /// running link whose fingerprint did not change, connection and all.
+    pub fn fingerprint(&self) -> String {
+        self.devices
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}@{}:{:?};",
+                    d.poll.id, d.poll.first_point, d.poll.settings
+                )
+            })
+            .collect()
+    }
+
     pub fn stats(&self) -> Arc<LinkStats> {
         self.stats.clone()
     }
