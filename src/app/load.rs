@@ -35,6 +35,19 @@ pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                     &modbus_devices(&config),
                     &c,
                 ));
+                let others: Vec<(usize, &str, &str)> = config
+                    .devices
+                    .iter()
+                    .filter(|d| d.bacnet.is_none() && d.modbus.is_none())
+                    .map(|d| (d.index, d.id.as_str(), d.profile.as_str()))
+                    .collect();
+                errs.extend(crate::sources::bacnet::check(
+                    &config.file,
+                    config.bacnet.is_some(),
+                    &bacnet_devices(&config),
+                    &others,
+                    &c,
+                ));
                 Some(c)
             }
             Err(es) => {
@@ -79,6 +92,23 @@ pub fn modbus_devices(cfg: &SiteConfig) -> Vec<Declared<'_>> {
                 profile: &d.profile,
                 modbus,
             })
+        })
+        .collect()
+}
+
+/// The devices with a `bacnet` table, as the BACnet source takes them.
+pub fn bacnet_devices(cfg: &SiteConfig) -> Vec<crate::sources::bacnet::Declared<'_>> {
+    cfg.devices
+        .iter()
+        .filter_map(|d| {
+            d.bacnet
+                .as_ref()
+                .map(|bacnet| crate::sources::bacnet::Declared {
+                    index: d.index,
+                    id: &d.id,
+                    profile: &d.profile,
+                    bacnet,
+                })
         })
         .collect()
 }

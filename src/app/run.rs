@@ -4,7 +4,7 @@
 //! Stop order: sources stop taking readings → the pipeline drains → work orders are applied → the writer
 //! flushes → the spool syncs; each step bounded by `[pipeline] shutdown_timeout`.
 
-use super::load::{Loaded, load, modbus_devices};
+use super::load::{Loaded, bacnet_devices, load, modbus_devices};
 use super::sink;
 use super::work_orders::Service;
 use crate::catalog::SharedCatalog;
@@ -311,6 +311,18 @@ impl Sources {
                 WATCH_PERIOD,
                 link.run(tx, stop),
             ));
+        }
+        if let Some(b) = &config.bacnet {
+            // One task for the BACnet/IP endpoint and every device poller on it.
+            let pollers = crate::sources::bacnet::build(&bacnet_devices(config), &cat);
+            let fut = crate::sources::bacnet::run(
+                b.clone(),
+                pollers,
+                tx.clone(),
+                stop.clone(),
+                health.clone(),
+            );
+            tasks.push(watchdog::spawn_watched(health, "bacnet", WATCH_PERIOD, fut));
         }
         Sources { tasks, stop, grace }
     }

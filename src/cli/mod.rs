@@ -2,6 +2,7 @@
 //! result to an exit code.
 
 pub mod backtest;
+pub mod bacnet;
 mod check;
 pub mod detect;
 pub mod energy;
@@ -126,6 +127,9 @@ pub enum Command {
     /// The device profile library: list, show NAME, docs (the docs/devices.md table).
     #[command(subcommand)]
     Profiles(profiles::ProfilesCommand),
+    /// BACnet/IP tools: `discover` finds devices and their objects, and writes starting profiles.
+    #[command(subcommand)]
+    Bacnet(bacnet::BacnetCommand),
     /// Energy reports and backfill from the local store.
     Energy {
         #[command(subcommand)]
@@ -232,6 +236,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::WorkOrders(cmd) => work_orders::run(cmd),
         Command::Backtest(args) => backtest::run(args),
         Command::Profiles(cmd) => profiles::run(cmd),
+        Command::Bacnet(cmd) => bacnet::run(cmd),
         Command::Energy { command } => match command {
             EnergyCommand::Report(a) => energy::run_report(a),
             EnergyCommand::Import(a) => energy::run_import(a),

@@ -45,6 +45,8 @@ struct RawSiteConfig {
     #[serde(default)]
     work_orders: Option<crate::work_orders::config::RawWorkOrders>,
     energy: Option<crate::energy::config::RawEnergy>,
+    #[serde(default)]
+    bacnet: Option<crate::sources::bacnet::RawBacnet>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +75,8 @@ struct RawDevice {
     location: BTreeMap<String, String>,
     #[serde(default)]
     modbus: Option<RawModbusDevice>,
+    #[serde(default)]
+    bacnet: Option<crate::sources::bacnet::RawBacnetDevice>,
 }
 
 /// The validated site config.
@@ -91,6 +95,8 @@ pub struct SiteConfig {
     pub work_orders: crate::work_orders::config::WorkOrdersConfig,
     /// `[energy]`: interval consumption, tariffs, baselines (the energy stage runs only when present).
     pub energy: Option<crate::energy::config::EnergyConfig>,
+    /// `[bacnet]`: the BACnet/IP endpoint (devices with a `bacnet` table need it).
+    pub bacnet: Option<crate::sources::bacnet::BacnetConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +113,7 @@ pub struct DeviceConfig {
     pub profile: String,
     pub location: BTreeMap<String, String>,
     pub modbus: Option<RawModbusDevice>,
+    pub bacnet: Option<crate::sources::bacnet::RawBacnetDevice>,
     pub index: usize,
 }
 
@@ -260,6 +267,10 @@ impl SiteConfig {
             .map(|h| crate::api::config::validate(cx, h));
         let pipeline = crate::pipeline::validate(cx, raw.pipeline.as_ref());
         let devices = Self::devices(cx, &raw.devices);
+        let bacnet = raw
+            .bacnet
+            .as_ref()
+            .map(|b| crate::sources::bacnet::config::validate(cx, b));
         let work_orders = match &raw.work_orders {
             Some(w) => {
                 let (c, errs) = crate::work_orders::config::validate(w, cx.file);
@@ -289,6 +300,7 @@ impl SiteConfig {
             pipeline,
             devices,
             energy,
+            bacnet,
         }
     }
 
@@ -332,11 +344,26 @@ impl SiteConfig {
                     );
                 }
             }
+            if let Some(b) = &d.bacnet {
+                if d.modbus.is_some() {
+                    cx.err(
+                        &format!("devices[{i}].bacnet"),
+                        "a device is read over Modbus or BACnet, not both",
+                    );
+                }
+                if let Err(es) = crate::sources::bacnet::config::validate_device(b) {
+                    cx.report(
+                        es.into_iter()
+                            .map(|(k, m)| (format!("devices[{i}].{k}"), m)),
+                    );
+                }
+            }
             devices.push(DeviceConfig {
                 id: d.id.clone(),
                 profile: d.profile.clone(),
                 location: d.location.clone(),
                 modbus: d.modbus.clone(),
+                bacnet: d.bacnet.clone(),
                 index: i,
             });
         }

@@ -4,6 +4,7 @@
 mod alertmanager;
 mod anomaly;
 mod api;
+mod bacnet;
 mod check_cli;
 mod console;
 mod demo;
