@@ -25,6 +25,10 @@ pub struct DiscoverArgs {
     /// Register as a foreign device with this BBMD (`host:port`) and send Who-Is through it.
     #[arg(long)]
     pub bbmd: Option<String>,
+    /// Largest answer to accept in one datagram (50..=1476); longer answers come in segments. For paths through
+    /// routers to MS/TP networks, which carry 480 bytes or less.
+    #[arg(long, default_value_t = 1476)]
+    pub max_apdu: u32,
     /// Request timeout (each request is retried twice).
     #[arg(long, default_value = "2s")]
     pub timeout: String,
@@ -56,7 +60,8 @@ async fn discover(a: DiscoverArgs) -> anyhow::Result<i32> {
         .await
         .map_err(|e| anyhow::anyhow!("--bind {}: {e}", a.bind))?;
     let stop = tokio_util::sync::CancellationToken::new();
-    let (mut ep, _rx) = client::Endpoint::start(socket, timeout, 2, stop.clone());
+    let (ep, _rx) = client::Endpoint::start(socket, timeout, 2, stop.clone());
+    let mut ep = ep.with_max_apdu(a.max_apdu);
     if let Some(b) = &a.bbmd {
         let (h, p) = crate::util::split_host_port(b, config::DEFAULT_PORT)
             .map_err(|e| anyhow::anyhow!("--bbmd {b}: {e}"))?;

@@ -237,15 +237,24 @@ async fn rpm_status_flags_and_the_unknown_object() {
     );
     assert_eq!(value("online").unwrap().value, 1.0);
 
-    // Status flags become quality: overridden is uncertain, fault is bad; and changed values arrive.
+    // Status flags become quality (bacpypes3 derives them: out-of-service from outOfService, fault from
+    // reliability, in-alarm from eventState): out-of-service is uncertain, fault is bad, in-alarm stays good;
+    // and changed values arrive.
     let sat = profile.point_index("supply_temp").unwrap();
-    dev.set("analog-input:1 statusFlags 0,0,1,0");
+    dev.set("analog-input:1 outOfService true");
     dev.set("analog-input:1 presentValue 23.5");
     let r = wait_for(&mut rx, sat, Duration::from_secs(10), |r| r.value == 23.5)
         .await
         .unwrap_or_else(|| panic!("the changed value never arrived\n{}", dev.log()));
     assert_eq!(r.quality, Quality::Uncertain);
-    dev.set("analog-input:1 statusFlags 0,1,0,0");
+    dev.set("analog-input:1 outOfService false");
+    dev.set("analog-input:1 eventState offnormal");
+    dev.set("analog-input:1 presentValue 24.5");
+    let r = wait_for(&mut rx, sat, Duration::from_secs(10), |r| r.value == 24.5)
+        .await
+        .expect("in alarm");
+    assert_eq!(r.quality, Quality::Good);
+    dev.set("analog-input:1 reliability unreliableOther");
     wait_for(&mut rx, sat, Duration::from_secs(10), |r| {
         r.quality == Quality::Bad
     })
@@ -494,27 +503,40 @@ bacnet = {{ address = "{vav}", device_instance = 1301, poll = "500ms", offline_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_lists_objects_and_writes_a_profile_that_loads() {
-    // Forty objects and a 128-byte max APDU: the object list only comes whole in segments.
+    // Forty objects and a 128-byte max APDU announced by the client: the object list only comes whole in segments.
     let mut objects: Vec<Value> = ahu_objects().as_array().unwrap().clone();
     for i in 10..45 {
         objects.push(json!({"type": "analog-value", "instance": i, "name": format!("Zone {i} Setpoint"), "value": 21.0, "units": "degreesCelsius"}));
     }
-    let dev = Device::start("ahu-7", 1207, Value::Array(objects), &["--max-apdu", "128"]);
+    let dev = Device::start("ahu-7", 1207, Value::Array(objects), &[]);
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("profiles");
-    let (code, out, err) = support::caretaker(&[
-        "bacnet",
-        "discover",
-        "--bind",
-        "127.0.0.1:0",
-        "--target",
-        &dev.address(),
-        "--wait",
-        "1s",
-        "--profile-out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let run = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .env("CARETAKER_LOG", "caretaker=debug")
+        .args([
+            "bacnet",
+            "discover",
+            "--bind",
+            "127.0.0.1:0",
+            "--target",
+            &dev.address(),
+            "--wait",
+            "1s",
+            "--max-apdu",
+            "128",
+            "--profile-out",
+            out_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let (code, out, err) = (
+        run.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&run.stdout).to_string(),
+        String::from_utf8_lossy(&run.stderr).to_string(),
+    );
     assert_eq!(code, 0, "{out}{err}\n{}", dev.log());
+    // bacpypes3 sent the object list in segments (over 200 bytes, 128 accepted), reassembled here.
+    assert!(err.contains("segmented answer reassembled"), "{err}");
     assert!(out.contains("device 1207 at 127.0.0.1:"), "{out}");
     assert!(out.contains("analog-input:1"), "{out}");
     assert!(out.contains("Supply Air Temp"), "{out}");

@@ -85,6 +85,8 @@ pub struct Endpoint {
     pub retries: u32,
     /// Where broadcasts go through when registered as a foreign device (Distribute-Broadcast-To-Network).
     bbmd: Option<SocketAddr>,
+    /// The max APDU announced in requests (answers longer than this come in segments).
+    max_apdu: u32,
 }
 
 impl Endpoint {
@@ -105,6 +107,7 @@ impl Endpoint {
             timeout,
             retries,
             bbmd: None,
+            max_apdu: codec::MAX_APDU as u32,
         };
         let rx = ep.clone();
         let task = tokio::spawn(async move { rx.receive(stop).await });
@@ -114,6 +117,12 @@ impl Endpoint {
     /// Binds `addr` (`host:port`).
     pub async fn bind(addr: &str) -> std::io::Result<UdpSocket> {
         UdpSocket::bind(addr).await
+    }
+
+    /// Announces a smaller max APDU in requests (50..=1476; answers longer than it come in segments).
+    pub fn with_max_apdu(mut self, max_apdu: u32) -> Endpoint {
+        self.max_apdu = max_apdu.clamp(50, codec::MAX_APDU as u32);
+        self
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -218,7 +227,7 @@ impl Endpoint {
         };
         let mut out = Vec::with_capacity(body.len() + 16);
         codec::begin(&mut out, false, true);
-        codec::put_confirmed_header(&mut out, invoke_id, service);
+        codec::put_confirmed_header_max(&mut out, invoke_id, service, self.max_apdu);
         out.extend_from_slice(body);
         codec::finish(&mut out);
         let tries = self.retries + 1;
@@ -462,6 +471,7 @@ impl Endpoint {
                     codec::put_segment_ack(o, false, invoke_id, seq, window)
                 })
                 .await;
+                debug!(%peer, segments = seq as u32 + 1, bytes = data.len(), "segmented answer reassembled");
                 self.complete(peer, invoke_id, Ok(Ack::Complex(data)));
             }
             Next::TooLong => {

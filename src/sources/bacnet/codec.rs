@@ -851,12 +851,12 @@ pub fn finish(out: &mut [u8]) {
 
 /// The header of a confirmed request we send: segmented responses accepted (up to 64 segments), our max APDU.
 pub fn put_confirmed_header(out: &mut Vec<u8>, invoke_id: u8, service: u8) {
-    out.extend_from_slice(&[
-        0x02,
-        0x60 | max_apdu_code(MAX_APDU as u32),
-        invoke_id,
-        service,
-    ]);
+    put_confirmed_header_max(out, invoke_id, service, MAX_APDU as u32);
+}
+
+/// [`put_confirmed_header`] announcing a smaller max APDU (paths through routers to MS/TP take 480 or less).
+pub fn put_confirmed_header_max(out: &mut Vec<u8>, invoke_id: u8, service: u8, max_apdu: u32) {
+    out.extend_from_slice(&[0x02, 0x60 | max_apdu_code(max_apdu), invoke_id, service]);
 }
 
 pub fn put_unconfirmed_header(out: &mut Vec<u8>, service: u8) {

@@ -114,8 +114,11 @@ pub fn validate(cx: &mut Collector<'_>, raw: &RawBacnet) -> BacnetConfig {
         .bind
         .clone()
         .unwrap_or_else(|| format!("0.0.0.0:{DEFAULT_PORT}"));
-    if let Err(e) = host_port(&bind) {
-        errs.push(("bacnet.bind".to_string(), e));
+    // Port 0 is fine here (any free port: a client needs no fixed port unless devices broadcast their answers).
+    match crate::util::split_host_port(&bind, DEFAULT_PORT) {
+        Ok((h, _)) if !h.is_empty() => {}
+        Ok(_) => errs.push(("bacnet.bind".to_string(), format!("`{bind}`: missing host"))),
+        Err(e) => errs.push(("bacnet.bind".to_string(), format!("`{bind}`: {e}"))),
     }
     let bbmd = raw.bbmd.as_ref().and_then(|b| {
         host_port(b)
