@@ -248,7 +248,7 @@ impl<'a> Reader<'a> {
     fn skip(&mut self) -> R<()> {
         let t = self.tag()?;
         match t.len {
-            TagLen::Len(l) if !(t.number == app::BOOLEAN && !t.context) => {
+            TagLen::Len(l) if t.number != app::BOOLEAN || t.context => {
                 self.take(l as usize, "skipped data")?;
                 Ok(())
             }
@@ -260,7 +260,7 @@ impl<'a> Reader<'a> {
                     match t.len {
                         TagLen::Open => depth += 1,
                         TagLen::Close => depth -= 1,
-                        TagLen::Len(l) if !(t.number == app::BOOLEAN && !t.context) => {
+                        TagLen::Len(l) if t.number != app::BOOLEAN || t.context => {
                             self.take(l as usize, "skipped data")?;
                         }
                         TagLen::Len(_) => {}
@@ -980,7 +980,10 @@ pub fn put_read_property_multiple(out: &mut Vec<u8>, specs: &[((u16, u32), Vec<u
     }
 }
 
-pub fn decode_read_property_multiple(body: &[u8]) -> R<Vec<((u16, u32), Vec<u32>)>> {
+/// Per object, the properties asked for.
+pub type ReadSpecs = Vec<((u16, u32), Vec<u32>)>;
+
+pub fn decode_read_property_multiple(body: &[u8]) -> R<ReadSpecs> {
     let mut r = Reader::new(body);
     let mut specs = Vec::new();
     while !r.is_empty() {
