@@ -264,6 +264,85 @@ modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 3, baud = 19200 }}
         assert_eq!(e.line, Some(13), "{e}");
     }
 
+    #[test]
+    fn bacnet_devices_are_checked_against_the_section_and_the_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let cfg = dir.path().join("site.toml");
+        let text = format!(
+            r#"[site]
+name = "s"
+[state]
+dir = "state"
+[profiles]
+dirs = ["{}"]
+
+[[devices]]
+id = "ahu-5"
+profile = "generic-bacnet-ahu"
+bacnet = {{ address = "10.0.7.20:47808", device_instance = 1205, poll = "30s", cov = true }}
+
+[[devices]]
+id = "vav-1"
+profile = "generic-bacnet-vav"
+
+[[devices]]
+id = "meter"
+profile = "eastron-sdm630"
+bacnet = {{ address = "10.0.7.21" }}
+"#,
+            profiles.display()
+        );
+        std::fs::write(&cfg, &text).unwrap();
+        let errs = match super::load(&cfg) {
+            Ok(_) => panic!("a bad config loaded"),
+            Err(e) => e,
+        };
+        // The table itself first: the missing instance, with its line.
+        let e = find_in(&errs, "devices[2].bacnet.device_instance");
+        assert_eq!(e.line, Some(20), "{e}");
+        std::fs::write(
+            &cfg,
+            text.replace(
+                "address = \"10.0.7.21\"",
+                "address = \"10.0.7.21\", device_instance = 7",
+            ),
+        )
+        .unwrap();
+        let errs = match super::load(&cfg) {
+            Ok(_) => panic!("a bad config loaded"),
+            Err(e) => e,
+        };
+        assert!(
+            find_in(&errs, "devices[0].bacnet")
+                .message
+                .contains("no [bacnet] section"),
+            "{errs:#?}"
+        );
+        let e = find_in(&errs, "devices[1].profile");
+        assert!(e.message.contains("no `bacnet = {"), "{e}");
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(
+            find_in(&errs, "devices[2].profile")
+                .message
+                .contains("no point with a `bacnet:` binding"),
+            "{errs:#?}"
+        );
+        // With the section, a bacnet table for the VAV and the meter off BACnet, the site loads.
+        let good = text
+            .replace("[[devices]]\nid = \"ahu-5\"", "[bacnet]\nbind = \"0.0.0.0:47808\"\n\n[[devices]]\nid = \"ahu-5\"")
+            .replace(
+                "profile = \"generic-bacnet-vav\"\n",
+                "profile = \"generic-bacnet-vav\"\nbacnet = { address = \"10.0.7.22\", device_instance = 3001 }\n",
+            )
+            .replace("bacnet = {{ address = \"10.0.7.21\" }}", "")
+            .replace("bacnet = { address = \"10.0.7.21\" }\n", "");
+        std::fs::write(&cfg, &good).unwrap();
+        if let Err(errs) = super::load(&cfg) {
+            panic!("{errs:#?}\n{good}");
+        }
+    }
+
     fn find_in<'a>(errs: &'a [crate::diag::Diagnostic], key: &str) -> &'a crate::diag::Diagnostic {
         errs.iter()
             .find(|e| e.key == key)
