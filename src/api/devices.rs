@@ -28,7 +28,13 @@ fn device_json(
         "model": d.profile.model,
         "description": d.profile.description,
         "location": d.location,
-        "protocol": if st.modbus_devices.contains(&d.id) { "modbus" } else { "mqtt" },
+        "protocol": if st.modbus_devices.contains(&d.id) {
+            "modbus"
+        } else if d.profile.has_bacnet() && !d.profile.has_mqtt() {
+            "bacnet"
+        } else {
+            "mqtt"
+        },
         "declared": d.declared,
         "online": online,
         "last_seen": last_seen.map(rfc3339_ms),

@@ -35,6 +35,19 @@ pub fn load(config_file: &Path) -> Result<Loaded, Vec<Diagnostic>> {
                     &modbus_devices(&config),
                     &c,
                 ));
+                let others: Vec<(usize, &str, &str)> = config
+                    .devices
+                    .iter()
+                    .filter(|d| d.bacnet.is_none() && d.modbus.is_none())
+                    .map(|d| (d.index, d.id.as_str(), d.profile.as_str()))
+                    .collect();
+                errs.extend(crate::sources::bacnet::check(
+                    &config.file,
+                    config.bacnet.is_some(),
+                    &bacnet_devices(&config),
+                    &others,
+                    &c,
+                ));
                 Some(c)
             }
             Err(es) => {
@@ -79,6 +92,23 @@ pub fn modbus_devices(cfg: &SiteConfig) -> Vec<Declared<'_>> {
                 profile: &d.profile,
                 modbus,
             })
+        })
+        .collect()
+}
+
+/// The devices with a `bacnet` table, as the BACnet source takes them.
+pub fn bacnet_devices(cfg: &SiteConfig) -> Vec<crate::sources::bacnet::Declared<'_>> {
+    cfg.devices
+        .iter()
+        .filter_map(|d| {
+            d.bacnet
+                .as_ref()
+                .map(|bacnet| crate::sources::bacnet::Declared {
+                    index: d.index,
+                    id: &d.id,
+                    profile: &d.profile,
+                    bacnet,
+                })
         })
         .collect()
 }
@@ -236,6 +266,85 @@ modbus = {{ url = "rtu:///dev/ttyUSB0", unit = 3, baud = 19200 }}
         let errs = crate::config::SiteConfig::load(&cfg).unwrap_err();
         let e = find_in(&errs, "devices[1].modbus.unit");
         assert_eq!(e.line, Some(13), "{e}");
+    }
+
+    #[test]
+    fn bacnet_devices_are_checked_against_the_section_and_the_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("device_profiles");
+        let cfg = dir.path().join("site.toml");
+        let text = format!(
+            r#"[site]
+name = "s"
+[state]
+dir = "state"
+[profiles]
+dirs = ["{}"]
+
+[[devices]]
+id = "ahu-5"
+profile = "generic-bacnet-ahu"
+bacnet = {{ address = "10.0.7.20:47808", device_instance = 1205, poll = "30s", cov = true }}
+
+[[devices]]
+id = "vav-1"
+profile = "generic-bacnet-vav"
+
+[[devices]]
+id = "meter"
+profile = "eastron-sdm630"
+bacnet = {{ address = "10.0.7.21" }}
+"#,
+            profiles.display()
+        );
+        std::fs::write(&cfg, &text).unwrap();
+        let errs = match super::load(&cfg) {
+            Ok(_) => panic!("a bad config loaded"),
+            Err(e) => e,
+        };
+        // The table itself first: the missing instance, with its line.
+        let e = find_in(&errs, "devices[2].bacnet.device_instance");
+        assert_eq!(e.line, Some(20), "{e}");
+        std::fs::write(
+            &cfg,
+            text.replace(
+                "address = \"10.0.7.21\"",
+                "address = \"10.0.7.21\", device_instance = 7",
+            ),
+        )
+        .unwrap();
+        let errs = match super::load(&cfg) {
+            Ok(_) => panic!("a bad config loaded"),
+            Err(e) => e,
+        };
+        assert!(
+            find_in(&errs, "devices[0].bacnet")
+                .message
+                .contains("no [bacnet] section"),
+            "{errs:#?}"
+        );
+        let e = find_in(&errs, "devices[1].profile");
+        assert!(e.message.contains("no `bacnet = {"), "{e}");
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(
+            find_in(&errs, "devices[2].profile")
+                .message
+                .contains("no point with a `bacnet:` binding"),
+            "{errs:#?}"
+        );
+        // With the section, a bacnet table for the VAV and the meter off BACnet, the site loads.
+        let good = text
+            .replace("[[devices]]\nid = \"ahu-5\"", "[bacnet]\nbind = \"0.0.0.0:47808\"\n\n[[devices]]\nid = \"ahu-5\"")
+            .replace(
+                "profile = \"generic-bacnet-vav\"\n",
+                "profile = \"generic-bacnet-vav\"\nbacnet = { address = \"10.0.7.22\", device_instance = 3001 }\n",
+            )
+            .replace("bacnet = {{ address = \"10.0.7.21\" }}", "")
+            .replace("bacnet = { address = \"10.0.7.21\" }\n", "");
+        std::fs::write(&cfg, &good).unwrap();
+        if let Err(errs) = super::load(&cfg) {
+            panic!("{errs:#?}\n{good}");
+        }
     }
 
     fn find_in<'a>(errs: &'a [crate::diag::Diagnostic], key: &str) -> &'a crate::diag::Diagnostic {

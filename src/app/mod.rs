@@ -13,5 +13,5 @@ pub mod run;
 mod sink;
 pub mod work_orders;
 
-pub use load::{Loaded, load, modbus_devices};
+pub use load::{Loaded, bacnet_devices, load, modbus_devices};
 pub use run::{Reload, run, run_site, run_until, run_until_with, wait_for_signal};

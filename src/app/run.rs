@@ -4,7 +4,7 @@
 //! Stop order: sources stop taking readings → the pipeline drains → work orders are applied → the writer
 //! flushes → the spool syncs; each step bounded by `[pipeline] shutdown_timeout`.
 
-use super::load::{Loaded, load, modbus_devices};
+use super::load::{Loaded, bacnet_devices, load, modbus_devices};
 use super::sink;
 use super::work_orders::Service;
 use crate::catalog::SharedCatalog;
@@ -498,6 +498,15 @@ fn refresh_energy_signal(config: &SiteConfig, catalog: &SharedCatalog, hub: &Hub
     });
 }
 
+/// What the BACnet task reads: `[bacnet]` and the BACnet devices' settings.
+fn bacnet_fingerprint(config: &SiteConfig) -> String {
+    let devices: Vec<_> = bacnet_devices(config)
+        .iter()
+        .map(|d| format!("{} {} {:?}", d.id, d.profile, d.bacnet))
+        .collect();
+    format!("{:?} {devices:?}", config.bacnet)
+}
+
 /// One running source task with its own stop and grace tokens (children of the sources' own, so the ordered
 /// shutdown stops them all), and a fingerprint of what it reads, so a reload can tell whether it changed.
 struct SourceTask {
@@ -510,6 +519,8 @@ struct SourceTask {
 /// The running sources: the MQTT client and one task per Modbus link (TCP gateway or serial line).
 struct Sources {
     mqtt: Option<SourceTask>,
+    /// The BACnet/IP endpoint with every device poller on it.
+    bacnet: Option<SourceTask>,
     /// Modbus links by link key.
     links: Vec<(String, SourceTask)>,
     stop: CancellationToken,
@@ -525,6 +536,7 @@ impl Sources {
     ) -> Sources {
         let mut s = Sources {
             mqtt: None,
+            bacnet: None,
             links: Vec::new(),
             stop: CancellationToken::new(),
             grace: CancellationToken::new(),
@@ -535,7 +547,41 @@ impl Sources {
             let t = s.start_link(link, tx, health);
             s.links.push(t);
         }
+        s.bacnet = s.start_bacnet(config, catalog, tx, health);
         s
+    }
+
+    /// One task for the BACnet/IP endpoint and every device poller on it.
+    fn start_bacnet(
+        &self,
+        config: &SiteConfig,
+        catalog: &SharedCatalog,
+        tx: &mpsc::Sender<Batch>,
+        health: &Arc<Health>,
+    ) -> Option<SourceTask> {
+        let b = config.bacnet.as_ref()?;
+        let devices = bacnet_devices(config);
+        let fingerprint = bacnet_fingerprint(config);
+        let pollers = {
+            let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+            crate::sources::bacnet::build(&devices, &cat)
+        };
+        let (stop, grace) = self.child();
+        let fut = crate::sources::bacnet::run(
+            b.clone(),
+            pollers,
+            tx.clone(),
+            stop.clone(),
+            health.clone(),
+        );
+        let task =
+            watchdog::spawn_watched_stoppable(health, "bacnet", WATCH_PERIOD, fut, stop.clone());
+        Some(SourceTask {
+            task,
+            stop,
+            grace,
+            fingerprint,
+        })
     }
 
     fn child(&self) -> (CancellationToken, CancellationToken) {
@@ -652,11 +698,27 @@ impl Sources {
             let t = self.start_link(link, tx, health);
             self.links.push(t);
         }
-        let mqtt_devices_changed = diff
-            .changed
-            .iter()
-            .chain(&diff.removed)
-            .any(|id| !modbus_ids.contains(id.as_str()));
+        let bacnet_ids: std::collections::HashSet<&str> =
+            bacnet_devices(config).iter().map(|d| d.id).collect();
+        let touched = || diff.changed.iter().chain(&diff.removed);
+        // One task polls every BACnet device (they share the endpoint): restarted when [bacnet] or any BACnet
+        // device changed, as its pollers hold point ids.
+        if self.bacnet.as_ref().map(|t| t.fingerprint.clone())
+            != config.bacnet.as_ref().map(|_| bacnet_fingerprint(config))
+            || touched().any(|id| bacnet_ids.contains(id.as_str()))
+        {
+            if let Some(t) = self.bacnet.take() {
+                info!("BACnet source restarted by the reload");
+                t.stop.cancel();
+                t.grace.cancel();
+                if tokio::time::timeout(deadline, t.task).await.is_err() {
+                    warn!("the BACnet source did not stop within shutdown_timeout after a reload");
+                }
+            }
+            self.bacnet = self.start_bacnet(config, catalog, tx, health);
+        }
+        let mqtt_devices_changed = touched()
+            .any(|id| !modbus_ids.contains(id.as_str()) && !bacnet_ids.contains(id.as_str()));
         let fingerprint = config.mqtt.as_ref().map(|m| format!("{m:?}"));
         let same = self.mqtt.as_ref().map(|t| &t.fingerprint) == fingerprint.as_ref();
         if same && !mqtt_devices_changed {
@@ -696,6 +758,7 @@ impl Sources {
         for s in self
             .mqtt
             .into_iter()
+            .chain(self.bacnet)
             .chain(self.links.into_iter().map(|(_, t)| t))
         {
             let _ = tokio::time::timeout_at(deadline, s.task).await;

@@ -5,6 +5,7 @@
 //! Every problem in every file is collected, so `caretaker check` lists them all at once. Nothing past this module
 //! sees raw YAML.
 
+use super::bacnet_binding::{BacnetBinding, RawBacnetBinding};
 use super::modbus_binding::{ModbusBinding, ModbusQuirks, RawModbusBinding, RawModbusQuirks};
 use super::units::{Category, Kind, Unit, parse_word};
 use crate::diag::Diagnostic;
@@ -90,6 +91,8 @@ struct RawPoint {
     mqtt: Option<Spanned<RawMqttBinding>>,
     #[serde(default)]
     modbus: Option<Spanned<RawModbusBinding>>,
+    #[serde(default)]
+    bacnet: Option<Spanned<RawBacnetBinding>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +194,8 @@ pub struct PointDef {
     pub invalid_raw: Vec<f64>,
     pub mqtt: Option<MqttBinding>,
     pub modbus: Option<ModbusBinding>,
+    /// `bacnet: { object, property }`: read from a BACnet/IP device (`sources::bacnet`).
+    pub bacnet: Option<BacnetBinding>,
     /// Line of the point in its profile file, for diagnostics that refer back to it.
     pub line: u64,
 }
@@ -256,6 +261,9 @@ impl Profile {
     }
     pub fn has_modbus(&self) -> bool {
         self.points.iter().any(|p| p.modbus.is_some())
+    }
+    pub fn has_bacnet(&self) -> bool {
+        self.points.iter().any(|p| p.bacnet.is_some())
     }
 }
 
@@ -341,19 +349,26 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
     if !errs.list.is_empty() {
         return Err(errs.list);
     }
-    if points.iter().any(|p| p.modbus.is_some()) && !points.iter().any(|p| p.name == ONLINE_POINT) {
+    if points
+        .iter()
+        .any(|p| p.modbus.is_some() || p.bacnet.is_some())
+        && !points.iter().any(|p| p.name == ONLINE_POINT)
+    {
         points.push(PointDef {
             name: ONLINE_POINT.to_string(),
             unit: Unit::Bool,
             wire_unit: Unit::Bool,
             kind: Kind::Gauge,
-            description: Some("1 while the device answers Modbus polls, 0 once offline".into()),
+            description: Some(
+                "1 while the device answers polls (Modbus, BACnet), 0 once offline".into(),
+            ),
             scale: 1.0,
             offset: 0.0,
             valid_range: None,
             invalid_raw: Vec::new(),
             mqtt: None,
             modbus: None,
+            bacnet: None,
             line: 0,
         });
     }
@@ -496,18 +511,29 @@ fn point_def(
         .modbus
         .as_ref()
         .and_then(|b| modbus_binding(i, &name, b, quirks, errs));
-    if name == ONLINE_POINT && p.modbus.is_some() {
+    let bacnet = p.bacnet.as_ref().and_then(|b| match b.value.validate() {
+        Ok(x) => Some(x),
+        Err(es) => {
+            for (k, m) in es {
+                errs.push(line_of(b), &key(&k), m);
+            }
+            None
+        }
+    });
+    if name == ONLINE_POINT && (p.modbus.is_some() || p.bacnet.is_some()) {
         errs.push(
             line_of(&p.name),
             &key("name"),
-            format!("`{ONLINE_POINT}` is reserved: Caretaker adds it to every Modbus profile"),
+            format!(
+                "`{ONLINE_POINT}` is reserved: Caretaker adds it to every Modbus and BACnet profile"
+            ),
         );
     }
-    if p.mqtt.is_none() && p.modbus.is_none() {
+    if p.mqtt.is_none() && p.modbus.is_none() && p.bacnet.is_none() {
         errs.push(
             line,
             &key("mqtt"),
-            format!("point `{name}` has no binding: add `mqtt:` or `modbus:`"),
+            format!("point `{name}` has no binding: add `mqtt:`, `modbus:` or `bacnet:`"),
         );
     }
     // Store in the dimension's canonical unit: fold the conversion into scale, offset and range.
@@ -525,6 +551,7 @@ fn point_def(
         invalid_raw: p.invalid_raw.clone().unwrap_or_default(),
         mqtt,
         modbus,
+        bacnet,
         line: line.unwrap_or(0),
     }
 }

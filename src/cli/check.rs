@@ -131,6 +131,7 @@ pub fn run(config: &std::path::Path) -> i32 {
                 None => println!("subscriptions: 0 (no [mqtt])"),
             }
             print_modbus(&l);
+            print_bacnet(&l);
             match &c.influxdb {
                 Some(i) => {
                     println!(
@@ -253,5 +254,36 @@ fn print_modbus(l: &crate::app::Loaded) {
                 m.unit, profile.name,
             );
         }
+    }
+}
+
+/// The BACnet part of `caretaker check`: the endpoint and, per device, requests per full poll with
+/// ReadPropertyMultiple at a 1476-byte max APDU versus one ReadProperty per property (the real batches follow the
+/// device's own max APDU, read at start).
+fn print_bacnet(l: &crate::app::Loaded) {
+    let Some(b) = &l.config.bacnet else {
+        return;
+    };
+    let pollers = crate::sources::bacnet::build(&crate::app::bacnet_devices(&l.config), &l.catalog);
+    let bbmd = b
+        .bbmd
+        .as_ref()
+        .map(|(h, p)| format!(", foreign device of BBMD {h}:{p}"))
+        .unwrap_or_default();
+    println!("bacnet: bind {}{bbmd}, {} device(s)", b.bind, pollers.len());
+    for d in &pollers {
+        let s = &d.settings;
+        let (rpm, single) =
+            crate::sources::bacnet::poll::requests_per_poll(&d.profile, 1476, false);
+        println!(
+            "    {} (device {} at {}:{}, {}, every {}{}): {rpm} ReadPropertyMultiple request(s) per poll ({single} with one ReadProperty per property)",
+            d.id,
+            s.device_instance,
+            s.address.0,
+            s.address.1,
+            d.profile.name,
+            crate::util::format_duration(s.poll),
+            if s.cov { ", COV" } else { "" },
+        );
     }
 }

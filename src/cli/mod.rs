@@ -2,6 +2,7 @@
 //! result to an exit code.
 
 pub mod backtest;
+pub mod bacnet;
 mod check;
 pub mod detect;
 pub mod energy;
@@ -154,6 +155,9 @@ pub enum Command {
     /// The device profile library: list, show NAME, docs (the docs/devices.md table).
     #[command(subcommand)]
     Profiles(profiles::ProfilesCommand),
+    /// BACnet/IP tools: `discover` finds devices and their objects, and writes starting profiles.
+    #[command(subcommand)]
+    Bacnet(bacnet::BacnetCommand),
     /// Energy reports and backfill from the local store.
     Energy {
         #[command(subcommand)]
@@ -346,6 +350,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Silence(args) => silence::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Profiles(cmd) => profiles::run(cmd),
+        Command::Bacnet(cmd) => bacnet::run(cmd),
         Command::Energy { command } => match command {
             EnergyCommand::Report(a) => energy::run_report(a),
             EnergyCommand::Import(a) => energy::run_import(a),

@@ -99,8 +99,15 @@ fn load(mut dirs: Vec<PathBuf>) -> anyhow::Result<Vec<Profile>> {
     Ok(profiles.values().map(|p| (**p).clone()).collect())
 }
 
-/// `modbus`, `mqtt` or `modbus+mqtt`.
+/// `modbus`, `mqtt`, `modbus+mqtt`, `bacnet` or `bacnet+mqtt`.
 fn protocol(p: &Profile) -> &'static str {
+    if p.has_bacnet() {
+        return if p.has_mqtt() {
+            "bacnet+mqtt"
+        } else {
+            "bacnet"
+        };
+    }
     match (p.has_modbus(), p.has_mqtt()) {
         (true, true) => "modbus+mqtt",
         (true, false) => "modbus",
@@ -112,7 +119,7 @@ fn protocol(p: &Profile) -> &'static str {
 fn device_points(p: &Profile) -> usize {
     p.points
         .iter()
-        .filter(|d| d.mqtt.is_some() || d.modbus.is_some())
+        .filter(|d| d.mqtt.is_some() || d.modbus.is_some() || d.bacnet.is_some())
         .count()
 }
 
@@ -195,6 +202,9 @@ fn json(profiles: &[Profile]) -> serde_json::Value {
 fn binding(d: &PointDef) -> String {
     if let Some(m) = &d.modbus {
         return modbus_text(m);
+    }
+    if let Some(b) = &d.bacnet {
+        return format!("bacnet: {} {}", b.object, b.property_name());
     }
     match &d.mqtt {
         Some(b) => match &b.source {
@@ -369,6 +379,23 @@ mod tests {
                 times.push(r.at);
             }
             bad.extend(problems.into_iter().map(|pr| pr.point));
+        }
+        if let Some(objects) = case.get("bacnet") {
+            // Present values by object (`"analog-input:1": 21.5`), as a ReadPropertyMultiple answer carries them.
+            for d in &p.points {
+                let Some(b) = &d.bacnet else { continue };
+                let Some(v) = objects.get(b.object.to_string()).and_then(Value::as_f64) else {
+                    continue;
+                };
+                match d.convert(v) {
+                    Ok(v) => {
+                        got.insert(d.name.clone(), v);
+                    }
+                    Err(_) => {
+                        bad.insert(d.name.clone());
+                    }
+                }
+            }
         }
         if let Some(regs) = case.get("registers") {
             // Word at (table, address) from the dump's blocks.

@@ -48,6 +48,8 @@ struct RawSiteConfig {
     #[serde(default)]
     silences: Vec<crate::work_orders::config::RawSilence>,
     energy: Option<crate::energy::config::RawEnergy>,
+    #[serde(default)]
+    bacnet: Option<crate::sources::bacnet::RawBacnet>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +87,8 @@ struct RawDevice {
     /// Points of the profile this device does not have or that must be ignored: never read, never stored.
     #[serde(default)]
     disabled_points: Vec<String>,
+    #[serde(default)]
+    bacnet: Option<crate::sources::bacnet::RawBacnetDevice>,
 }
 
 /// The validated site config.
@@ -103,6 +107,8 @@ pub struct SiteConfig {
     pub work_orders: crate::work_orders::config::WorkOrdersConfig,
     /// `[energy]`: interval consumption, tariffs, baselines (the energy stage runs only when present).
     pub energy: Option<crate::energy::config::EnergyConfig>,
+    /// `[bacnet]`: the BACnet/IP endpoint (devices with a `bacnet` table need it).
+    pub bacnet: Option<crate::sources::bacnet::BacnetConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +125,7 @@ pub struct DeviceConfig {
     pub profile: String,
     pub location: BTreeMap<String, String>,
     pub modbus: Option<RawModbusDevice>,
+    pub bacnet: Option<crate::sources::bacnet::RawBacnetDevice>,
     pub index: usize,
     /// `asset_id`: the device in the site's asset register / CMMS.
     pub asset_id: Option<String>,
@@ -279,6 +286,10 @@ impl SiteConfig {
             .map(|h| crate::api::config::validate(cx, h));
         let pipeline = crate::pipeline::validate(cx, raw.pipeline.as_ref());
         let devices = Self::devices(cx, &raw.devices);
+        let bacnet = raw
+            .bacnet
+            .as_ref()
+            .map(|b| crate::sources::bacnet::config::validate(cx, b));
         let mut work_orders: crate::work_orders::config::WorkOrdersConfig = match &raw.work_orders {
             Some(w) => {
                 let (c, errs) = crate::work_orders::config::validate(w, cx.file);
@@ -311,6 +322,7 @@ impl SiteConfig {
             pipeline,
             devices,
             energy,
+            bacnet,
         }
     }
 
@@ -368,11 +380,26 @@ impl SiteConfig {
                     "asset_id is empty: leave it out or name the asset",
                 );
             }
+            if let Some(b) = &d.bacnet {
+                if d.modbus.is_some() {
+                    cx.err(
+                        &format!("devices[{i}].bacnet"),
+                        "a device is read over Modbus or BACnet, not both",
+                    );
+                }
+                if let Err(es) = crate::sources::bacnet::config::validate_device(b) {
+                    cx.report(
+                        es.into_iter()
+                            .map(|(k, m)| (format!("devices[{i}].{k}"), m)),
+                    );
+                }
+            }
             devices.push(DeviceConfig {
                 id: d.id.clone(),
                 profile: d.profile.clone(),
                 location: d.location.clone(),
                 modbus: d.modbus.clone(),
+                bacnet: d.bacnet.clone(),
                 index: i,
                 asset_id: d.asset_id.clone(),
                 scale: d.scale.clone(),

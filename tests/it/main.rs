@@ -5,6 +5,7 @@ mod alertmanager;
 mod anomaly;
 mod api;
 mod atlas;
+mod bacnet;
 mod check_cli;
 mod console;
 mod dashboards;

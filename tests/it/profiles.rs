@@ -31,6 +31,11 @@ fn fixtures() -> (Vec<Case>, Value) {
         let path = repo().join(format!("tests/fixtures/profiles/{name}.json"));
         let fx: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for (i, c) in fx["cases"].as_array().unwrap().iter().enumerate() {
+            // BACnet fixtures (present values by object) are replayed by the unit test in cli/profiles.rs; BACnet
+            // end to end through a real stack is tests/it/bacnet.rs.
+            if c.get("bacnet").is_some() {
+                continue;
+            }
             let expect = c["expect"]
                 .as_object()
                 .unwrap()
