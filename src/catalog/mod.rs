@@ -6,6 +6,7 @@
 //! valid. It is shared as [`SharedCatalog`]; writers (sources meeting a new device) are rare, readers take the
 //! read lock once per batch.
 
+pub mod brick;
 pub mod modbus_binding;
 pub mod profile;
 pub mod units;

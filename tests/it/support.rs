@@ -499,9 +499,12 @@ impl Drop for Daemon {
 /// Debian does not ship, e.g. bacpypes3); `CARETAKER_TEST_VENV` names it, as the script exports.
 #[allow(dead_code)]
 pub fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("CARETAKER_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/caretaker/test-venv")
-    });
+    let venv = std::env::var_os("CARETAKER_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/caretaker/test-venv")
+        });
     let python = venv.join("bin/python");
     assert!(
         python.exists(),
