@@ -74,8 +74,8 @@ def run(cmd):
 def persistent(raw: pd.Series, minutes: int) -> pd.Series:
     """True where `raw` has held for `minutes` consecutive samples (one a minute), like a rule's `for`."""
     run_id = (~raw).cumsum()
-    length = raw.groupby(run_id).cumcount()  # 0 at the run's first True sample
-    return raw & (length >= minutes)
+    held = raw.astype(int).groupby(run_id).cumsum()  # 1 at the run's first True sample
+    return raw & (held > minutes)
 
 
 def prf(pred: pd.Series, ref: pd.Series):
