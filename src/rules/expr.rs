@@ -635,7 +635,7 @@ impl Compiler<'_> {
                     }
                     "+" | "-" => (
                         if *op == "+" { Op::Add } else { Op::Sub },
-                        add_sub(*op, ta, tb, col)?,
+                        add_sub(op, ta, tb, col)?,
                     ),
                     "*" => {
                         let t = match (ta, tb) {
