@@ -285,7 +285,7 @@ rules:
     e_one.bind(&cat);
     let mut out = Vec::new();
     let (mut t1, mut t2) = (0i64, 0i64);
-    let mut run = |e: &mut Engine, epoch: &mut i64, out: &mut Vec<Transition>| {
+    let run = |e: &mut Engine, epoch: &mut i64, out: &mut Vec<Transition>| {
         *epoch += MOMENTS as i64 * 60_000_000_000;
         for r in &rs {
             e.evaluate(
