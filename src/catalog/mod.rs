@@ -7,6 +7,7 @@
 //! read lock once per batch.
 
 pub mod bacnet_binding;
+pub mod brick;
 pub mod modbus_binding;
 pub mod profile;
 pub mod units;

@@ -34,6 +34,9 @@ struct RawProfile {
     #[serde(default)]
     description: Option<String>,
     category: Spanned<String>,
+    /// The equipment's Brick class (`AHU`), which rules select with `applies_to: { brick: AHU }`.
+    #[serde(default)]
+    brick: Option<Spanned<String>>,
     /// Where the map or payload comes from (documents, repositories and paths): a non-empty list of strings.
     #[serde(default)]
     sources: Option<Spanned<Vec<String>>>,
@@ -78,6 +81,10 @@ struct RawPoint {
     kind: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
+    /// The point's role as a Brick class (`Supply_Air_Temperature_Sensor`), which rules address with
+    /// `point: { brick: ... }`.
+    #[serde(default)]
+    brick: Option<Spanned<String>>,
     #[serde(default)]
     scale: Option<f64>,
     #[serde(default)]
@@ -187,6 +194,8 @@ pub struct PointDef {
     pub wire_unit: Unit,
     pub kind: Kind,
     pub description: Option<String>,
+    /// The point's Brick class (validated against [`super::brick`]).
+    pub brick: Option<String>,
     pub scale: f64,
     pub offset: f64,
     pub valid_range: Option<(f64, f64)>,
@@ -242,6 +251,8 @@ pub struct Profile {
     pub model: Option<String>,
     pub description: Option<String>,
     pub category: Category,
+    /// The equipment's Brick class (`AHU`), validated against [`super::brick`].
+    pub brick: Option<String>,
     /// Where its map or payload comes from; empty when the file has no `sources:` (`caretaker check` notes it).
     pub sources: Vec<String>,
     pub timestamp: Option<TimestampSpec>,
@@ -255,6 +266,21 @@ pub struct Profile {
 impl Profile {
     pub fn point_index(&self, name: &str) -> Option<usize> {
         self.points.iter().position(|p| p.name == name)
+    }
+    /// The points whose Brick class is `class` (exactly: a rule asking for `Temperature_Sensor` does not get
+    /// every temperature sensor of the unit).
+    pub fn points_with_brick<'a>(&'a self, class: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.points
+            .iter()
+            .enumerate()
+            .filter(move |(_, p)| p.brick.as_deref() == Some(class))
+            .map(|(i, _)| i)
+    }
+    /// Whether the equipment is a `class` (or a subclass of it) in Brick.
+    pub fn is_brick(&self, class: &str) -> bool {
+        self.brick
+            .as_deref()
+            .is_some_and(|b| super::brick::classes().is_a(b, class))
     }
     pub fn has_mqtt(&self) -> bool {
         self.points.iter().any(|p| p.mqtt.is_some())
@@ -316,6 +342,12 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         .timestamp
         .as_ref()
         .and_then(|t| timestamp_spec(t, &mut errs));
+    let brick = raw.brick.as_ref().map(|b| {
+        if let Err(m) = super::brick::classes().check(&b.value) {
+            errs.push(line_of(b), "brick", m);
+        }
+        b.value.clone()
+    });
     let sources = match &raw.sources {
         None => Vec::new(),
         Some(s) => {
@@ -362,6 +394,7 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
             description: Some(
                 "1 while the device answers polls (Modbus, BACnet), 0 once offline".into(),
             ),
+            brick: None,
             scale: 1.0,
             offset: 0.0,
             valid_range: None,
@@ -378,6 +411,7 @@ pub fn parse_profile(file: &Path, text: &str) -> Result<Profile, Vec<Diagnostic>
         model: raw.model,
         description: raw.description,
         category,
+        brick,
         sources,
         timestamp,
         modbus,
@@ -536,6 +570,12 @@ fn point_def(
             format!("point `{name}` has no binding: add `mqtt:`, `modbus:` or `bacnet:`"),
         );
     }
+    let brick = p.brick.as_ref().map(|b| {
+        if let Err(m) = super::brick::classes().check(&b.value) {
+            errs.push(line_of(b), &key("brick"), m);
+        }
+        b.value.clone()
+    });
     // Store in the dimension's canonical unit: fold the conversion into scale, offset and range.
     let canonical = unit.canonical();
     let (f, o) = super::units::unit_conversion(unit, canonical).unwrap_or((1.0, 0.0));
@@ -545,6 +585,7 @@ fn point_def(
         wire_unit: unit,
         kind,
         description: p.description.clone(),
+        brick,
         scale: scale * f,
         offset: offset * f + o,
         valid_range: valid_range.map(|(lo, hi)| (lo * f + o, hi * f + o)),
@@ -761,6 +802,46 @@ points:
             TimestampFormat::EpochMs
         );
         assert_eq!(p.points[0].line, 6);
+    }
+
+    #[test]
+    fn brick_classes_are_checked_with_file_line_and_hint() {
+        let with = GOOD
+            .replace(
+                "category: environment",
+                "category: environment\nbrick: Zone_Air_Temperature_Sensr",
+            )
+            .replace(
+                "{ name: temperature,",
+                "{ name: temperature, brick: Zone_Air_Temperature_Sensor,",
+            );
+        let errs = parse(&with).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].key.as_str(), errs[0].line), ("brick", Some(4)));
+        assert!(errs[0].message.contains("did you mean"), "{errs:?}");
+        let p = parse(
+            &with
+                .replace("Sensr", "Sensor")
+                .replace("brick: Zone_Air_Temperature_Sensor\n", "brick: Space\n"),
+        )
+        .unwrap();
+        assert_eq!(p.brick.as_deref(), Some("Space"));
+        assert_eq!(
+            p.points[0].brick.as_deref(),
+            Some("Zone_Air_Temperature_Sensor")
+        );
+        assert_eq!(
+            p.points_with_brick("Zone_Air_Temperature_Sensor")
+                .collect::<Vec<_>>(),
+            [0]
+        );
+        let errs = parse(&GOOD.replace("{ name: humidity,", "{ name: humidity, brick: Humidity,"))
+            .unwrap_err();
+        assert_eq!(
+            (errs[0].key.as_str(), errs[0].line),
+            ("points[1].brick", Some(7)),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -257,6 +257,11 @@ pub fn replay(
             );
         }
     }
+    // The last moment's expression rules.
+    engine.flush(&mut out);
+    for t in out.drain(..) {
+        store.apply(&to_event(&loaded.rules, catalog, site, &t))?;
+    }
     if progress {
         eprintln!(
             "backtest: {total} readings through {} rules in {:.2}s",

@@ -89,6 +89,19 @@ pub enum Command {
         /// Stop after this long (real time), e.g. `10m`; default: until Ctrl-C.
         #[arg(long = "for", value_name = "DURATION")]
         run_for: Option<String>,
+        /// Instead of running live: step the site offline and write its readings as `backtest` CSV to FILE,
+        /// and the scripted faults active at each sample to FILE's `.truth.csv` sibling (or `--truth`).
+        #[arg(long, value_name = "FILE")]
+        export_csv: Option<PathBuf>,
+        /// With --export-csv: where the truth labels go.
+        #[arg(long, value_name = "FILE")]
+        truth: Option<PathBuf>,
+        /// With --export-csv: only devices of this model (e.g. `vav_ahu`).
+        #[arg(long)]
+        model: Option<String>,
+        /// With --export-csv: simulated time to export (default 24h).
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        span: String,
     },
     /// Show the whole job in one command: an embedded broker, the simulated campus and the daemon.
     Demo {
@@ -290,14 +303,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             modbus_host,
             start,
             run_for,
-        } => runtime()?.block_on(simulate::run(
-            site,
-            speed,
-            mqtt,
-            modbus_host,
-            start,
-            run_for,
-        )),
+            export_csv,
+            truth,
+            model,
+            span,
+        } => match export_csv {
+            Some(out) => simulate::export(site, start, out, truth, model, &span),
+            None => runtime()?.block_on(simulate::run(
+                site,
+                speed,
+                mqtt,
+                modbus_host,
+                start,
+                run_for,
+            )),
+        },
         Command::Demo {
             speed,
             run_for,

@@ -110,3 +110,67 @@ pub async fn run(
     );
     Ok(0)
 }
+
+/// `caretaker simulate --export-csv FILE`: the site stepped offline into `backtest` CSV plus truth labels.
+pub fn export(
+    site: PathBuf,
+    start: Option<String>,
+    out: PathBuf,
+    truth: Option<PathBuf>,
+    model: Option<String>,
+    span: &str,
+) -> anyhow::Result<i32> {
+    use crate::demo::simulate::{self, site::ModelKind, site::SiteSpec};
+    let mut spec = match SiteSpec::load(&site) {
+        Ok(s) => s,
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            return Ok(1);
+        }
+    };
+    if let Some(s) = start.as_deref().filter(|s| *s != "now") {
+        spec.start = Some(s.parse().map_err(|e| {
+            anyhow::anyhow!("--start: `{s}` is not a local date-time like 2026-01-12T04:00:00: {e}")
+        })?);
+    }
+    let only = match model.as_deref() {
+        None => None,
+        Some(m) => Some(ModelKind::parse(m).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--model: unknown model `{m}`; expected one of: {}",
+                ModelKind::ALL.join(", ")
+            )
+        })?),
+    };
+    let span = crate::util::parse_duration(span).map_err(|m| anyhow::anyhow!("--span: {m}"))?;
+    let (profiles, errs) = crate::catalog::profile::load_dirs(&spec.profile_dirs);
+    if !errs.is_empty() {
+        for e in &errs {
+            eprintln!("error: {e}");
+        }
+        return Ok(1);
+    }
+    let truth = truth.unwrap_or_else(|| out.with_extension("truth.csv"));
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&out)?);
+    let mut tw = std::io::BufWriter::new(std::fs::File::create(&truth)?);
+    let (rows, labels) = simulate::export_csv(
+        &spec,
+        &profiles,
+        only,
+        simulate::start_ns(&spec),
+        span.as_nanos().min(i64::MAX as u128) as i64,
+        &mut w,
+        &mut tw,
+    )?;
+    use std::io::Write;
+    w.flush()?;
+    tw.flush()?;
+    eprintln!(
+        "wrote {rows} readings to {} and {labels} fault labels to {}",
+        out.display(),
+        truth.display()
+    );
+    Ok(0)
+}

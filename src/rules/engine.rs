@@ -11,7 +11,8 @@
 //! - While an alarm is active, a `Repeated` transition is emitted at most once per `repeat_every` of reading time,
 //!   so a work order's count and last value follow a long fault without a store write per reading.
 
-use super::model::{Condition, Rule, RuleSet, SignalKind};
+use super::expr::{CallState, Ty};
+use super::model::{Condition, InputRef, Rule, RuleSet, SignalKind};
 use crate::catalog::{Catalog, DeviceIdx, PointId};
 use crate::reading::{Quality, Reading};
 use std::collections::{HashMap, VecDeque};
@@ -68,8 +69,12 @@ pub struct Transition {
     pub peak: f64,
     /// Nanoseconds: the reading's time, or the tick's for stale/offline.
     pub at: i64,
-    /// The latest readings of the point, oldest first: the evidence attached to the work order.
+    /// The latest readings of the point, oldest first: the evidence attached to the work order. For expression
+    /// rules: the latest values of `value:`.
     pub evidence: Vec<(i64, f64)>,
+    /// Expression rules: each input and `let` with its value at this moment, rendered (`("mat", "12.1 degC")`,
+    /// `("state", "heating")`): title placeholders and the work order's evidence. Empty for other rules.
+    pub inputs: Vec<(String, String)>,
 }
 
 const EVIDENCE: usize = 8;
@@ -192,10 +197,44 @@ impl State {
                 }
                 at - self.ref_at >= after_ns
             }
-            Condition::Offline => false,
+            Condition::Offline | Condition::Expr => false,
             Condition::Signal { above, .. } => sig.is_some_and(|x| x > above),
         }
     }
+}
+
+/// The inputs and `let`s of an expression rule at this moment, rendered for titles and evidence.
+fn render_inputs(er: &super::model::ExprRule, slots: &[f64]) -> Vec<(String, String)> {
+    let fmt = |v: f64, t: Ty| -> String {
+        match t {
+            Ty::State => super::expr::AhuState::name_of(v).to_string(),
+            Ty::Bool => (if v != 0.0 { "true" } else { "false" }).to_string(),
+            t => {
+                let s = format!("{v:.2}");
+                let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+                match t.unit() {
+                    Some(u) => format!("{s} {u}"),
+                    None => s,
+                }
+            }
+        }
+    };
+    let mut out = Vec::with_capacity(er.inputs.len() + er.shows.len());
+    // Inputs as the engine read them, in their evaluation unit; the type of a temperature input is known from
+    // its conversion only, so units are shown for lets (typed) and left to the title for inputs.
+    for (s, (n, _)) in er.inputs.iter().enumerate() {
+        let v = slots.get(s).copied().unwrap_or(f64::NAN);
+        let t = format!("{v:.2}");
+        out.push((
+            n.clone(),
+            t.trim_end_matches('0').trim_end_matches('.').to_string(),
+        ));
+    }
+    for (n, p, t) in &er.shows {
+        let mut scratch: Vec<CallState> = vec![CallState::default(); p.calls];
+        out.push((n.clone(), fmt(p.eval(slots, &mut scratch, 0), *t)));
+    }
+    out
 }
 
 /// Most values kept for a `within` window (a point reporting every second keeps 17 minutes).
@@ -232,6 +271,47 @@ fn clear_holds(clear: Option<Condition>, v: f64, holds: bool) -> bool {
         Some(_) => false,
         None => !holds,
     }
+}
+
+/// Whether a clear `Option<Condition>` given to [`clear_holds`] is really an expression's answer.
+#[inline]
+fn clear_or(over: Option<bool>, clear: Option<Condition>, v: f64, holds: bool) -> bool {
+    match over {
+        Some(c) => c,
+        None => clear_holds(clear, v, holds),
+    }
+}
+
+/// Why an expression rule was or was not evaluated at its last chance (see [`Engine::expression_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExprStatus {
+    /// No input has reported yet.
+    Waiting,
+    /// Evaluated on the latest reading.
+    Evaluated,
+    /// Not evaluated: this input (slot) has no reading within `fresh`.
+    Stale(u16),
+    /// Not evaluated: this input's device (a site input) is not known yet.
+    Unresolved(u16),
+    /// Evaluated to a non-finite value (a division by zero): skipped.
+    NotFinite,
+}
+
+/// The per-device state of one expression rule.
+#[derive(Debug, Clone)]
+struct ExprInst {
+    /// Its alarm instance in `Engine::instances`.
+    inst: u32,
+    /// Per input slot: the point, and the conversion of its values into the expression's units.
+    slots: Vec<Option<PointId>>,
+    conv: Vec<(f64, f64)>,
+    /// Stateful calls (`changes`) of the value, when and clear programs.
+    calls: [Vec<CallState>; 3],
+    status: ExprStatus,
+    /// Time of inputs read but not yet judged: readings of one moment (one MQTT message, one Modbus poll, one
+    /// CSV timestamp) are judged together, once, so a half-updated set of inputs never counts.
+    pending_at: i64,
+    in_dirty: bool,
 }
 
 /// Which way is worse, for the peak.
@@ -286,6 +366,20 @@ pub struct Engine {
     timed: Vec<u32>,
     /// Rules by point name (rules without a point are under "").
     by_point: HashMap<String, Vec<u32>>,
+    /// Rules addressing their point by Brick class (`point: { brick: ... }`).
+    brick_rules: Vec<u32>,
+    /// Expression rules (`value:`, `when: { expr }`).
+    expr_rules: Vec<u32>,
+    /// Expression rules' per-device state.
+    exprs: Vec<ExprInst>,
+    /// Per point id: the expression instances reading it (empty for most points).
+    expr_of_point: Vec<Vec<u32>>,
+    /// Per point id: latest good reading (time, value), kept for points that some expression reads.
+    latest: Vec<(i64, f64)>,
+    /// Expression instances with a site input whose device was not known at bind time.
+    unresolved: Vec<u32>,
+    /// Expression instances with a pending time (see `ExprInst::pending_at`).
+    dirty: Vec<u32>,
     /// Per rule: (minute, inside) of the last schedule answer.
     sched_cache: Vec<(i64, bool)>,
     /// Latest time seen (reading or tick), for binding new instances.
@@ -296,11 +390,18 @@ pub struct Engine {
 impl Engine {
     pub fn new(rules: Arc<RuleSet>, opts: Options) -> Engine {
         let mut by_point: HashMap<String, Vec<u32>> = HashMap::new();
+        let (mut brick_rules, mut expr_rules) = (Vec::new(), Vec::new());
         for (i, r) in rules.rules.iter().enumerate() {
-            by_point
-                .entry(r.point.clone().unwrap_or_default())
-                .or_default()
-                .push(i as u32);
+            if r.expr.is_some() {
+                expr_rules.push(i as u32);
+            } else if r.point_brick.is_some() {
+                brick_rules.push(i as u32);
+            } else {
+                by_point
+                    .entry(r.point.clone().unwrap_or_default())
+                    .or_default()
+                    .push(i as u32);
+            }
         }
         Engine {
             sched_cache: vec![(i64::MIN, false); rules.rules.len()],
@@ -311,6 +412,13 @@ impl Engine {
             device_level: Vec::new(),
             timed: Vec::new(),
             by_point,
+            brick_rules,
+            expr_rules,
+            exprs: Vec::new(),
+            expr_of_point: Vec::new(),
+            latest: Vec::new(),
+            unresolved: Vec::new(),
+            dirty: Vec::new(),
             now_hint: UNSET,
             signal: None,
         }
@@ -358,19 +466,24 @@ impl Engine {
                 self.timed.push(*id);
             }
             self.device_level.push(dl);
+            self.bind_expressions(catalog, di);
             for (pi, pid) in dev.point_ids().enumerate() {
                 debug_assert_eq!(pid.0 as usize, self.ranges.len());
                 let pd = &dev.profile.points[pi];
                 let start = self.instances.len() as u32;
-                let Some(rs) = self
-                    .by_point
-                    .get(&pd.name)
-                    .filter(|_| !catalog.is_disabled(pid))
-                else {
+                if catalog.is_disabled(pid) {
                     self.ranges.push((start, start));
                     continue;
-                };
-                for &r in rs.clone().iter() {
+                }
+                let mut rs = self.by_point.get(&pd.name).cloned().unwrap_or_default();
+                if let Some(b) = &pd.brick {
+                    rs.extend(
+                        self.brick_rules.iter().copied().filter(|&r| {
+                            self.rules.rules[r as usize].point_brick.as_ref() == Some(b)
+                        }),
+                    );
+                }
+                for &r in rs.iter() {
                     let rule = &self.rules.rules[r as usize];
                     if !rule
                         .applies_to
@@ -393,6 +506,208 @@ impl Engine {
         }
         // Points of devices added between binds keep ids dense; a catalog never shrinks.
         debug_assert_eq!(self.ranges.len(), catalog.point_count());
+        if first_device < self.device_level.len() && !self.unresolved.is_empty() {
+            self.resolve_site_inputs(catalog);
+        }
+    }
+
+    /// Creates the expression instances of device `di` (before its points' instances, so those stay contiguous).
+    fn bind_expressions(&mut self, catalog: &Catalog, di: DeviceIdx) {
+        if self.expr_rules.is_empty() {
+            return;
+        }
+        let n = catalog.point_count();
+        if self.expr_of_point.len() < n {
+            self.expr_of_point.resize(n, Vec::new());
+            self.latest.resize(n, (UNSET, f64::NAN));
+        }
+        let dev = catalog.device(di);
+        for k in 0..self.expr_rules.len() {
+            let r = self.expr_rules[k];
+            let rule = &self.rules.rules[r as usize];
+            if !rule
+                .applies_to
+                .matches(&dev.id, &dev.profile, &dev.location)
+                || !rule.profile_can_meet(&dev.profile)
+            {
+                continue;
+            }
+            let Some(x) = rule.expr.clone() else { continue };
+            // The rule's point, if it names one, keys its alarm and work order; else the alarm is the device's.
+            let point = match (&rule.point, &rule.point_brick) {
+                (Some(n), _) => dev.point_id(n),
+                (None, Some(b)) => dev
+                    .profile
+                    .points_with_brick(b)
+                    .next()
+                    .map(|i| PointId(dev.first_point + i as u32)),
+                _ => None,
+            };
+            let mut slots = Vec::with_capacity(x.inputs.len());
+            let mut conv = Vec::with_capacity(x.inputs.len());
+            let mut unresolved = false;
+            for (_, inp) in &x.inputs {
+                let found = match inp {
+                    InputRef::Name(n) => dev.profile.point_index(n).map(|i| (dev, i)),
+                    InputRef::Brick(b) => dev.profile.points_with_brick(b).next().map(|i| (dev, i)),
+                    InputRef::Site { device, point } => catalog
+                        .device_by_id(device)
+                        .and_then(|(_, d)| d.profile.point_index(point).map(|i| (d, i))),
+                };
+                match found {
+                    Some((d, i)) => {
+                        slots.push(Some(PointId(d.first_point + i as u32)));
+                        conv.push(super::expr::input_conversion(d.profile.points[i].unit));
+                    }
+                    None => {
+                        unresolved = true;
+                        slots.push(None);
+                        conv.push((1.0, 0.0));
+                    }
+                }
+            }
+            let inst = self.instances.len() as u32;
+            self.push_instance(r, di, point, 1.0, 0.0);
+            let e = self.exprs.len() as u32;
+            let counts = x.call_counts();
+            for p in slots.iter().flatten() {
+                self.link_input(*p, e);
+            }
+            self.exprs.push(ExprInst {
+                inst,
+                slots,
+                conv,
+                calls: counts.map(|c| vec![CallState::default(); c]),
+                status: ExprStatus::Waiting,
+                pending_at: UNSET,
+                in_dirty: false,
+            });
+            if unresolved {
+                self.unresolved.push(e);
+            }
+        }
+    }
+
+    fn link_input(&mut self, p: PointId, e: u32) {
+        let i = p.0 as usize;
+        if self.expr_of_point.len() <= i {
+            self.expr_of_point.resize(i + 1, Vec::new());
+            self.latest.resize(i + 1, (UNSET, f64::NAN));
+        }
+        if !self.expr_of_point[i].contains(&e) {
+            self.expr_of_point[i].push(e);
+        }
+    }
+
+    /// Site inputs whose device became known since: link them.
+    fn resolve_site_inputs(&mut self, catalog: &Catalog) {
+        let list = std::mem::take(&mut self.unresolved);
+        for e in list {
+            let rule = self.instances[self.exprs[e as usize].inst as usize].rule;
+            let Some(x) = self.rules.rules[rule as usize].expr.clone() else {
+                continue;
+            };
+            let mut still = false;
+            for (s, (_, inp)) in x.inputs.iter().enumerate() {
+                if self.exprs[e as usize].slots[s].is_some() {
+                    continue;
+                }
+                let InputRef::Site { device, point } = inp else {
+                    continue;
+                };
+                match catalog
+                    .device_by_id(device)
+                    .and_then(|(_, d)| d.profile.point_index(point).map(|i| (d, i)))
+                {
+                    Some((d, i)) => {
+                        let pid = PointId(d.first_point + i as u32);
+                        let ex = &mut self.exprs[e as usize];
+                        ex.slots[s] = Some(pid);
+                        ex.conv[s] = super::expr::input_conversion(d.profile.points[i].unit);
+                        self.link_input(pid, e);
+                    }
+                    None => still = true,
+                }
+            }
+            if still {
+                self.unresolved.push(e);
+            }
+        }
+    }
+
+    /// Each expression rule's latest evaluation status per device: (rule index, device, status). An input
+    /// older than the rule's `fresh` window shows as [`ExprStatus::Stale`] with its slot.
+    pub fn expression_status(&self) -> Vec<(usize, DeviceIdx, String)> {
+        self.exprs
+            .iter()
+            .map(|x| {
+                let inst = &self.instances[x.inst as usize];
+                let rule = &self.rules.rules[inst.rule as usize];
+                let name = |s: u16| {
+                    rule.expr
+                        .as_ref()
+                        .and_then(|e| e.inputs.get(s as usize))
+                        .map(|(n, _)| n.clone())
+                        .unwrap_or_default()
+                };
+                let text = match x.status {
+                    ExprStatus::Waiting => "waiting for readings".to_string(),
+                    ExprStatus::Evaluated => "evaluated".to_string(),
+                    ExprStatus::Stale(s) => format!("not evaluated: input `{}` is stale", name(s)),
+                    ExprStatus::Unresolved(s) => {
+                        format!("not evaluated: input `{}` has no device yet", name(s))
+                    }
+                    ExprStatus::NotFinite => "not evaluated: the value is not finite".to_string(),
+                };
+                (inst.rule as usize, inst.device, text)
+            })
+            .collect()
+    }
+
+    /// Evaluates expression instance `e` after a reading at `at`.
+    fn eval_expr(&mut self, e: usize, at: i64, out: &mut Vec<Transition>) {
+        let rules = self.rules.clone();
+        let x = &mut self.exprs[e];
+        let inst = x.inst as usize;
+        let rule = &rules.rules[self.instances[inst].rule as usize];
+        let Some(er) = rule.expr.as_deref() else {
+            return;
+        };
+        let mut vals = [0.0f64; 32];
+        for (s, slot) in x.slots.iter().enumerate() {
+            let Some(p) = slot else {
+                x.status = ExprStatus::Unresolved(s as u16);
+                return;
+            };
+            let (t, v) = self.latest[p.0 as usize];
+            if t == UNSET || at - t > er.fresh_ns {
+                x.status = ExprStatus::Stale(s as u16);
+                return;
+            }
+            let (f, o) = x.conv[s];
+            vals[s] = v * f + o;
+        }
+        let slots = &vals[..x.slots.len()];
+        let [cv, cw, cc] = &mut x.calls;
+        let holds = er.when.as_ref().map(|p| p.eval(slots, cw, at) != 0.0);
+        let clear = er.clear.as_ref().map(|p| p.eval(slots, cc, at) != 0.0);
+        let value = match &er.value {
+            Some(p) => p.eval(slots, cv, at),
+            None => f64::from(u8::from(holds.unwrap_or(false))),
+        };
+        if !value.is_finite() {
+            x.status = ExprStatus::NotFinite;
+            return;
+        }
+        x.status = ExprStatus::Evaluated;
+        let before = out.len();
+        self.eval_instance(inst, value, at, holds, clear, out);
+        if out.len() > before {
+            let shown = render_inputs(er, slots);
+            for t in &mut out[before..] {
+                t.inputs = shown.clone();
+            }
+        }
     }
 
     fn push_instance(&mut self, r: u32, device: DeviceIdx, point: Option<PointId>, f: f64, o: f64) {
@@ -550,15 +865,66 @@ impl Engine {
             self.now_hint = r.at;
         }
         let (a, b) = self.ranges[idx];
-        if a == b || r.quality == Quality::Bad || !r.value.is_finite() {
+        let exprs = self.expr_of_point.get(idx).is_some_and(|l| !l.is_empty());
+        if (a == b && !exprs) || r.quality == Quality::Bad || !r.value.is_finite() {
             return;
         }
         for i in a..b {
-            self.eval_instance(i as usize, r.value, r.at, out);
+            self.eval_instance(i as usize, r.value, r.at, None, None, out);
+        }
+        if exprs {
+            // A reading of a new moment: first judge what the previous moment's readings showed.
+            for k in 0..self.expr_of_point[idx].len() {
+                let e = self.expr_of_point[idx][k] as usize;
+                let p = self.exprs[e].pending_at;
+                if p != UNSET && p != r.at {
+                    self.exprs[e].pending_at = UNSET;
+                    self.eval_expr(e, p, out);
+                }
+            }
+            self.latest[idx] = (r.at, r.value);
+            for k in 0..self.expr_of_point[idx].len() {
+                let e = self.expr_of_point[idx][k];
+                let x = &mut self.exprs[e as usize];
+                x.pending_at = r.at;
+                if !x.in_dirty {
+                    x.in_dirty = true;
+                    self.dirty.push(e);
+                }
+            }
         }
     }
 
-    fn eval_instance(&mut self, i: usize, v: f64, at: i64, out: &mut Vec<Transition>) {
+    /// Judges the expression rules whose inputs changed since the last call: at the end of each batch of
+    /// readings (the pipeline stage), on every tick, and at the end of a backtest.
+    pub fn flush(&mut self, out: &mut Vec<Transition>) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &e in &dirty {
+            let x = &mut self.exprs[e as usize];
+            x.in_dirty = false;
+            let p = std::mem::replace(&mut x.pending_at, UNSET);
+            if p != UNSET {
+                self.eval_expr(e as usize, p, out);
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation
+        }
+    }
+
+    /// One step of an alarm's state machine for value `v` at `at`. Expression rules pass their condition's
+    /// answer (`holds`) and their clear expression's (`clear`) instead of testing `v`.
+    fn eval_instance(
+        &mut self,
+        i: usize,
+        v: f64,
+        at: i64,
+        holds_over: Option<bool>,
+        clear_over: Option<bool>,
+        out: &mut Vec<Transition>,
+    ) {
         let (rule, scheduled) = (self.instances[i].rule, self.instances[i].scheduled);
         let armed = !scheduled || self.armed(rule, at);
         let repeat_every = self.opts.repeat_every_ns;
@@ -574,7 +940,10 @@ impl Engine {
             }
             _ => None,
         };
-        let holds = st.when_holds(inst.when, v, at, sig);
+        let holds = match holds_over {
+            Some(h) => h,
+            None => st.when_holds(inst.when, v, at, sig),
+        };
         let value = sig.unwrap_or(v);
         if !st.active {
             if holds && armed {
@@ -601,6 +970,7 @@ impl Engine {
                         peak: value,
                         at,
                         evidence: st.evidence(),
+                        inputs: Vec::new(),
                     });
                 }
             } else {
@@ -614,7 +984,7 @@ impl Engine {
             Worse::Lower if holds && (value < st.peak || st.peak.is_nan()) => st.peak = value,
             _ => {}
         }
-        if clear_holds(inst.clear, v, holds) {
+        if clear_or(clear_over, inst.clear, v, holds) {
             if st.clear_since == UNSET {
                 st.clear_since = at;
             }
@@ -631,6 +1001,7 @@ impl Engine {
                     peak: st.peak,
                     at,
                     evidence: st.evidence(),
+                    inputs: Vec::new(),
                 });
             }
         } else {
@@ -649,6 +1020,7 @@ impl Engine {
                     peak: st.peak,
                     at,
                     evidence: st.evidence(),
+                    inputs: Vec::new(),
                 });
             }
         }
@@ -658,6 +1030,9 @@ impl Engine {
     /// device-level signal alarms. Call it periodically (live: every second; backtest: as data time passes).
     pub fn tick(&mut self, catalog: &Catalog, now: i64, out: &mut Vec<Transition>) {
         self.bind(catalog);
+        if !self.dirty.is_empty() {
+            self.flush(out);
+        }
         if now > self.now_hint {
             self.now_hint = now;
         }
@@ -709,6 +1084,7 @@ impl Engine {
                             peak: value,
                             at: now,
                             evidence: st.evidence(),
+                            inputs: Vec::new(),
                         });
                     }
                 } else {
@@ -725,6 +1101,7 @@ impl Engine {
                     peak: st.peak,
                     at: now,
                     evidence: st.evidence(),
+                    inputs: Vec::new(),
                 });
             }
         }
@@ -764,6 +1141,7 @@ impl Engine {
                         peak: st.peak,
                         at,
                         evidence: Vec::new(),
+                        inputs: Vec::new(),
                     });
                 }
             } else if st.ref_at == UNSET {
@@ -1218,5 +1596,122 @@ mod tests {
         let out = feed(&mut e, &cat, "ahu-1", &[(0, 20.0), (100, 20.0)]);
         assert_eq!(kinds(&out), vec![(TransitionKind::Raised, 100)]);
         assert_eq!(out[0].value, 0.95);
+    }
+}
+
+#[cfg(test)]
+mod expr_tests {
+    use super::*;
+    use crate::rules::load::expression_tests::{FILE, parse, profiles};
+    use std::collections::BTreeMap;
+
+    const S: i64 = 1_000_000_000;
+    const T0: i64 = 1_767_225_600 * S;
+
+    fn setup(text: &str) -> (Catalog, Engine) {
+        let (rules, errs) = parse(text);
+        assert!(errs.is_empty(), "{errs:?}");
+        let mut cat = Catalog::new("site", profiles());
+        cat.add_device("ahu-1", "vav", BTreeMap::new(), true)
+            .unwrap();
+        cat.add_device("wx", "weather", BTreeMap::new(), true)
+            .unwrap();
+        let e = Engine::new(
+            Arc::new(RuleSet { rules }),
+            Options {
+                repeat_every_ns: 3600 * S,
+            },
+        );
+        (cat, e)
+    }
+
+    /// Feeds one moment of the AHU (sat degC, mat degF as the profile says, fan %) and flushes.
+    fn moment(
+        e: &mut Engine,
+        cat: &Catalog,
+        t: i64,
+        sat: f64,
+        mat_f: f64,
+        fan: f64,
+    ) -> Vec<Transition> {
+        let d = cat.device_by_id("ahu-1").unwrap().1;
+        let mut out = Vec::new();
+        for (p, v) in [
+            ("sat", sat),
+            ("mixed", mat_f),
+            ("fan", fan),
+            ("rat", 21.0),
+            ("dsp", 0.25),
+        ] {
+            e.evaluate(
+                cat,
+                &Reading::good(d.point_id(p).unwrap(), v, T0 + t * S),
+                &mut out,
+            );
+        }
+        e.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_multi_point_condition_holds_for_its_for_and_clears_with_its_clear() {
+        let (cat, mut e) = setup(FILE);
+        // mat 59 degF = 15 degC; supply 12 degC: 3 K colder than mixed air (> eps 1.1 K) with the fan on.
+        let mut all = Vec::new();
+        for m in 0..=10 {
+            all.extend(moment(&mut e, &cat, m * 60, 12.0, 59.0, 80.0));
+        }
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(
+            (all[0].kind, all[0].at),
+            (TransitionKind::Raised, T0 + 600 * S)
+        );
+        assert!((all[0].value - -3.0).abs() < 1e-9, "{}", all[0].value);
+        assert_eq!(all[0].point, None);
+        let shown: BTreeMap<_, _> = all[0].inputs.iter().cloned().collect();
+        assert_eq!(shown["sat"], "12");
+        assert_eq!(shown["mat"], "15");
+        // Between `when` and `clear` (hysteresis): stays active; above mixed air for 5 minutes: cleared.
+        assert!(moment(&mut e, &cat, 700, 14.5, 59.0, 80.0).is_empty());
+        let mut out = Vec::new();
+        for m in 0..=5 {
+            out.extend(moment(&mut e, &cat, 800 + m * 60, 15.5, 59.0, 80.0));
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].kind, out[0].at),
+            (TransitionKind::Cleared, T0 + 1100 * S)
+        );
+    }
+
+    #[test]
+    fn stale_inputs_stop_evaluation_and_say_so() {
+        let (cat, mut e) = setup(FILE);
+        assert!(moment(&mut e, &cat, 0, 12.0, 59.0, 80.0).is_empty());
+        let d = cat.device_by_id("ahu-1").unwrap().1;
+        let mut out = Vec::new();
+        // Only sat keeps reporting: after 5 minutes (fresh) the others are stale and nothing is judged.
+        for m in 1..=20 {
+            e.evaluate(
+                &cat,
+                &Reading::good(d.point_id("sat").unwrap(), 12.0, T0 + m * 60 * S),
+                &mut out,
+            );
+            e.flush(&mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let st = e.expression_status();
+        assert_eq!(st.len(), 1);
+        assert!(st[0].2.contains("is stale"), "{st:?}");
+    }
+
+    #[test]
+    fn the_readings_of_one_moment_are_judged_together() {
+        // fan > 10 && sat < mat - eps: with `sat` first and `fan` last in a message, judging after each reading
+        // would see the new sat with the old fan. Judged once per moment, a fan stop never raises.
+        let (cat, mut e) = setup(&FILE.replace("for: 10m", "for: 0s"));
+        assert!(moment(&mut e, &cat, 0, 16.0, 59.0, 0.0).is_empty());
+        assert!(moment(&mut e, &cat, 60, 12.0, 59.0, 0.0).is_empty());
+        assert_eq!(moment(&mut e, &cat, 120, 12.0, 59.0, 80.0).len(), 1);
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod alarm;
 pub mod engine;
+pub mod expr;
 pub mod load;
 pub mod model;
 pub mod schedule;
@@ -21,4 +22,6 @@ pub mod stage;
 pub use crate::catalog::units::unit_conversion;
 pub use alarm::{Resolve, Severity};
 pub use load::{Context, SCHEMA, load_dirs, parse_rules};
-pub use model::{AppliesTo, Condition, Rule, RuleSet, SignalKind, Trigger, WorkOrderSpec};
+pub use model::{
+    AppliesTo, Condition, ExprRule, InputRef, Rule, RuleSet, SignalKind, Trigger, WorkOrderSpec,
+};

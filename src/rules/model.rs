@@ -2,6 +2,7 @@
 //! engine, the pipeline stage, backtests and `check` work on these types only; none of them sees raw YAML.
 
 use super::alarm::{Resolve, Severity};
+use super::expr::{Program, Ty};
 use super::schedule::Schedule;
 use crate::catalog::{Category, Profile, Profiles, Unit};
 use std::collections::BTreeMap;
@@ -64,6 +65,8 @@ pub enum Condition {
         kind: SignalKind,
         above: f64,
     },
+    /// `expr: "..."`: a condition over the rule's inputs; its program is in [`Rule::expr`].
+    Expr,
 }
 
 impl Condition {
@@ -95,6 +98,7 @@ impl Condition {
             Self::Offline => "offline",
             Self::CounterStalled { .. } => "counter_stalled",
             Self::Signal { .. } => "signal",
+            Self::Expr => "expr",
         }
     }
 
@@ -158,6 +162,8 @@ pub struct AppliesTo {
     pub device: Option<String>,
     pub category: Option<Category>,
     pub location: BTreeMap<String, String>,
+    /// The equipment's Brick class (`AHU`): profiles whose `brick:` is it or a subclass of it.
+    pub brick: Option<String>,
 }
 
 impl AppliesTo {
@@ -170,6 +176,7 @@ impl AppliesTo {
         self.profile.as_ref().is_none_or(|p| *p == profile.name)
             && self.device.as_ref().is_none_or(|d| d == device)
             && self.category.is_none_or(|c| c == profile.category)
+            && self.brick.as_ref().is_none_or(|b| profile.is_brick(b))
             && self
                 .location
                 .iter()
@@ -178,6 +185,7 @@ impl AppliesTo {
     pub(super) fn matches_profile(&self, profile: &Profile) -> bool {
         self.profile.as_ref().is_none_or(|p| *p == profile.name)
             && self.category.is_none_or(|c| c == profile.category)
+            && self.brick.as_ref().is_none_or(|b| profile.is_brick(b))
     }
 }
 
@@ -187,8 +195,13 @@ pub struct Rule {
     pub name: String,
     pub description: Option<String>,
     pub applies_to: AppliesTo,
-    /// The point the rule watches; `None` only for device-level conditions (`offline`, `equipment_anomaly`).
+    /// The point the rule watches; `None` only for device-level conditions (`offline`, `equipment_anomaly`),
+    /// for `point: { brick: ... }` (then [`Rule::point_brick`]) and for expression rules without a point.
     pub point: Option<String>,
+    /// `point: { brick: Mixed_Air_Temperature_Sensor }`: the point of each device whose Brick class it is.
+    pub point_brick: Option<String>,
+    /// Multi-point rules: inputs, computed value and conditions (`value:`, `when: { expr }`, ...).
+    pub expr: Option<std::sync::Arc<ExprRule>>,
     /// The unit the thresholds are written in; `None` = the point's own unit.
     pub unit: Option<Unit>,
     pub when: Trigger,
@@ -199,6 +212,61 @@ pub struct Rule {
     pub work_order: WorkOrderSpec,
     pub file: PathBuf,
     pub line: u64,
+}
+
+/// Where an expression input's readings come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputRef {
+    /// A point of the device the rule applies to, by name.
+    Name(String),
+    /// The point of that device whose Brick class this is.
+    Brick(String),
+    /// A point of another device of the site (outdoor air temperature from a weather station).
+    Site { device: String, point: String },
+}
+
+/// The expression part of a rule: the inputs it reads (in slot order), its computed value and conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExprRule {
+    /// (name in the expressions, where it comes from), in slot order.
+    pub inputs: Vec<(String, InputRef)>,
+    /// `value:`: the rule's value (thresholds in `when`/`clear` apply to it; titles show it as `{value}`).
+    pub value: Option<Program>,
+    pub value_ty: Ty,
+    /// `when: { expr }` / `clear: { expr }`: conditions (1/0).
+    pub when: Option<Program>,
+    pub clear: Option<Program>,
+    /// Named values shown in titles and evidence (`let`s), with their types.
+    pub shows: Vec<(String, Program, Ty)>,
+    /// Inputs older than this (against the reading being evaluated) make the rule wait: not evaluated.
+    pub fresh_ns: i64,
+}
+
+impl ExprRule {
+    /// Every program with stateful calls, in the order the engine keeps their state: value, when, clear.
+    pub fn call_counts(&self) -> [usize; 3] {
+        [&self.value, &self.when, &self.clear].map(|p| p.as_ref().map_or(0, |p| p.calls))
+    }
+}
+
+impl Rule {
+    /// Whether a device of `profile` has what the rule reads (its point, by name or role, and its inputs).
+    pub fn profile_can_meet(&self, p: &Profile) -> bool {
+        self.point
+            .as_ref()
+            .is_none_or(|pt| p.point_index(pt).is_some())
+            && self
+                .point_brick
+                .as_ref()
+                .is_none_or(|b| p.points_with_brick(b).next().is_some())
+            && self.expr.as_ref().is_none_or(|x| {
+                x.inputs.iter().all(|(_, i)| match i {
+                    InputRef::Name(n) => p.point_index(n).is_some(),
+                    InputRef::Brick(b) => p.points_with_brick(b).next().is_some(),
+                    InputRef::Site { .. } => true,
+                })
+            })
+    }
 }
 
 /// Every rule of a site, in file order.
@@ -221,12 +289,9 @@ impl RuleSet {
     /// Rules that no profile of the site can meet (selected by category or location, the point in no profile).
     pub fn dormant<'a>(&'a self, profiles: &'a Profiles) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules.iter().filter(move |r| {
-            !profiles.values().any(|p| {
-                r.applies_to.matches_profile(p)
-                    && r.point
-                        .as_ref()
-                        .is_none_or(|pt| p.point_index(pt).is_some())
-            })
+            !profiles
+                .values()
+                .any(|p| r.applies_to.matches_profile(p) && r.profile_can_meet(p))
         })
     }
 }

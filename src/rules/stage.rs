@@ -80,6 +80,8 @@ impl RulesHost {
                     .device_status(catalog, dev, r.value >= 0.5, r.at, &mut buf);
             }
         }
+        // Expression rules judge the batch's readings of one moment together.
+        self.engine.flush(&mut buf);
         self.buf = buf;
         self.emit(catalog);
     }
@@ -195,9 +197,26 @@ pub fn to_event(rules: &RuleSet, catalog: &Catalog, site: &str, t: &Transition) 
             "site" => site.to_string(),
             "severity" => rule.severity.as_str().to_string(),
             "profile" => dev.profile.name.clone(),
-            other => return dev.location.get(other).cloned(),
+            other => {
+                // Expression rules: their inputs and lets (`{mat}`, `{state}`) before location tags.
+                if let Some((_, v)) = t.inputs.iter().find(|(n, _)| n == other) {
+                    return Some(v.clone());
+                }
+                return dev.location.get(other).cloned();
+            }
         })
     });
+    // Expression rules carry the values they judged: the work order lists them under the procedure.
+    let procedure = if t.inputs.is_empty() {
+        rule.work_order.procedure.clone()
+    } else {
+        let ev: Vec<String> = t.inputs.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+        let line = format!("Evidence ({}): {}", rule.name, ev.join(", "));
+        Some(match &rule.work_order.procedure {
+            Some(p) => format!("{}\n\n{line}", p.trim_end()),
+            None => line,
+        })
+    };
     AlarmEvent {
         kind: match t.kind {
             TransitionKind::Raised => AlarmKind::Raised,
@@ -210,7 +229,7 @@ pub fn to_event(rules: &RuleSet, catalog: &Catalog, site: &str, t: &Transition) 
         severity: rule.severity,
         title,
         team: rule.work_order.team.clone(),
-        procedure: rule.work_order.procedure.clone(),
+        procedure,
         resolve: rule.work_order.resolve,
         due_within_ms: rule.work_order.due_within.map(|d| d.as_millis() as i64),
         unit,

@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod email;
 mod energy;
+mod fdd;
 mod fuzz;
 mod modbus;
 mod mqtt_influx;

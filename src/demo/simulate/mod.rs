@@ -11,6 +11,7 @@ pub mod encode;
 pub mod modbus;
 pub mod model;
 pub mod site;
+pub mod vav;
 
 use crate::catalog::{Profile, Profiles};
 use crate::util::Backoff;
@@ -174,6 +175,10 @@ impl SimDevice {
                     let p = s.period.as_nanos().max(1) as i64;
                     f.short_cycle_on = Some((now - s.from_ns) % p < p / 2);
                 }
+                FaultKind::StuckDamper => f.vav.stuck_damper = true,
+                FaultKind::LeakingValve => f.vav.leaking_valve = true,
+                FaultKind::FailedSatSensor => f.vav.failed_sat_sensor = true,
+                FaultKind::StaticPressureLoss => f.vav.static_loss = true,
             }
         }
         (f, offline)
@@ -480,6 +485,86 @@ fn mqtt_client(
         }
     });
     client
+}
+
+/// Steps the site's devices of model `only` (every model with `None`) from `from_ns` for `duration_ns` of
+/// simulated time, with no network, and writes every point of every device at each of its intervals as
+/// `caretaker backtest` CSV (`timestamp,device,point,value,profile`, RFC 3339 UTC) into `out`, and the scripted faults
+/// active at each of those samples into `truth` (`timestamp,device,fault`): the labels an evaluation of fault
+/// detection compares with. Returns (rows, truth rows).
+pub fn export_csv(
+    spec: &SiteSpec,
+    profiles: &Profiles,
+    only: Option<site::ModelKind>,
+    from_ns: i64,
+    duration_ns: i64,
+    out: &mut dyn std::io::Write,
+    truth: &mut dyn std::io::Write,
+) -> anyhow::Result<(usize, usize)> {
+    let devices_spec = check_profiles(spec, profiles, false)
+        .map_err(|errs| anyhow::anyhow!("{} error(s) in {}", errs.len(), spec.file.display()))?;
+    let faults = resolve_faults(spec, &devices_spec, from_ns);
+    let mut devices: Vec<SimDevice> = devices_spec
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| only.is_none_or(|m| d.model == m))
+        .map(|(i, d)| SimDevice {
+            spec: d.clone(),
+            profile: profiles[&d.profile].clone(),
+            model: Model::new(
+                d.model,
+                d.size,
+                spec.seed.wrapping_mul(1000).wrapping_add(i as u64),
+            ),
+            faults: faults
+                .iter()
+                .filter(|f| f.device == d.id)
+                .cloned()
+                .collect(),
+            next_publish: from_ns,
+            bank: None,
+        })
+        .collect();
+    writeln!(out, "timestamp,device,point,value,profile")?;
+    writeln!(truth, "timestamp,device,fault")?;
+    let (mut rows, mut truths) = (0, 0);
+    const STEP_NS: i64 = 60_000_000_000;
+    let end = from_ns + duration_ns.max(0);
+    let mut t = from_ns;
+    while t < end {
+        let next = t + STEP_NS;
+        let env = env_at(next, &spec.timezone, spec.weather, (next - t) as f64 / 1e9);
+        for d in devices.iter_mut() {
+            let (f, _) = d.fault_state(next);
+            d.model.step(&env, &f);
+            if next < d.next_publish {
+                continue;
+            }
+            d.next_publish += d.spec.interval.as_nanos().max(1) as i64;
+            let (_, offline) = d.fault_state(next);
+            let ts = crate::work_orders::rfc3339_ms(next / 1_000_000);
+            if !offline {
+                for p in d
+                    .profile
+                    .points
+                    .iter()
+                    .filter(|p| p.mqtt.is_some() || p.modbus.is_some())
+                {
+                    if let Some(v) = encode::point_value(&d.model, p) {
+                        let v = (v * 1000.0).round() / 1000.0;
+                        writeln!(out, "{ts},{},{},{v},{}", d.spec.id, p.name, d.profile.name)?;
+                        rows += 1;
+                    }
+                }
+            }
+            for s in d.faults.iter().filter(|s| s.active(next)) {
+                writeln!(truth, "{ts},{},{}", d.spec.id, s.kind.as_str())?;
+                truths += 1;
+            }
+        }
+        t = next;
+    }
+    Ok((rows, truths))
 }
 
 /// Counts devices and faults of a site, for `simulate`'s start-up line and the demo.

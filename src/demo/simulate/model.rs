@@ -62,6 +62,8 @@ pub struct Faults {
     pub clog: Option<(f64, f64)>,
     /// Short-cycling: the fan's forced state in this part of the cycle.
     pub short_cycle_on: Option<bool>,
+    /// The VAV AHU's faults (stuck damper, leaking valve, failed SAT sensor, static pressure loss).
+    pub vav: super::vav::VavFaults,
 }
 
 /// Outdoor temperature: a daily sine (coldest ~05:00, warmest ~15:00) around the mean.
@@ -117,6 +119,8 @@ pub struct Model {
     leak: bool,
     /// Personal offset so rooms and plugs do not move in lockstep.
     quirk: f64,
+    // VAV AHU (Guideline 36 fault detection).
+    vav: super::vav::VavAhu,
 }
 
 impl Model {
@@ -153,6 +157,7 @@ impl Model {
             leak: false,
             quirk,
             rng,
+            vav: Default::default(),
         }
     }
 
@@ -259,6 +264,12 @@ impl Model {
                 self.power_w = self.fan_kw * 1000.0;
                 self.energy_kwh += self.fan_kw * dt / 3600.0;
             }
+            ModelKind::VavAhu => {
+                let on = env.workday() && (6.0..20.0).contains(&env.hour);
+                let rng = &mut self.rng;
+                let mut noise = || rng.f64() * 2.0 - 1.0;
+                self.vav.step(dt, on, occ, env.outdoor, f.vav, &mut noise);
+            }
             ModelKind::Lighting => {
                 // Lights follow occupancy, dimmed by daylight; cleaners at 18:30-19:30.
                 let cleaners = env.workday() && (18.5..19.5).contains(&env.hour);
@@ -277,6 +288,11 @@ impl Model {
                 self.energy_kwh += self.power_w * dt / 3.6e6;
             }
         }
+    }
+
+    /// Changes every step (the energy counter moves with time): a seed for the VAV AHU's sensor noise.
+    fn vav_noise_seed(&self) -> u64 {
+        self.vav.noise_seed()
     }
 
     /// A named quantity of this model, with its unit.
@@ -363,6 +379,23 @@ impl Model {
             (M::Ahu, "fan_speed") => (if self.fan_on { 80.0 } else { 0.0 }, Unit::Percent),
             (M::Ahu, "valve_position" | "heating_valve") => (self.valve, Unit::Percent),
             (M::Ahu, "fan_starts") => (self.fan_starts, Unit::Count),
+            (M::VavAhu, n) => {
+                // Sensor noise from the name, so a value read twice in a step does not change.
+                let h = n
+                    .bytes()
+                    .fold(self.quirk.to_bits(), |a, b| a.rotate_left(5) ^ u64::from(b));
+                let noise = ((h ^ self.vav_noise_seed()) % 2001) as f64 / 1000.0 - 1.0;
+                let v = self.vav.value(n, noise)?;
+                let unit = match n {
+                    "supply_airflow" | "oa_flow_min_setpoint" => Unit::M3PerH,
+                    "duct_static_pressure" | "duct_static_setpoint" => Unit::Pa,
+                    "supply_fan_speed" | "heating_valve" | "cooling_valve" | "oa_damper"
+                    | "oa_damper_min" => Unit::Percent,
+                    "fan_status" | "fan_running" => Unit::Bool,
+                    _ => Unit::DegC,
+                };
+                (v, unit)
+            }
             (M::Lighting, "lights_on" | "lamp_on" | "on") => {
                 (f64::from(self.level > 0.0), Unit::Bool)
             }

@@ -138,6 +138,8 @@ pub enum ModelKind {
     Ahu,
     /// A lighting controller for one zone.
     Lighting,
+    /// A VAV air handler with economizer and coils (generic-vav-ahu): the one Guideline 36 AFDD judges.
+    VavAhu,
 }
 
 impl ModelKind {
@@ -149,6 +151,7 @@ impl ModelKind {
         "meter",
         "ahu",
         "lighting",
+        "vav_ahu",
     ];
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -159,6 +162,7 @@ impl ModelKind {
             "meter" => Self::Meter,
             "ahu" => Self::Ahu,
             "lighting" => Self::Lighting,
+            "vav_ahu" => Self::VavAhu,
             _ => return None,
         })
     }
@@ -177,11 +181,28 @@ pub enum FaultKind {
     FilterClog,
     /// The fan starts and stops every `period` while it should run steadily (AHU).
     ShortCycle,
+    /// The outdoor-air damper stays fully open whatever its command (VAV AHU).
+    StuckDamper,
+    /// The cooling valve passes chilled water while closed (VAV AHU).
+    LeakingValve,
+    /// The supply-air temperature sensor fails high (VAV AHU).
+    FailedSatSensor,
+    /// A duct leak: the fan cannot hold the static pressure setpoint (VAV AHU).
+    StaticPressureLoss,
 }
 
 impl FaultKind {
-    pub const ALL: &'static [&'static str] =
-        &["stuck", "leak", "offline", "filter_clog", "short_cycle"];
+    pub const ALL: &'static [&'static str] = &[
+        "stuck",
+        "leak",
+        "offline",
+        "filter_clog",
+        "short_cycle",
+        "stuck_damper",
+        "leaking_valve",
+        "failed_sat_sensor",
+        "static_pressure_loss",
+    ];
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "stuck" => Self::Stuck,
@@ -189,6 +210,10 @@ impl FaultKind {
             "offline" => Self::Offline,
             "filter_clog" => Self::FilterClog,
             "short_cycle" => Self::ShortCycle,
+            "stuck_damper" => Self::StuckDamper,
+            "leaking_valve" => Self::LeakingValve,
+            "failed_sat_sensor" => Self::FailedSatSensor,
+            "static_pressure_loss" => Self::StaticPressureLoss,
             _ => return None,
         })
     }
@@ -199,6 +224,10 @@ impl FaultKind {
             Self::Offline => "offline",
             Self::FilterClog => "filter_clog",
             Self::ShortCycle => "short_cycle",
+            Self::StuckDamper => "stuck_damper",
+            Self::LeakingValve => "leaking_valve",
+            Self::FailedSatSensor => "failed_sat_sensor",
+            Self::StaticPressureLoss => "static_pressure_loss",
         }
     }
     /// What the fault looks like, for the demo's summary.
@@ -209,6 +238,10 @@ impl FaultKind {
             Self::Offline => "device offline",
             Self::FilterClog => "filter clogging",
             Self::ShortCycle => "fan short-cycling",
+            Self::StuckDamper => "outdoor-air damper stuck open",
+            Self::LeakingValve => "cooling valve leaking",
+            Self::FailedSatSensor => "supply-air sensor failed",
+            Self::StaticPressureLoss => "duct static pressure loss",
         }
     }
     fn applies_to(self, m: ModelKind) -> bool {
@@ -217,6 +250,10 @@ impl FaultKind {
             Self::Leak => matches!(m, ModelKind::Leak | ModelKind::WaterMeter),
             Self::Offline => true,
             Self::FilterClog | Self::ShortCycle => m == ModelKind::Ahu,
+            Self::StuckDamper
+            | Self::LeakingValve
+            | Self::FailedSatSensor
+            | Self::StaticPressureLoss => m == ModelKind::VavAhu,
         }
     }
 }

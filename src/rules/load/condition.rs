@@ -51,6 +51,9 @@ pub(super) struct RawCondition {
     energy: Option<RawEnergy>,
     #[serde(default, rename = "for")]
     hold: Option<String>,
+    /// A multi-point condition over the rule's inputs (`mat + eps_mat < min(rat, oat)`), see `rules::expr`.
+    #[serde(default)]
+    pub(super) expr: Option<String>,
 }
 
 impl RawCondition {
@@ -171,6 +174,9 @@ pub(super) fn condition(
     rate_conditions(e, at, c, &mut found);
     staleness_conditions(e, at, c, &mut found);
     signal_conditions(e, at, c, &mut found);
+    if c.expr.is_some() {
+        found.push(("expr", Condition::Expr));
+    }
     let hold_ns = hold(e, at, c);
     check_finite(e, at, c);
     single_trigger(e, at, &found, hold_ns, is_clear)
@@ -398,7 +404,7 @@ fn single_trigger(
             at.push_whole(
                 e,
                 "no condition: give one of above, below, outside, inside, rises_by, falls_by, cycles, stale, \
-                 flatline, offline, counter_stalled, anomaly, equipment_anomaly, forecast, energy",
+                 flatline, offline, counter_stalled, anomaly, equipment_anomaly, forecast, energy, expr",
             );
             None
         }
@@ -411,6 +417,7 @@ fn single_trigger(
                         | Condition::Below(_)
                         | Condition::Outside(..)
                         | Condition::Inside(..)
+                        | Condition::Expr
                 )
             {
                 at.push_whole(

@@ -4,6 +4,9 @@
 //! configured folders and rejects a rule name defined twice. Nothing past this module sees raw YAML.
 
 mod condition;
+mod expression;
+#[cfg(test)]
+pub(crate) use expression::tests as expression_tests;
 
 use super::alarm::{Resolve, Severity};
 use super::model::{AppliesTo, Condition, Rule, RuleSet, SignalKind, Trigger, WorkOrderSpec};
@@ -26,6 +29,15 @@ pub const SCHEMA: u32 = 1;
 #[serde(deny_unknown_fields)]
 struct RawFile {
     schema: Spanned<u32>,
+    /// Named constants of the file's expressions, with units (`eps_sat: 1.1 K`); rules may override them.
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<expression::RawParam>>,
+    /// Inputs every rule of the file may use (`mat: { brick: Mixed_Air_Temperature_Sensor }`).
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<expression::RawInput>>,
+    /// Named sub-expressions every rule of the file may use (`state: "ahu_state(fan, hc, cc, oad, oad_min)"`).
+    #[serde(default, rename = "let")]
+    lets: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
 }
@@ -38,9 +50,21 @@ struct RawRule {
     description: Option<String>,
     applies_to: Spanned<RawAppliesTo>,
     #[serde(default)]
-    point: Option<Spanned<String>>,
+    point: Option<Spanned<RawPointRef>>,
     #[serde(default)]
     unit: Option<Spanned<String>>,
+    /// Expression rules: the rule's own inputs, parameters and `let`s (beside the file's), its computed value
+    /// and how fresh its inputs must be.
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<expression::RawInput>>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<expression::RawParam>>,
+    #[serde(default, rename = "let")]
+    lets: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    value: Option<Spanned<String>>,
+    #[serde(default)]
+    fresh: Option<Spanned<String>>,
     when: Spanned<RawCondition>,
     #[serde(default)]
     clear: Option<Spanned<RawCondition>>,
@@ -56,6 +80,29 @@ struct RawRule {
     annotations: BTreeMap<String, String>,
 }
 
+/// `point: supply_air_temp` or `point: { brick: Supply_Air_Temperature_Sensor }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawPointRef {
+    Name(String),
+    Brick(RawBrick),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBrick {
+    brick: String,
+}
+
+impl RawPointRef {
+    fn name(&self) -> Option<&str> {
+        match self {
+            RawPointRef::Name(n) => Some(n),
+            RawPointRef::Brick(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAppliesTo {
@@ -67,6 +114,8 @@ struct RawAppliesTo {
     category: Option<String>,
     #[serde(default)]
     location: BTreeMap<String, String>,
+    #[serde(default)]
+    brick: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,9 +195,10 @@ pub fn parse_rules(file: &Path, text: &str, cx: &Context<'_>) -> (Vec<Rule>, Vec
         );
         return (Vec::new(), e.list);
     }
+    let shared = expression::Shared::parse(&mut e, &raw.params, &raw.inputs, &raw.lets);
     let mut rules = Vec::new();
     for (i, sr) in raw.rules.iter().enumerate() {
-        if let Some(rule) = parse_rule(&mut e, i, sr, cx) {
+        if let Some(rule) = parse_rule(&mut e, i, sr, cx, &shared) {
             rules.push(rule);
         }
     }
@@ -160,7 +210,13 @@ type Key<'a> = &'a dyn Fn(&str) -> String;
 
 /// Validates rule number `i` of a file. Every problem is reported, in the order of the rule's fields as they are
 /// checked; a rule with any problem is left out (`None`).
-fn parse_rule(e: &mut Errs<'_>, i: usize, sr: &Spanned<RawRule>, cx: &Context<'_>) -> Option<Rule> {
+fn parse_rule(
+    e: &mut Errs<'_>,
+    i: usize,
+    sr: &Spanned<RawRule>,
+    cx: &Context<'_>,
+    shared: &expression::Shared,
+) -> Option<Rule> {
     let before = e.list.len();
     let r = &sr.value;
     let k = |s: &str| format!("rules[{i}].{s}");
@@ -179,7 +235,7 @@ fn parse_rule(e: &mut Errs<'_>, i: usize, sr: &Spanned<RawRule>, cx: &Context<'_
         .as_ref()
         .and_then(|c| condition(e, line_of(c), &k("clear"), &c.value, true));
     if let (Some(w), Some(_)) = (when, clear) {
-        if !w.cond.has_thresholds() {
+        if !w.cond.has_thresholds() && w.cond != Condition::Expr {
             e.push(
                 r.clear.as_ref().and_then(line_of),
                 k("clear"),
@@ -195,8 +251,16 @@ fn parse_rule(e: &mut Errs<'_>, i: usize, sr: &Spanned<RawRule>, cx: &Context<'_
             .map_err(|m| e.push(line_of(u), k("unit"), m))
             .ok()
     });
-    check_point(e, sr, &k, cx, &applies_to, when, unit);
-    if unit.is_some() && !when.is_some_and(|t| t.cond.has_thresholds()) {
+    let expr = expression::rule_expression(e, &k, sr, cx, &applies_to, shared, when, clear, unit);
+    let is_expr = r.value.is_some()
+        || r.when.value.expr.is_some()
+        || r.clear.as_ref().is_some_and(|c| c.value.expr.is_some());
+    if !is_expr {
+        check_point(e, sr, &k, cx, &applies_to, when, unit);
+    } else {
+        check_point_role(e, sr, &k, cx, &applies_to);
+    }
+    if unit.is_some() && !is_expr && !when.is_some_and(|t| t.cond.has_thresholds()) {
         e.push(
             r.unit.as_ref().and_then(line_of),
             k("unit"),
@@ -224,7 +288,15 @@ fn parse_rule(e: &mut Errs<'_>, i: usize, sr: &Spanned<RawRule>, cx: &Context<'_
         name,
         description: r.description.clone(),
         applies_to,
-        point: r.point.as_ref().map(|p| p.value.clone()),
+        point: r
+            .point
+            .as_ref()
+            .and_then(|p| p.value.name().map(str::to_string)),
+        point_brick: match r.point.as_ref().map(|p| &p.value) {
+            Some(RawPointRef::Brick(b)) => Some(b.brick.clone()),
+            _ => None,
+        },
+        expr,
         unit,
         when,
         clear,
@@ -258,12 +330,22 @@ fn applies_to(e: &mut Errs<'_>, r: &RawRule, k: Key<'_>, cx: &Context<'_>) -> Ap
             .map_err(|m| e.push(aline, k("applies_to.category"), m))
             .ok()
     });
-    if a.profile.is_none() && a.device.is_none() && a.category.is_none() && a.location.is_empty() {
+    if a.profile.is_none()
+        && a.device.is_none()
+        && a.category.is_none()
+        && a.location.is_empty()
+        && a.brick.is_none()
+    {
         e.push(
             aline,
             k("applies_to"),
-            "say which devices: give profile, device, category or location",
+            "say which devices: give profile, device, category, location or brick",
         );
+    }
+    if let Some(b) = &a.brick {
+        if let Err(m) = crate::catalog::brick::classes().check(b) {
+            e.push(aline, k("applies_to.brick"), m);
+        }
     }
     if let Some(p) = &a.profile {
         if !cx.profiles.contains_key(p) {
@@ -282,6 +364,7 @@ fn applies_to(e: &mut Errs<'_>, r: &RawRule, k: Key<'_>, cx: &Context<'_>) -> Ap
         device: a.device,
         category,
         location: a.location,
+        brick: a.brick,
     }
 }
 
@@ -316,7 +399,20 @@ fn check_point(
                 }
         )
     );
-    match (&r.point, device_level) {
+    if let Some(p) = &r.point {
+        if let RawPointRef::Brick(_) = p.value {
+            check_point_role(e, sr, k, cx, applies_to);
+            return;
+        }
+    }
+    let point: Option<Spanned<String>> = r.point.as_ref().and_then(|p| {
+        p.value.name().map(|n| Spanned {
+            value: n.to_string(),
+            referenced: p.referenced,
+            defined: p.defined,
+        })
+    });
+    match (&point, device_level) {
         (None, false) => e.push(
             line_of(sr),
             k("point"),
@@ -357,6 +453,41 @@ fn check_point(
             }
         }
         (None, true) => {}
+    }
+}
+
+/// `point: { brick: ... }`: a known class, and (for a rule naming its profile or device) a point of that role.
+fn check_point_role(
+    e: &mut Errs<'_>,
+    sr: &Spanned<RawRule>,
+    k: Key<'_>,
+    cx: &Context<'_>,
+    applies_to: &AppliesTo,
+) {
+    let Some(p) = &sr.value.point else { return };
+    let RawPointRef::Brick(b) = &p.value else {
+        return;
+    };
+    if let Err(m) = crate::catalog::brick::classes().check(&b.brick) {
+        e.push(line_of(p), k("point.brick"), m);
+        return;
+    }
+    let device_profile = applies_to.device.as_ref().and_then(|d| cx.devices.get(d));
+    if applies_to.profile.is_some() || device_profile.is_some() {
+        for pr in cx.profiles.values().filter(|pr| {
+            applies_to.matches_profile(pr) && device_profile.is_none_or(|dp| *dp == pr.name)
+        }) {
+            if pr.points_with_brick(&b.brick).next().is_none() {
+                e.push(
+                    line_of(p),
+                    k("point.brick"),
+                    format!(
+                        "profile `{}` has no point of Brick class `{}`",
+                        pr.name, b.brick
+                    ),
+                );
+            }
+        }
     }
 }
 
