@@ -9,6 +9,7 @@ mod console;
 mod demo;
 mod deploy;
 mod energy;
+mod fleet;
 mod fuzz;
 mod modbus;
 mod mqtt_influx;
