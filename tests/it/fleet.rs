@@ -198,14 +198,16 @@ async fn counters(members: &[&Member], base: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     for (m, b) in members.iter().zip(base) {
         let mut last = (0, 0);
-        let _ = wait_until(Duration::from_secs(30), || async {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
             let now = (received(m).await, written(m).await);
-            let same = now == last && now.1 >= now.0;
+            let still = now == last && now.1 >= now.0;
             last = now;
+            if still || std::time::Instant::now() > end {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            same
-        })
-        .await;
+        }
         out.push((last.0 - b.0, last.1 - b.1));
     }
     out

@@ -171,7 +171,8 @@ listen = "127.0.0.1:{http}"
     assert!(delta == -3.0 || delta == -4.0, "delta {delta} (Int32 sign)");
     assert_eq!(row[4], serde_json::json!(true), "online after DBIRTH");
     // Metrics the profile does not map are taken as they come (issue 16): named from the metric, in the
-    // canonical unit of their BIRTH engUnit (68 °F → 20 degC; l/s → m3/h, 1.5 or 2.5 l/s → 5.4 or 9 m3/h), and
+    // canonical unit of their BIRTH engUnit (l/s → m3/h: 1.5 or 2.5 l/s → 5.4 or 9 m3/h; temperatures stay as
+    // sent, like a profile's: 68 °F stays 68 degF), and
     // DDATA by alias reach them; the node's own Int64 `Uptime` makes the node a device with an `uptime` point.
     let q = "SELECT last(return_temp), max(not_in_profile) FROM hvac WHERE device = 'edge1/ahu1'";
     let ok = wait_until(Duration::from_secs(15), || async {
@@ -188,9 +189,10 @@ listen = "127.0.0.1:{http}"
         "unmapped metrics not taken with their units: {rows:?}\ncaretaker:\n{}",
         daemon.log_text()
     );
-    assert!(
-        (rows[0][1].as_f64().unwrap() - 20.0).abs() < 1e-4,
-        "Return Temp 68 °F as degC: {rows:?}"
+    assert_eq!(
+        rows[0][1].as_f64(),
+        Some(68.0),
+        "Return Temp (°F, kept): {rows:?}"
     );
     let (_, rows) = influx
         .select("ct", "SELECT last(uptime) FROM hvac WHERE device = 'edge1'")
