@@ -242,6 +242,7 @@ async fn two_partitioned_gateways_write_every_reading_once_and_one_work_order() 
     let n = wait_all_in_influx(&influx, &members).await;
     assert_eq!(n, MESSAGES as u64, "one point per (series, timestamp)");
     let c = counters(&members, &base).await;
+    eprintln!("partitioned: (received, written) per gateway a, b: {c:?}");
     // Each gateway received exactly its half (its buildings' 10 devices), nothing of the other's.
     let half = (MESSAGES as u64 / 2) * 2;
     assert_eq!(
@@ -298,6 +299,7 @@ async fn a_shared_subscription_splits_messages_between_members_and_writes_each_o
     let n = wait_all_in_influx(&influx, &members).await;
     assert_eq!(n, MESSAGES as u64, "one point per (series, timestamp)");
     let c = counters(&members, &base).await;
+    eprintln!("shared: (received, written) per member a, b: {c:?}");
     assert_eq!(
         c[0].0 + c[1].0,
         MESSAGES as u64 * 2,

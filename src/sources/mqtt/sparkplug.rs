@@ -598,11 +598,13 @@ impl Sparkplug {
             }
         }
         let base = self.group_profile(&g, &device_id)?;
-        let create = birth
-            && (t.device.is_some() || resolved.iter().any(|r| takeable(&r.name, r.info.datatype)))
-            || resolved
-                .iter()
-                .any(|r| point_of(&base, base.points.len(), &r.name).is_some());
+        // A device is created by its BIRTH (a node's only when it has a metric to take), or by data that maps.
+        let born_with_data =
+            t.device.is_some() || resolved.iter().any(|r| takeable(&r.name, r.info.datatype));
+        let maps = resolved
+            .iter()
+            .any(|r| point_of(&base, base.points.len(), &r.name).is_some());
+        let create = (birth && born_with_data) || maps;
         let Some((first, profile)) =
             self.device_for(&device_id, &base, &resolved, create, birth, problems)?
         else {
