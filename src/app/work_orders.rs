@@ -43,6 +43,7 @@ pub fn start(
     }
     let path = store_path(&config.state_dir);
     let mut store = Store::open(&path, Some(&config.site.name))?;
+    store.set_gateway(&config.site.gateway_id)?;
     store.set_flap_window(wo.flap_window);
     let mut kinds: Vec<(String, String)> = wo
         .targets

@@ -128,6 +128,41 @@ impl Catalog {
             .get(profile)
             .cloned()
             .ok_or_else(|| CatalogError::UnknownProfile(profile.into()))?;
+        Ok(self.insert(id, profile, location, declared))
+    }
+
+    /// Adds a device with a profile of its own that is not in the library: a library profile plus points the
+    /// device announced itself (a Sparkplug BIRTH's unmapped metrics). It keeps the library profile's name, so
+    /// rules written for that profile apply; its extra points come after the library's, so their ids do too.
+    /// An existing device with that id is returned as it is (its points never change: ids are never reused).
+    pub fn add_device_with_profile(
+        &mut self,
+        id: &str,
+        profile: Arc<Profile>,
+        location: BTreeMap<String, String>,
+        declared: bool,
+    ) -> Result<DeviceIdx, CatalogError> {
+        if let Some(&i) = self.by_id.get(id) {
+            let d = &self.devices[i as usize];
+            if d.profile.name != profile.name {
+                return Err(CatalogError::ProfileConflict {
+                    id: id.to_string(),
+                    existing: d.profile.name.clone(),
+                    requested: profile.name.clone(),
+                });
+            }
+            return Ok(DeviceIdx(i));
+        }
+        Ok(self.insert(id, profile, location, declared))
+    }
+
+    fn insert(
+        &mut self,
+        id: &str,
+        profile: Arc<Profile>,
+        location: BTreeMap<String, String>,
+        declared: bool,
+    ) -> DeviceIdx {
         let idx = self.devices.len() as u32;
         let first_point = self.points.len() as u32;
         for index in 0..profile.points.len() {
@@ -153,7 +188,7 @@ impl Catalog {
             field_keys,
         });
         self.by_id.insert(id.to_string(), idx);
-        Ok(DeviceIdx(idx))
+        DeviceIdx(idx)
     }
 
     /// A declared device's overrides from the site config: `scale` multiplies a point's conversion (scale,

@@ -224,6 +224,60 @@ impl Unit {
     }
 }
 
+/// The unit an engineering-unit text from the field names (Sparkplug's `engUnit` property, a BMS export), or
+/// `None` when it is not one we know. Our own spellings first (`degC`, `kWh`), then the common others,
+/// case-insensitively (`°C`, `C`, `%`, `m³/h`, `lx`, `RPM`, `hr`).
+pub fn from_engineering(text: &str) -> Option<Unit> {
+    let t = text.trim();
+    if let Some(u) = Unit::parse(t) {
+        return Some(u);
+    }
+    let lower = t.to_lowercase();
+    let u = match lower.as_str() {
+        "°c" | "c" | "degc" | "deg c" | "deg_c" | "celsius" | "cel" | "℃" => Unit::DegC,
+        "°f" | "f" | "degf" | "deg f" | "deg_f" | "fahrenheit" | "℉" => Unit::DegF,
+        "k" | "kelvin" => Unit::Kelvin,
+        "%" | "pct" | "percent" | "%rh" | "% rh" => Unit::Percent,
+        "w" | "watt" | "watts" => Unit::W,
+        "kw" => Unit::KW,
+        "mw" => Unit::MW,
+        "wh" => Unit::Wh,
+        "kwh" => Unit::KWh,
+        "mwh" => Unit::MWh,
+        "gj" => Unit::GJ,
+        "va" => Unit::VA,
+        "kva" => Unit::KVA,
+        "var" => Unit::Var,
+        "kvar" => Unit::KVar,
+        "kvarh" => Unit::KVarh,
+        "v" | "volt" | "volts" => Unit::V,
+        "a" | "amp" | "amps" | "ampere" => Unit::A,
+        "hz" => Unit::Hz,
+        "pf" => Unit::PowerFactor,
+        "m3" | "m³" | "m^3" => Unit::M3,
+        "l" | "liter" | "litre" | "liters" | "litres" => Unit::L,
+        "m3/h" | "m³/h" | "m^3/h" | "m3/hr" | "m³/hr" | "cmh" => Unit::M3PerH,
+        "l/min" | "lpm" => Unit::LPerMin,
+        "l/s" | "lps" => Unit::LPerS,
+        "pa" => Unit::Pa,
+        "kpa" => Unit::KPa,
+        "bar" => Unit::Bar,
+        "ppm" => Unit::Ppm,
+        "ppb" => Unit::Ppb,
+        "ug/m3" | "µg/m³" | "µg/m3" | "ug/m³" => Unit::UgPerM3,
+        "lx" | "lux" => Unit::Lux,
+        "db" | "dba" | "db(a)" => Unit::Db,
+        "s" | "sec" | "secs" | "seconds" => Unit::Seconds,
+        "h" | "hr" | "hrs" | "hours" => Unit::Hours,
+        "rpm" | "1/min" => Unit::Rpm,
+        "deg" | "°" | "degrees" => Unit::DegreesAngle,
+        "m/s" => Unit::MPerS,
+        "dbm" => Unit::Dbm,
+        _ => return None,
+    };
+    Some(u)
+}
+
 /// Factor and offset turning a value in `from` into `to` (`v * f + o`); `None` if they are not convertible
 /// (different dimensions, or a unit without a known conversion). Used for rule thresholds written in another
 /// unit than their point's, and the energy store's base units; [`Unit::convert_to`] converts one value.
@@ -283,6 +337,27 @@ pub fn parse_word<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engineering_units_from_the_field() {
+        for (text, u) in [
+            ("degC", Unit::DegC),
+            ("°C", Unit::DegC),
+            (" C ", Unit::DegC),
+            ("°F", Unit::DegF),
+            ("%", Unit::Percent),
+            ("KW", Unit::KW),
+            ("Wh", Unit::Wh),
+            ("m³/h", Unit::M3PerH),
+            ("RPM", Unit::Rpm),
+            ("hr", Unit::Hours),
+        ] {
+            assert_eq!(from_engineering(text), Some(u), "{text}");
+        }
+        assert_eq!(from_engineering("furlongs"), None);
+        // Wh is stored as kWh, its canonical unit.
+        assert_eq!(from_engineering("Wh").map(Unit::canonical), Some(Unit::KWh));
+    }
 
     #[test]
     fn every_word_round_trips() {

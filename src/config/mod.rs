@@ -57,6 +57,9 @@ struct RawSite {
     name: String,
     #[serde(default)]
     timezone: Option<String>,
+    /// `[site] gateway_id`: this gateway's name within a fleet; defaults to the host name.
+    #[serde(default)]
+    gateway_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +119,30 @@ pub struct Site {
     pub name: String,
     /// IANA zone for schedules and energy periods; the system zone when absent.
     pub timezone: Option<String>,
+    /// `[site] gateway_id` (default: the host name): which gateway of a fleet this is. It goes into work-order
+    /// idempotency keys and references, and into the default MQTT client id when `[mqtt]` partitions or shares
+    /// the topics (ARCHITECTURE.md, "Fleet layout").
+    pub gateway_id: String,
+}
+
+/// The host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), reduced to the characters a gateway id allows;
+/// `gateway` when neither gives one.
+pub fn default_gateway_id() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let id: String = raw
+        .trim()
+        .chars()
+        .filter(|c| valid_gateway_char(*c))
+        .take(64)
+        .collect();
+    if id.is_empty() { "gateway".into() } else { id }
+}
+
+fn valid_gateway_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
 /// One `[[devices]]`.
@@ -254,6 +281,17 @@ impl SiteConfig {
                 );
             }
         }
+        let gateway_id = match &raw.site.gateway_id {
+            Some(g) if g.is_empty() || g.len() > 64 || !g.chars().all(valid_gateway_char) => {
+                cx.err(
+                    "site.gateway_id",
+                    format!("`{g}`: use 1 to 64 letters, digits, `-`, `_` or `.` (it goes into ids and keys)"),
+                );
+                default_gateway_id()
+            }
+            Some(g) => g.clone(),
+            None => default_gateway_id(),
+        };
         let state_dir = cx.path(&raw.state.dir);
         // `run` creates the folder if missing; something else by that name would only fail at start-up.
         if state_dir.exists() && !state_dir.is_dir() {
@@ -275,7 +313,7 @@ impl SiteConfig {
         let mqtt = raw
             .mqtt
             .as_ref()
-            .map(|m| crate::sources::mqtt::config::validate(cx, m, &raw.site.name));
+            .map(|m| crate::sources::mqtt::config::validate(cx, m, &raw.site.name, &gateway_id));
         let influxdb = raw
             .influxdb
             .as_ref()
@@ -312,6 +350,7 @@ impl SiteConfig {
             site: Site {
                 name: raw.site.name.clone(),
                 timezone: raw.site.timezone.clone(),
+                gateway_id,
             },
             state_dir,
             profile_dirs,

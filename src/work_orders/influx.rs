@@ -11,7 +11,7 @@
 //! ```text
 //! work_orders,site=S,rule=R,device=D,point=P,severity=major,team=hvac,event=opened,status=open id=1i,count=1i,value=19.4,peak=19.4,open=1i <ns>
 //! ```
-//! Tags with no value (`point` of device-level rules, `team` when the rule names none) are left out. The
+//! A fleet member (ARCHITECTURE.md, "Fleet layout") adds `gateway=G` after `site`. Tags with no value (`point` of device-level rules, `team` when the rule names none) are left out. The
 //! timestamp is the change's time in ms (reading time for rules, wall clock for people) plus the history row id
 //! modulo 10^6 in the sub-millisecond digits, so two changes in the same millisecond stay two points.
 
@@ -23,8 +23,9 @@ use serde_json::Value;
 pub const TARGET: &str = "influxdb";
 pub const MEASUREMENT: &str = "work_orders";
 /// Tag keys, in the order written.
+/// `gateway` is there only in a fleet (`[site] gateway_id` recorded in the store): `id` is per gateway.
 pub const TAGS: &[&str] = &[
-    "site", "rule", "device", "point", "severity", "team", "event", "status",
+    "site", "gateway", "rule", "device", "point", "severity", "team", "event", "status",
 ];
 /// Field keys: `id`, `count`, `open` are integers (`open` 1 until resolved, then 0); `value` (last value) and
 /// `peak` are floats, left out when the work order has none (offline rules).
@@ -55,6 +56,7 @@ pub fn encode_row(row: &OutboxRow, out: &mut Vec<u8>) -> bool {
     let status = s(wo, "status");
     let tags = [
         ("site", s(&p, "site")),
+        ("gateway", s(&p, "gateway")),
         ("rule", s(wo, "rule")),
         ("device", s(wo, "device")),
         ("point", s(wo, "point")),

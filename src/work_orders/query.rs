@@ -167,7 +167,7 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<WorkOrder, StoreError> {
-        let site = self.site.clone();
+        let site = self.origin();
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO work_orders (rule, device, point, severity, status, title, team, procedure, resolve, unit, \

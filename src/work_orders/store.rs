@@ -357,7 +357,17 @@ pub struct TeamStats {
 pub struct Store {
     pub(super) conn: Connection,
     pub(super) site: String,
+    /// `[site] gateway_id`, recorded by the daemon (`set_gateway`); empty in stores no daemon ran on (backtests,
+    /// tests), whose keys then keep the single-gateway form.
+    pub(super) gateway: String,
     flap_window_ms: i64,
+}
+
+/// Who makes the keys that leave the process: the site and the gateway within its fleet.
+#[derive(Debug, Clone)]
+pub(super) struct Origin {
+    pub site: String,
+    pub gateway: String,
 }
 
 impl Store {
@@ -399,11 +409,42 @@ impl Store {
             })
             .optional()?
             .unwrap_or_else(|| "caretaker".to_string());
+        let gateway = conn
+            .query_row("SELECT value FROM meta WHERE key = 'gateway'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or_default();
         Ok(Store {
             conn,
             site,
+            gateway,
             flap_window_ms: 30 * 60 * 1000,
         })
+    }
+
+    /// Records this gateway's id (`[site] gateway_id`) in the file, so the CLI and the API, opening the same file,
+    /// make the same keys. From now on idempotency keys read `<site>:<gateway>:...` and payloads carry
+    /// `gateway` and the work order's `ref` `<gateway>/<id>`: unique across the gateways of a fleet.
+    pub fn set_gateway(&mut self, gateway: &str) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('gateway', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
+            params![gateway],
+        )?;
+        self.gateway = gateway.to_string();
+        Ok(())
+    }
+
+    /// This gateway's id (empty when none was recorded).
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    pub(super) fn origin(&self) -> Origin {
+        Origin {
+            site: self.site.clone(),
+            gateway: self.gateway.clone(),
+        }
     }
 
     pub fn set_flap_window(&mut self, d: Duration) {
@@ -436,7 +477,7 @@ impl Store {
     /// Applies one alarm transition in one transaction: work order, history and outbox.
     pub fn apply(&mut self, ev: &AlarmEvent) -> Result<Applied, StoreError> {
         let flap = self.flap_window_ms;
-        let site = self.site.clone();
+        let site = self.origin();
         let tx = self.conn.transaction()?;
         let open: Option<(i64, String)> = tx
             .query_row(
@@ -615,7 +656,7 @@ impl Store {
         now: i64,
         ack: bool,
     ) -> Result<WorkOrder, StoreError> {
-        let site = self.site.clone();
+        let site = self.origin();
         let tx = self.conn.transaction()?;
         let wo = get(&tx, id)?.ok_or(StoreError::NotFound(id))?;
         match (ack, wo.status.as_str()) {
@@ -843,10 +884,11 @@ pub(super) fn history(
 }
 
 /// Adds one outbox row per target, with the work order as it is now. The idempotency key names the site, the
-/// alarm key, the episode start, the event and the history row: unique per work order and event.
+/// gateway (when recorded), the alarm key, the episode start, the event and the history row: unique per work
+/// order and event, and across the gateways of a fleet (each has its own store, ids and history rows).
 pub(super) fn enqueue(
     tx: &Transaction<'_>,
-    site: &str,
+    origin: &Origin,
     wo: i64,
     event: &str,
     history_id: i64,
@@ -861,18 +903,30 @@ pub(super) fn enqueue(
         return Ok(());
     }
     let w = get(tx, wo)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let (site, gateway) = (&origin.site, &origin.gateway);
+    let scope = if gateway.is_empty() {
+        site.clone()
+    } else {
+        format!("{site}:{gateway}")
+    };
     let key = format!(
-        "{site}:{}:{}:{}:{}:{event}:{history_id}",
+        "{scope}:{}:{}:{}:{}:{event}:{history_id}",
         w.rule, w.device, w.point, w.opened_at
     );
-    let payload = json!({
+    let mut work_order = w.to_json();
+    let mut payload = json!({
         "event": event,
         "idempotency_key": key,
         "site": site,
         "at": rfc3339_ms(at),
-        "work_order": w.to_json(),
-    })
-    .to_string();
+    });
+    if !gateway.is_empty() {
+        // `id` stays the store's readable number; `ref` is the one unique across the fleet.
+        work_order["ref"] = json!(format!("{gateway}/{wo}"));
+        payload["gateway"] = json!(gateway);
+    }
+    payload["work_order"] = work_order;
+    let payload = payload.to_string();
     let now = super::now_ms();
     for t in targets {
         tx.execute(
@@ -950,6 +1004,51 @@ mod tests {
         );
         assert_eq!(s.get(1).unwrap().unwrap().count, 2);
         assert_eq!(s.outbox(Some(1)).unwrap().len(), 2);
+    }
+
+    /// Fleet layout: two gateways' stores both number their first work order 1 and their first history row 1;
+    /// the keys and references that leave the process differ by the gateway id, and the CLI reopening the file
+    /// (no gateway given) makes the same keys as the daemon.
+    #[test]
+    fn keys_and_refs_are_unique_across_gateways() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut keys = std::collections::HashSet::new();
+        for gw in ["gw-a", "gw-b"] {
+            let path = dir.path().join(format!("{gw}.sqlite"));
+            let mut s = Store::open(&path, Some("site")).unwrap();
+            s.set_gateway(gw).unwrap();
+            s.set_targets(&[("hook".into(), "webhook".into())]).unwrap();
+            s.apply(&ev(AlarmKind::Raised, 1_000, 19.0)).unwrap();
+            let ob = s.outbox(None).unwrap();
+            let p: Value = serde_json::from_str(&ob[0].payload).unwrap();
+            assert_eq!(p["work_order"]["id"], 1, "ids stay readable numbers");
+            assert_eq!(p["work_order"]["ref"], format!("{gw}/1"));
+            assert_eq!(p["gateway"], gw);
+            assert!(
+                ob[0]
+                    .idempotency_key
+                    .starts_with(&format!("site:{gw}:too-warm:")),
+                "{}",
+                ob[0].idempotency_key
+            );
+            keys.insert(ob[0].idempotency_key.clone());
+            drop(s);
+            // `caretaker work-orders ack` opens the file without a site or gateway.
+            let mut cli = Store::open(&path, None).unwrap();
+            assert_eq!(cli.gateway(), gw);
+            cli.acknowledge(1, "alice", None, 2_000).unwrap();
+            let ob = cli.outbox(None).unwrap();
+            assert!(ob[1].idempotency_key.starts_with(&format!("site:{gw}:")));
+            keys.insert(ob[1].idempotency_key.clone());
+        }
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        // A store no daemon recorded a gateway in keeps the single-gateway form.
+        let mut s = store();
+        s.apply(&ev(AlarmKind::Raised, 1_000, 19.0)).unwrap();
+        let ob = s.outbox(None).unwrap();
+        assert!(ob[0].idempotency_key.starts_with("site:too-warm:"));
+        let p: Value = serde_json::from_str(&ob[0].payload).unwrap();
+        assert!(p.get("gateway").is_none() && p["work_order"].get("ref").is_none());
     }
 
     #[test]

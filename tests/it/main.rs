@@ -14,6 +14,7 @@ mod deploy;
 mod email;
 mod energy;
 mod fdd;
+mod fleet;
 mod fuzz;
 mod modbus;
 mod mqtt_influx;

@@ -1,7 +1,8 @@
 //! Sparkplug B end to end: a real edge node written by others (npm `sparkplug-client` 3.2.4, Eclipse Tahu's JS
 //! client, run by `tests/fixtures/sparkplug/edge_node.js`) publishes NBIRTH, DBIRTH and DDATA (by alias) to a
 //! real mosquitto; `caretaker run` decodes them into a real influxd; a sequence gap makes Caretaker ask for a
-//! rebirth (NCMD) and the node answers it; killing the node (its MQTT will is its NDEATH) takes the device offline
+//! rebirth (NCMD) and the node answers it; metrics the profile does not map are taken with their BIRTH datatype
+//! and engineering unit; killing the node (its MQTT will is its NDEATH) takes the device offline
 //! and the `offline` rule opens a work order.
 
 use crate::support::*;
@@ -169,6 +170,39 @@ listen = "127.0.0.1:{http}"
     let delta = row[3].as_f64().unwrap();
     assert!(delta == -3.0 || delta == -4.0, "delta {delta} (Int32 sign)");
     assert_eq!(row[4], serde_json::json!(true), "online after DBIRTH");
+    // Metrics the profile does not map are taken as they come (issue 16): named from the metric, in the
+    // canonical unit of their BIRTH engUnit (l/s → m3/h: 1.5 or 2.5 l/s → 5.4 or 9 m3/h; temperatures stay as
+    // sent, like a profile's: 68 °F stays 68 degF), and
+    // DDATA by alias reach them; the node's own Int64 `Uptime` makes the node a device with an `uptime` point.
+    let q = "SELECT last(return_temp), max(not_in_profile) FROM hvac WHERE device = 'edge1/ahu1'";
+    let ok = wait_until(Duration::from_secs(15), || async {
+        let (_, rows) = influx.select("ct", q).await;
+        rows.first()
+            .and_then(|r| r.get(2))
+            .and_then(|v| v.as_f64())
+            .is_some_and(|v| (v - 9.0).abs() < 1e-9)
+    })
+    .await;
+    let (_, rows) = influx.select("ct", q).await;
+    assert!(
+        ok,
+        "unmapped metrics not taken with their units: {rows:?}\ncaretaker:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        rows[0][1].as_f64(),
+        Some(68.0),
+        "Return Temp (°F, kept): {rows:?}"
+    );
+    let (_, rows) = influx
+        .select("ct", "SELECT last(uptime) FROM hvac WHERE device = 'edge1'")
+        .await;
+    assert!(
+        rows.first()
+            .and_then(|r| r.get(1))
+            .is_some_and(|v| v.is_number()),
+        "node metric Uptime not taken: {rows:?}"
+    );
     // DDATA carry aliases only: values other than the BIRTH's prove alias resolution.
     let ok = wait_until(Duration::from_secs(10), || async {
         let (_, rows) = influx

@@ -65,17 +65,13 @@ impl MqttSource {
         let opts = options(&self.config)?;
         let (client, mut eventloop) = AsyncClient::new(opts, 4096);
         self.health.mqtt_configured.store(true, Ordering::Relaxed);
-        let filters: Vec<SubscribeFilter> = {
-            let mut seen = std::collections::BTreeSet::new();
-            self.config
-                .subscriptions
-                .iter()
-                .map(|s| s.topic.filter())
-                .chain(self.config.sparkplug.iter().map(|g| g.filter()))
-                .filter(|f| seen.insert(f.clone()))
-                .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
-                .collect()
-        };
+        // Partitioned and/or `$share/<group>/`-prefixed when `[mqtt]` is a fleet member (config.rs `filters`).
+        let filters: Vec<SubscribeFilter> = self
+            .config
+            .filters()
+            .into_iter()
+            .map(|f| SubscribeFilter::new(f, QoS::AtLeastOnce))
+            .collect();
         let mut decoder = Decoder::new(self.config.subscriptions.clone(), self.catalog.clone())
             .with_limits(self.config.limits.clone())
             .with_health(self.health.clone());

@@ -42,6 +42,12 @@ pub struct RawMqtt {
     /// `[[mqtt.sparkplug]]`: Sparkplug B groups read on this connection (`sparkplug.rs`).
     #[serde(default)]
     sparkplug: Vec<RawSparkplug>,
+    /// `shared_group = "caretaker"`: subscribe every filter as `$share/<group>/<filter>` (fleet layout).
+    #[serde(default)]
+    shared_group: Option<String>,
+    /// `[mqtt.partition] building = ["north", "south"]`: this gateway's share of the topics, by capture value.
+    #[serde(default)]
+    partition: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +77,44 @@ pub struct MqttConfig {
     pub subscriptions: Vec<Subscription>,
     /// `[[mqtt.sparkplug]]` groups.
     pub sparkplug: Vec<SparkplugGroup>,
+    /// `shared_group`: every filter is subscribed as `$share/<group>/<filter>`.
+    pub shared_group: Option<String>,
+    /// `[mqtt.partition]`: capture name → the values this gateway owns (empty: every value).
+    pub partition: Vec<(String, Vec<String>)>,
+}
+
+/// Most subscription filters a partition may expand to (one per owned value combination and template).
+pub const MAX_PARTITION_FILTERS: usize = 1_000;
+
+impl MqttConfig {
+    /// The filters to subscribe, in order, without duplicates: each template's filter with the partition's
+    /// captures replaced by every owned value (`campus/+/+/telemetry` with `building = ["n", "s"]` becomes
+    /// `campus/n/+/telemetry` and `campus/s/+/telemetry`), then the Sparkplug groups' filters; each prefixed with
+    /// `$share/<shared_group>/` when a shared group is set.
+    pub fn filters(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        let owned: Vec<(&str, &[String])> = self
+            .partition
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        let plain = self
+            .subscriptions
+            .iter()
+            .flat_map(|s| s.topic.partitioned_filters(&owned))
+            .chain(self.sparkplug.iter().map(|g| g.filter()));
+        for f in plain {
+            let f = match &self.shared_group {
+                Some(g) => format!("$share/{g}/{f}"),
+                None => f,
+            };
+            if seen.insert(f.clone()) {
+                out.push(f);
+            }
+        }
+        out
+    }
 }
 
 /// Bounds on what a peer on the broker can make Caretaker take or create (docs/reliability.md, "Bad input").
@@ -233,6 +277,40 @@ impl TopicTemplate {
 }
 
 impl TopicTemplate {
+    /// The filter with each capture named in `owned` replaced by each of its values (the cross product).
+    pub fn partitioned_filters(&self, owned: &[(&str, &[String])]) -> Vec<String> {
+        let mut filters: Vec<Vec<&str>> = vec![Vec::new()];
+        for l in &self.levels {
+            let values: Vec<&str> = match l {
+                Level::Literal(s) => vec![s.as_str()],
+                Level::Any => vec!["+"],
+                Level::Capture(name) => match owned.iter().find(|(k, _)| k == name) {
+                    Some((_, vs)) => vs.iter().map(String::as_str).collect(),
+                    None => vec!["+"],
+                },
+            };
+            filters = filters
+                .into_iter()
+                .flat_map(|f| {
+                    values.iter().map(move |v| {
+                        let mut f = f.clone();
+                        f.push(*v);
+                        f
+                    })
+                })
+                .collect();
+        }
+        filters
+            .into_iter()
+            .map(|mut f| {
+                if self.multi {
+                    f.push("#");
+                }
+                f.join("/")
+            })
+            .collect()
+    }
+
     pub fn capture_names(&self) -> impl Iterator<Item = &str> {
         self.levels.iter().filter_map(|l| match l {
             Level::Capture(n) => Some(n.as_str()),
@@ -242,7 +320,9 @@ impl TopicTemplate {
 }
 
 /// Validates `[mqtt]`; `site` names the default client id.
-pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
+/// `gateway` (`[site] gateway_id`) goes into the default client id when the topics are shared or partitioned:
+/// two gateways with one client id would take turns throwing each other off the broker.
+pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str, gateway: &str) -> MqttConfig {
     let (scheme, rest) = m.url.split_once("://").unwrap_or(("", m.url.as_str()));
     let (tls, default_port) = match scheme {
         "mqtt" | "tcp" => (false, 1883),
@@ -362,14 +442,19 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
             Err(e) => cx.err(&format!("mqtt.subscriptions[{i}].topic"), e),
         }
     }
+    let (shared_group, partition) = fleet(cx, m, &subscriptions);
+    let fleet_member = shared_group.is_some() || !partition.is_empty();
     MqttConfig {
         host,
         port,
         tls,
-        client_id: m
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("caretaker-{site}")),
+        client_id: m.client_id.clone().unwrap_or_else(|| {
+            if fleet_member {
+                format!("caretaker-{site}-{gateway}")
+            } else {
+                format!("caretaker-{site}")
+            }
+        }),
         username: m.username.clone(),
         password,
         keep_alive,
@@ -378,12 +463,126 @@ pub fn validate(cx: &mut Collector<'_>, m: &RawMqtt, site: &str) -> MqttConfig {
         limits,
         subscriptions,
         sparkplug,
+        shared_group,
+        partition,
     }
+}
+
+/// Validates `shared_group` and `[mqtt.partition]` (the fleet layout, ARCHITECTURE.md).
+fn fleet(
+    cx: &mut Collector<'_>,
+    m: &RawMqtt,
+    subscriptions: &[Subscription],
+) -> (Option<String>, Vec<(String, Vec<String>)>) {
+    let one_level = |s: &str| !s.is_empty() && !s.contains(['/', '+', '#']);
+    let shared_group = match &m.shared_group {
+        Some(g) if !one_level(g) => {
+            cx.err(
+                "mqtt.shared_group",
+                format!("`{g}`: a share name is one non-empty topic level (no /, + or #)"),
+            );
+            None
+        }
+        g => g.clone(),
+    };
+    let mut partition = Vec::new();
+    let Some(raw) = &m.partition else {
+        return (shared_group, partition);
+    };
+    let mut combinations = 1usize;
+    for (name, values) in raw {
+        let key = format!("mqtt.partition.{name}");
+        if values.is_empty() {
+            cx.err(&key, "no values: list the values this gateway owns");
+            continue;
+        }
+        if let Some(v) = values.iter().find(|v| !one_level(v)) {
+            cx.err(
+                &key,
+                format!("`{v}`: a value is one non-empty topic level (no /, + or #)"),
+            );
+            continue;
+        }
+        // Every template must have the capture: a template without it would be read whole by every gateway.
+        for s in subscriptions {
+            if !s.topic.capture_names().any(|c| c == name) {
+                cx.err(
+                    &key,
+                    format!(
+                        "subscription {} (`{}`) has no `{{{name}}}` capture, so it cannot be partitioned by it \
+                         (every gateway would read all of it)",
+                        s.index, s.topic.text
+                    ),
+                );
+            }
+        }
+        combinations = combinations.saturating_mul(values.len());
+        let mut vs = values.clone();
+        vs.sort();
+        vs.dedup();
+        partition.push((name.clone(), vs));
+    }
+    if combinations.saturating_mul(subscriptions.len().max(1)) > MAX_PARTITION_FILTERS {
+        cx.err(
+            "mqtt.partition",
+            format!(
+                "expands to more than {MAX_PARTITION_FILTERS} subscription filters; partition by a coarser capture"
+            ),
+        );
+        partition.clear();
+    }
+    (shared_group, partition)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(text: &str) -> Result<MqttConfig, Vec<crate::diag::Diagnostic>> {
+        let raw: RawMqtt = toml::from_str(text).unwrap();
+        let mut cx = Collector::new(std::path::Path::new("site.toml"), text);
+        let c = validate(&mut cx, &raw, "s", "gw-a");
+        if cx.errs.is_empty() {
+            Ok(c)
+        } else {
+            Err(cx.errs)
+        }
+    }
+
+    #[test]
+    fn fleet_filters_are_partitioned_and_shared() {
+        let base = "url = \"mqtt://127.0.0.1:1883\"\n[[subscriptions]]\ntopic = \"campus/{building}/{device}/telemetry\"\nprofile = \"p\"\n[[sparkplug]]\ngroup = \"plant1\"\nprofile = \"p\"\n";
+        let c = cfg(base).unwrap();
+        assert_eq!(c.filters(), ["campus/+/+/telemetry", "spBv1.0/plant1/#"]);
+        assert_eq!(
+            c.client_id, "caretaker-s",
+            "a lone gateway keeps its client id"
+        );
+        let c = cfg(&format!(
+            "shared_group = \"caretaker\"\n{base}[partition]\nbuilding = [\"south\", \"north\", \"north\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.filters(),
+            [
+                "$share/caretaker/campus/north/+/telemetry",
+                "$share/caretaker/campus/south/+/telemetry",
+                "$share/caretaker/spBv1.0/plant1/#",
+            ]
+        );
+        assert_eq!(
+            c.client_id, "caretaker-s-gw-a",
+            "fleet members get the gateway in their client id"
+        );
+        let errs = cfg(&format!(
+            "shared_group = \"a/b\"\n{base}[partition]\nfloor = [\"1\"]\nbuilding = []\n"
+        ))
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"mqtt.shared_group"), "{errs:?}");
+        assert!(keys.contains(&"mqtt.partition.floor"), "{errs:?}");
+        assert!(keys.contains(&"mqtt.partition.building"), "{errs:?}");
+    }
 
     #[test]
     fn topic_templates_capture_levels() {

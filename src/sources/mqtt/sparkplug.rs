@@ -2,8 +2,11 @@
 //!
 //! Topics are `spBv1.0/<group>/<type>/<edge node>[/<device>]`. Device ids: a Sparkplug device becomes the
 //! Caretaker device `<edge node>/<device>`; the edge node's own metrics (NBIRTH/NDATA) the device `<edge node>`
-//! (created only when one of its metrics maps to a point). Metric names map to the group's profile points by
-//! point name, or by an `mqtt: { json: "/<metric name>" }` binding; metrics no point maps are skipped (counted).
+//! (created only when it has a metric to store). Metric names map to the group's profile points by point name,
+//! or by an `mqtt: { json: "/<metric name>" }` binding. Metrics no point maps are taken as they come: at the
+//! device's first BIRTH each numeric or Boolean one becomes a point of that device (named from the metric in
+//! snake case, typed by its BIRTH datatype, in the canonical unit of its BIRTH `engUnit` property), after the
+//! profile's points. A BIRTH's `engUnit` on a mapped metric converts its values into the profile's unit.
 //!
 //! - NBIRTH/DBIRTH register each metric's name, alias and datatype; NDATA/DDATA may carry aliases only.
 //! - An alias nobody registered, data from a node never seen born, or a sequence gap (`seq` is 0..=255 per node,
@@ -15,14 +18,16 @@
 //!
 //! The payload is decoded by a small hand-written protobuf reader (this file) rather than `prost`: there is no
 //! `protoc` on these machines, the two messages we need (Payload, Metric) use only 12 scalar fields, and the
-//! reader skips everything else (datasets, templates, properties) without allocating for it.
+//! reader skips everything else (datasets, templates, other properties) without allocating for it.
 
 use super::config::SparkplugGroup;
 use super::decode::{DecodeError, PointProblem};
-use crate::catalog::SharedCatalog;
 use crate::catalog::profile::MqttValue;
+use crate::catalog::units::{self, Kind, Unit};
+use crate::catalog::{PointDef, PointId, Profile, SharedCatalog};
 use crate::reading::Reading;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -32,6 +37,8 @@ pub const NAMESPACE: &str = "spBv1.0";
 const REBIRTH_EVERY: Duration = Duration::from_secs(5);
 /// Most aliases kept per node (a peer cannot grow memory without end).
 const MAX_ALIASES: usize = 100_000;
+/// Most points of its own a device gets for metrics no profile point maps.
+pub const MAX_TAKEN: usize = 1_000;
 
 /// Sparkplug datatypes (Tahu `DataType`).
 pub mod datatype {
@@ -39,6 +46,8 @@ pub mod datatype {
     pub const INT16: u32 = 2;
     pub const INT32: u32 = 3;
     pub const INT64: u32 = 4;
+    pub const FLOAT: u32 = 9;
+    pub const DOUBLE: u32 = 10;
     pub const BOOLEAN: u32 = 11;
     pub const STRING: u32 = 12;
     pub const TEXT: u32 = 14;
@@ -58,6 +67,8 @@ pub struct Metric {
     pub double_value: Option<f64>,
     pub boolean_value: Option<bool>,
     pub string_value: Option<String>,
+    /// The `engUnit` (or `engUnits`) string property of the metric's PropertySet (BIRTHs carry it).
+    pub eng_unit: Option<String>,
 }
 
 /// A decoded Payload.
@@ -189,10 +200,52 @@ fn decode_metric(buf: &[u8]) -> Result<Metric, String> {
                 expect(wire, 2, "Metric.string_value")?;
                 m.string_value = Some(String::from_utf8_lossy(r.bytes()?).into_owned());
             }
+            9 => {
+                expect(wire, 2, "Metric.properties")?;
+                m.eng_unit = eng_unit(r.bytes()?)?;
+            }
             _ => r.skip(wire)?,
         }
     }
     Ok(m)
+}
+
+/// The `engUnit`/`engUnits` value of a PropertySet (Tahu: `keys` = 1, `values` = 2, PropertyValue
+/// `string_value` = 8); None when absent or not a string.
+fn eng_unit(buf: &[u8]) -> Result<Option<String>, String> {
+    let mut r = Reader { buf, pos: 0 };
+    let mut keys: Vec<&[u8]> = Vec::new();
+    let mut values: Vec<Option<String>> = Vec::new();
+    while let Some((field, wire)) = r.key()? {
+        match field {
+            1 => {
+                expect(wire, 2, "PropertySet.keys")?;
+                keys.push(r.bytes()?);
+            }
+            2 => {
+                expect(wire, 2, "PropertySet.values")?;
+                let mut v = Reader {
+                    buf: r.bytes()?,
+                    pos: 0,
+                };
+                let mut text = None;
+                while let Some((f, w)) = v.key()? {
+                    if f == 8 {
+                        expect(w, 2, "PropertyValue.string_value")?;
+                        text = Some(String::from_utf8_lossy(v.bytes()?).into_owned());
+                    } else {
+                        v.skip(w)?;
+                    }
+                }
+                values.push(text);
+            }
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok(keys
+        .iter()
+        .position(|k| *k == b"engUnit" || *k == b"engUnits")
+        .and_then(|i| values.get(i).cloned().flatten()))
 }
 
 /// Decodes a Sparkplug B Payload (Tahu `sparkplug_b.proto`).
@@ -290,14 +343,23 @@ fn value(m: &Metric, dt: u32) -> Option<Result<f64, String>> {
     None
 }
 
+/// What a BIRTH said about one metric: its datatype and engineering unit.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct MetricInfo {
+    datatype: u32,
+    /// The `engUnit` property as sent, and the unit it names when we know it.
+    unit_text: Option<String>,
+    unit: Option<Unit>,
+}
+
 #[derive(Default)]
 struct NodeState {
     born: bool,
     seq: Option<u8>,
-    /// alias -> (metric name, datatype), across the node and its devices (aliases are unique per node).
-    aliases: HashMap<u64, (String, u32)>,
-    /// name -> datatype as registered by a BIRTH, per device key ("" for the node itself).
-    datatypes: HashMap<(String, String), u32>,
+    /// alias -> metric name, across the node and its devices (aliases are unique per node).
+    aliases: HashMap<u64, String>,
+    /// (device key, metric name) -> what its BIRTH registered ("" for the node itself).
+    metrics: HashMap<(String, String), MetricInfo>,
     /// Caretaker device ids of this node that a BIRTH put online.
     devices: BTreeSet<String>,
     rebirth_sent: Option<Instant>,
@@ -309,6 +371,152 @@ pub struct Rebirth {
     pub topic: String,
     pub payload: Vec<u8>,
     pub reason: String,
+}
+
+/// A Sparkplug topic, split: `spBv1.0/<group>/<kind>/<node>[/<device>]`.
+struct Topic<'t> {
+    group: &'t str,
+    kind: &'t str,
+    node: &'t str,
+    device: Option<&'t str>,
+}
+
+impl<'t> Topic<'t> {
+    fn parse(topic: &'t str) -> Result<Topic<'t>, DecodeError> {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let ok = (4..=5).contains(&levels.len())
+            && levels[0] == NAMESPACE
+            && !levels[3].is_empty()
+            && levels.get(4) != Some(&"");
+        if !ok {
+            return Err(bad_topic(topic));
+        }
+        Ok(Topic {
+            group: levels[1],
+            kind: levels[2],
+            node: levels[3],
+            device: levels.get(4).copied(),
+        })
+    }
+    /// The Caretaker device: `<node>/<device>`, or `<node>` for the node's own metrics.
+    fn device_id(&self) -> String {
+        match self.device {
+            Some(d) => format!("{}/{d}", self.node),
+            None => self.node.to_string(),
+        }
+    }
+}
+
+fn bad_topic(topic: &str) -> DecodeError {
+    DecodeError::Malformed {
+        device: topic.chars().take(200).collect(),
+        message: "not a Sparkplug B topic (spBv1.0/<group>/<type>/<edge node>[/<device>])".into(),
+    }
+}
+
+/// One metric of a message with its name and BIRTH facts resolved.
+struct Resolved<'p> {
+    name: String,
+    info: MetricInfo,
+    metric: &'p Metric,
+}
+
+/// Whether a metric no profile point maps is taken as a point of its own: numeric and Boolean datatypes
+/// (Int8..UInt64, Float, Double, Boolean), not the Sparkplug control metrics or `bdSeq`.
+fn takeable(name: &str, datatype: u32) -> bool {
+    (datatype::INT8..=datatype::BOOLEAN).contains(&datatype)
+        && name != "bdSeq"
+        && !name.starts_with("Node Control/")
+        && !name.starts_with("Device Control/")
+}
+
+/// The point name of a metric taken as it comes: its name in snake case (`Inputs/Return Temp` →
+/// `inputs_return_temp`); None when nothing of it is left.
+pub fn point_name(metric: &str) -> Option<String> {
+    let mut out = String::with_capacity(metric.len());
+    let mut gap = false;
+    for c in metric.chars() {
+        if c.is_ascii_alphanumeric() {
+            if gap && !out.is_empty() {
+                out.push('_');
+            }
+            gap = false;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            gap = true;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The point a metric maps to: a profile point of the same name or bound to `/<metric name>`, else (for a
+/// device with points of its own, after the library profile's `base` ones) the point named after the metric.
+fn point_of(profile: &Profile, base: usize, name: &str) -> Option<usize> {
+    profile
+        .points
+        .iter()
+        .position(|pt| {
+            pt.name == name
+                || matches!(&pt.mqtt, Some(b) if matches!(&b.source, MqttValue::Json(ptr) if ptr.strip_prefix('/') == Some(name)))
+        })
+        .or_else(|| {
+            let own = point_name(name)?;
+            let extra = profile.points.get(base..)?;
+            extra.iter().position(|pt| pt.name == own).map(|i| base + i)
+        })
+}
+
+/// A point for a metric taken as it comes: named from the metric, a gauge in the canonical unit of its BIRTH
+/// engineering unit (Boolean: bool; no or unknown unit: none), converted from the unit the metric is sent in.
+fn taken_point(name: String, r: &Resolved<'_>) -> PointDef {
+    let wire = if r.info.datatype == datatype::BOOLEAN {
+        Unit::Bool
+    } else {
+        r.info.unit.unwrap_or(Unit::None)
+    };
+    let unit = wire.canonical();
+    let (scale, offset) = units::unit_conversion(wire, unit).unwrap_or((1.0, 0.0));
+    let mut description = format!(
+        "Sparkplug metric `{}` ({}), taken as it came",
+        r.name,
+        datatype_name(r.info.datatype)
+    );
+    if let (Some(t), None) = (&r.info.unit_text, r.info.unit) {
+        description.push_str(&format!(
+            "; engineering unit `{t}` is not one Caretaker knows"
+        ));
+    }
+    PointDef {
+        name,
+        unit,
+        wire_unit: wire,
+        kind: Kind::Gauge,
+        description: Some(description),
+        scale,
+        offset,
+        valid_range: None,
+        invalid_raw: Vec::new(),
+        mqtt: None,
+        modbus: None,
+        line: 0,
+    }
+}
+
+fn datatype_name(dt: u32) -> &'static str {
+    match dt {
+        1 => "Int8",
+        2 => "Int16",
+        3 => "Int32",
+        4 => "Int64",
+        5 => "UInt8",
+        6 => "UInt16",
+        7 => "UInt32",
+        8 => "UInt64",
+        9 => "Float",
+        10 => "Double",
+        11 => "Boolean",
+        _ => "other",
+    }
 }
 
 /// Sparkplug state of the source: nodes seen, their aliases and sequence numbers.
@@ -339,7 +547,9 @@ impl Sparkplug {
         self.groups.iter().any(|g| g.group == group)
     }
 
-    /// Decodes one Sparkplug message into readings; may return a rebirth request to publish.
+    /// Decodes one Sparkplug message into readings; may return a rebirth request to publish. The steps: the
+    /// topic, the payload, deaths, the node's sequence, each metric's name/datatype/unit (BIRTHs register them),
+    /// the device (created at its BIRTH, with points of its own for metrics no profile point maps), the values.
     pub fn handle(
         &mut self,
         topic: &str,
@@ -348,103 +558,153 @@ impl Sparkplug {
         out: &mut Vec<Reading>,
         problems: &mut Vec<PointProblem>,
     ) -> Result<Option<Rebirth>, DecodeError> {
-        let levels: Vec<&str> = topic.split('/').collect();
-        let bad_topic = || DecodeError::Malformed {
-            device: topic.chars().take(200).collect(),
-            message: "not a Sparkplug B topic (spBv1.0/<group>/<type>/<edge node>[/<device>])"
-                .into(),
-        };
-        if levels.len() < 4 || levels.len() > 5 || levels[0] != NAMESPACE {
-            return Err(bad_topic());
-        }
-        let (group, kind, node) = (levels[1], levels[2], levels[3]);
-        let sp_device = levels.get(4).copied();
-        if node.is_empty() || sp_device == Some("") {
-            return Err(bad_topic());
-        }
-        let Some(g) = self.groups.iter().find(|g| g.group == group).cloned() else {
+        let t = Topic::parse(topic)?;
+        let Some(g) = self.groups.iter().find(|g| g.group == t.group).cloned() else {
             return Err(DecodeError::UnknownTopic);
         };
-        let device_id = match sp_device {
-            Some(d) => format!("{node}/{d}"),
-            None => node.to_string(),
-        };
-        let dev_key = sp_device.unwrap_or_default().to_string();
         // Our own NCMD/DCMD and the host's STATE are not data.
-        if matches!(kind, "NCMD" | "DCMD" | "STATE") {
+        if matches!(t.kind, "NCMD" | "DCMD" | "STATE") {
             return Ok(None);
         }
+        let device_id = t.device_id();
         let p = decode_payload(payload).map_err(|e| DecodeError::Malformed {
             device: device_id.clone(),
             message: format!("Sparkplug B payload: {e}"),
         })?;
-        let key = (group.to_string(), node.to_string());
-        let at_payload = p
-            .timestamp
-            .and_then(|t| i64::try_from(t).ok())
-            .and_then(|t| t.checked_mul(1_000_000))
-            .unwrap_or(received_ns);
-        let mut rebirth_reason: Option<String> = None;
-        match kind {
+        let key = (t.group.to_string(), t.node.to_string());
+        let at_payload = ms_to_ns(p.timestamp).unwrap_or(received_ns);
+        match t.kind {
             "NDEATH" => {
-                let devices: Vec<String> = self
-                    .nodes
-                    .get_mut(&key)
-                    .map(|n| {
-                        n.born = false;
-                        n.seq = None;
-                        std::mem::take(&mut n.devices).into_iter().collect()
-                    })
-                    .unwrap_or_default();
-                info!(
-                    group,
-                    node,
-                    devices = devices.len(),
-                    "Sparkplug node died: its devices go offline"
-                );
-                for d in devices.iter().chain(std::iter::once(&node.to_string())) {
-                    self.online(d, &g.profile, false, received_ns, out);
-                }
+                self.node_death(&key, received_ns, out);
                 return Ok(None);
             }
             "NBIRTH" | "DBIRTH" | "NDATA" | "DDATA" | "DDEATH" => {}
-            _ => return Err(bad_topic()),
+            _ => return Err(bad_topic(topic)),
         }
+        let mut rebirth_reason = self.step_sequence(&key, t.kind, p.seq);
+        if t.kind == "DDEATH" {
+            if let Some(n) = self.nodes.get_mut(&key) {
+                n.devices.remove(&device_id);
+            }
+            self.online(&device_id, false, at_payload, out);
+            return Ok(self.rebirth(&key, rebirth_reason));
+        }
+        let birth = t.kind.ends_with("BIRTH");
+        let dev_key = t.device.unwrap_or_default();
+        let resolved = self.resolve(&key, dev_key, &p.metrics, birth, &mut rebirth_reason);
+        if t.kind == "DBIRTH" {
+            if let Some(n) = self.nodes.get_mut(&key) {
+                n.devices.insert(device_id.clone());
+            }
+        }
+        let base = self.group_profile(&g, &device_id)?;
+        // A device is created by its BIRTH (a node's only when it has a metric to take), or by data that maps.
+        let born_with_data =
+            t.device.is_some() || resolved.iter().any(|r| takeable(&r.name, r.info.datatype));
+        let maps = resolved
+            .iter()
+            .any(|r| point_of(&base, base.points.len(), &r.name).is_some());
+        let create = (birth && born_with_data) || maps;
+        let Some((first, profile)) =
+            self.device_for(&device_id, &base, &resolved, create, birth, problems)?
+        else {
+            return Ok(self.rebirth(&key, rebirth_reason));
+        };
+        for r in &resolved {
+            let Some(i) = point_of(&profile, base.points.len(), &r.name) else {
+                continue;
+            };
+            let pt = &profile.points[i];
+            let at = ms_to_ns(r.metric.timestamp).unwrap_or(at_payload);
+            match point_value(pt, r) {
+                Ok(None) => {}
+                Ok(Some(v)) => out.push(Reading::good(PointId(first + i as u32), v, at)),
+                Err((reason, message)) => problems.push(PointProblem {
+                    device: device_id.clone(),
+                    point: pt.name.clone(),
+                    reason,
+                    message: format!("metric `{}`: {message}", r.name),
+                }),
+            }
+        }
+        if birth {
+            self.online(&device_id, true, at_payload, out);
+        }
+        Ok(self.rebirth(&key, rebirth_reason))
+    }
+
+    /// NDEATH: the node is dead until its next NBIRTH; it and every device it had born go offline.
+    fn node_death(&mut self, key: &(String, String), at: i64, out: &mut Vec<Reading>) {
+        let devices: Vec<String> = self
+            .nodes
+            .get_mut(key)
+            .map(|n| {
+                n.born = false;
+                n.seq = None;
+                std::mem::take(&mut n.devices).into_iter().collect()
+            })
+            .unwrap_or_default();
+        info!(
+            group = %key.0,
+            node = %key.1,
+            devices = devices.len(),
+            "Sparkplug node died: its devices go offline"
+        );
+        for d in devices.iter().chain(std::iter::once(&key.1)) {
+            self.online(d, false, at, out);
+        }
+    }
+
+    /// The node's sequence number: NBIRTH sets it (and forgets the old BIRTH's aliases); every later message
+    /// steps it by one (mod 256). Returns why a rebirth is needed: data from a node never seen born, or a gap.
+    fn step_sequence(
+        &mut self,
+        key: &(String, String),
+        kind: &str,
+        seq: Option<u64>,
+    ) -> Option<String> {
         let state = self.nodes.entry(key.clone()).or_default();
-        // Sequence: NBIRTH sets it; every later message of the node steps it by one (mod 256).
-        let seq = p.seq.map(|s| (s & 0xff) as u8);
+        let seq = seq.map(|s| (s & 0xff) as u8);
         if kind == "NBIRTH" {
             state.born = true;
             state.seq = seq;
             state.aliases.clear();
-            state.datatypes.clear();
+            state.metrics.clear();
             state.rebirth_sent = None;
-        } else if !state.born {
-            rebirth_reason = Some(format!("{kind} from a node not seen born"));
-        } else {
-            match (state.seq, seq) {
-                (Some(last), Some(s)) if s != last.wrapping_add(1) => {
-                    rebirth_reason = Some(format!("sequence gap: {s} after {last}"));
-                }
-                _ => {}
-            }
-            if seq.is_some() {
-                state.seq = seq;
+            return None;
+        }
+        if !state.born {
+            return Some(format!("{kind} from a node not seen born"));
+        }
+        let mut reason = None;
+        if let (Some(last), Some(s)) = (state.seq, seq) {
+            if s != last.wrapping_add(1) {
+                reason = Some(format!("sequence gap: {s} after {last}"));
             }
         }
-        if kind == "DDEATH" {
-            state.devices.remove(&device_id);
-            self.online(&device_id, &g.profile, false, at_payload, out);
-            return Ok(self.rebirth(&key, rebirth_reason));
+        if seq.is_some() {
+            state.seq = seq;
         }
-        let birth = kind.ends_with("BIRTH");
-        // Resolve each metric to (name, datatype).
-        let mut resolved: Vec<(String, u32, &Metric)> = Vec::with_capacity(p.metrics.len());
-        for m in &p.metrics {
+        reason
+    }
+
+    /// Each metric's name (from its alias for DATA), datatype and unit; a BIRTH registers them. An alias
+    /// nobody registered is skipped and asks for a rebirth.
+    fn resolve<'p>(
+        &mut self,
+        key: &(String, String),
+        dev_key: &str,
+        metrics: &'p [Metric],
+        birth: bool,
+        rebirth_reason: &mut Option<String>,
+    ) -> Vec<Resolved<'p>> {
+        let state = self.nodes.entry(key.clone()).or_default();
+        let mut resolved = Vec::with_capacity(metrics.len());
+        for m in metrics {
             let name = match (&m.name, m.alias) {
                 (Some(n), _) => n.clone(),
                 (None, Some(a)) => match state.aliases.get(&a) {
-                    Some((n, _)) => n.clone(),
+                    Some(n) => n.clone(),
                     None => {
                         rebirth_reason.get_or_insert_with(|| format!("unknown alias {a}"));
                         continue;
@@ -452,97 +712,134 @@ impl Sparkplug {
                 },
                 (None, None) => continue,
             };
+            let mkey = (dev_key.to_string(), name.clone());
             if birth {
-                if let (Some(a), Some(dt)) = (m.alias, m.datatype) {
-                    if state.aliases.len() < MAX_ALIASES {
-                        state.aliases.insert(a, (name.clone(), dt));
-                    }
-                }
-                if let Some(dt) = m.datatype {
-                    if state.datatypes.len() < MAX_ALIASES {
-                        state.datatypes.insert((dev_key.clone(), name.clone()), dt);
-                    }
-                }
-            }
-            let dt = m
-                .datatype
-                .or_else(|| m.alias.and_then(|a| state.aliases.get(&a).map(|x| x.1)))
-                .or_else(|| {
-                    state
-                        .datatypes
-                        .get(&(dev_key.clone(), name.clone()))
-                        .copied()
-                })
-                .unwrap_or(0);
-            resolved.push((name, dt, m));
-        }
-        if kind == "DBIRTH" {
-            state.devices.insert(device_id.clone());
-        }
-        // Map to the profile's points.
-        let mapped = {
-            let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-            let Some(profile) = cat.profiles.get(&g.profile).cloned() else {
-                return Err(DecodeError::Device {
-                    device: device_id,
-                    message: format!("profile `{}` is not loaded", g.profile),
-                });
-            };
-            drop(cat);
-            let mut mapped = Vec::new();
-            for (name, dt, m) in &resolved {
-                let idx = profile.points.iter().position(|pt| {
-                    pt.name == *name
-                        || matches!(&pt.mqtt, Some(b) if matches!(&b.source, MqttValue::Json(ptr) if ptr.strip_prefix('/') == Some(name.as_str())))
-                });
-                let Some(i) = idx else { continue };
-                let pt = &profile.points[i];
-                let raw = match value(m, *dt) {
-                    None => continue,
-                    Some(Ok(v)) => Ok(v),
-                    Some(Err(e)) => match (&m.string_value, &pt.mqtt) {
-                        (Some(s), Some(b)) if b.map.contains_key(s.trim()) => Ok(b.map[s.trim()]),
-                        _ => Err(e),
-                    },
+                let info = MetricInfo {
+                    datatype: m.datatype.unwrap_or(0),
+                    unit: m.eng_unit.as_deref().and_then(units::from_engineering),
+                    unit_text: m.eng_unit.clone(),
                 };
-                let at = m
-                    .timestamp
-                    .and_then(|t| i64::try_from(t).ok())
-                    .and_then(|t| t.checked_mul(1_000_000))
-                    .unwrap_or(at_payload);
-                match raw.map(|v| pt.convert(v)) {
-                    Ok(Ok(v)) => mapped.push((i, v, at)),
-                    Ok(Err(v)) => problems.push(PointProblem {
-                        device: device_id.clone(),
-                        point: pt.name.clone(),
-                        reason: "out_of_range",
-                        message: format!("metric `{name}`: value {v} outside the point's range"),
-                    }),
-                    Err(message) => problems.push(PointProblem {
-                        device: device_id.clone(),
-                        point: pt.name.clone(),
-                        reason: "bad_value",
-                        message: format!("metric `{name}`: {message}"),
-                    }),
+                if let Some(a) = m.alias {
+                    if state.aliases.len() < MAX_ALIASES {
+                        state.aliases.insert(a, name.clone());
+                    }
+                }
+                if state.metrics.len() < MAX_ALIASES {
+                    state.metrics.insert(mkey.clone(), info);
                 }
             }
-            mapped
-        };
-        let is_device = sp_device.is_some();
-        if !mapped.is_empty() || (is_device && birth) {
-            let first = self.ensure_device(&device_id, &g.profile)?;
-            for (i, v, at) in mapped {
-                out.push(Reading::good(
-                    crate::catalog::PointId(first + i as u32),
-                    v,
-                    at,
-                ));
+            let mut info = state.metrics.get(&mkey).cloned().unwrap_or_default();
+            if let Some(dt) = m.datatype {
+                info.datatype = dt;
             }
-            if birth {
-                self.online(&device_id, &g.profile, true, at_payload, out);
+            resolved.push(Resolved {
+                name,
+                info,
+                metric: m,
+            });
+        }
+        resolved
+    }
+
+    /// The group's library profile.
+    fn group_profile(&self, g: &SparkplugGroup, device: &str) -> Result<Arc<Profile>, DecodeError> {
+        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+        cat.profiles
+            .get(&g.profile)
+            .cloned()
+            .ok_or_else(|| DecodeError::Device {
+                device: device.to_string(),
+                message: format!("profile `{}` is not loaded", g.profile),
+            })
+    }
+
+    /// The device's first point id and profile. A device not in the catalog yet is added when `create`: with the
+    /// library profile plus a point for each metric of its BIRTH that no profile point maps (numeric and
+    /// Boolean ones; at most [`MAX_TAKEN`]). A BIRTH announcing a metric the existing device has no point for
+    /// reports it (`new_metric`): a device's points are fixed once it is in the catalog.
+    fn device_for(
+        &self,
+        id: &str,
+        base: &Arc<Profile>,
+        resolved: &[Resolved<'_>],
+        create: bool,
+        birth: bool,
+        problems: &mut Vec<PointProblem>,
+    ) -> Result<Option<(u32, Arc<Profile>)>, DecodeError> {
+        let unmapped = |profile: &Profile| -> Vec<&Resolved<'_>> {
+            resolved
+                .iter()
+                .filter(|r| takeable(&r.name, r.info.datatype))
+                .filter(|r| point_of(profile, base.points.len(), &r.name).is_none())
+                .collect()
+        };
+        {
+            let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, d)) = cat.device_by_id(id) {
+                if birth {
+                    for r in unmapped(&d.profile) {
+                        problems.push(PointProblem {
+                            device: id.to_string(),
+                            point: point_name(&r.name).unwrap_or_default(),
+                            reason: "new_metric",
+                            message: format!(
+                                "metric `{}` was not in the device's first BIRTH; its points are fixed until Caretaker restarts",
+                                r.name
+                            ),
+                        });
+                    }
+                }
+                return Ok(Some((d.first_point, d.profile.clone())));
             }
         }
-        Ok(self.rebirth(&key, rebirth_reason))
+        if !create {
+            return Ok(None);
+        }
+        let mut extra: Vec<PointDef> = Vec::new();
+        for r in unmapped(base) {
+            let Some(name) = point_name(&r.name) else {
+                continue;
+            };
+            let clash = base.points.iter().chain(&extra).any(|p| p.name == name);
+            if clash || extra.len() >= MAX_TAKEN {
+                problems.push(PointProblem {
+                    device: id.to_string(),
+                    point: name,
+                    reason: "unmapped_metric",
+                    message: format!(
+                        "metric `{}` not taken: {}",
+                        r.name,
+                        if clash {
+                            "its point name is taken by another point"
+                        } else {
+                            "the device has too many metrics no profile maps"
+                        }
+                    ),
+                });
+                continue;
+            }
+            extra.push(taken_point(name, r));
+        }
+        let mut cat = self.catalog.write().unwrap_or_else(|e| e.into_inner());
+        let added = if extra.is_empty() {
+            cat.add_device(id, &base.name, Default::default(), false)
+        } else {
+            let mut own = (**base).clone();
+            own.points.extend(extra);
+            cat.add_device_with_profile(id, Arc::new(own), Default::default(), false)
+        };
+        let idx = added.map_err(|e| DecodeError::Device {
+            device: id.to_string(),
+            message: e.to_string(),
+        })?;
+        let d = cat.device(idx);
+        info!(
+            device = %id,
+            profile = %base.name,
+            points_of_its_own = d.profile.points.len() - base.points.len(),
+            "new Sparkplug device"
+        );
+        Ok(Some((d.first_point, d.profile.clone())))
     }
 
     fn rebirth(&mut self, key: &(String, String), reason: Option<String>) -> Option<Rebirth> {
@@ -564,24 +861,8 @@ impl Sparkplug {
         })
     }
 
-    /// The device's first point, adding it to the catalog on first sight.
-    fn ensure_device(&self, id: &str, profile: &str) -> Result<u32, DecodeError> {
-        let mut cat = self.catalog.write().unwrap_or_else(|e| e.into_inner());
-        let is_new = cat.device_by_id(id).is_none();
-        let idx = cat
-            .add_device(id, profile, Default::default(), false)
-            .map_err(|e| DecodeError::Device {
-                device: id.to_string(),
-                message: e.to_string(),
-            })?;
-        if is_new {
-            info!(device = %id, profile, "new Sparkplug device");
-        }
-        Ok(cat.device(idx).first_point)
-    }
-
     /// An `online` reading (1 or 0) for a device whose profile has that point; nothing for unknown devices.
-    fn online(&self, id: &str, _profile: &str, online: bool, at: i64, out: &mut Vec<Reading>) {
+    fn online(&self, id: &str, online: bool, at: i64, out: &mut Vec<Reading>) {
         let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
         if let Some((_, d)) = cat.device_by_id(id) {
             if let Some(p) = d.point_id(crate::catalog::profile::ONLINE_POINT) {
@@ -589,6 +870,40 @@ impl Sparkplug {
             }
         }
     }
+}
+
+/// Unix ms (a Sparkplug timestamp) to ns.
+fn ms_to_ns(ms: Option<u64>) -> Option<i64> {
+    ms.and_then(|t| i64::try_from(t).ok())
+        .and_then(|t| t.checked_mul(1_000_000))
+}
+
+/// A metric's value at its point: by its datatype, a string through the point's `map`, from the BIRTH's
+/// engineering unit into the unit the profile wrote when they differ (same dimension; otherwise the profile
+/// wins), then the point's scale, offset and range. `Ok(None)` for a null metric.
+fn point_value(pt: &PointDef, r: &Resolved<'_>) -> Result<Option<f64>, (&'static str, String)> {
+    let m = r.metric;
+    let raw = match value(m, r.info.datatype) {
+        None => return Ok(None),
+        Some(Ok(v)) => v,
+        Some(Err(e)) => match (&m.string_value, &pt.mqtt) {
+            (Some(s), Some(b)) if b.map.contains_key(s.trim()) => b.map[s.trim()],
+            _ => return Err(("bad_value", e)),
+        },
+    };
+    let raw = match r.info.unit {
+        Some(u) if u != pt.wire_unit => match units::unit_conversion(u, pt.wire_unit) {
+            Some((f, o)) => raw * f + o,
+            None => raw,
+        },
+        _ => raw,
+    };
+    pt.convert(raw).map(Some).map_err(|v| {
+        (
+            "out_of_range",
+            format!("value {v} outside the point's range"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -616,6 +931,35 @@ mod tests {
         put_varint(&mut m, u64::from(dt));
         m.push(0x69); // field 13, fixed64
         m.extend_from_slice(&v.to_le_bytes());
+        m
+    }
+
+    /// A metric with an `engUnit` property.
+    fn metric_with_unit(name: &str, alias: u64, dt: u32, v: f64, unit: &str) -> Vec<u8> {
+        let mut m = metric(Some(name), Some(alias), dt, v);
+        let mut value = vec![0x08, 12, 0x42]; // type String, string_value
+        put_varint(&mut value, unit.len() as u64);
+        value.extend_from_slice(unit.as_bytes());
+        let mut set = vec![0x0a, 7];
+        set.extend_from_slice(b"engUnit");
+        set.push(0x12);
+        put_varint(&mut set, value.len() as u64);
+        set.extend_from_slice(&value);
+        m.push(0x4a); // field 9, properties
+        put_varint(&mut m, set.len() as u64);
+        m.extend_from_slice(&set);
+        m
+    }
+
+    fn string_metric(name: &str, alias: u64, v: &str) -> Vec<u8> {
+        let mut m = vec![0x0a];
+        put_varint(&mut m, name.len() as u64);
+        m.extend_from_slice(name.as_bytes());
+        m.push(0x10);
+        put_varint(&mut m, alias);
+        m.extend_from_slice(&[0x20, datatype::STRING as u8, 0x7a]);
+        put_varint(&mut m, v.len() as u64);
+        m.extend_from_slice(v.as_bytes());
         m
     }
 
@@ -731,6 +1075,110 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.reason(), "malformed_payload");
         assert!(e.to_string().contains("n1/d1"), "{e}");
+    }
+
+    /// Issue 16: metrics no profile point maps become points of the device at its first BIRTH, typed by their
+    /// datatype and in the canonical unit of their `engUnit`; a mapped metric's `engUnit` converts into the
+    /// profile's unit; strings and control metrics are not taken; a metric first seen in a later BIRTH is reported.
+    #[test]
+    fn unmapped_metrics_are_taken_with_their_birth_units() {
+        let mut sp = sparkplug();
+        run(&mut sp, "spBv1.0/g/NBIRTH/n1", &payload(0, &[]));
+        let (mut r, _) = run(
+            &mut sp,
+            "spBv1.0/g/DBIRTH/n1/d1",
+            &payload(
+                1,
+                &[
+                    metric_with_unit("Supply Temp", 5, datatype::DOUBLE, 68.0, "°F"),
+                    metric_with_unit("Return Water/Flow", 6, datatype::DOUBLE, 2.0, "l/s"),
+                    metric_with_unit("Meter Energy", 7, datatype::FLOAT, 1500.0, "Wh"),
+                    metric(Some("Pump Starts"), Some(8), datatype::INT32, 3.0),
+                    metric_with_unit("Odd", 9, datatype::DOUBLE, 1.0, "furlongs"),
+                    metric(Some("Alarm"), Some(10), datatype::BOOLEAN, 0.0),
+                    string_metric("Mode", 11, "auto"),
+                    metric(
+                        Some("Device Control/Reboot"),
+                        Some(12),
+                        datatype::BOOLEAN,
+                        0.0,
+                    ),
+                ],
+            ),
+        );
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+        let want = [
+            ("n1/d1/alarm", 0.0),
+            ("n1/d1/meter_energy", 1.5),
+            ("n1/d1/odd", 1.0),
+            ("n1/d1/online", 1.0),
+            ("n1/d1/pump_starts", 3.0),
+            ("n1/d1/return_water_flow", 7.2),
+            ("n1/d1/temp", 20.0),
+        ];
+        assert_eq!(r.len(), want.len(), "{r:?}");
+        for ((name, v), (wn, wv)) in r.iter().zip(want) {
+            assert_eq!(name, wn);
+            assert!((v - wv).abs() < 1e-9, "{name}: {v} != {wv}");
+        }
+        {
+            let cat = sp.catalog.read().unwrap();
+            let (_, d) = cat.device_by_id("n1/d1").unwrap();
+            assert_eq!(
+                d.profile.name, "ahu",
+                "the library profile's name: its rules apply"
+            );
+            let unit = |p: &str| d.profile.points[d.profile.point_index(p).unwrap()].unit;
+            assert_eq!(unit("return_water_flow"), Unit::M3PerH);
+            assert_eq!(unit("meter_energy"), Unit::KWh);
+            assert_eq!(unit("pump_starts"), Unit::None);
+            assert_eq!(unit("alarm"), Unit::Bool);
+            assert_eq!(unit("odd"), Unit::None);
+            assert!(
+                d.profile.point_index("mode").is_none(),
+                "strings are not taken"
+            );
+            assert!(d.profile.point_index("device_control_reboot").is_none());
+        }
+        // DDATA by alias reaches the taken points, converted.
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(2, &[metric(None, Some(6), datatype::DOUBLE, 1.0)]),
+        );
+        assert!(rb.is_none());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, "n1/d1/return_water_flow");
+        assert!((r[0].1 - 3.6).abs() < 1e-9, "{r:?}");
+        // A rebirth announcing a new metric: the device keeps its points, the new metric is reported.
+        let (mut out, mut problems) = (vec![], vec![]);
+        sp.handle(
+            "spBv1.0/g/DBIRTH/n1/d1",
+            &payload(
+                3,
+                &[metric(Some("Brand New"), Some(20), datatype::DOUBLE, 1.0)],
+            ),
+            5,
+            &mut out,
+            &mut problems,
+        )
+        .unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].reason, "new_metric");
+        assert_eq!(problems[0].point, "brand_new");
+    }
+
+    #[test]
+    fn point_names_from_metric_names() {
+        assert_eq!(
+            point_name("Inputs/Return Temp").as_deref(),
+            Some("inputs_return_temp")
+        );
+        assert_eq!(
+            point_name("  Fan--Speed (%) ").as_deref(),
+            Some("fan_speed")
+        );
+        assert_eq!(point_name("/// "), None);
     }
 
     #[test]
