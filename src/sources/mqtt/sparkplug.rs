@@ -498,6 +498,8 @@ fn taken_point(name: String, r: &Resolved<'_>) -> PointDef {
         invalid_raw: Vec::new(),
         mqtt: None,
         modbus: None,
+        bacnet: None,
+        brick: None,
         line: 0,
     }
 }
