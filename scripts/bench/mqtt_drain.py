@@ -177,8 +177,12 @@ def one_round(exe, vport, r):
         # (b) Caretaker
         want = 2 * N
         t0 = time.perf_counter()
-        daemon = subprocess.Popen([exe, "run", "--config", cfg, "--log-level", "error"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=open(f"{work}/caretaker.log", "w"))
+        # CARETAKER_WRAP, e.g. "perf record -g -o /tmp/drain.perf --", profiles the measured run (the figures
+        # then include the profiler's overhead, and RSS/CPU are the wrapper's).
+        wrap = os.environ.get("CARETAKER_WRAP", "").split()
+        daemon = subprocess.Popen(wrap + [exe, "run", "--config", cfg, "--log-level", "error"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=open(f"{work}/caretaker.log", "w"))
         received = written = None
         end = time.time() + 300
         while written is None:
@@ -195,7 +199,7 @@ def one_round(exe, vport, r):
         return ref, received, written, hwm, cpu
     finally:
         if daemon:
-            daemon.terminate()
+            daemon.send_signal(2 if os.environ.get("CARETAKER_WRAP") else 15)
             daemon.wait(timeout=30)
         mosq.terminate()
         mosq.wait(timeout=10)

@@ -105,7 +105,9 @@ impl MqttSource {
                 eventloop.state.events.front(),
                 Some(Event::Incoming(Packet::Publish(_)))
             );
-            if !open.readings.is_empty() && (!more_buffered || open.readings.len() >= MAX_OPEN_READINGS) {
+            if !open.readings.is_empty()
+                && (!more_buffered || open.readings.len() >= MAX_OPEN_READINGS)
+            {
                 let batch = open.take(conn, &ack_tx, &client, &received);
                 if self.tx.send(batch).await.is_err() {
                     break; // pipeline gone: shutting down
@@ -345,7 +347,8 @@ async fn write_acks(eventloop: &mut rumqttc::EventLoop, due: &mut Vec<u16>) {
     let acks = std::mem::take(due);
     let r = tokio::time::timeout(ACK_WRITE_TIMEOUT, async {
         for pkid in acks {
-            net.write(Packet::PubAck(rumqttc::PubAck::new(pkid))).await?;
+            net.write(Packet::PubAck(rumqttc::PubAck::new(pkid)))
+                .await?;
         }
         net.flush().await
     })
