@@ -146,6 +146,8 @@ def run_level(exe, points, vport):
     mosq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", f"{work}/mosquitto.conf"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(mport)
+    # MEM_NO_RULES=1 leaves the rules (and the signals they ask for) out, to see what they hold.
+    rules = "" if os.environ.get("MEM_NO_RULES") else f'[rules]\ndirs = ["{REPO}/rules"]\n'
     with open(f"{work}/site.toml", "w") as f:
         f.write(f"""[site]
 name = "bench"
@@ -154,9 +156,7 @@ timezone = "Europe/Berlin"
 dir = "{work}/state"
 [profiles]
 dirs = ["{REPO}/device_profiles"]
-[rules]
-dirs = ["{REPO}/rules"]
-[mqtt]
+{rules}[mqtt]
 url = "mqtt://127.0.0.1:{mport}"
 client_id = "caretaker-mem"
 max_devices = {max(devices * 2, 10000)}
