@@ -83,12 +83,46 @@ impl MqttSource {
             super::sparkplug::Sparkplug::new(self.config.sparkplug.clone(), self.catalog.clone());
         let limiter = RateLimiter::new(Duration::from_secs(10));
         let endpoint = format!("{}:{}", self.config.host, self.config.port);
+        let received = metrics::counter!("caretaker_readings_received_total", "source" => "mqtt");
         let mut accepting = true;
-        let mut readings = Vec::new();
+        // The connection a PUBACK belongs to: acks released after a reconnect are dropped, not sent on the new
+        // connection (the broker redelivers those messages; rumqttc drops queued PubAcks on reconnect likewise).
+        let mut conn: u64 = 0;
+        // Packet ids to PUBACK now, written straight into the connection's buffer with one flush (see `Acks`).
+        let mut due: Vec<u16> = Vec::new();
+        // The message decoded but not yet handed to the pipeline, with what acknowledges it.
+        let mut open = OpenBatch::default();
+        let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Released>();
         let mut problems = Vec::new();
         loop {
+            // Hand over each message as its own batch: the pipeline channel's capacity (`[pipeline]
+            // channel_capacity`, in batches) is then a bound in messages, which is what holds the source back while
+            // the spool is full (tests/it/spool.rs). Gathering the publishes already buffered in the event loop into
+            // one batch measured faster but multiplied that bound by up to 10.
+            if !open.readings.is_empty() {
+                let batch = open.take(conn, &ack_tx, &client, &received);
+                if self.tx.send(batch).await.is_err() {
+                    break; // pipeline gone: shutting down
+                }
+            }
+            if !due.is_empty() {
+                write_acks(&mut eventloop, &mut due).await;
+            }
             let event = tokio::select! {
                 e = eventloop.poll() => e,
+                Some(r) = ack_rx.recv() => {
+                    let mut r = r;
+                    loop {
+                        if r.conn == conn {
+                            due.extend_from_slice(&r.pkids);
+                        }
+                        match ack_rx.try_recv() {
+                            Ok(next) => r = next,
+                            Err(_) => break,
+                        }
+                    }
+                    continue;
+                }
                 _ = stop.cancelled(), if accepting => {
                     accepting = false;
                     debug!("MQTT source stopping: no new messages accepted");
@@ -101,6 +135,8 @@ impl MqttSource {
                     info!(broker = %endpoint, session_present = ack.session_present, "connected to MQTT broker");
                     self.health.mqtt_connected.store(true, Ordering::Relaxed);
                     backoff.reset();
+                    conn += 1;
+                    due.clear();
                     // Resubscribe on every ConnAck: a broker that lost its state (restart without persistence)
                     // would otherwise leave us connected and deaf.
                     if let Err(e) = client.try_subscribe_many(filters.clone()) {
@@ -132,17 +168,15 @@ impl MqttSource {
                         if let Some(suppressed) = limiter.check(&format!("too_large:{}", p.topic)) {
                             warn!(topic = %p.topic, size, max_packet_size = self.config.max_packet_size, suppressed, "MQTT message dropped: larger than max_packet_size");
                         }
-                        if let Err(e) = client.try_ack(&p) {
-                            debug!(error = %e, "ack not queued");
-                        }
+                        ack_now(&client, &p, &mut due);
                         continue;
                     }
-                    readings.clear();
                     problems.clear();
+                    let before = open.readings.len();
                     // Sparkplug B topics of a configured group go to their own decoder (sparkplug.rs).
                     let result = if sparkplug.handles(&p.topic) {
                         sparkplug
-                            .handle(&p.topic, &p.payload, now, &mut readings, &mut problems)
+                            .handle(&p.topic, &p.payload, now, &mut open.readings, &mut problems)
                             .map(|rebirth| {
                                 if let Some(r) = rebirth {
                                     if let Err(e) = client.try_publish(
@@ -156,7 +190,7 @@ impl MqttSource {
                                 }
                             })
                     } else {
-                        decoder.decode(&p.topic, &p.payload, now, &mut readings, &mut problems)
+                        decoder.decode(&p.topic, &p.payload, now, &mut open.readings, &mut problems)
                     };
                     for pr in problems.drain(..) {
                         metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => pr.reason).increment(1);
@@ -167,40 +201,25 @@ impl MqttSource {
                         }
                     }
                     if let Err(e) = result {
+                        // A failed message adds nothing to the batch.
+                        open.readings.truncate(before);
                         metrics::counter!("caretaker_readings_dropped_total", "stage" => "mqtt", "reason" => e.reason()).increment(1);
                         metrics::counter!("caretaker_errors_total", "stage" => "mqtt").increment(1);
                         if let Some(suppressed) = limiter.check(&e.log_key(&p.topic)) {
                             warn!(topic = %p.topic, reason = e.reason(), suppressed, "MQTT message dropped: {e}");
                         }
-                        if let Err(e) = client.try_ack(&p) {
-                            debug!(error = %e, "ack not queued");
-                        }
+                        ack_now(&client, &p, &mut due);
                         continue;
                     }
-                    if readings.is_empty() {
+                    if open.readings.len() == before {
                         // A message with nothing to store (a Sparkplug NBIRTH of unmapped metrics, a STATE).
-                        if let Err(e) = client.try_ack(&p) {
-                            debug!(error = %e, "ack not queued");
-                        }
+                        ack_now(&client, &p, &mut due);
                         continue;
                     }
-                    metrics::counter!("caretaker_readings_received_total", "source" => "mqtt")
-                        .increment(readings.len() as u64);
-                    let c = client.clone();
-                    let batch = Batch {
-                        readings: std::mem::take(&mut readings),
-                        ack: Some(Ack::new(move || {
-                            if c.try_ack(&p).is_err() {
-                                // The request channel is full; ack from a task rather than lose it.
-                                let c = c.clone();
-                                tokio::spawn(async move {
-                                    let _ = c.ack(&p).await;
-                                });
-                            }
-                        })),
-                    };
-                    if self.tx.send(batch).await.is_err() {
-                        break; // pipeline gone: shutting down
+                    match p.qos {
+                        QoS::AtLeastOnce => open.pkids.push(p.pkid),
+                        QoS::ExactlyOnce => open.qos2.push(p),
+                        QoS::AtMostOnce => {}
                     }
                 }
                 Ok(_) => {}
@@ -218,6 +237,15 @@ impl MqttSource {
                 }
             }
         }
+        // PUBACKs the pipeline released before the end still go out, ahead of the disconnect.
+        while let Ok(r) = ack_rx.try_recv() {
+            if r.conn == conn {
+                due.extend_from_slice(&r.pkids);
+            }
+        }
+        if !due.is_empty() {
+            write_acks(&mut eventloop, &mut due).await;
+        }
         self.health.mqtt_connected.store(false, Ordering::Relaxed);
         let _ = client.try_disconnect();
         // Give the disconnect a moment to go out.
@@ -230,5 +258,103 @@ impl MqttSource {
         })
         .await;
         Ok(())
+    }
+}
+
+/// Bound on writing PUBACKs into a stalled connection; after it the acks are given up (the broker redelivers).
+const ACK_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Packet ids whose readings the pipeline queued, for connection `conn`.
+struct Released {
+    conn: u64,
+    pkids: Vec<u16>,
+}
+
+/// Readings of consecutive messages not yet handed to the pipeline, and what acknowledges them.
+#[derive(Default)]
+struct OpenBatch {
+    readings: Vec<crate::reading::Reading>,
+    pkids: Vec<u16>,
+    /// QoS 2 messages (a broker only sends them if a subscription asked for QoS 2): acked through rumqttc, which
+    /// tracks their PUBREC/PUBREL state.
+    qos2: Vec<rumqttc::Publish>,
+}
+
+impl OpenBatch {
+    /// One pipeline batch whose acknowledgement releases every message's PUBACK at once.
+    fn take(
+        &mut self,
+        conn: u64,
+        tx: &mpsc::UnboundedSender<Released>,
+        client: &AsyncClient,
+        received: &metrics::Counter,
+    ) -> Batch {
+        received.increment(self.readings.len() as u64);
+        let pkids = std::mem::take(&mut self.pkids);
+        let qos2 = std::mem::take(&mut self.qos2);
+        let tx = tx.clone();
+        let client = (!qos2.is_empty()).then(|| client.clone());
+        Batch {
+            readings: std::mem::take(&mut self.readings),
+            ack: Some(Ack::new(move || {
+                if !pkids.is_empty() {
+                    // Fails only once the source is gone; the broker then redelivers.
+                    let _ = tx.send(Released { conn, pkids });
+                }
+                if let Some(c) = client {
+                    for p in qos2 {
+                        if c.try_ack(&p).is_err() {
+                            let c = c.clone();
+                            tokio::spawn(async move {
+                                let _ = c.ack(&p).await;
+                            });
+                        }
+                    }
+                }
+            })),
+        }
+    }
+}
+
+/// Acknowledges a message that adds nothing to a batch (dropped, or nothing to store).
+fn ack_now(client: &AsyncClient, p: &rumqttc::Publish, due: &mut Vec<u16>) {
+    match p.qos {
+        QoS::AtLeastOnce => due.push(p.pkid),
+        QoS::ExactlyOnce => {
+            if let Err(e) = client.try_ack(p) {
+                debug!(error = %e, "ack not queued");
+            }
+        }
+        QoS::AtMostOnce => {}
+    }
+}
+
+/// Writes PUBACKs straight into the connection's write buffer and flushes once.
+///
+/// rumqttc's own path (`client.ack`) sends each ack through its request channel and its event loop flushes the
+/// socket once per request: one write syscall and one event-loop turn per message. With the broker's default
+/// window of 20 unacknowledged messages per client (mosquitto's `max_inflight_messages`), that round trip is what
+/// limits a backlog drain. Writing into `EventLoop::network` between polls is safe: rumqttc keeps no state for
+/// incoming QoS 1 packet ids (`MqttState::handle_incoming_publish` only acts for QoS 2), and a packet is framed
+/// whole into the buffer before any byte is flushed. Without a connection the acks are dropped: the broker
+/// redelivers those messages on the next session.
+async fn write_acks(eventloop: &mut rumqttc::EventLoop, due: &mut Vec<u16>) {
+    let Some(net) = eventloop.network.as_mut() else {
+        due.clear();
+        return;
+    };
+    let acks = std::mem::take(due);
+    let r = tokio::time::timeout(ACK_WRITE_TIMEOUT, async {
+        for pkid in acks {
+            net.write(Packet::PubAck(rumqttc::PubAck::new(pkid)))
+                .await?;
+        }
+        net.flush().await
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "PUBACKs not written; the broker redelivers"),
+        Err(_) => debug!("PUBACKs not written within 5 s; the broker redelivers"),
     }
 }

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Steady-state memory and CPU of `caretaker run` at 1 k, 10 k and 100 k live points (issue 15).
+
+Each level runs a fresh daemon (release build) with every stage on: the shipped rules (`rules/`), anomaly
+detection, the signals the rules ask for, the live stage behind `[http]`, energy (`[energy]`) and the InfluxDB
+writer (VictoriaMetrics, v2 API, spool in the path). D = points / 10 devices publish every 10 s over a real
+mosquitto at QoS 0, spread evenly over the 10 s: even devices are `tasmota-energy-plug` (7 points), odd ones
+`tasmota-energy-2ch` (13 points, per-channel arrays), so 10 points per device on average.
+After a warm-up (every device seen a few times) the daemon's RSS (VmRSS), peak (VmHWM) and CPU % (utime + stime
+over wall time, 100 % = one core) are sampled over a window. Prints one row per level and writes the rows as JSON
+(for scripts/bench/plot_memory.py).
+
+usage: scripts/bench/memory.py [LEVELS=1000,10000,100000] [WARMUP_S=40] [WINDOW_S=30] [OUT_JSON]
+env: CARETAKER_EXE (skip the build), CARETAKER_ENV (extra env for the daemon, e.g. "MALLOC_ARENA_MAX=2")
+"""
+import json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
+
+LEVELS = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,100000").split(",")]
+WARMUP = float(sys.argv[2]) if len(sys.argv) > 2 else 40
+WINDOW = float(sys.argv[3]) if len(sys.argv) > 3 else 30
+OUT = sys.argv[4] if len(sys.argv) > 4 else None
+PERIOD = 10.0
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def status_kb(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def metric(port, name):
+    import urllib.request
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines() if l.startswith(name))
+
+
+def remaining_length(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def mqtt_str(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+class Publisher:
+    """A minimal MQTT 3.1.1 QoS 0 publisher over a raw socket (no client library needed)."""
+
+    def __init__(self, port, client_id):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        body = mqtt_str("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + mqtt_str(client_id)
+        self.sock.sendall(bytes([0x10]) + remaining_length(len(body)) + body)
+        ack = self.sock.recv(4)
+        if len(ack) < 4 or ack[3] != 0:
+            raise SystemExit(f"CONNECT refused: {ack!r}")
+
+    def frame(self, topic, payload):
+        body = mqtt_str(topic) + payload.encode()
+        return bytes([0x30]) + remaining_length(len(body)) + body
+
+    def send(self, frames):
+        self.sock.sendall(b"".join(frames))
+
+
+def plug(i, t):
+    return ('{"Time":"2026-01-05T10:00:00","ENERGY":{"TotalStartTime":"2025-01-01T00:00:00",'
+            f'"Total":{100 + t / 3.6e6 * (40 + i % 20):.4f},"Yesterday":0.512,"Today":0.204,"Power":{40 + (i + int(t)) % 20},'
+            '"ApparentPower":50,"ReactivePower":21,"Factor":0.90,"Voltage":231,"Current":0.196}}')
+
+
+def twoch(i, t):
+    e = 100 + t / 3.6e6 * 60
+    return ('{"Time":"2026-01-05T10:00:00","ENERGY":{"TotalStartTime":"2025-01-01T00:00:00",'
+            f'"Total":[{e:.4f},{e / 2:.4f}],"Yesterday":[0.003,0.005],"Today":[0.1,0.2],"Power":[{30 + (i + int(t)) % 15},12],'
+            '"ApparentPower":[40,15],"ReactivePower":[20,5],"Factor":[0.80,0.75],"Frequency":50,"Voltage":230,'
+            '"Current":[0.2,0.1]}}')
+
+
+def publish_loop(port, devices, stop):
+    pub = Publisher(port, f"bench-mem-pub-{devices}")
+    ticks = 100  # publish in 100 slices per period: D/100 messages every 100 ms
+    per_tick = max(1, devices // ticks)
+    start = time.time()
+    k = 0
+    while not stop.is_set():
+        frames = []
+        for j in range(per_tick):
+            i = (k * per_tick + j) % devices
+            t = time.time()
+            if i % 2 == 0:
+                frames.append(pub.frame(f"tele/plug/dev-{i}/SENSOR", plug(i, t)))
+            else:
+                frames.append(pub.frame(f"tele/2ch/dev-{i}/SENSOR", twoch(i, t)))
+        pub.send(frames)
+        k += 1
+        wait = start + k * PERIOD / ticks - time.time()
+        if wait > 0:
+            time.sleep(wait)
+
+
+def run_level(exe, points, vport):
+    devices = points // 10
+    work = tempfile.mkdtemp(prefix="ct-mem-")
+    mport, hport = free_port(), free_port()
+    with open(f"{work}/mosquitto.conf", "w") as f:
+        f.write(f"listener {mport} 127.0.0.1\nallow_anonymous true\nuser root\n")
+    mosq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", f"{work}/mosquitto.conf"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(mport)
+    # MEM_NO_RULES=1 leaves the rules (and the signals they ask for) out, to see what they hold.
+    rules = "" if os.environ.get("MEM_NO_RULES") else f'[rules]\ndirs = ["{REPO}/rules"]\n'
+    with open(f"{work}/site.toml", "w") as f:
+        f.write(f"""[site]
+name = "bench"
+timezone = "Europe/Berlin"
+[state]
+dir = "{work}/state"
+[profiles]
+dirs = ["{REPO}/device_profiles"]
+{rules}[mqtt]
+url = "mqtt://127.0.0.1:{mport}"
+client_id = "caretaker-mem"
+max_devices = {max(devices * 2, 10000)}
+max_points = {max(points * 4, 200000)}
+[[mqtt.subscriptions]]
+topic = "tele/plug/{{device}}/SENSOR"
+profile = "tasmota-energy-plug"
+[[mqtt.subscriptions]]
+topic = "tele/2ch/{{device}}/SENSOR"
+profile = "tasmota-energy-2ch"
+[influxdb]
+url = "http://127.0.0.1:{vport}"
+api = "v2"
+org = "bench"
+bucket = "bench"
+token = "bench-token"
+[http]
+listen = "127.0.0.1:{hport}"
+[energy]
+period = "15m"
+[[energy.tariffs]]
+name = "grid"
+category = "electricity"
+valid_from = "2026-01-01"
+currency = "EUR"
+rates = [{{ price = 0.30 }}]
+""")
+    env = dict(os.environ)
+    for kv in os.environ.get("CARETAKER_ENV", "").split():
+        k, v = kv.split("=", 1)
+        env[k] = v
+    daemon = subprocess.Popen([exe, "run", "--config", f"{work}/site.toml", "--log-level", "warn"], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=open(f"{work}/caretaker.log", "w"))
+    stop = threading.Event()
+    th = None
+    try:
+        wait_port(hport)
+        time.sleep(1.0)
+        th = threading.Thread(target=publish_loop, args=(mport, devices, stop), daemon=True)
+        th.start()
+        time.sleep(WARMUP)
+        if daemon.poll() is not None:
+            raise SystemExit(f"caretaker exited; see {work}/caretaker.log")
+        c0, t0 = cpu_seconds(daemon.pid), time.time()
+        r0 = metric(hport, "caretaker_readings_received_total")
+        rss = []
+        while time.time() - t0 < WINDOW:
+            time.sleep(1.0)
+            rss.append(status_kb(daemon.pid, "VmRSS"))
+        cpu = (cpu_seconds(daemon.pid) - c0) / (time.time() - t0) * 100
+        rate = (metric(hport, "caretaker_readings_received_total") - r0) / (time.time() - t0)
+        row = {"points": points, "devices": devices, "rss_mb": rss[-1] / 1024, "rss_max_mb": max(rss) / 1024,
+               "hwm_mb": status_kb(daemon.pid, "VmHWM") / 1024, "cpu_pct": cpu,
+               "threads": status_kb(daemon.pid, "Threads"), "readings_per_s": rate}
+        return row
+    finally:
+        stop.set()
+        if th:
+            th.join(timeout=15)
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        mosq.terminate()
+        mosq.wait(timeout=10)
+        if os.environ.get("KEEP") is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    exe = os.environ.get("CARETAKER_EXE")
+    if not exe:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+        exe = os.path.join(TARGET, "release", "caretaker")
+    vwork = tempfile.mkdtemp(prefix="ct-mem-vm-")
+    vport = free_port()
+    vm = subprocess.Popen(["victoria-metrics", f"-storageDataPath={vwork}", f"-httpListenAddr=127.0.0.1:{vport}"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(vport)
+    rows = []
+    try:
+        print(f"warm-up {WARMUP:.0f} s, window {WINDOW:.0f} s, load average {os.getloadavg()[0]:.2f}", flush=True)
+        print("| live points | devices | readings/s received | RSS MB (end of window) | RSS max MB | peak (VmHWM) MB | CPU % |")
+        print("|---|---|---|---|---|---|---|", flush=True)
+        for p in LEVELS:
+            r = run_level(exe, p, vport)
+            rows.append(r)
+            print(f"| {p:,} | {r['devices']:,} | {r['readings_per_s']:,.0f} | {r['rss_mb']:.1f} | {r['rss_max_mb']:.1f} | "
+                  f"{r['hwm_mb']:.1f} | {r['cpu_pct']:.1f} |", flush=True)
+    finally:
+        vm.terminate()
+        vm.wait(timeout=10)
+        shutil.rmtree(vwork, ignore_errors=True)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    if OUT:
+        with open(OUT, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
