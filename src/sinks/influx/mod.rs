@@ -1,6 +1,7 @@
 //! The InfluxDB sink: a queue of encoded chunks (see [`queue`]) drained by one writer task.
 //!
-//! The writer sends a batch when it holds `batch_size` lines or its oldest line has waited `flush_interval`,
+//! The writer sends a batch when it holds `batch_size` lines or its oldest line has waited `flush_interval` (after
+//! full batches, when input pauses for 20 ms: the tail of a backlog goes out at once),
 //! retries transient failures with capped backoff (honouring `Retry-After`), splits on 413, and drops only what
 //! the server refuses as data, counting every dropped reading. It commits chunks only after InfluxDB answered,
 //! so a queue that survives restarts (the spool) replays whatever was in flight.
@@ -21,6 +22,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use writer::{TimeSeriesWriter, WriteError};
+
+/// How long input must pause, after full batches, before a partial batch goes out without waiting for
+/// `flush_interval`.
+const BURST_IDLE: Duration = Duration::from_millis(20);
 
 /// Settings of the writer loop.
 #[derive(Debug, Clone)]
@@ -64,6 +69,10 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
     /// Runs until `drain` is cancelled and the queue is empty, or until `hard_stop` is cancelled.
     /// After `drain`, batches go out without waiting for `flush_interval`.
     pub async fn run(self, drain: CancellationToken, hard_stop: CancellationToken) {
+        // Set while batches go out full (a backlog or a burst): then a partial batch goes out as soon as input
+        // pauses for BURST_IDLE instead of waiting out `flush_interval`, so the tail of a backlog is not held back
+        // a second; in steady state (batches never full) the interval still gathers small writes into one.
+        let mut bursting = false;
         loop {
             // Wait until a batch is due.
             loop {
@@ -92,15 +101,26 @@ impl<W: TimeSeriesWriter> WriterLoop<W> {
                     .settings
                     .flush_interval
                     .saturating_sub(Duration::from_millis(age_ms.max(0) as u64));
-                if draining || st.lines as usize >= self.settings.batch_size || due_in.is_zero() {
+                let full = st.lines as usize >= self.settings.batch_size;
+                if draining || full || due_in.is_zero() {
+                    bursting = full;
                     break;
                 }
+                let wait = if bursting {
+                    due_in.min(BURST_IDLE)
+                } else {
+                    due_in
+                };
                 let notified = self.queue.notify_data().notified();
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(due_in) => {}
-                    _ = drain.cancelled() => {}
+                let idle = tokio::select! {
+                    _ = notified => false,
+                    _ = tokio::time::sleep(wait) => bursting,
+                    _ = drain.cancelled() => false,
                     _ = hard_stop.cancelled() => return,
+                };
+                if idle {
+                    bursting = false;
+                    break;
                 }
             }
             let chunks = self.queue.peek(self.settings.batch_size);
@@ -392,6 +412,54 @@ mod tests {
 
     fn line(i: u32) -> String {
         format!("m,device=d{i} a=1,b=2 {i}\n")
+    }
+
+    /// After full batches (a backlog), the partial tail goes out once input pauses, not after `flush_interval`
+    /// (an hour here); a partial batch with no burst before it waits for the interval.
+    #[tokio::test]
+    async fn a_backlog_tail_goes_out_when_input_pauses_a_lone_partial_batch_waits() {
+        let q = Arc::new(MemQueue::new(1 << 20));
+        let w = Arc::new(Scripted {
+            script: Mutex::new(vec![]),
+            written: Mutex::new(vec![]),
+        });
+        let settings = WriterSettings {
+            batch_size: 2,
+            flush_interval: Duration::from_secs(3600),
+            max_retry_backoff: Duration::from_millis(300),
+        };
+        let push = |i: u32| {
+            q.try_push(Chunk {
+                body: line(i).into_bytes(),
+                lines: 1,
+                readings: 1,
+                created_ms: crate::util::now_ns() / 1_000_000,
+            })
+            .unwrap()
+        };
+        push(0);
+        let wl = WriterLoop::new(q.clone(), w.clone(), settings, Arc::new(Health::default()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(wl.run(CancellationToken::new(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(w.written.lock().unwrap().is_empty(), "a lone partial batch waits for flush_interval");
+        push(1);
+        push(2);
+        let written = || w.written.lock().unwrap().len();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while written() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let bodies: Vec<String> = w
+            .written
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8(b.clone()).unwrap())
+            .collect();
+        assert_eq!(bodies, [format!("{}{}", line(0), line(1)), line(2)]);
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]
