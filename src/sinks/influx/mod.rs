@@ -442,7 +442,10 @@ mod tests {
         let stop = CancellationToken::new();
         let task = tokio::spawn(wl.run(CancellationToken::new(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(w.written.lock().unwrap().is_empty(), "a lone partial batch waits for flush_interval");
+        assert!(
+            w.written.lock().unwrap().is_empty(),
+            "a lone partial batch waits for flush_interval"
+        );
         push(1);
         push(2);
         let written = || w.written.lock().unwrap().len();
