@@ -360,6 +360,8 @@ fn the_demo_raises_one_work_order_per_scripted_fault_and_no_others() {
     let mut want: Vec<(String, String)> = [
         ("ahu-fan-short-cycling", "ahu-2"),
         ("ahu-filter-clogged", "ahu-1"),
+        // the VAV air handler's duct static pressure loss, caught by Guideline 36 FC1 (rules/g36-ahu.yaml)
+        ("g36-fc1-duct-static-low", "ahu-3"),
         ("meter-offline", "meter-sub-2"),
         ("room-temperature-flatline", "room-1-03"),
         ("water-leak-detected", "leak-basement-1"),
