@@ -423,48 +423,26 @@ async fn reload_site(
 
 /// The sections a reload does not apply (they need a restart), by the name of their table.
 fn restart_only_changes(old: &SiteConfig, new: &SiteConfig) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    let mut cmp = |name: &'static str, a: String, b: String| {
-        if a != b {
-            v.push(name);
-        }
+    let sections = |c: &SiteConfig| {
+        [
+            ("[site]", format!("{:?}", c.site)),
+            ("[state]", format!("{:?}", c.state_dir)),
+            ("[influxdb]", format!("{:?}", c.influxdb)),
+            ("[http]", format!("{:?}", c.http)),
+            ("[pipeline]", format!("{:?}", c.pipeline)),
+            (
+                "[work_orders] (and [[silences]])",
+                format!("{:?}", c.work_orders),
+            ),
+            ("[energy]", format!("{:?}", c.energy)),
+        ]
     };
-    cmp(
-        "[site]",
-        format!("{:?}", old.site),
-        format!("{:?}", new.site),
-    );
-    cmp(
-        "[state]",
-        format!("{:?}", old.state_dir),
-        format!("{:?}", new.state_dir),
-    );
-    cmp(
-        "[influxdb]",
-        format!("{:?}", old.influxdb),
-        format!("{:?}", new.influxdb),
-    );
-    cmp(
-        "[http]",
-        format!("{:?}", old.http),
-        format!("{:?}", new.http),
-    );
-    cmp(
-        "[pipeline]",
-        format!("{:?}", old.pipeline),
-        format!("{:?}", new.pipeline),
-    );
-    cmp(
-        "[work_orders]",
-        format!("{:?}", old.work_orders),
-        format!("{:?}", new.work_orders),
-    );
-    cmp(
-        "[energy]",
-        format!("{:?}", old.energy),
-        format!("{:?}", new.energy),
-    );
-    v
+    sections(old)
+        .into_iter()
+        .zip(sections(new))
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, _)| a.0)
+        .collect()
 }
 
 /// Deviations from baseline come from the energy store (SQLite), refreshed every `[energy] baseline_refresh`
