@@ -159,6 +159,8 @@ pub struct Health {
     /// Polled Modbus devices and whether each is online. An offline device is listed, but does not make the
     /// daemon degraded: one dead meter is a maintenance matter, not a reason to restart Caretaker.
     pub modbus_online: Mutex<std::collections::BTreeMap<String, bool>>,
+    /// Polled BACnet devices and whether each is online; same rule as `modbus_online`.
+    pub bacnet_online: Mutex<std::collections::BTreeMap<String, bool>>,
     /// Device ids seen at two locations (issue 13 item 7), first 100; listed, not degraded.
     pub conflicts: Mutex<Vec<DeviceConflict>>,
     /// Shutdown has begun: tasks that end now end on purpose.
@@ -476,13 +478,15 @@ impl Health {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let modbus = {
-            let m = self.modbus_online.lock().unwrap_or_else(|e| e.into_inner());
+        let polled = |map: &Mutex<std::collections::BTreeMap<String, bool>>| {
+            let m = map.lock().unwrap_or_else(|e| e.into_inner());
             serde_json::json!({
                 "devices": m.len(),
                 "offline": m.iter().filter(|(_, on)| !**on).map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
             })
         };
+        let modbus = polled(&self.modbus_online);
+        let bacnet = polled(&self.bacnet_online);
         let doc = serde_json::json!({
             "status": if ok { "ok" } else { "degraded" },
             "reasons": reasons,
@@ -517,6 +521,7 @@ impl Health {
                 (None, None) => serde_json::Value::Null,
             },
             "modbus": modbus,
+            "bacnet": bacnet,
             "conflicts": self.conflicts.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             "config_reload": self.config_reload.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         });

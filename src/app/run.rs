@@ -395,8 +395,14 @@ async fn reload_site(
             .modbus_online
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let mut b = run
+            .health
+            .bacnet_online
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for id in &diff.removed {
             m.remove(id);
+            b.remove(id);
         }
     }
     sources

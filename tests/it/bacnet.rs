@@ -470,7 +470,7 @@ bacnet = {{ address = "{vav}", device_instance = 1301, poll = "500ms", offline_a
     )
     .unwrap();
     assert_eq!(
-        health["modbus"],
+        health["bacnet"],
         json!({"devices": 2, "offline": ["vav-2"]}),
         "{health}"
     );

@@ -203,7 +203,7 @@ impl Poller {
 
     fn set_health(&self) {
         if let Some(h) = &self.health {
-            h.modbus_online
+            h.bacnet_online
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(self.dev.id.clone(), self.online);
