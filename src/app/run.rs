@@ -500,6 +500,24 @@ struct SourceTask {
     fingerprint: String,
 }
 
+impl SourceTask {
+    /// Stops the task (stop, then grace) and waits for it; false when it did not end within `deadline`.
+    async fn halt(self, deadline: Duration) -> bool {
+        self.stop.cancel();
+        self.grace.cancel();
+        tokio::time::timeout(deadline, self.task).await.is_ok()
+    }
+}
+
+/// Resolves once the pipeline has taken every batch the sources sent, plus a moment for the acknowledgements of
+/// those messages to reach the broker.
+async fn pipeline_caught_up(tx: &mpsc::Sender<Batch>) {
+    while tx.capacity() < tx.max_capacity() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 /// The running sources: the MQTT client and one task per Modbus link (TCP gateway or serial line).
 struct Sources {
     mqtt: Option<SourceTask>,
@@ -671,9 +689,7 @@ impl Sources {
         // the channel with ids that stay valid (retired catalog entries).
         for (key, t) in old {
             info!(link = %key, "Modbus link stopped by the reload");
-            t.stop.cancel();
-            t.grace.cancel();
-            if tokio::time::timeout(deadline, t.task).await.is_err() {
+            if !t.halt(deadline).await {
                 warn!(link = %key, "a Modbus link did not stop within shutdown_timeout after a reload");
             }
         }
@@ -693,9 +709,7 @@ impl Sources {
         {
             if let Some(t) = self.bacnet.take() {
                 info!("BACnet source restarted by the reload");
-                t.stop.cancel();
-                t.grace.cancel();
-                if tokio::time::timeout(deadline, t.task).await.is_err() {
+                if !t.halt(deadline).await {
                     warn!("the BACnet source did not stop within shutdown_timeout after a reload");
                 }
             }
@@ -710,16 +724,10 @@ impl Sources {
         }
         if let Some(t) = self.mqtt.take() {
             info!("MQTT client restarted by the reload");
+            // The acknowledgements of what it sent go out before it disconnects (as at shutdown).
             t.stop.cancel();
-            let _ = tokio::time::timeout(deadline, async {
-                while tx.capacity() < tx.max_capacity() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            })
-            .await;
-            t.grace.cancel();
-            if tokio::time::timeout(deadline, t.task).await.is_err() {
+            let _ = tokio::time::timeout(deadline, pipeline_caught_up(tx)).await;
+            if !t.halt(deadline).await {
                 warn!("the MQTT client did not stop within shutdown_timeout after a reload");
             }
         }
@@ -730,13 +738,7 @@ impl Sources {
     /// longer so the acknowledgements of those messages reach the broker; then sources disconnect.
     async fn stop(self, tx: mpsc::Sender<Batch>, deadline: tokio::time::Instant) {
         self.stop.cancel();
-        let _ = tokio::time::timeout_at(deadline, async {
-            while tx.capacity() < tx.max_capacity() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        })
-        .await;
+        let _ = tokio::time::timeout_at(deadline, pipeline_caught_up(&tx)).await;
         drop(tx);
         self.grace.cancel();
         for s in self
