@@ -2,6 +2,7 @@
 //! holds the values the profile's `mqtt:` bindings point at.
 
 use super::config::{MqttLimits, Subscription};
+use super::select::JsonPlan;
 use crate::catalog::profile::{MqttValue, TimestampFormat};
 use crate::catalog::{Catalog, Profile, SharedCatalog};
 use crate::reading::Reading;
@@ -88,6 +89,8 @@ struct KnownTopic {
     first_point: u32,
     device: String,
     profile: Arc<Profile>,
+    /// The profile's JSON plan (`None` when it reads no JSON).
+    plan: Option<Arc<JsonPlan>>,
 }
 
 /// Maps (topic, payload) to readings. Pure apart from registering first-seen devices in the catalog.
@@ -95,7 +98,9 @@ pub struct Decoder {
     subscriptions: Vec<Subscription>,
     catalog: SharedCatalog,
     /// Resolved topics: a known device, or a location conflict (both settled for good).
-    topics: HashMap<String, Result<KnownTopic, DecodeError>>,
+    topics: HashMap<String, Result<Arc<KnownTopic>, DecodeError>>,
+    /// JSON plans by profile (compared by pointer: a reload brings new profile values).
+    plans: Vec<(Arc<Profile>, Option<Arc<JsonPlan>>)>,
     topic_bytes: usize,
     limits: MqttLimits,
     /// Devices and points this decoder created (declared devices are not counted).
@@ -123,6 +128,7 @@ impl Decoder {
             subscriptions,
             catalog,
             topics: HashMap::new(),
+            plans: Vec::new(),
             topic_bytes: 0,
             limits: MqttLimits::default(),
             created_devices: 0,
@@ -144,7 +150,7 @@ impl Decoder {
         self
     }
 
-    fn remember(&mut self, topic: &str, r: Result<KnownTopic, DecodeError>) {
+    fn remember(&mut self, topic: &str, r: Result<Arc<KnownTopic>, DecodeError>) {
         if self.topics.len() >= 100_000 || self.topic_bytes + topic.len() > TOPIC_CACHE_BYTES {
             // bounded: a topic storm must not grow memory without end
             self.topics.clear();
@@ -187,7 +193,7 @@ impl Decoder {
         }
     }
 
-    fn resolve(&mut self, topic: &str) -> Result<KnownTopic, DecodeError> {
+    fn resolve(&mut self, topic: &str) -> Result<Arc<KnownTopic>, DecodeError> {
         if topic.len() > self.limits.max_topic_length {
             return Err(DecodeError::TopicTooLong {
                 len: topic.len(),
@@ -255,14 +261,29 @@ impl Decoder {
             self.created_points += d.profile.points.len();
             info!(device = %device, profile = %sub.profile, topic, "new device seen on MQTT");
         }
-        let known = KnownTopic {
-            first_point: d.first_point,
-            device,
-            profile: d.profile.clone(),
-        };
+        let profile = d.profile.clone();
+        let first_point = d.first_point;
         drop(cat);
+        let known = Arc::new(KnownTopic {
+            first_point,
+            device,
+            plan: self.plan_for(&profile),
+            profile,
+        });
         self.remember(topic, Ok(known.clone()));
         Ok(known)
+    }
+
+    fn plan_for(&mut self, profile: &Arc<Profile>) -> Option<Arc<JsonPlan>> {
+        if let Some((_, plan)) = self.plans.iter().find(|(p, _)| Arc::ptr_eq(p, profile)) {
+            return plan.clone();
+        }
+        let plan = needs_json(profile).then(|| Arc::new(JsonPlan::new(profile)));
+        if self.plans.len() >= 1024 {
+            self.plans.clear(); // profiles replaced by many reloads
+        }
+        self.plans.push((profile.clone(), plan.clone()));
+        plan
     }
 
     fn catalog_points(&self, cat: &Catalog, profile: &str) -> Option<usize> {
@@ -279,14 +300,15 @@ impl Decoder {
         problems: &mut Vec<PointProblem>,
     ) -> Result<(), DecodeError> {
         let known = self.resolve(topic)?;
-        if needs_json(&known.profile) && json_deeper_than(payload, self.limits.max_json_depth) {
+        if known.plan.is_some() && json_deeper_than(payload, self.limits.max_json_depth) {
             return Err(DecodeError::TooDeep {
-                device: known.device,
+                device: known.device.clone(),
                 max: self.limits.max_json_depth,
             });
         }
-        decode_payload(
+        decode_with(
             &known.profile,
+            known.plan.as_deref(),
             known.first_point,
             &known.device,
             payload,
@@ -360,10 +382,35 @@ pub fn decode_payload(
     out: &mut Vec<Reading>,
     problems: &mut Vec<PointProblem>,
 ) -> Result<(), DecodeError> {
-    let needs_json = needs_json(profile);
-    let doc: Option<Value> = if needs_json {
-        match serde_json::from_slice(payload) {
-            Ok(v) => Some(v),
+    let plan = needs_json(profile).then(|| JsonPlan::new(profile));
+    decode_with(
+        profile,
+        plan.as_ref(),
+        first_point,
+        device,
+        payload,
+        received_ns,
+        out,
+        problems,
+    )
+}
+
+/// [`decode_payload`] with the profile's JSON plan compiled once (`None` for a profile that reads no JSON).
+#[allow(clippy::too_many_arguments)]
+fn decode_with(
+    profile: &Profile,
+    plan: Option<&JsonPlan>,
+    first_point: u32,
+    device: &str,
+    payload: &[u8],
+    received_ns: i64,
+    out: &mut Vec<Reading>,
+    problems: &mut Vec<PointProblem>,
+) -> Result<(), DecodeError> {
+    let needs_json = plan.is_some();
+    let values = match plan {
+        Some(plan) => match plan.extract(payload) {
+            Ok(v) => v,
             Err(e) => {
                 let excerpt: String =
                     String::from_utf8_lossy(&payload[..payload.len().min(80)]).into_owned();
@@ -372,12 +419,14 @@ pub fn decode_payload(
                     format!("not JSON ({e}); payload starts `{excerpt}`"),
                 ));
             }
-        }
-    } else {
-        None
+        },
+        None => Vec::new(),
     };
-    let at = match (&profile.timestamp, &doc) {
-        (Some(ts), Some(doc)) => match doc.pointer(&ts.json) {
+    let ts_value = plan
+        .and_then(|p| p.timestamp)
+        .and_then(|s| values[s].as_ref());
+    let at = match (&profile.timestamp, plan) {
+        (Some(ts), Some(_)) => match ts_value {
             None | Some(Value::Null) => received_ns,
             Some(v) => parse_time(v, ts.format).ok_or_else(|| {
                 malformed(
@@ -398,7 +447,7 @@ pub fn decode_payload(
         let Some(binding) = &p.mqtt else { continue };
         let raw = match &binding.source {
             MqttValue::Json(_) => {
-                match doc.as_ref().and_then(|d| super::select::lookup(d, binding)) {
+                match plan.and_then(|plan| plan.point(&values, i)) {
                     None => continue, // not every message carries every point
                     Some(v) => super::select::summed(v, binding)
                         .unwrap_or_else(|| value_of(v, &binding.map)),
