@@ -846,6 +846,40 @@ mod tests {
     }
 
     #[test]
+    fn bacnet_devices_need_a_port_of_their_own_and_one_transport() {
+        let text = "[simulation]\nspeed = 60\n\n[[devices]]\nid = \"b1\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47820, device_instance = 3001 }\n\n[[devices]]\nid = \"b2\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47820, device_instance = 5000000 }\n\n[[devices]]\nid = \"b3\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47821, device_instance = 1 }\nmodbus = { port = 15020 }\n";
+        let errs = SiteSpec::parse(Path::new("site.toml"), text).unwrap_err();
+        let all = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("devices[1].bacnet.port: port 47820 is already devices[0]'s"),
+            "{all}"
+        );
+        assert!(
+            all.contains("devices[1].bacnet.device_instance: 5000000 out of range"),
+            "{all}"
+        );
+        assert!(
+            all.contains("devices[2].topic: a device speaks MQTT"),
+            "{all}"
+        );
+        assert_eq!(errs.len(), 3, "{all}");
+        let ok = "[simulation]\n[[devices]]\nid = \"b1\"\nmodel = \"ahu\"\nprofile = \"p\"\nbacnet = { port = 47820, device_instance = 3001, poll = \"60s\" }\n";
+        let s = SiteSpec::parse(Path::new("site.toml"), ok).unwrap();
+        assert_eq!(
+            s.devices[0].transport,
+            Transport::Bacnet {
+                port: 47820,
+                device_instance: 3001,
+                poll: Duration::from_secs(60)
+            }
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let text = "[simulation]\nsped = 60\n";
         let errs = SiteSpec::parse(Path::new("s.toml"), text).unwrap_err();
