@@ -92,10 +92,27 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>();
             if cov >= 5.0 {
-                return (cov, last);
+                // The API (the console's devices page) lists it as a BACnet device.
+                let devices: serde_json::Value = match client
+                    .get(format!("http://{listen}/api/v1/devices"))
+                    .bearer_auth(token.trim())
+                    .send()
+                    .await
+                {
+                    Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default())
+                        .unwrap_or_default(),
+                    Err(_) => continue,
+                };
+                let protocol = devices["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d["id"] == "ahu-bacnet-1")
+                    .map(|d| d["protocol"].as_str().unwrap_or_default().to_string());
+                return (cov, protocol, last);
             }
         }
-        (0.0, last)
+        (0.0, None, last)
     });
     let (code, out, err) = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_caretaker"))
@@ -111,11 +128,12 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
     );
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("1 BACnet/IP)"), "{out}");
-    let (cov, metrics) = cov_scrape.await.unwrap();
+    let (cov, protocol, metrics) = cov_scrape.await.unwrap();
     assert!(
         cov >= 5.0,
         "no COV notifications from the BACnet AHU counted:\n{metrics}"
     );
+    assert_eq!(protocol.as_deref(), Some("bacnet"));
     assert!(out.contains("Demo finished after"), "{out}");
     let readings: u64 = out
         .lines()
