@@ -103,7 +103,8 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "24h")]
         span: String,
     },
-    /// Show the whole job in one command: an embedded broker, the simulated campus and the daemon.
+    /// Show the whole job in one command: an embedded broker, the simulated campus (MQTT, Modbus TCP and BACnet/IP
+    /// devices) and the daemon.
     Demo {
         /// Simulated seconds per real second (default 600: ten simulated minutes per second).
         #[arg(long)]

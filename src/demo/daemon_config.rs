@@ -30,7 +30,8 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The daemon's config for a running simulation: every device declared, MQTT subscriptions derived from the
-/// devices' topics (the level naming the device becomes `{device}`), Modbus devices at their bound addresses.
+/// devices' topics (the level naming the device becomes `{device}`), Modbus and BACnet devices at their bound
+/// addresses (with `[bacnet]` when there is one).
 pub fn daemon_config(
     spec: &SiteSpec,
     running: &simulate::Running,
@@ -77,6 +78,10 @@ pub fn daemon_config(
         }
     }
     t.push_str("[pipeline]\nshutdown_timeout = \"3s\"\n\n[energy]\n\n");
+    if !running.bacnet_addrs.is_empty() {
+        // The daemon's BACnet endpoint: any free loopback port (the devices answer to wherever a request came from).
+        t.push_str("[bacnet]\nbind = \"127.0.0.1:0\"\n\n");
+    }
     for d in &running.devices {
         t.push_str(&format!(
             "[[devices]]\nid = {}\nprofile = {}\n",
@@ -98,6 +103,22 @@ pub fn daemon_config(
             let real = Duration::from_secs_f64((poll.as_secs_f64() / speed).max(0.1));
             t.push_str(&format!(
                 "modbus = {{ url = \"tcp://{addr}\", unit = {unit}, poll = \"{}ms\", timeout = \"500ms\" }}\n",
+                real.as_millis()
+            ));
+        }
+        if let (
+            Transport::Bacnet {
+                device_instance,
+                poll,
+                ..
+            },
+            Some((addr, _)),
+        ) = (&d.transport, running.bacnet_addrs.get(&d.id))
+        {
+            // Scaled like Modbus polls; COV notifications come in between.
+            let real = Duration::from_secs_f64((poll.as_secs_f64() / speed).max(0.1));
+            t.push_str(&format!(
+                "bacnet = {{ address = \"{addr}\", device_instance = {device_instance}, poll = \"{}ms\", cov = true }}\n",
                 real.as_millis()
             ));
         }
@@ -153,10 +174,19 @@ mod tests {
             "ahu-1".to_string(),
             "127.0.0.1:40001".parse::<std::net::SocketAddr>().unwrap(),
         );
+        let mut bacnet_addrs = BTreeMap::new();
+        bacnet_addrs.insert(
+            "ahu-bacnet-1".to_string(),
+            (
+                "127.0.0.1:40002".parse::<std::net::SocketAddr>().unwrap(),
+                Default::default(),
+            ),
+        );
         let running = simulate::Running {
             status: Default::default(),
             faults: vec![],
             modbus_addrs: addrs,
+            bacnet_addrs,
             devices: running_devices,
             task: tokio::runtime::Builder::new_current_thread()
                 .build()
@@ -194,5 +224,16 @@ mod tests {
         assert_eq!(ahu["modbus"]["url"].as_str(), Some("tcp://127.0.0.1:40001"));
         assert_eq!(ahu["modbus"]["poll"].as_str(), Some("100ms"));
         assert_eq!(ahu["location"]["room"].as_str(), Some("ahu-1"));
+        // The BACnet AHU: its address, instance, a scaled poll and COV; the daemon's endpoint on loopback.
+        assert_eq!(v["bacnet"]["bind"].as_str(), Some("127.0.0.1:0"));
+        let bac = devices
+            .iter()
+            .find(|d| d["id"].as_str() == Some("ahu-bacnet-1"))
+            .unwrap();
+        assert_eq!(bac["profile"].as_str(), Some("generic-bacnet-ahu"));
+        assert_eq!(bac["bacnet"]["address"].as_str(), Some("127.0.0.1:40002"));
+        assert_eq!(bac["bacnet"]["device_instance"].as_integer(), Some(3001));
+        assert_eq!(bac["bacnet"]["poll"].as_str(), Some("100ms"));
+        assert_eq!(bac["bacnet"]["cov"].as_bool(), Some(true));
     }
 }

@@ -1,6 +1,7 @@
 //! `caretaker demo` and `caretaker simulate`, run as the built binary against real servers: the demo's readings
-//! flow from the simulated devices through its embedded broker into the daemon and a real InfluxDB 1.x; the
-//! simulator publishes to a real mosquitto and answers Modbus TCP on the port its site file names.
+//! flow from the simulated devices through its embedded broker (and, for the BACnet AHU, over BACnet/IP) into the
+//! daemon and a real InfluxDB 1.x; the simulator publishes to a real mosquitto, answers Modbus TCP on the port its
+//! site file names, and answers `caretaker bacnet discover` on its BACnet device's UDP port.
 
 use crate::support::*;
 use std::process::{Command, Stdio};
@@ -51,6 +52,68 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
     influx.create_db("caretaker").await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
+    // While it runs: the daemon's /metrics (the console's port, the operator token from the state dir) counts
+    // COV notifications from the simulated BACnet AHU, so they arrive besides the polls.
+    let scrape_state = state.clone();
+    let cov_scrape = tokio::spawn(async move {
+        let client = http_client();
+        let mut last = String::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok(token) = std::fs::read_to_string(scrape_state.join("console.token")) else {
+                continue;
+            };
+            let Ok(config) = std::fs::read_to_string(scrape_state.join("caretaker-demo.toml"))
+            else {
+                continue;
+            };
+            let Some(listen) = config
+                .lines()
+                .find_map(|l| l.strip_prefix("listen = \""))
+                .and_then(|l| l.strip_suffix('"'))
+            else {
+                continue;
+            };
+            let Ok(r) = client
+                .get(format!("http://{listen}/metrics"))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+            else {
+                continue;
+            };
+            last = r.text().await.unwrap_or_default();
+            let cov = last
+                .lines()
+                .filter(|l| {
+                    l.starts_with("caretaker_bacnet_cov_notifications_total")
+                        && l.contains("ahu-bacnet-1")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+            if cov >= 5.0 {
+                // The API (the console's devices page) lists it as a BACnet device.
+                let devices: serde_json::Value = match client
+                    .get(format!("http://{listen}/api/v1/devices"))
+                    .bearer_auth(token.trim())
+                    .send()
+                    .await
+                {
+                    Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default())
+                        .unwrap_or_default(),
+                    Err(_) => continue,
+                };
+                let protocol = devices["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d["id"] == "ahu-bacnet-1")
+                    .map(|d| d["protocol"].as_str().unwrap_or_default().to_string());
+                return (cov, protocol, last);
+            }
+        }
+        (0.0, None, last)
+    });
     let (code, out, err) = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_caretaker"))
             .args(["demo", "--for", "12s", "--speed", "600", "--state"])
@@ -64,6 +127,13 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
         Duration::from_secs(60),
     );
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("1 BACnet/IP)"), "{out}");
+    let (cov, protocol, metrics) = cov_scrape.await.unwrap();
+    assert!(
+        cov >= 5.0,
+        "no COV notifications from the BACnet AHU counted:\n{metrics}"
+    );
+    assert_eq!(protocol.as_deref(), Some("bacnet"));
     assert!(out.contains("Demo finished after"), "{out}");
     let readings: u64 = out
         .lines()
@@ -154,6 +224,27 @@ async fn the_demo_runs_accelerated_and_its_readings_reach_influxdb_in_simulated_
         "healthy sensor: {n} readings, {d} distinct values"
     );
 
+    // The BACnet AHU's readings, read over BACnet/IP by the daemon: mixed air in degF as the profile says (the
+    // model's 10-25 degC at night), the unit off at night (binary-input inactive = false), the filter clean
+    // (multi-state 1), in simulated time.
+    let (_, rows) = influx
+        .select(
+            "caretaker",
+            "SELECT \"mixed_air_temp\", \"unit_on\", \"primary_filter_status\" FROM \"hvac\" WHERE device = 'ahu-bacnet-1' AND time >= '2026-01-11T23:30:00Z' AND time < '2026-01-12T12:00:00Z'",
+        )
+        .await;
+    let full: Vec<_> = rows
+        .iter()
+        .filter(|r| r[1].is_number() && r[2].is_boolean() && r[3].is_number())
+        .collect();
+    assert!(full.len() > 10, "BACnet AHU rows in InfluxDB: {rows:?}");
+    for r in &full {
+        let mixed = r[1].as_f64().unwrap();
+        assert!((50.0..77.0).contains(&mixed), "{r:?}");
+        assert_eq!(r[2].as_bool(), Some(false), "{r:?}");
+        assert_eq!(r[3].as_f64(), Some(1.0), "{r:?}");
+    }
+
     // The generated config is a valid site config.
     let check = Command::new(env!("CARGO_BIN_EXE_caretaker"))
         .args(["check", "--config"])
@@ -187,7 +278,14 @@ async fn simulate_publishes_per_profile_to_a_real_broker_and_serves_modbus_on_it
     )
     .unwrap();
     std::fs::write(profiles.join("test-meter.yaml"), TEST_METER).unwrap();
+    std::fs::copy(
+        repo().join("device_profiles/generic-bacnet-ahu.yaml"),
+        profiles.join("generic-bacnet-ahu.yaml"),
+    )
+    .unwrap();
     let port = free_port();
+    // A TCP port the OS just had free: its UDP twin is almost surely free too (the BACnet device's).
+    let bport = free_port();
     let site = dir.path().join("site.toml");
     std::fs::write(
         &site,
@@ -216,6 +314,11 @@ model = "meter"
 profile = "test-meter"
 modbus = {{ port = {port}, unit = 2 }}
 faults = [{{ kind = "offline" }}]
+[[devices]]
+id = "b1"
+model = "ahu"
+profile = "generic-bacnet-ahu"
+bacnet = {{ port = {bport}, device_instance = 3001 }}
 "#
         ),
     )
@@ -300,6 +403,46 @@ faults = [{{ kind = "offline" }}]
     let r = tokio::time::timeout(Duration::from_millis(500), ctx.read_input_registers(0, 2)).await;
     assert!(r.is_err(), "the offline meter answered: {r:?}");
 
+    // BACnet/IP on the site's UDP port: `caretaker bacnet discover` finds the device (Who-Is/I-Am) and lists
+    // its objects with names and units, as a facilities engineer would meet it.
+    let disc = Command::new(env!("CARGO_BIN_EXE_caretaker"))
+        .args([
+            "bacnet",
+            "discover",
+            "--bind",
+            "127.0.0.1:0",
+            "--wait",
+            "1s",
+            "--json",
+        ])
+        .args(["--target", &format!("127.0.0.1:{bport}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&disc.stdout);
+    assert!(
+        disc.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&disc.stderr),
+        log()
+    );
+    let found: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let d = &found[0];
+    assert_eq!(d["device_instance"], 3001, "{text}");
+    assert_eq!(d["name"], "b1", "{text}");
+    assert_eq!(d["max_apdu"], 1476, "{text}");
+    assert_eq!(d["objects"].as_array().unwrap().len(), 19, "{text}");
+    let mixed = d["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["object"] == "analog-input:25")
+        .unwrap();
+    assert_eq!(mixed["name"], "mixed_air_temp", "{text}");
+    assert_eq!(mixed["units"][1], "degF", "{text}");
+    // Tuesday 10:00: the AHU runs; mixed air of a 20 % outdoor-air mix in January, in degF.
+    let f = mixed["present_value"].as_f64().unwrap();
+    assert!((50.0..75.0).contains(&f), "{text}");
+
     let _ = child.kill();
     let _ = child.wait();
     sub.abort();
@@ -363,6 +506,8 @@ fn the_demo_raises_one_work_order_per_scripted_fault_and_no_others() {
         // the VAV air handler's duct static pressure loss, caught by Guideline 36 FC1 (rules/g36-ahu.yaml)
         ("g36-fc1-duct-static-low", "ahu-3"),
         ("meter-offline", "meter-sub-2"),
+        // the BACnet/IP AHU's filter switch, read over BACnet (rules/hvac.yaml)
+        ("ahu-filter-status-dirty", "ahu-bacnet-1"),
         ("room-temperature-flatline", "room-1-03"),
         ("water-leak-detected", "leak-basement-1"),
         ("water-night-flow", "water-main"),

@@ -1,12 +1,14 @@
 //! The simulated campus (`caretaker simulate`, and the heart of `caretaker demo`): devices that speak the real
 //! protocols (MQTT publishers laid out by the shipped MQTT profiles, Modbus TCP servers laid out by the Modbus
-//! profiles' register maps), driven by plausible physics and schedules, with scripted faults.
+//! profiles' register maps, BACnet/IP devices laid out by the BACnet profiles' object maps), driven by plausible
+//! physics and schedules, with scripted faults.
 //!
 //! One task steps every device's model in simulated time (the clock runs `speed` times faster than real time),
 //! publishes MQTT messages when a device's interval has passed, and rewrites the register banks the Modbus
-//! servers answer from. Nothing here knows the daemon: it talks to a broker and listens on ports like real
+//! servers answer from and the objects the BACnet devices answer from. Nothing here knows the daemon: it talks to a broker and listens on ports like real
 //! devices do.
 
+pub mod bacnet;
 pub mod encode;
 pub mod modbus;
 pub mod model;
@@ -67,6 +69,7 @@ pub struct Status {
     pub mqtt_published: AtomicU64,
     pub mqtt_dropped: AtomicU64,
     pub modbus_updates: AtomicU64,
+    pub bacnet_updates: AtomicU64,
     /// Simulated time of the last step.
     pub now_ns: AtomicU64,
 }
@@ -77,6 +80,8 @@ pub struct Running {
     pub faults: Vec<ScriptedFault>,
     /// Device id → the bound Modbus TCP address.
     pub modbus_addrs: BTreeMap<String, SocketAddr>,
+    /// Device id → the bound BACnet/IP (UDP) address and what its server has done.
+    pub bacnet_addrs: BTreeMap<String, (SocketAddr, Arc<bacnet::ServerStats>)>,
     /// Devices that run (known profile).
     pub devices: Vec<DeviceSpec>,
     pub task: tokio::task::JoinHandle<()>,
@@ -153,6 +158,7 @@ struct SimDevice {
     faults: Vec<ScriptedFault>,
     next_publish: i64,
     bank: Option<Arc<RwLock<Bank>>>,
+    bacnet: Option<Arc<RwLock<bacnet::Device>>>,
 }
 
 impl SimDevice {
@@ -224,6 +230,10 @@ pub fn check_profiles(
                 "profile `{}` has no `modbus:` bindings; this device has a Modbus port",
                 d.profile
             ))),
+            Transport::Bacnet { .. } if !p.has_bacnet() => errs.push(diag(format!(
+                "profile `{}` has no `bacnet:` bindings; this device is a BACnet device",
+                d.profile
+            ))),
             _ => keep.push(d.clone()),
         }
     }
@@ -253,6 +263,7 @@ pub async fn start(
     let mut devices = Vec::new();
     let mut by_port: BTreeMap<u16, HashMap<u8, Arc<RwLock<Bank>>>> = BTreeMap::new();
     let mut port_devices: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut bacnet_devices = Vec::new();
     for (i, d) in devices_spec.iter().enumerate() {
         let profile = profiles[&d.profile].clone();
         let model = Model::new(
@@ -263,12 +274,12 @@ pub async fn start(
         let missing: Vec<&str> = profile
             .points
             .iter()
-            .filter(|p| p.mqtt.is_some() || p.modbus.is_some())
+            .filter(|p| p.mqtt.is_some() || p.modbus.is_some() || p.bacnet.is_some())
             .filter(|p| encode::point_value(&model, p).is_none())
             .map(|p| p.name.as_str())
             .collect();
         if !missing.is_empty() {
-            info!(device = %d.id, profile = %d.profile, points = %missing.join(", "), "the model has no value for these points (Modbus serves 0, MQTT leaves them out)");
+            info!(device = %d.id, profile = %d.profile, points = %missing.join(", "), "the model has no value for these points (Modbus and BACnet serve 0, MQTT leaves them out)");
         }
         let bank = match &d.transport {
             Transport::Modbus { port, unit, .. } => {
@@ -279,7 +290,25 @@ pub async fn start(
                 port_devices.entry(*port).or_default().push(d.id.clone());
                 Some(b)
             }
-            Transport::Mqtt { .. } => None,
+            Transport::Mqtt { .. } | Transport::Bacnet { .. } => None,
+        };
+        let bacnet_dev = match &d.transport {
+            Transport::Bacnet {
+                port,
+                device_instance,
+                ..
+            } => {
+                let dev = Arc::new(RwLock::new(bacnet::Device::from_model(
+                    *device_instance,
+                    &d.id,
+                    &profile,
+                    &model,
+                    false,
+                )));
+                bacnet_devices.push((d.id.clone(), *port, dev.clone()));
+                Some(dev)
+            }
+            _ => None,
         };
         devices.push(SimDevice {
             spec: d.clone(),
@@ -292,6 +321,7 @@ pub async fn start(
                 .collect(),
             next_publish: start,
             bank,
+            bacnet: bacnet_dev,
         });
     }
 
@@ -323,6 +353,31 @@ pub async fn start(
         servers.push(tokio::spawn(modbus::serve(
             listener,
             Arc::new(units),
+            shutdown.clone(),
+        )));
+    }
+
+    // BACnet/IP: a UDP port per device, on the same host as the Modbus servers.
+    let mut bacnet_addrs = BTreeMap::new();
+    for (id, port, dev) in bacnet_devices {
+        let want = if opts.ephemeral_ports { 0 } else { port };
+        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), want))
+            .await
+            .ok()
+            .and_then(|mut a| a.find(SocketAddr::is_ipv4).or(a.next()))
+            .ok_or_else(|| anyhow::anyhow!("cannot resolve BACnet listen host `{host}`"))?;
+        let socket = bacnet::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("simulated BACnet device {id} cannot listen on {addr} (UDP): {e}")
+        })?;
+        let bound = socket.local_addr()?;
+        let stats = Arc::new(bacnet::ServerStats::default());
+        let instance = dev.read().unwrap_or_else(|e| e.into_inner()).instance;
+        info!(addr = %bound, device = %id, instance, "simulated BACnet/IP device listening");
+        bacnet_addrs.insert(id, (bound, stats.clone()));
+        servers.push(tokio::spawn(bacnet::serve(
+            socket,
+            dev,
+            stats,
             shutdown.clone(),
         )));
     }
@@ -372,6 +427,7 @@ pub async fn start(
         status,
         faults,
         modbus_addrs,
+        bacnet_addrs,
         devices: devices_spec,
         task,
     })
@@ -442,6 +498,14 @@ fn step_all(
                     let bank = Bank::from_model(&d.profile, &d.model, &d.spec.id, offline);
                     *b.write().unwrap_or_else(|e| e.into_inner()) = bank;
                     st.modbus_updates.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Transport::Bacnet { .. } => {
+                if let Some(b) = &d.bacnet {
+                    b.write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .update(&d.profile, &d.model, offline);
+                    st.bacnet_updates.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -523,6 +587,7 @@ pub fn export_csv(
                 .collect(),
             next_publish: from_ns,
             bank: None,
+            bacnet: None,
         })
         .collect();
     writeln!(out, "timestamp,device,point,value,profile")?;
@@ -548,7 +613,7 @@ pub fn export_csv(
                     .profile
                     .points
                     .iter()
-                    .filter(|p| p.mqtt.is_some() || p.modbus.is_some())
+                    .filter(|p| p.mqtt.is_some() || p.modbus.is_some() || p.bacnet.is_some())
                 {
                     if let Some(v) = encode::point_value(&d.model, p) {
                         let v = (v * 1000.0).round() / 1000.0;
@@ -573,12 +638,17 @@ pub fn summary(devices: &[DeviceSpec]) -> String {
         .iter()
         .filter(|d| matches!(d.transport, Transport::Mqtt { .. }))
         .count();
+    let bacnet = devices
+        .iter()
+        .filter(|d| matches!(d.transport, Transport::Bacnet { .. }))
+        .count();
     let faults: usize = devices.iter().map(|d| d.faults.len()).sum();
     format!(
-        "{} devices ({} MQTT, {} Modbus TCP), {} scripted faults",
+        "{} devices ({} MQTT, {} Modbus TCP, {} BACnet/IP), {} scripted faults",
         devices.len(),
         mqtt,
-        devices.len() - mqtt,
+        devices.len() - mqtt - bacnet,
+        bacnet,
         faults
     )
 }
@@ -652,6 +722,7 @@ faults = [{ kind = "stuck", at = "01:00" }, { kind = "offline", at = "00:15", du
             faults: vec![f],
             next_publish: 0,
             bank: None,
+            bacnet: None,
         }
         };
         let clog = dev(mk(FaultKind::FilterClog));

@@ -11,6 +11,10 @@ use crate::catalog::Unit;
 
 /// AHU supply air setpoint, degC (cool enough that a healthy unit stays clear of "supply air too warm").
 const SUPPLY_SETPOINT: f64 = 16.5;
+/// AHU minimum outdoor-air fraction (the BACnet AHU's mixed air and damper positions).
+const MIN_OA: f64 = 0.2;
+/// The BACnet AHU's filter pressure switch: its filter status reads dirty above this pressure drop, Pa.
+pub const FILTER_SWITCH_PA: f64 = 300.0;
 
 /// What every model sees at a step.
 #[derive(Debug, Clone, Copy)]
@@ -290,6 +294,11 @@ impl Model {
         }
     }
 
+    /// Outdoor relative humidity, percent: damp when cold, as a European winter is.
+    fn outdoor_rh(&self) -> f64 {
+        (88.0 - 2.0 * self.outdoor).clamp(35.0, 98.0)
+    }
+
     /// Changes every step (the energy counter moves with time): a seed for the VAV AHU's sensor noise.
     fn vav_noise_seed(&self) -> u64 {
         self.vav.noise_seed()
@@ -379,6 +388,58 @@ impl Model {
             (M::Ahu, "fan_speed") => (if self.fan_on { 80.0 } else { 0.0 }, Unit::Percent),
             (M::Ahu, "valve_position" | "heating_valve") => (self.valve, Unit::Percent),
             (M::Ahu, "fan_starts") => (self.fan_starts, Unit::Count),
+            // The same unit through a packaged AHU controller's BACnet points (generic-bacnet-ahu, the Trane
+            // BCI-I object map): 20 % minimum outdoor air while running, compressors off in this weather (the
+            // evaporator sees mixed air), a filter pressure switch, multi-state 1 = off / clean, 2 = on / dirty.
+            (
+                M::Ahu,
+                "mixed_air_temp" | "evaporator_entering_temp_c1" | "evaporator_leaving_temp_c1",
+            ) => {
+                let mixed = if self.fan_on {
+                    self.ret * (1.0 - MIN_OA) + self.outdoor * MIN_OA
+                } else {
+                    self.ret - 0.5
+                };
+                (mixed, Unit::DegC)
+            }
+            (M::Ahu, "outdoor_air_damper_position" | "exhaust_damper_position") => (
+                if self.fan_on { MIN_OA * 100.0 } else { 0.0 },
+                Unit::Percent,
+            ),
+            (M::Ahu, "exhaust_fan_speed") => (if self.fan_on { 60.0 } else { 0.0 }, Unit::Percent),
+            (M::Ahu, "outdoor_air_humidity") => (self.outdoor_rh(), Unit::Percent),
+            (M::Ahu, "outdoor_air_dewpoint") => {
+                // Magnus formula.
+                let g = (self.outdoor_rh() / 100.0).ln()
+                    + 17.62 * self.outdoor / (243.12 + self.outdoor);
+                (243.12 * g / (17.62 - g), Unit::DegC)
+            }
+            // cfm: the profile's point has no unit word for it.
+            (M::Ahu, "outdoor_air_flow") => (
+                if self.fan_on {
+                    MIN_OA * 4000.0 * self.size
+                } else {
+                    0.0
+                },
+                Unit::None,
+            ),
+            (M::Ahu, "filter_runtime") => (self.run_hours, Unit::Hours),
+            (M::Ahu, "unit_on") => (f64::from(self.fan_on), Unit::Bool),
+            (M::Ahu, "demand_limit" | "service_test") => (0.0, Unit::Bool),
+            (
+                M::Ahu,
+                "occupancy_mode" | "supply_fan_proving" | "supply_fan_status" | "return_fan_status",
+            ) => (if self.fan_on { 2.0 } else { 1.0 }, Unit::None),
+            (M::Ahu, "primary_filter_status") => (
+                if self.filter_dp > FILTER_SWITCH_PA {
+                    2.0
+                } else {
+                    1.0
+                },
+                Unit::None,
+            ),
+            // 1 = at or below its minimum position.
+            (M::Ahu, "outdoor_air_damper_status") => (1.0, Unit::None),
             (M::VavAhu, n) => {
                 // Sensor noise from the name, so a value read twice in a step does not change.
                 let h = n

@@ -1,5 +1,6 @@
 //! The simulated site file (`caretaker simulate --site FILE`, TOML): which devices exist, which physics model
-//! drives each, how each speaks (an MQTT topic or a Modbus TCP port and unit) and which faults are scripted when.
+//! drives each, how each speaks (an MQTT topic, a Modbus TCP port and unit, or a BACnet/IP UDP port and device
+//! instance) and which faults are scripted when.
 //!
 //! Parsed raw → validated like the site config: every problem becomes a [`Diagnostic`] with file, line and key.
 //! The format is documented in docs/demo.md; `deploy/demo/site.toml` is the shipped example.
@@ -86,6 +87,8 @@ struct RawDevice {
     #[serde(default)]
     modbus: Option<RawModbusDevice>,
     #[serde(default)]
+    bacnet: Option<RawBacnetDevice>,
+    #[serde(default)]
     location: BTreeMap<String, String>,
     #[serde(default)]
     interval: Option<String>,
@@ -101,6 +104,15 @@ struct RawModbusDevice {
     port: u16,
     #[serde(default)]
     unit: Option<u8>,
+    #[serde(default)]
+    poll: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBacnetDevice {
+    port: u16,
+    device_instance: u32,
     #[serde(default)]
     poll: Option<String>,
 }
@@ -288,6 +300,13 @@ pub enum Transport {
     Modbus {
         port: u16,
         unit: u8,
+        /// The poll period to declare in the daemon's config.
+        poll: Duration,
+    },
+    /// A BACnet/IP device of its own on a UDP port (`simulate::bacnet`).
+    Bacnet {
+        port: u16,
+        device_instance: u32,
         /// The poll period to declare in the daemon's config.
         poll: Duration,
     },
@@ -537,6 +556,8 @@ fn mqtt_spec(cx: &mut Cx<'_>, m: &RawMqtt) -> MqttSpec {
 struct Seen {
     ids: std::collections::HashMap<String, usize>,
     endpoints: std::collections::HashMap<(u16, u8), usize>,
+    /// BACnet UDP ports (one device each).
+    bacnet_ports: std::collections::HashMap<u16, usize>,
 }
 
 /// Validates `devices[i]`; `None` when its model or transport is unusable (the errors are in `cx`).
@@ -599,7 +620,8 @@ fn device_spec(
     })
 }
 
-/// How `devices[i]` speaks: an MQTT topic (needs an `[mqtt]` section) or a Modbus port and unit of its own.
+/// How `devices[i]` speaks: an MQTT topic (needs an `[mqtt]` section), a Modbus port and unit, or a BACnet/IP
+/// UDP port and device instance of its own.
 fn transport(
     cx: &mut Cx<'_>,
     seen: &mut Seen,
@@ -608,6 +630,47 @@ fn transport(
     has_mqtt: bool,
 ) -> Option<Transport> {
     let k = |s: &str| format!("devices[{i}].{s}");
+    let given = [d.topic.is_some(), d.modbus.is_some(), d.bacnet.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given > 1 {
+        cx.err(
+            &k("topic"),
+            "a device speaks MQTT (`topic`), Modbus (`modbus`) or BACnet (`bacnet`): give one",
+        );
+        return None;
+    }
+    if let Some(b) = &d.bacnet {
+        if let Some(prev) = seen.bacnet_ports.insert(b.port, i) {
+            cx.err(
+                &k("bacnet.port"),
+                format!(
+                    "port {} is already devices[{prev}]'s: each BACnet device has a UDP port of its own",
+                    b.port
+                ),
+            );
+        }
+        if b.port == 0 {
+            cx.err(&k("bacnet.port"), "port must not be 0");
+        }
+        if b.device_instance > crate::catalog::bacnet_binding::MAX_INSTANCE {
+            cx.err(
+                &k("bacnet.device_instance"),
+                format!(
+                    "{} out of range (0..={})",
+                    b.device_instance,
+                    crate::catalog::bacnet_binding::MAX_INSTANCE
+                ),
+            );
+        }
+        let poll = cx.duration(&k("bacnet.poll"), &b.poll, Duration::from_secs(30));
+        return Some(Transport::Bacnet {
+            port: b.port,
+            device_instance: b.device_instance,
+            poll,
+        });
+    }
     match (&d.topic, &d.modbus) {
         (Some(t), None) => {
             if !has_mqtt {
@@ -645,15 +708,9 @@ fn transport(
                 poll,
             })
         }
-        (Some(_), Some(_)) => {
-            cx.err(
-                &k("topic"),
-                "a device speaks MQTT (`topic`) or Modbus (`modbus`), not both",
-            );
-            None
-        }
+        (Some(_), Some(_)) => None,
         (None, None) => {
-            cx.err(&k("id"), format!("device `{}` needs `topic = \"...\"` (MQTT) or `modbus = {{ port = ..., unit = ... }}`", d.id));
+            cx.err(&k("id"), format!("device `{}` needs `topic = \"...\"` (MQTT), `modbus = {{ port = ..., unit = ... }}` or `bacnet = {{ port = ..., device_instance = ... }}`", d.id));
             None
         }
     }
@@ -786,6 +843,40 @@ mod tests {
             "{all}"
         );
         assert_eq!(errs.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn bacnet_devices_need_a_port_of_their_own_and_one_transport() {
+        let text = "[simulation]\nspeed = 60\n\n[[devices]]\nid = \"b1\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47820, device_instance = 3001 }\n\n[[devices]]\nid = \"b2\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47820, device_instance = 5000000 }\n\n[[devices]]\nid = \"b3\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47821, device_instance = 1 }\nmodbus = { port = 15020 }\n";
+        let errs = SiteSpec::parse(Path::new("site.toml"), text).unwrap_err();
+        let all = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            all.contains("devices[1].bacnet.port: port 47820 is already devices[0]'s"),
+            "{all}"
+        );
+        assert!(
+            all.contains("devices[1].bacnet.device_instance: 5000000 out of range"),
+            "{all}"
+        );
+        assert!(
+            all.contains("devices[2].topic: a device speaks MQTT"),
+            "{all}"
+        );
+        assert_eq!(errs.len(), 3, "{all}");
+        let ok = "[simulation]\n[[devices]]\nid = \"b1\"\nmodel = \"ahu\"\nprofile = \"p\"\nbacnet = { port = 47820, device_instance = 3001, poll = \"60s\" }\n";
+        let s = SiteSpec::parse(Path::new("site.toml"), ok).unwrap();
+        assert_eq!(
+            s.devices[0].transport,
+            Transport::Bacnet {
+                port: 47820,
+                device_instance: 3001,
+                poll: Duration::from_secs(60)
+            }
+        );
     }
 
     #[test]
