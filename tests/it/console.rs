@@ -268,6 +268,10 @@ async fn an_operator_acks_a_real_work_order_reports_a_fault_on_a_phone_and_reads
     // The other pages render (their data comes from the real daemon).
     b.route("#/devices", "devices").await;
     b.wait("a[href='#/devices/room-1']").await;
+    // Each device says how its readings arrive (the API's `protocol`, named as engineers write it).
+    let main = b.find("main").await.unwrap();
+    let page = b.text(&main).await;
+    assert!(page.contains("Protocol") && page.contains("MQTT"), "{page}");
     shot(&b, &shots, "devices").await;
     b.route("#/devices/room-1", "devices").await;
     b.wait("table.points svg.spark").await;

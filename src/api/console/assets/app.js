@@ -455,6 +455,11 @@
     });
   }
 
+  // How a device's readings arrive (the API's `protocol`), as field engineers write it.
+  function protocolName(p) {
+    return { mqtt: 'MQTT', modbus: 'Modbus', bacnet: 'BACnet/IP', sparkplug: 'Sparkplug B' }[p] || p || '–';
+  }
+
   function pageDevices(q) {
     return api('GET', '/devices').then(function (r) {
       var items = r.items || [];
@@ -466,7 +471,7 @@
         items.filter(function (d) {
           if (!term) return true;
           var loc = d.location || {};
-          return [d.id, d.profile, d.category, d.manufacturer, d.model, loc.building, loc.floor, loc.room].join(' ').toLowerCase().indexOf(term) >= 0;
+          return [d.id, d.profile, d.category, d.manufacturer, d.model, protocolName(d.protocol), loc.building, loc.floor, loc.room].join(' ').toLowerCase().indexOf(term) >= 0;
         }).forEach(function (d) {
           var b = (d.location && d.location.building) || t('device.no_building');
           (groups[b] = groups[b] || []).push(d);
@@ -478,11 +483,12 @@
           var ds = groups[b];
           var on = ds.filter(function (d) { return d.online; }).length;
           box.appendChild(h('section', { class: 'group' }, h('h2', null, b, ' ', h('small', { class: 'muted' }, t('device.count', { on: on, n: ds.length }))),
-            table([t('device.id'), t('device.state'), t('device.category'), t('device.model'), t('device.room'), t('device.open_wo')], ds.map(function (d) {
+            table([t('device.id'), t('device.state'), t('device.category'), t('device.model'), t('device.protocol'), t('device.room'), t('device.open_wo')], ds.map(function (d) {
               var loc = d.location || {};
               return [h('a', { href: '#/devices/' + encodeURIComponent(d.id) }, d.id),
                 [onlineWord(d.online), !d.online && d.last_seen ? h('small', { class: 'muted' }, ' ' + t('device.since', { t: when(d.last_seen) })) : null],
                 d.category || '–', [d.manufacturer, d.model].filter(Boolean).join(' ') || d.profile || '–',
+                protocolName(d.protocol),
                 [loc.floor, loc.room].filter(Boolean).join(' / ') || '–',
                 d.open_work_orders ? h('a', { href: '#/work-orders' + qs({ device: d.id }) }, String(d.open_work_orders)) : '0'];
             }))));
@@ -501,7 +507,7 @@
       show(d.id, [
         h('p', null, h('a', { href: '#/devices' }, '← ', t('nav.devices'))),
         h('p', null, onlineWord(d.online), d.online ? '' : ' · ' + t('device.offline_since', { t: when(d.last_seen), ago: ago(d.last_seen) }),
-          ' · ', [d.manufacturer, d.model].filter(Boolean).join(' ') || d.profile, ' · ', [loc.building, loc.floor, loc.room].filter(Boolean).join(' / ')),
+          ' · ', [d.manufacturer, d.model].filter(Boolean).join(' ') || d.profile, ' · ', protocolName(d.protocol), ' · ', [loc.building, loc.floor, loc.room].filter(Boolean).join(' / ')),
         card(t('device.points'), table([t('device.point'), t('device.value'), t('device.quality'), t('device.anomaly'), t('device.last_24h'), t('device.time')],
           (d.points || []).map(function (p) {
             return [p.name, h('strong', null, num(p.value), p.unit ? ' ' + p.unit : ''), p.quality || '–',
