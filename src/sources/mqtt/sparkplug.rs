@@ -1349,6 +1349,51 @@ mod tests {
         assert_eq!(problems[0].point, "brand_new");
     }
 
+    /// Aliases far apart go to the map, small ones to the Vec; DATA by name (no alias) finds the registration too.
+    #[test]
+    fn sparse_and_dense_aliases_and_data_by_name() {
+        let mut sp = sparkplug();
+        run(&mut sp, "spBv1.0/g/NBIRTH/n1", &payload(0, &[]));
+        let big = 1_000_000_000_000;
+        run(
+            &mut sp,
+            "spBv1.0/g/DBIRTH/n1/d1",
+            &payload(
+                1,
+                &[
+                    metric(Some("Supply Temp"), Some(big), datatype::DOUBLE, 14.5),
+                    metric(Some("Fan"), Some(3), datatype::BOOLEAN, 1.0),
+                ],
+            ),
+        );
+        {
+            let a = &sp.nodes[0]["n1"].aliases;
+            assert_eq!(a.sparse.len(), 1);
+            assert_eq!(a.dense.len(), 4);
+        }
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(
+                2,
+                &[
+                    metric(None, Some(big), datatype::DOUBLE, 15.5),
+                    metric(Some("Supply Temp"), None, datatype::DOUBLE, 16.5),
+                    metric(None, Some(3), datatype::BOOLEAN, 0.0),
+                ],
+            ),
+        );
+        assert!(rb.is_none());
+        assert_eq!(
+            r,
+            [
+                ("n1/d1/temp".to_string(), 15.5),
+                ("n1/d1/temp".to_string(), 16.5),
+                ("n1/d1/fan".to_string(), 0.0)
+            ]
+        );
+    }
+
     #[test]
     fn point_names_from_metric_names() {
         assert_eq!(
@@ -1364,7 +1409,8 @@ mod tests {
 
     #[test]
     fn rebirth_payload_decodes_as_a_boolean_metric() {
-        let p = decode_payload(&rebirth_payload(1_700_000_000_000)).unwrap();
+        let bytes = rebirth_payload(1_700_000_000_000);
+        let p = decode_payload(&bytes).unwrap();
         assert_eq!(p.timestamp, Some(1_700_000_000_000));
         assert_eq!(p.metrics.len(), 1);
         assert_eq!(p.metrics[0].name.as_deref(), Some("Node Control/Rebirth"));
