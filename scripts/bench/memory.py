@@ -15,33 +15,14 @@ env: CARETAKER_EXE (skip the build), CARETAKER_ENV (extra env for the daemon, e.
 """
 import json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
 
+from benchlib import REPO, Victoria, caretaker_exe, free_port, metric, start_mosquitto, wait_port
+
 LEVELS = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,100000").split(",")]
 WARMUP = float(sys.argv[2]) if len(sys.argv) > 2 else 40
 WINDOW = float(sys.argv[3]) if len(sys.argv) > 3 else 30
 OUT = sys.argv[4] if len(sys.argv) > 4 else None
 PERIOD = 10.0
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
 CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def status_kb(pid, key):
@@ -56,15 +37,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK
-
-
-def metric(port, name):
-    import urllib.request
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines() if l.startswith(name))
 
 
 def remaining_length(n):
@@ -140,12 +112,8 @@ def publish_loop(port, devices, stop):
 def run_level(exe, points, vport):
     devices = points // 10
     work = tempfile.mkdtemp(prefix="ct-mem-")
-    mport, hport = free_port(), free_port()
-    with open(f"{work}/mosquitto.conf", "w") as f:
-        f.write(f"listener {mport} 127.0.0.1\nallow_anonymous true\nuser root\n")
-    mosq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", f"{work}/mosquitto.conf"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(mport)
+    mosq, mport = start_mosquitto(work)
+    hport = free_port()
     # MEM_NO_RULES=1 leaves the rules (and the signals they ask for) out, to see what they hold.
     rules = "" if os.environ.get("MEM_NO_RULES") else f'[rules]\ndirs = ["{REPO}/rules"]\n'
     with open(f"{work}/site.toml", "w") as f:
@@ -226,15 +194,9 @@ rates = [{{ price = 0.30 }}]
 
 
 def main():
-    exe = os.environ.get("CARETAKER_EXE")
-    if not exe:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-        exe = os.path.join(TARGET, "release", "caretaker")
-    vwork = tempfile.mkdtemp(prefix="ct-mem-vm-")
-    vport = free_port()
-    vm = subprocess.Popen(["victoria-metrics", f"-storageDataPath={vwork}", f"-httpListenAddr=127.0.0.1:{vport}"],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(vport)
+    exe = caretaker_exe()
+    vm = Victoria()
+    vport = vm.port
     rows = []
     try:
         print(f"warm-up {WARMUP:.0f} s, window {WINDOW:.0f} s, load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -246,9 +208,7 @@ def main():
             print(f"| {p:,} | {r['devices']:,} | {r['readings_per_s']:,.0f} | {r['rss_mb']:.1f} | {r['rss_max_mb']:.1f} | "
                   f"{r['hwm_mb']:.1f} | {r['cpu_pct']:.1f} |", flush=True)
     finally:
-        vm.terminate()
-        vm.wait(timeout=10)
-        shutil.rmtree(vwork, ignore_errors=True)
+        vm.stop()
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if OUT:
         with open(OUT, "w") as f:

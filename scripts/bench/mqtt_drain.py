@@ -14,75 +14,14 @@ Each round uses a fresh broker, fresh sessions and a fresh spool; VictoriaMetric
 
 usage: scripts/bench/mqtt_drain.py [N] [ROUNDS]     (builds the release binary first; env CARETAKER_EXE skips it)
 """
-import os, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import os, shutil, statistics, subprocess, sys, tempfile, time
+
+from benchlib import REPO, Victoria, caretaker_exe, cpu_seconds, free_port, metric, start_mosquitto, status_kb, wait_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 DEVICES = 10
 BASE_MS = 1_767_225_600_000
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def metric(port, name):
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return -1.0
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def proc_status(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])  # kB
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
-
-
-def start_mosquitto(work):
-    port = free_port()
-    conf = f"{work}/mosquitto.conf"
-    with open(conf, "w") as f:
-        # max_queued_messages 0: no limit on a persistent session's queue (the default, 1000, would drop the rest).
-        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nuser root\n")
-    p = subprocess.Popen(["/usr/sbin/mosquitto", "-c", conf], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=open(f"{work}/mosquitto.log", "w"))
-    wait_port(port)
-    return p, port
 
 
 def site_config(work, mport, vport, hport, client_id):
@@ -149,7 +88,7 @@ def register_caretaker(exe, cfg, hport, mport):
     wait_port(hport)
     end = time.time() + 20
     # Probe until a message is received: then the subscription exists.
-    while metric(hport, "caretaker_readings_received_total") < 1:
+    while metric(hport, "caretaker_readings_received_total", -1.0) < 1:
         if time.time() > end:
             raise SystemExit("Caretaker never subscribed")
         subprocess.run(["mosquitto_pub", "-p", str(mport), "-q", "1", "-t", "bench/probe/probe/telemetry",
@@ -161,7 +100,7 @@ def register_caretaker(exe, cfg, hport, mport):
 
 def one_round(exe, vport, r):
     work = tempfile.mkdtemp(prefix="ct-drain-")
-    mosq, mport = start_mosquitto(work)
+    mosq, mport = start_mosquitto(work, unlimited_queue=True)
     hport = free_port()
     cfg = site_config(work, mport, vport, hport, f"caretaker-drain-{r}")
     daemon = None
@@ -192,12 +131,12 @@ def one_round(exe, vport, r):
             if time.time() > end:
                 raise SystemExit("Caretaker did not drain within 300 s")
             now = time.perf_counter() - t0
-            if received is None and metric(hport, "caretaker_readings_received_total") >= want:
+            if received is None and metric(hport, "caretaker_readings_received_total", -1.0) >= want:
                 received = now
-            if received is not None and metric(hport, "caretaker_readings_written_total") >= want:
+            if received is not None and metric(hport, "caretaker_readings_written_total", -1.0) >= want:
                 written = now
             time.sleep(0.01)
-        hwm = proc_status(daemon.pid, "VmHWM")
+        hwm = status_kb(daemon.pid, "VmHWM")
         cpu = cpu_seconds(daemon.pid)
         return ref, received, written, hwm, cpu
     finally:
@@ -210,15 +149,9 @@ def one_round(exe, vport, r):
 
 
 def main():
-    exe = os.environ.get("CARETAKER_EXE")
-    if not exe:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-        exe = os.path.join(TARGET, "release", "caretaker")
-    vwork = tempfile.mkdtemp(prefix="ct-drain-vm-")
-    vport = free_port()
-    vm = subprocess.Popen(["victoria-metrics", f"-storageDataPath={vwork}", f"-httpListenAddr=127.0.0.1:{vport}"],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(vport)
+    exe = caretaker_exe()
+    vm = Victoria()
+    vport = vm.port
     rows = []
     try:
         for r in range(ROUNDS):
@@ -228,9 +161,7 @@ def main():
                   f"ratio received {ref / rec:.2f}, written {ref / wr:.2f}; peak RSS {hwm / 1024:.1f} MB; "
                   f"CPU {cpu:.2f} s = {cpu / N * 1e6:.1f} us/msg", flush=True)
     finally:
-        vm.terminate()
-        vm.wait(timeout=10)
-        shutil.rmtree(vwork, ignore_errors=True)
+        vm.stop()
     med = statistics.median
     print(f"N={N} messages ({2 * N} readings), {ROUNDS} rounds, load average {os.getloadavg()[0]:.2f}:")
     print(f"  mosquitto_sub median {med(r[0] for r in rows):.3f} s = {N / med(r[0] for r in rows):,.0f} msgs/s")

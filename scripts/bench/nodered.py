@@ -16,90 +16,24 @@ written for 15 s. Printed: each row and the ratios Caretaker / Node-RED.
 
 usage: scripts/bench/nodered.sh [N]   (installs Node-RED into ~/.cache/caretaker/nodered, then runs this)
 """
-import json, os, shutil, socket, subprocess, sys, tempfile, time, urllib.parse, urllib.request
+import json, os, shutil, subprocess, sys, tempfile, time
+
+from benchlib import REPO, Influxd, caretaker_exe, cpu_seconds, free_port, start_mosquitto, status_kb
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
 DEVICES = 10
 BASE_MS = 1_767_225_600_000
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
 NR_DIR = os.environ.get("NODERED_DIR", os.path.expanduser("~/.cache/caretaker/nodered"))
-CLK = os.sysconf("SC_CLK_TCK")
 FILTER = "bench/+/+/telemetry"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def status_kb(pid, key):
+def count(influx, db):
+    """Points written by one consumer (its own database)."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK
-    except OSError:
-        return 0.0
-
-
-class Influxd:
-    def __init__(self, work):
-        self.port, rpc = free_port(), free_port()
-        d = f"{work}/influxd"
-        os.makedirs(d)
-        with open(f"{d}/influxdb.conf", "w") as f:
-            f.write(f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n[meta]\n  dir = "{d}/meta"\n'
-                    f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n  query-log-enabled = false\n'
-                    f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
-                    f'[monitor]\n  store-enabled = false\n[continuous_queries]\n  enabled = false\n')
-        self.proc = subprocess.Popen(["influxd", "run", "-config", f"{d}/influxdb.conf"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(f"{d}/influxd.log", "w"))
-        end = time.time() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ping", timeout=1)
-                break
-            except OSError:
-                if time.time() > end:
-                    raise SystemExit("influxd did not start")
-                time.sleep(0.1)
-
-    def query(self, q, db=""):
-        url = f"http://127.0.0.1:{self.port}/query?" + urllib.parse.urlencode({"q": q, "db": db})
-        req = urllib.request.Request(url, method="POST")
-        return json.loads(urllib.request.urlopen(req, timeout=10).read())
-
-    def count(self, db):
-        try:
-            r = self.query("SELECT count(temperature) FROM environment", db)
-            return int(r["results"][0]["series"][0]["values"][0][1])
-        except (OSError, KeyError, IndexError, ValueError):
-            return 0
+        r = influx.query("SELECT count(temperature) FROM environment", db)
+        return int(r["results"][0]["series"][0]["values"][0][1])
+    except (OSError, KeyError, IndexError, ValueError):
+        return 0
 
 
 def messages():
@@ -200,7 +134,7 @@ def drain(influx, db, cmd, work, label):
     best = 0
     try:
         while True:
-            c = influx.count(db)
+            c = count(influx, db)
             now = time.perf_counter() - t0
             if c > best:
                 best, last = c, now
@@ -229,17 +163,9 @@ def drain(influx, db, cmd, work, label):
 
 
 def main():
-    exe = os.environ.get("CARETAKER_EXE")
-    if not exe:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-        exe = os.path.join(TARGET, "release", "caretaker")
+    exe = caretaker_exe()
     work = tempfile.mkdtemp(prefix="ct-nodered-")
-    mport = free_port()
-    with open(f"{work}/mosquitto.conf", "w") as f:
-        f.write(f"listener {mport} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nuser root\n")
-    mosq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", f"{work}/mosquitto.conf"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(mport)
+    mosq, mport = start_mosquitto(work, unlimited_queue=True)
     influx = None
     rows = []
     try:
@@ -264,8 +190,7 @@ def main():
                   flush=True)
     finally:
         if influx:
-            influx.proc.terminate()
-            influx.proc.wait(timeout=20)
+            influx.stop()
         mosq.terminate()
         mosq.wait(timeout=10)
         if os.environ.get("KEEP") is None:

@@ -39,8 +39,8 @@ use tokio::sync::{Notify, broadcast};
 
 pub use serve::serve;
 
-/// What the handlers share.
-pub struct ApiInner {
+/// What the API needs from the daemon: its part of the config and the handles it shares with the daemon.
+pub struct ApiParts {
     pub http: HttpConfig,
     pub site: String,
     pub tz: jiff::tz::TimeZone,
@@ -53,12 +53,25 @@ pub struct ApiInner {
     pub energy: Option<EnergyConfig>,
     /// Devices polled over Modbus (the others speak MQTT).
     pub modbus_devices: HashSet<String>,
+    /// Cancelled when the daemon stops (ends the event streams).
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// What the handlers share: the daemon's [`ApiParts`] (reached through `Deref`, as in `state.catalog`) and the
+/// API's own state.
+pub struct ApiInner {
+    pub parts: ApiParts,
     pub sessions: Mutex<auth::Sessions>,
     /// Live events for `GET /api/v1/events`.
     pub events: broadcast::Sender<events::Event>,
-    /// Cancelled when the daemon stops (ends the event streams).
-    pub shutdown: tokio_util::sync::CancellationToken,
     store: Mutex<Option<Store>>,
+}
+
+impl std::ops::Deref for ApiInner {
+    type Target = ApiParts;
+    fn deref(&self) -> &ApiParts {
+        &self.parts
+    }
 }
 
 /// The axum state: cheap to clone.
@@ -72,37 +85,12 @@ impl std::ops::Deref for ApiState {
     }
 }
 
-/// What the API needs from the daemon.
-pub struct ApiParts {
-    pub http: HttpConfig,
-    pub site: String,
-    pub tz: jiff::tz::TimeZone,
-    pub state_dir: PathBuf,
-    pub catalog: SharedCatalog,
-    pub live: Arc<live::LiveState>,
-    pub notify: Arc<Notify>,
-    pub work_orders: WorkOrdersConfig,
-    pub energy: Option<EnergyConfig>,
-    pub modbus_devices: HashSet<String>,
-    pub shutdown: tokio_util::sync::CancellationToken,
-}
-
 impl ApiState {
-    pub fn new(p: ApiParts) -> ApiState {
+    pub fn new(parts: ApiParts) -> ApiState {
         ApiState(Arc::new(ApiInner {
-            http: p.http,
-            site: p.site,
-            tz: p.tz,
-            state_dir: p.state_dir,
-            catalog: p.catalog,
-            live: p.live,
-            notify: p.notify,
-            work_orders: p.work_orders,
-            energy: p.energy,
-            modbus_devices: p.modbus_devices,
+            parts,
             sessions: Mutex::new(auth::Sessions::default()),
             events: broadcast::channel(1024).0,
-            shutdown: p.shutdown,
             store: Mutex::new(None),
         }))
     }

@@ -3,14 +3,8 @@
 //! labels and annotations, and the clear resolves it there.
 
 use crate::support::*;
+use crate::work_order_site::WorkOrderSite;
 use std::time::Duration;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn ours(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
     alerts
@@ -24,52 +18,29 @@ fn ours(alerts: &[serde_json::Value]) -> Vec<serde_json::Value> {
 async fn a_breach_fires_an_alertmanager_alert_and_the_clear_resolves_it() {
     let mosq = Mosquitto::start();
     let am = Alertmanager::start();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("room.yaml"),
-        r#"schema: 1
-rules:
-  - name: room-too-hot
-    applies_to: { profile: generic-room-sensor }
-    point: temperature
-    unit: degC
-    when: { above: 30, for: 2s }
-    clear: { below: 25 }
-    severity: major
-    labels: { floor: "3" }
+    let site = WorkOrderSite::new(
+        &mosq,
+        "am",
+        "2s",
+        r#"    labels: { floor: "3" }
     annotations: { runbook_url: "https://wiki.example.org/room-too-hot" }
     work_order:
       title: "Room {device} too hot"
       team: hvac
       procedure: "1. Check the radiator valve."
 "#,
-    )
-    .unwrap();
-    let http = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            r#"[site]
-name = "test campus"
-[state]
-dir = "{state}"
-[profiles]
-dirs = ["{profiles}"]
-[rules]
-dirs = ["rules"]
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt}"
-client_id = "caretaker-am-{http}"
-keep_alive = "5s"
-reconnect_max_backoff = "1s"
-[[mqtt.subscriptions]]
-topic = "campus/{{building}}/{{device}}/telemetry"
-profile = "generic-room-sensor"
-[http]
-listen = "127.0.0.1:{http}"
-[[work_orders.targets]]
+    );
+    // The MQTT target's JSON carries the rule's labels and annotations too: one message read by mosquitto_sub,
+    // subscribed before anything is published (the daemon's startup below takes longer than the subscription).
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &mosq.port.to_string()])
+        .args(["-t", "caretaker/test/am-work-orders", "-C", "1", "-W", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = site
+        .start(&format!(
+            r#"[[work_orders.targets]]
 kind = "alertmanager"
 name = "am"
 url = "{am}"
@@ -85,39 +56,13 @@ client_id = "caretaker-am-wo-{http}"
 timeout = "2s"
 max_retry_backoff = "1s"
 "#,
-            state = dir.path().join("state").display(),
-            profiles = repo().join("device_profiles").display(),
-            mqtt = mosq.port,
             am = am.url(),
-        ),
-    );
-    // The MQTT target's JSON carries the rule's labels and annotations too: one message read by mosquitto_sub,
-    // subscribed before anything is published (the daemon's startup below takes longer than the subscription).
-    let sub = std::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &mosq.port.to_string()])
-        .args(["-t", "caretaker/test/am-work-orders", "-C", "1", "-W", "60"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon::start(&cfg, http);
-    let publisher = Publisher::connect(mosq.port, "am-publisher");
-    wait_receiving(
-        &publisher,
-        &daemon,
-        "campus/probe/probe/telemetry",
-        r#"{"temperature": 1}"#,
-    )
-    .await;
-
-    let t0 = now_ms();
-    for (t, v) in [(0, 31.0), (3_000, 32.0)] {
-        publisher
-            .publish(
-                "campus/b1/room-1/telemetry",
-                format!(r#"{{"ts": {}, "temperature": {v}}}"#, t0 + t),
-            )
-            .await;
-    }
+            mqtt = mosq.port,
+            http = site.http,
+        ))
+        .await;
+    let daemon = &run.daemon;
+    run.breach("room-1", 3_000).await;
     assert!(
         wait_until(Duration::from_secs(20), || async {
             !ours(&am.alerts().await).is_empty()
@@ -170,12 +115,7 @@ max_retry_backoff = "1s"
     );
 
     // The clear resolves the work order; Alertmanager takes the alert as resolved (no longer listed).
-    publisher
-        .publish(
-            "campus/b1/room-1/telemetry",
-            format!(r#"{{"ts": {}, "temperature": 20}}"#, now_ms()),
-        )
-        .await;
+    run.clear("room-1").await;
     assert!(
         wait_until(Duration::from_secs(20), || async {
             ours(&am.alerts().await).is_empty()

@@ -9,6 +9,7 @@
 //! rule's labels and annotations in its description; completing it in Atlas resolves it in Caretaker.
 
 use crate::support::*;
+use crate::work_order_site::WorkOrderSite;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use std::sync::{Arc, Mutex};
@@ -86,56 +87,25 @@ async fn start_atlas() -> (u16, Shared) {
 async fn an_atlas_work_order_carries_the_asset_and_completing_it_in_atlas_resolves_it_here() {
     let mosq = Mosquitto::start();
     let (atlas_port, atlas) = start_atlas().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("room.yaml"),
-        r#"schema: 1
-rules:
-  - name: room-too-hot
-    applies_to: { profile: generic-room-sensor }
-    point: temperature
-    unit: degC
-    when: { above: 30, for: 1s }
-    clear: { below: 25 }
-    severity: major
-    labels: { floor: "3" }
+    let site = WorkOrderSite::new(
+        &mosq,
+        "atlas",
+        "1s",
+        r#"    labels: { floor: "3" }
     annotations: { runbook_url: "https://wiki.example.org/room-too-hot" }
     work_order:
       title: "Room {device} too hot"
       team: hvac
 "#,
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("atlas.key"), "atlas-key\n").unwrap();
-    let http = free_port();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            r#"[site]
-name = "test campus"
-[state]
-dir = "{state}"
-[profiles]
-dirs = ["{profiles}"]
-[rules]
-dirs = ["rules"]
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt}"
-client_id = "caretaker-atlas-{http}"
-keep_alive = "5s"
-reconnect_max_backoff = "1s"
-[[mqtt.subscriptions]]
-topic = "campus/{{building}}/{{device}}/telemetry"
-profile = "generic-room-sensor"
-[[devices]]
+    );
+    std::fs::write(site.dir.path().join("atlas.key"), "atlas-key\n").unwrap();
+    let run = site
+        .start(&format!(
+            r#"[[devices]]
 id = "room-1"
 profile = "generic-room-sensor"
 location = {{ building = "b1" }}
 asset_id = "42"
-[http]
-listen = "127.0.0.1:{http}"
 [[work_orders.targets]]
 kind = "atlas"
 name = "atlas"
@@ -144,33 +114,11 @@ api_key_file = "atlas.key"
 poll_every = "1s"
 timeout = "2s"
 max_retry_backoff = "1s"
-"#,
-            state = dir.path().join("state").display(),
-            profiles = repo().join("device_profiles").display(),
-            mqtt = mosq.port,
-        ),
-    );
-    let daemon = Daemon::start(&cfg, http);
-    let publisher = Publisher::connect(mosq.port, "atlas-publisher");
-    wait_receiving(
-        &publisher,
-        &daemon,
-        "campus/probe/probe/telemetry",
-        r#"{"temperature": 1}"#,
-    )
-    .await;
-    let t0 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    for (t, v) in [(0, 31.0), (2_000, 32.0)] {
-        publisher
-            .publish(
-                "campus/b1/room-1/telemetry",
-                format!(r#"{{"ts": {}, "temperature": {v}}}"#, t0 + t),
-            )
-            .await;
-    }
+"#
+        ))
+        .await;
+    let daemon = &run.daemon;
+    run.breach("room-1", 2_000).await;
     assert!(
         wait_until(Duration::from_secs(30), || async {
             !atlas.lock().unwrap().orders.is_empty()
@@ -192,7 +140,7 @@ max_retry_backoff = "1s"
 
     // Still open here while Atlas says OPEN.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let state = dir.path().join("state");
+    let state = &site.state;
     let show = || {
         let (code, out, err) = caretaker(&[
             "work-orders",

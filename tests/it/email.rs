@@ -6,6 +6,7 @@
 //! sends a second message.
 
 use crate::support::*;
+use crate::work_order_site::WorkOrderSite;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -54,13 +55,6 @@ impl Drop for SmtpServer {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// The decoded subject and body of a received message (lettre writes plain text as quoted-printable or
 /// base64 when a line needs it; the subject is RFC 2047-encoded only when not ASCII, which ours are).
 fn subject_and_body(data: &str) -> (String, String) {
@@ -105,24 +99,11 @@ fn b64(s: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_orders_are_mailed_over_starttls_to_the_team_and_retried_while_the_server_is_down() {
     let mosq = Mosquitto::start();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    crate::tls::make_pki(&pki);
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("room.yaml"),
-        r#"schema: 1
-rules:
-  - name: room-too-hot
-    applies_to: { profile: generic-room-sensor }
-    point: temperature
-    unit: degC
-    when: { above: 30, for: 2s }
-    clear: { below: 25 }
-    severity: major
-    labels: { floor: "3" }
+    let site = WorkOrderSite::new(
+        &mosq,
+        "mail",
+        "2s",
+        r#"    labels: { floor: "3" }
     annotations: { runbook_url: "https://wiki.example.org/room-too-hot" }
     work_order:
       title: "Room {device} too hot"
@@ -130,31 +111,14 @@ rules:
       procedure: "1. Check the radiator valve."
       due_within: 4h
 "#,
-    )
-    .unwrap();
-    let (http, smtp_port) = (free_port(), free_port());
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            r#"[site]
-name = "test campus"
-[state]
-dir = "{state}"
-[profiles]
-dirs = ["{profiles}"]
-[rules]
-dirs = ["rules"]
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt}"
-client_id = "caretaker-mail-{http}"
-keep_alive = "5s"
-reconnect_max_backoff = "1s"
-[[mqtt.subscriptions]]
-topic = "campus/{{building}}/{{device}}/telemetry"
-profile = "generic-room-sensor"
-[http]
-listen = "127.0.0.1:{http}"
-[work_orders.teams.hvac]
+    );
+    let pki = site.dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    crate::tls::make_pki(&pki);
+    let smtp_port = free_port();
+    let run = site
+        .start(&format!(
+            r#"[work_orders.teams.hvac]
 email = "hvac@campus.example.org"
 [[work_orders.targets]]
 kind = "email"
@@ -167,30 +131,11 @@ console_url = "https://caretaker.campus.example.org/"
 timeout = "2s"
 max_retry_backoff = "1s"
 "#,
-            state = dir.path().join("state").display(),
-            profiles = repo().join("device_profiles").display(),
-            mqtt = mosq.port,
             ca = pki.join("ca.pem").display(),
-        ),
-    );
-    let daemon = Daemon::start(&cfg, http);
-    let publisher = Publisher::connect(mosq.port, "mail-publisher");
-    wait_receiving(
-        &publisher,
-        &daemon,
-        "campus/probe/probe/telemetry",
-        r#"{"temperature": 1}"#,
-    )
-    .await;
-    let t0 = now_ms();
-    for (t, v) in [(0, 31.0), (3_000, 32.0)] {
-        publisher
-            .publish(
-                "campus/b1/room-1/telemetry",
-                format!(r#"{{"ts": {}, "temperature": {v}}}"#, t0 + t),
-            )
-            .await;
-    }
+        ))
+        .await;
+    let daemon = &run.daemon;
+    run.breach("room-1", 3_000).await;
     // No SMTP server yet: the delivery fails and is retried.
     assert!(
         wait_until(Duration::from_secs(30), || async {
@@ -203,7 +148,7 @@ max_retry_backoff = "1s"
         "no failed delivery while the SMTP server is down:\n{}",
         daemon.log_text()
     );
-    let smtp = SmtpServer::start(smtp_port, &pki, dir.path());
+    let smtp = SmtpServer::start(smtp_port, &pki, site.dir.path());
     assert!(
         wait_until(Duration::from_secs(30), || async {
             !smtp.messages().is_empty()
@@ -239,12 +184,7 @@ max_retry_backoff = "1s"
         assert!(body.contains(want), "`{want}` missing from:\n{body}");
     }
 
-    publisher
-        .publish(
-            "campus/b1/room-1/telemetry",
-            format!(r#"{{"ts": {}, "temperature": 20}}"#, now_ms()),
-        )
-        .await;
+    run.clear("room-1").await;
     assert!(
         wait_until(Duration::from_secs(30), || async {
             smtp.messages().len() >= 2

@@ -32,4 +32,5 @@ mod tls;
 mod watchdog;
 mod webdriver;
 mod wire;
+mod work_order_site;
 mod work_orders_influx;

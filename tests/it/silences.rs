@@ -5,85 +5,26 @@
 //! A `[[silences]]` window in the site config is loaded at start and listed too.
 
 use crate::support::*;
+use crate::work_order_site::WorkOrderSite;
 use std::time::Duration;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silenced_device_opens_no_work_order_until_the_silence_ends_while_the_alarm_holds() {
     let mosq = Mosquitto::start();
     let influx = Influxd::start();
     influx.create_db("ct").await;
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(
-        rules.join("room.yaml"),
-        r#"schema: 1
-rules:
-  - name: room-too-hot
-    applies_to: { profile: generic-room-sensor }
-    point: temperature
-    unit: degC
-    when: { above: 30, for: 1s }
-    clear: { below: 25 }
-    severity: major
-    work_order:
+    let site = WorkOrderSite::new(
+        &mosq,
+        "silence",
+        "1s",
+        r#"    work_order:
       title: "Room {device} too hot"
 "#,
-    )
-    .unwrap();
-    let http = free_port();
-    let state = dir.path().join("state");
-    let token = "silence-test-viewer-token-0123456789";
-    std::fs::write(dir.path().join("viewer.token"), token).unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            r#"[site]
-name = "test campus"
-[state]
-dir = "{state}"
-[profiles]
-dirs = ["{profiles}"]
-[rules]
-dirs = ["rules"]
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt}"
-client_id = "caretaker-silence-{http}"
-keep_alive = "5s"
-reconnect_max_backoff = "1s"
-[[mqtt.subscriptions]]
-topic = "campus/{{building}}/{{device}}/telemetry"
-profile = "generic-room-sensor"
-[influxdb]
-url = "{influx}"
-api = "v1"
-database = "ct"
-[http]
-listen = "127.0.0.1:{http}"
-[[http.tokens]]
-name = "desk"
-role = "viewer"
-token_file = "viewer.token"
-[[silences]]
-device = "room-9"
-start = "2026-01-01T00:00:00Z"
-end = "2099-01-01T00:00:00Z"
-reason = "refurbishment"
-"#,
-            state = state.display(),
-            profiles = repo().join("device_profiles").display(),
-            mqtt = mosq.port,
-            influx = influx.url(),
-        ),
     );
-    let st = state.to_str().unwrap().to_string();
+    let token = "silence-test-viewer-token-0123456789";
+    std::fs::write(site.dir.path().join("viewer.token"), token).unwrap();
+    let http = site.http;
+    let st = site.state.to_str().unwrap().to_string();
     // Made before the daemon runs (the store file is created by the command).
     let (code, out, err) = caretaker(&[
         "silence",
@@ -104,25 +45,28 @@ reason = "refurbishment"
     assert_ne!(code, 0);
     assert!(err.contains("--for, --reason"), "{err}");
 
-    let daemon = Daemon::start(&cfg, http);
-    let publisher = Publisher::connect(mosq.port, "silence-publisher");
-    wait_receiving(
-        &publisher,
-        &daemon,
-        "campus/probe/probe/telemetry",
-        r#"{"temperature": 1}"#,
-    )
-    .await;
-    let t0 = now_ms();
+    let run = site
+        .start(&format!(
+            r#"[[http.tokens]]
+name = "desk"
+role = "viewer"
+token_file = "viewer.token"
+[influxdb]
+url = "{influx}"
+api = "v1"
+database = "ct"
+[[silences]]
+device = "room-9"
+start = "2026-01-01T00:00:00Z"
+end = "2099-01-01T00:00:00Z"
+reason = "refurbishment"
+"#,
+            influx = influx.url(),
+        ))
+        .await;
+    let daemon = &run.daemon;
     for device in ["room-1", "room-2"] {
-        for (t, v) in [(0, 31.0), (2_000, 32.0)] {
-            publisher
-                .publish(
-                    &format!("campus/b1/{device}/telemetry"),
-                    format!(r#"{{"ts": {}, "temperature": {v}}}"#, t0 + t),
-                )
-                .await;
-        }
+        run.breach(device, 2_000).await;
     }
     let list = |args: &[&str]| {
         let mut a = vec!["work-orders", "list", "--state", &st, "--format", "json"];

@@ -26,6 +26,7 @@ use crate::catalog::profile::MqttValue;
 use crate::catalog::units::{self, Kind, Unit};
 use crate::catalog::{PointDef, PointId, Profile, SharedCatalog};
 use crate::reading::Reading;
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,10 +54,11 @@ pub mod datatype {
     pub const TEXT: u32 = 14;
 }
 
-/// One decoded metric (only the fields Caretaker uses).
+/// One decoded metric (only the fields Caretaker uses). Its text fields borrow the payload: decoding allocates
+/// nothing per metric unless a text is not UTF-8.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metric {
-    pub name: Option<String>,
+pub struct Metric<'a> {
+    pub name: Option<Cow<'a, str>>,
     pub alias: Option<u64>,
     pub timestamp: Option<u64>,
     pub datatype: Option<u32>,
@@ -66,17 +68,17 @@ pub struct Metric {
     pub float_value: Option<f32>,
     pub double_value: Option<f64>,
     pub boolean_value: Option<bool>,
-    pub string_value: Option<String>,
+    pub string_value: Option<Cow<'a, str>>,
     /// The `engUnit` (or `engUnits`) string property of the metric's PropertySet (BIRTHs carry it).
-    pub eng_unit: Option<String>,
+    pub eng_unit: Option<Cow<'a, str>>,
 }
 
 /// A decoded Payload.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Payload {
+pub struct Payload<'a> {
     pub timestamp: Option<u64>,
     pub seq: Option<u64>,
-    pub metrics: Vec<Metric>,
+    pub metrics: Vec<Metric<'a>>,
 }
 
 struct Reader<'a> {
@@ -147,14 +149,14 @@ fn expect(wire: u8, want: u8, field: &str) -> Result<(), String> {
     }
 }
 
-fn decode_metric(buf: &[u8]) -> Result<Metric, String> {
+fn decode_metric(buf: &[u8]) -> Result<Metric<'_>, String> {
     let mut r = Reader { buf, pos: 0 };
     let mut m = Metric::default();
     while let Some((field, wire)) = r.key()? {
         match field {
             1 => {
                 expect(wire, 2, "Metric.name")?;
-                m.name = Some(String::from_utf8_lossy(r.bytes()?).into_owned());
+                m.name = Some(String::from_utf8_lossy(r.bytes()?));
             }
             2 => {
                 expect(wire, 0, "Metric.alias")?;
@@ -198,7 +200,7 @@ fn decode_metric(buf: &[u8]) -> Result<Metric, String> {
             }
             15 => {
                 expect(wire, 2, "Metric.string_value")?;
-                m.string_value = Some(String::from_utf8_lossy(r.bytes()?).into_owned());
+                m.string_value = Some(String::from_utf8_lossy(r.bytes()?));
             }
             9 => {
                 expect(wire, 2, "Metric.properties")?;
@@ -212,10 +214,10 @@ fn decode_metric(buf: &[u8]) -> Result<Metric, String> {
 
 /// The `engUnit`/`engUnits` value of a PropertySet (Tahu: `keys` = 1, `values` = 2, PropertyValue
 /// `string_value` = 8); None when absent or not a string.
-fn eng_unit(buf: &[u8]) -> Result<Option<String>, String> {
+fn eng_unit(buf: &[u8]) -> Result<Option<Cow<'_, str>>, String> {
     let mut r = Reader { buf, pos: 0 };
     let mut keys: Vec<&[u8]> = Vec::new();
-    let mut values: Vec<Option<String>> = Vec::new();
+    let mut values: Vec<Option<Cow<'_, str>>> = Vec::new();
     while let Some((field, wire)) = r.key()? {
         match field {
             1 => {
@@ -232,7 +234,7 @@ fn eng_unit(buf: &[u8]) -> Result<Option<String>, String> {
                 while let Some((f, w)) = v.key()? {
                     if f == 8 {
                         expect(w, 2, "PropertyValue.string_value")?;
-                        text = Some(String::from_utf8_lossy(v.bytes()?).into_owned());
+                        text = Some(String::from_utf8_lossy(v.bytes()?));
                     } else {
                         v.skip(w)?;
                     }
@@ -245,11 +247,11 @@ fn eng_unit(buf: &[u8]) -> Result<Option<String>, String> {
     Ok(keys
         .iter()
         .position(|k| *k == b"engUnit" || *k == b"engUnits")
-        .and_then(|i| values.get(i).cloned().flatten()))
+        .and_then(|i| values.into_iter().nth(i).flatten()))
 }
 
 /// Decodes a Sparkplug B Payload (Tahu `sparkplug_b.proto`).
-pub fn decode_payload(buf: &[u8]) -> Result<Payload, String> {
+pub fn decode_payload(buf: &[u8]) -> Result<Payload<'_>, String> {
     let mut r = Reader { buf, pos: 0 };
     let mut p = Payload::default();
     while let Some((field, wire)) = r.key()? {
@@ -302,7 +304,7 @@ pub fn rebirth_payload(now_ms: u64) -> Vec<u8> {
 }
 
 /// The numeric value of a metric, by its (registered) datatype; None for null and non-numeric strings.
-fn value(m: &Metric, dt: u32) -> Option<Result<f64, String>> {
+fn value(m: &Metric<'_>, dt: u32) -> Option<Result<f64, String>> {
     if m.is_null {
         return None;
     }
@@ -343,26 +345,145 @@ fn value(m: &Metric, dt: u32) -> Option<Result<f64, String>> {
     None
 }
 
-/// What a BIRTH said about one metric: its datatype and engineering unit.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct MetricInfo {
+/// What a BIRTH registered for one metric of a node or of one of its devices.
+#[derive(Debug, Clone)]
+struct Registered {
+    /// The device key of the BIRTH ("" for the node itself) and the metric's name.
+    device: Box<str>,
+    name: Box<str>,
     datatype: u32,
     /// The `engUnit` property as sent, and the unit it names when we know it.
-    unit_text: Option<String>,
+    unit_text: Option<Box<str>>,
     unit: Option<Unit>,
+    /// The metric's point in its device's profile, found once the device is in the catalog (`Some(None)`: no
+    /// point maps it). A device's points are fixed while this source runs (a reload that changes an MQTT
+    /// device restarts the source), so DATA finds its point without scanning the profile.
+    point: Option<Option<u32>>,
+}
+
+/// Marks an alias slot no BIRTH filled.
+const NO_ALIAS: u32 = u32::MAX;
+
+/// Alias → index of its [`Registered`] metric. Edge nodes number aliases 0, 1, 2, ...: those are a `Vec` indexed
+/// by alias, as long as the alias stays under a bound proportional to the metrics registered (so a peer's alias of
+/// 10^12 costs no memory); the others go to a map.
+#[derive(Default)]
+struct Aliases {
+    dense: Vec<u32>,
+    sparse: HashMap<u64, u32>,
+}
+
+impl Aliases {
+    fn get(&self, alias: u64) -> Option<u32> {
+        match usize::try_from(alias).ok().and_then(|a| self.dense.get(a)) {
+            Some(&i) if i != NO_ALIAS => Some(i),
+            _ => self.sparse.get(&alias).copied(),
+        }
+    }
+
+    fn insert(&mut self, alias: u64, index: u32, registered: usize) {
+        let bound = 2 * registered + 1024;
+        match usize::try_from(alias) {
+            Ok(a) if a < bound => {
+                if a >= self.dense.len() {
+                    self.dense.resize(a + 1, NO_ALIAS);
+                }
+                self.dense[a] = index;
+                self.sparse.remove(&alias);
+            }
+            _ if self.sparse.len() < MAX_ALIASES => {
+                self.sparse.insert(alias, index);
+            }
+            _ => {}
+        }
+    }
+
+    fn clear(&mut self) {
+        self.dense.clear();
+        self.sparse.clear();
+    }
+}
+
+/// A device of a node that is in the catalog: what DATA needs to turn metrics into readings.
+struct Known {
+    first_point: u32,
+    profile: Arc<Profile>,
+    /// How many of its points the group's library profile has (the rest are metrics taken as they came).
+    base_len: usize,
 }
 
 #[derive(Default)]
 struct NodeState {
     born: bool,
     seq: Option<u8>,
-    /// alias -> metric name, across the node and its devices (aliases are unique per node).
-    aliases: HashMap<u64, String>,
-    /// (device key, metric name) -> what its BIRTH registered ("" for the node itself).
-    metrics: HashMap<(String, String), MetricInfo>,
+    /// What BIRTHs registered, across the node and its devices; found by alias (aliases are unique per node) or
+    /// by device key and name.
+    registered: Vec<Registered>,
+    aliases: Aliases,
+    by_name: HashMap<String, HashMap<String, u32>>,
+    /// The node's devices already in the catalog, by device key ("" for the node).
+    known: HashMap<String, Known>,
     /// Caretaker device ids of this node that a BIRTH put online.
     devices: BTreeSet<String>,
     rebirth_sent: Option<Instant>,
+}
+
+impl NodeState {
+    /// The registration of metric `name` of device `dev`, if a BIRTH made one.
+    fn lookup(&self, dev: &str, name: &str) -> Option<u32> {
+        self.by_name.get(dev)?.get(name).copied()
+    }
+
+    /// Registers (or registers again) a BIRTH metric of device `dev`; None past [`MAX_ALIASES`] metrics.
+    fn register(&mut self, dev: &str, name: &str, m: &Metric<'_>) -> Option<u32> {
+        let entry = Registered {
+            device: dev.into(),
+            name: name.into(),
+            datatype: m.datatype.unwrap_or(0),
+            unit: m.eng_unit.as_deref().and_then(units::from_engineering),
+            unit_text: m.eng_unit.as_deref().map(Into::into),
+            point: None,
+        };
+        let index = match self.lookup(dev, name) {
+            Some(i) => {
+                self.registered[i as usize] = entry;
+                i
+            }
+            None if self.registered.len() < MAX_ALIASES => {
+                let i = self.registered.len() as u32;
+                self.registered.push(entry);
+                self.by_name
+                    .entry(dev.to_string())
+                    .or_default()
+                    .insert(name.to_string(), i);
+                i
+            }
+            None => return None,
+        };
+        if let Some(a) = m.alias {
+            self.aliases.insert(a, index, self.registered.len());
+        }
+        Some(index)
+    }
+
+    /// A rebirth request for `reason`, unless one went to this node less than [`REBIRTH_EVERY`] ago.
+    fn rebirth(&mut self, group: &str, node: &str, reason: Option<String>) -> Option<Rebirth> {
+        let reason = reason?;
+        let now = Instant::now();
+        if self
+            .rebirth_sent
+            .is_some_and(|t| now.duration_since(t) < REBIRTH_EVERY)
+        {
+            return None;
+        }
+        self.rebirth_sent = Some(now);
+        info!(%group, %node, reason = %reason, "asking the Sparkplug node to rebirth");
+        Some(Rebirth {
+            topic: format!("{NAMESPACE}/{group}/NCMD/{node}"),
+            payload: rebirth_payload(crate::util::now_ns().max(0) as u64 / 1_000_000),
+            reason,
+        })
+    }
 }
 
 /// A rebirth request to publish (QoS 0, not retained).
@@ -383,11 +504,19 @@ struct Topic<'t> {
 
 impl<'t> Topic<'t> {
     fn parse(topic: &'t str) -> Result<Topic<'t>, DecodeError> {
-        let levels: Vec<&str> = topic.split('/').collect();
-        let ok = (4..=5).contains(&levels.len())
+        let mut levels = [""; 5];
+        let mut n = 0;
+        for level in topic.split('/') {
+            if n == levels.len() {
+                return Err(bad_topic(topic));
+            }
+            levels[n] = level;
+            n += 1;
+        }
+        let ok = n >= 4
             && levels[0] == NAMESPACE
             && !levels[3].is_empty()
-            && levels.get(4) != Some(&"");
+            && (n == 4 || !levels[4].is_empty());
         if !ok {
             return Err(bad_topic(topic));
         }
@@ -395,7 +524,7 @@ impl<'t> Topic<'t> {
             group: levels[1],
             kind: levels[2],
             node: levels[3],
-            device: levels.get(4).copied(),
+            device: (n == 5).then_some(levels[4]),
         })
     }
     /// The Caretaker device: `<node>/<device>`, or `<node>` for the node's own metrics.
@@ -414,11 +543,49 @@ fn bad_topic(topic: &str) -> DecodeError {
     }
 }
 
-/// One metric of a message with its name and BIRTH facts resolved.
+/// One metric of a message with its BIRTH facts resolved (by index: nothing is copied out of the node's state).
 struct Resolved<'p> {
-    name: String,
-    info: MetricInfo,
-    metric: &'p Metric,
+    metric: &'p Metric<'p>,
+    /// Its registration by a BIRTH of the message's device, if any (datatype, unit, point).
+    reg: Option<u32>,
+    /// The registration that holds its name when the message does not (sent by alias).
+    name_reg: Option<u32>,
+    /// The metric's own datatype if it has one, else its BIRTH's.
+    datatype: u32,
+    unit: Option<Unit>,
+}
+
+impl Resolved<'_> {
+    fn name<'s>(&'s self, registered: &'s [Registered]) -> &'s str {
+        match (
+            self.name_reg.and_then(|i| registered.get(i as usize)),
+            &self.metric.name,
+        ) {
+            (Some(r), _) => &r.name,
+            (None, Some(n)) => n,
+            (None, None) => "",
+        }
+    }
+
+    fn seen<'s>(&'s self, registered: &'s [Registered]) -> Seen<'s> {
+        Seen {
+            name: self.name(registered),
+            datatype: self.datatype,
+            unit: self.unit,
+            unit_text: self
+                .reg
+                .and_then(|i| registered.get(i as usize))
+                .and_then(|r| r.unit_text.as_deref()),
+        }
+    }
+}
+
+/// A metric of a message as the device-creating path needs it.
+struct Seen<'s> {
+    name: &'s str,
+    datatype: u32,
+    unit: Option<Unit>,
+    unit_text: Option<&'s str>,
 }
 
 /// Whether a metric no profile point maps is taken as a point of its own: numeric and Boolean datatypes
@@ -468,20 +635,20 @@ fn point_of(profile: &Profile, base: usize, name: &str) -> Option<usize> {
 
 /// A point for a metric taken as it comes: named from the metric, a gauge in the canonical unit of its BIRTH
 /// engineering unit (Boolean: bool; no or unknown unit: none), converted from the unit the metric is sent in.
-fn taken_point(name: String, r: &Resolved<'_>) -> PointDef {
-    let wire = if r.info.datatype == datatype::BOOLEAN {
+fn taken_point(name: String, r: &Seen<'_>) -> PointDef {
+    let wire = if r.datatype == datatype::BOOLEAN {
         Unit::Bool
     } else {
-        r.info.unit.unwrap_or(Unit::None)
+        r.unit.unwrap_or(Unit::None)
     };
     let unit = wire.canonical();
     let (scale, offset) = units::unit_conversion(wire, unit).unwrap_or((1.0, 0.0));
     let mut description = format!(
         "Sparkplug metric `{}` ({}), taken as it came",
         r.name,
-        datatype_name(r.info.datatype)
+        datatype_name(r.datatype)
     );
-    if let (Some(t), None) = (&r.info.unit_text, r.info.unit) {
+    if let (Some(t), None) = (r.unit_text, r.unit) {
         description.push_str(&format!(
             "; engineering unit `{t}` is not one Caretaker knows"
         ));
@@ -521,19 +688,22 @@ fn datatype_name(dt: u32) -> &'static str {
     }
 }
 
-/// Sparkplug state of the source: nodes seen, their aliases and sequence numbers.
+/// Sparkplug state of the source: the nodes seen in each group, what their BIRTHs registered, their sequence
+/// numbers and their devices already in the catalog.
 pub struct Sparkplug {
     groups: Vec<SparkplugGroup>,
     catalog: SharedCatalog,
-    nodes: HashMap<(String, String), NodeState>,
+    /// Per group (in the order of `groups`): edge node name → its state.
+    nodes: Vec<HashMap<String, NodeState>>,
 }
 
 impl Sparkplug {
     pub fn new(groups: Vec<SparkplugGroup>, catalog: SharedCatalog) -> Sparkplug {
+        let nodes = groups.iter().map(|_| HashMap::new()).collect();
         Sparkplug {
             groups,
             catalog,
-            nodes: HashMap::new(),
+            nodes,
         }
     }
 
@@ -550,8 +720,10 @@ impl Sparkplug {
     }
 
     /// Decodes one Sparkplug message into readings; may return a rebirth request to publish. The steps: the
-    /// topic, the payload, deaths, the node's sequence, each metric's name/datatype/unit (BIRTHs register them),
-    /// the device (created at its BIRTH, with points of its own for metrics no profile point maps), the values.
+    /// topic, the payload, deaths, the node's sequence, each metric's registration (BIRTHs make them; DATA finds
+    /// them by alias), the device (created at its BIRTH, with points of its own for metrics no profile point
+    /// maps), the values. DATA of a device already in the catalog takes its point ids from the node's state and
+    /// each metric's point from its registration: no lock, no profile scan, no allocation per metric.
     pub fn handle(
         &mut self,
         topic: &str,
@@ -561,85 +733,111 @@ impl Sparkplug {
         problems: &mut Vec<PointProblem>,
     ) -> Result<Option<Rebirth>, DecodeError> {
         let t = Topic::parse(topic)?;
-        let Some(g) = self.groups.iter().find(|g| g.group == t.group).cloned() else {
+        let Some(gi) = self.groups.iter().position(|g| g.group == t.group) else {
             return Err(DecodeError::UnknownTopic);
         };
         // Our own NCMD/DCMD and the host's STATE are not data.
         if matches!(t.kind, "NCMD" | "DCMD" | "STATE") {
             return Ok(None);
         }
-        let device_id = t.device_id();
         let p = decode_payload(payload).map_err(|e| DecodeError::Malformed {
-            device: device_id.clone(),
+            device: t.device_id(),
             message: format!("Sparkplug B payload: {e}"),
         })?;
-        let key = (t.group.to_string(), t.node.to_string());
         let at_payload = ms_to_ns(p.timestamp).unwrap_or(received_ns);
         match t.kind {
             "NDEATH" => {
-                self.node_death(&key, received_ns, out);
+                self.node_death(gi, t.node, received_ns, out);
                 return Ok(None);
             }
             "NBIRTH" | "DBIRTH" | "NDATA" | "DDATA" | "DDEATH" => {}
             _ => return Err(bad_topic(topic)),
         }
-        let mut rebirth_reason = self.step_sequence(&key, t.kind, p.seq);
+        let (group, catalog) = (&self.groups[gi], &self.catalog);
+        let nodes = &mut self.nodes[gi];
+        if !nodes.contains_key(t.node) {
+            nodes.insert(t.node.to_string(), NodeState::default());
+        }
+        let Some(node) = nodes.get_mut(t.node) else {
+            return Ok(None);
+        };
+        let mut rebirth_reason = node.step_sequence(t.kind, p.seq);
         if t.kind == "DDEATH" {
-            if let Some(n) = self.nodes.get_mut(&key) {
-                n.devices.remove(&device_id);
-            }
-            self.online(&device_id, false, at_payload, out);
-            return Ok(self.rebirth(&key, rebirth_reason));
+            let device_id = t.device_id();
+            node.devices.remove(&device_id);
+            online(catalog, &device_id, false, at_payload, out);
+            return Ok(node.rebirth(&group.group, t.node, rebirth_reason));
         }
         let birth = t.kind.ends_with("BIRTH");
         let dev_key = t.device.unwrap_or_default();
-        let resolved = self.resolve(&key, dev_key, &p.metrics, birth, &mut rebirth_reason);
+        let resolved = resolve(node, dev_key, &p.metrics, birth, &mut rebirth_reason);
         if t.kind == "DBIRTH" {
-            if let Some(n) = self.nodes.get_mut(&key) {
-                n.devices.insert(device_id.clone());
+            node.devices.insert(t.device_id());
+        }
+        if birth || !node.known.contains_key(dev_key) {
+            let device_id = t.device_id();
+            let base = group_profile(catalog, group, &device_id)?;
+            let seen: Vec<Seen<'_>> = resolved.iter().map(|r| r.seen(&node.registered)).collect();
+            // A device is created by its BIRTH (a node's only when it has a metric to take), or by data that maps.
+            let born_with_data =
+                t.device.is_some() || seen.iter().any(|s| takeable(s.name, s.datatype));
+            let maps = seen
+                .iter()
+                .any(|s| point_of(&base, base.points.len(), s.name).is_some());
+            let create = (birth && born_with_data) || maps;
+            match device_for(catalog, &device_id, &base, &seen, create, birth, problems)? {
+                Some((first_point, profile)) => {
+                    let known = Known {
+                        first_point,
+                        profile,
+                        base_len: base.points.len(),
+                    };
+                    node.known.insert(dev_key.to_string(), known);
+                }
+                None => return Ok(node.rebirth(&group.group, t.node, rebirth_reason)),
             }
         }
-        let base = self.group_profile(&g, &device_id)?;
-        // A device is created by its BIRTH (a node's only when it has a metric to take), or by data that maps.
-        let born_with_data =
-            t.device.is_some() || resolved.iter().any(|r| takeable(&r.name, r.info.datatype));
-        let maps = resolved
-            .iter()
-            .any(|r| point_of(&base, base.points.len(), &r.name).is_some());
-        let create = (birth && born_with_data) || maps;
-        let Some((first, profile)) =
-            self.device_for(&device_id, &base, &resolved, create, birth, problems)?
-        else {
-            return Ok(self.rebirth(&key, rebirth_reason));
-        };
-        for r in &resolved {
-            let Some(i) = point_of(&profile, base.points.len(), &r.name) else {
-                continue;
-            };
-            let pt = &profile.points[i];
-            let at = ms_to_ns(r.metric.timestamp).unwrap_or(at_payload);
-            match point_value(pt, r) {
-                Ok(None) => {}
-                Ok(Some(v)) => out.push(Reading::good(PointId(first + i as u32), v, at)),
-                Err((reason, message)) => problems.push(PointProblem {
-                    device: device_id.clone(),
-                    point: pt.name.clone(),
-                    reason,
-                    message: format!("metric `{}`: {message}", r.name),
-                }),
+        let NodeState {
+            known, registered, ..
+        } = &mut *node;
+        if let Some(dev) = known.get(dev_key) {
+            for r in &resolved {
+                let point = match r.reg.and_then(|i| registered.get_mut(i as usize)) {
+                    Some(reg) => *reg.point.get_or_insert_with(|| {
+                        point_of(&dev.profile, dev.base_len, &reg.name).map(|i| i as u32)
+                    }),
+                    None => {
+                        point_of(&dev.profile, dev.base_len, r.name(registered)).map(|i| i as u32)
+                    }
+                };
+                let Some((i, pt)) =
+                    point.and_then(|i| Some((i, dev.profile.points.get(i as usize)?)))
+                else {
+                    continue;
+                };
+                let at = ms_to_ns(r.metric.timestamp).unwrap_or(at_payload);
+                match point_value(pt, r) {
+                    Ok(None) => {}
+                    Ok(Some(v)) => out.push(Reading::good(PointId(dev.first_point + i), v, at)),
+                    Err((reason, message)) => problems.push(PointProblem {
+                        device: t.device_id(),
+                        point: pt.name.clone(),
+                        reason,
+                        message: format!("metric `{}`: {message}", r.name(registered)),
+                    }),
+                }
             }
         }
         if birth {
-            self.online(&device_id, true, at_payload, out);
+            online(catalog, &t.device_id(), true, at_payload, out);
         }
-        Ok(self.rebirth(&key, rebirth_reason))
+        Ok(node.rebirth(&group.group, t.node, rebirth_reason))
     }
 
     /// NDEATH: the node is dead until its next NBIRTH; it and every device it had born go offline.
-    fn node_death(&mut self, key: &(String, String), at: i64, out: &mut Vec<Reading>) {
-        let devices: Vec<String> = self
-            .nodes
-            .get_mut(key)
+    fn node_death(&mut self, group: usize, node: &str, at: i64, out: &mut Vec<Reading>) {
+        let devices: Vec<String> = self.nodes[group]
+            .get_mut(node)
             .map(|n| {
                 n.born = false;
                 n.seq = None;
@@ -647,229 +845,213 @@ impl Sparkplug {
             })
             .unwrap_or_default();
         info!(
-            group = %key.0,
-            node = %key.1,
+            group = %self.groups[group].group,
+            node = %node,
             devices = devices.len(),
             "Sparkplug node died: its devices go offline"
         );
-        for d in devices.iter().chain(std::iter::once(&key.1)) {
-            self.online(d, false, at, out);
+        for d in devices
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(node))
+        {
+            online(&self.catalog, d, false, at, out);
         }
     }
+}
 
-    /// The node's sequence number: NBIRTH sets it (and forgets the old BIRTH's aliases); every later message
-    /// steps it by one (mod 256). Returns why a rebirth is needed: data from a node never seen born, or a gap.
-    fn step_sequence(
-        &mut self,
-        key: &(String, String),
-        kind: &str,
-        seq: Option<u64>,
-    ) -> Option<String> {
-        let state = self.nodes.entry(key.clone()).or_default();
+impl NodeState {
+    /// The node's sequence number: NBIRTH sets it (and forgets the old BIRTH's registrations and aliases); every
+    /// later message steps it by one (mod 256). Returns why a rebirth is needed: data from a node never seen
+    /// born, or a gap.
+    fn step_sequence(&mut self, kind: &str, seq: Option<u64>) -> Option<String> {
         let seq = seq.map(|s| (s & 0xff) as u8);
         if kind == "NBIRTH" {
-            state.born = true;
-            state.seq = seq;
-            state.aliases.clear();
-            state.metrics.clear();
-            state.rebirth_sent = None;
+            self.born = true;
+            self.seq = seq;
+            self.registered.clear();
+            self.aliases.clear();
+            self.by_name.clear();
+            self.rebirth_sent = None;
             return None;
         }
-        if !state.born {
+        if !self.born {
             return Some(format!("{kind} from a node not seen born"));
         }
         let mut reason = None;
-        if let (Some(last), Some(s)) = (state.seq, seq) {
+        if let (Some(last), Some(s)) = (self.seq, seq) {
             if s != last.wrapping_add(1) {
                 reason = Some(format!("sequence gap: {s} after {last}"));
             }
         }
         if seq.is_some() {
-            state.seq = seq;
+            self.seq = seq;
         }
         reason
     }
+}
 
-    /// Each metric's name (from its alias for DATA), datatype and unit; a BIRTH registers them. An alias
-    /// nobody registered is skipped and asks for a rebirth.
-    fn resolve<'p>(
-        &mut self,
-        key: &(String, String),
-        dev_key: &str,
-        metrics: &'p [Metric],
-        birth: bool,
-        rebirth_reason: &mut Option<String>,
-    ) -> Vec<Resolved<'p>> {
-        let state = self.nodes.entry(key.clone()).or_default();
-        let mut resolved = Vec::with_capacity(metrics.len());
-        for m in metrics {
-            let name = match (&m.name, m.alias) {
-                (Some(n), _) => n.clone(),
-                (None, Some(a)) => match state.aliases.get(&a) {
-                    Some(n) => n.clone(),
-                    None => {
-                        rebirth_reason.get_or_insert_with(|| format!("unknown alias {a}"));
-                        continue;
-                    }
-                },
-                (None, None) => continue,
-            };
-            let mkey = (dev_key.to_string(), name.clone());
-            if birth {
-                let info = MetricInfo {
-                    datatype: m.datatype.unwrap_or(0),
-                    unit: m.eng_unit.as_deref().and_then(units::from_engineering),
-                    unit_text: m.eng_unit.clone(),
-                };
-                if let Some(a) = m.alias {
-                    if state.aliases.len() < MAX_ALIASES {
-                        state.aliases.insert(a, name.clone());
-                    }
+/// Each metric's registration (found by alias for DATA), datatype and unit; a BIRTH registers them. An alias
+/// nobody registered is skipped and asks for a rebirth.
+fn resolve<'p>(
+    node: &mut NodeState,
+    dev: &str,
+    metrics: &'p [Metric<'p>],
+    birth: bool,
+    rebirth_reason: &mut Option<String>,
+) -> Vec<Resolved<'p>> {
+    let mut resolved = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        let (reg, name_reg) = match (&m.name, m.alias) {
+            (Some(n), _) if birth => (node.register(dev, n, m), None),
+            (Some(n), _) => (node.lookup(dev, n), None),
+            (None, Some(a)) => match node.aliases.get(a).and_then(|i| {
+                let by = node.registered.get(i as usize)?;
+                Some((i, by))
+            }) {
+                // The common case: DATA by alias of the device that registered it.
+                Some((i, by)) if !birth && *by.device == *dev => (Some(i), Some(i)),
+                // Another device's alias, or a BIRTH by alias only: by the name the alias stands for.
+                Some((i, by)) => {
+                    let name = by.name.clone();
+                    let reg = if birth {
+                        node.register(dev, &name, m)
+                    } else {
+                        node.lookup(dev, &name)
+                    };
+                    (reg, Some(i))
                 }
-                if state.metrics.len() < MAX_ALIASES {
-                    state.metrics.insert(mkey.clone(), info);
+                None => {
+                    rebirth_reason.get_or_insert_with(|| format!("unknown alias {a}"));
+                    continue;
                 }
-            }
-            let mut info = state.metrics.get(&mkey).cloned().unwrap_or_default();
-            if let Some(dt) = m.datatype {
-                info.datatype = dt;
-            }
-            resolved.push(Resolved {
-                name,
-                info,
-                metric: m,
-            });
-        }
-        resolved
-    }
-
-    /// The group's library profile.
-    fn group_profile(&self, g: &SparkplugGroup, device: &str) -> Result<Arc<Profile>, DecodeError> {
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        cat.profiles
-            .get(&g.profile)
-            .cloned()
-            .ok_or_else(|| DecodeError::Device {
-                device: device.to_string(),
-                message: format!("profile `{}` is not loaded", g.profile),
-            })
-    }
-
-    /// The device's first point id and profile. A device not in the catalog yet is added when `create`: with the
-    /// library profile plus a point for each metric of its BIRTH that no profile point maps (numeric and
-    /// Boolean ones; at most [`MAX_TAKEN`]). A BIRTH announcing a metric the existing device has no point for
-    /// reports it (`new_metric`): a device's points are fixed once it is in the catalog.
-    fn device_for(
-        &self,
-        id: &str,
-        base: &Arc<Profile>,
-        resolved: &[Resolved<'_>],
-        create: bool,
-        birth: bool,
-        problems: &mut Vec<PointProblem>,
-    ) -> Result<Option<(u32, Arc<Profile>)>, DecodeError> {
-        let unmapped = |profile: &Profile| -> Vec<&Resolved<'_>> {
-            resolved
-                .iter()
-                .filter(|r| takeable(&r.name, r.info.datatype))
-                .filter(|r| point_of(profile, base.points.len(), &r.name).is_none())
-                .collect()
+            },
+            (None, None) => continue,
         };
-        {
-            let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, d)) = cat.device_by_id(id) {
-                if birth {
-                    for r in unmapped(&d.profile) {
-                        problems.push(PointProblem {
-                            device: id.to_string(),
-                            point: point_name(&r.name).unwrap_or_default(),
-                            reason: "new_metric",
-                            message: format!(
-                                "metric `{}` was not in the device's first BIRTH; its points are fixed until Caretaker restarts",
-                                r.name
-                            ),
-                        });
-                    }
-                }
-                return Ok(Some((d.first_point, d.profile.clone())));
-            }
-        }
-        if !create {
-            return Ok(None);
-        }
-        let mut extra: Vec<PointDef> = Vec::new();
-        for r in unmapped(base) {
-            let Some(name) = point_name(&r.name) else {
-                continue;
-            };
-            let clash = base.points.iter().chain(&extra).any(|p| p.name == name);
-            if clash || extra.len() >= MAX_TAKEN {
-                problems.push(PointProblem {
-                    device: id.to_string(),
-                    point: name,
-                    reason: "unmapped_metric",
-                    message: format!(
-                        "metric `{}` not taken: {}",
-                        r.name,
-                        if clash {
-                            "its point name is taken by another point"
-                        } else {
-                            "the device has too many metrics no profile maps"
-                        }
-                    ),
-                });
-                continue;
-            }
-            extra.push(taken_point(name, r));
-        }
-        let mut cat = self.catalog.write().unwrap_or_else(|e| e.into_inner());
-        let added = if extra.is_empty() {
-            cat.add_device(id, &base.name, Default::default(), false)
-        } else {
-            let mut own = (**base).clone();
-            own.points.extend(extra);
-            cat.add_device_with_profile(id, Arc::new(own), Default::default(), false)
-        };
-        let idx = added.map_err(|e| DecodeError::Device {
-            device: id.to_string(),
-            message: e.to_string(),
-        })?;
-        let d = cat.device(idx);
-        info!(
-            device = %id,
-            profile = %base.name,
-            points_of_its_own = d.profile.points.len() - base.points.len(),
-            "new Sparkplug device"
-        );
-        Ok(Some((d.first_point, d.profile.clone())))
+        let (datatype, unit) = reg
+            .and_then(|i| node.registered.get(i as usize))
+            .map_or((0, None), |r| (r.datatype, r.unit));
+        resolved.push(Resolved {
+            metric: m,
+            reg,
+            name_reg,
+            datatype: m.datatype.unwrap_or(datatype),
+            unit,
+        });
     }
+    resolved
+}
 
-    fn rebirth(&mut self, key: &(String, String), reason: Option<String>) -> Option<Rebirth> {
-        let reason = reason?;
-        let state = self.nodes.get_mut(key)?;
-        let now = Instant::now();
-        if state
-            .rebirth_sent
-            .is_some_and(|t| now.duration_since(t) < REBIRTH_EVERY)
-        {
-            return None;
-        }
-        state.rebirth_sent = Some(now);
-        info!(group = %key.0, node = %key.1, reason = %reason, "asking the Sparkplug node to rebirth");
-        Some(Rebirth {
-            topic: format!("{NAMESPACE}/{}/NCMD/{}", key.0, key.1),
-            payload: rebirth_payload(crate::util::now_ns().max(0) as u64 / 1_000_000),
-            reason,
+/// The group's library profile.
+fn group_profile(
+    catalog: &SharedCatalog,
+    g: &SparkplugGroup,
+    device: &str,
+) -> Result<Arc<Profile>, DecodeError> {
+    let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+    cat.profiles
+        .get(&g.profile)
+        .cloned()
+        .ok_or_else(|| DecodeError::Device {
+            device: device.to_string(),
+            message: format!("profile `{}` is not loaded", g.profile),
         })
-    }
+}
 
-    /// An `online` reading (1 or 0) for a device whose profile has that point; nothing for unknown devices.
-    fn online(&self, id: &str, online: bool, at: i64, out: &mut Vec<Reading>) {
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+/// The device's first point id and profile. A device not in the catalog yet is added when `create`: with the
+/// library profile plus a point for each metric of its BIRTH that no profile point maps (numeric and
+/// Boolean ones; at most [`MAX_TAKEN`]). A BIRTH announcing a metric the existing device has no point for
+/// reports it (`new_metric`): a device's points are fixed once it is in the catalog.
+fn device_for(
+    catalog: &SharedCatalog,
+    id: &str,
+    base: &Arc<Profile>,
+    seen: &[Seen<'_>],
+    create: bool,
+    birth: bool,
+    problems: &mut Vec<PointProblem>,
+) -> Result<Option<(u32, Arc<Profile>)>, DecodeError> {
+    let unmapped = |profile: &Profile| -> Vec<&Seen<'_>> {
+        seen.iter()
+            .filter(|r| takeable(r.name, r.datatype))
+            .filter(|r| point_of(profile, base.points.len(), r.name).is_none())
+            .collect()
+    };
+    {
+        let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
         if let Some((_, d)) = cat.device_by_id(id) {
-            if let Some(p) = d.point_id(crate::catalog::profile::ONLINE_POINT) {
-                out.push(Reading::good(p, if online { 1.0 } else { 0.0 }, at));
+            if birth {
+                for r in unmapped(&d.profile) {
+                    problems.push(PointProblem {
+                        device: id.to_string(),
+                        point: point_name(r.name).unwrap_or_default(),
+                        reason: "new_metric",
+                        message: format!(
+                            "metric `{}` was not in the device's first BIRTH; its points are fixed until Caretaker restarts",
+                            r.name
+                        ),
+                    });
+                }
             }
+            return Ok(Some((d.first_point, d.profile.clone())));
+        }
+    }
+    if !create {
+        return Ok(None);
+    }
+    let mut extra: Vec<PointDef> = Vec::new();
+    for r in unmapped(base) {
+        let Some(name) = point_name(r.name) else {
+            continue;
+        };
+        let clash = base.points.iter().chain(&extra).any(|p| p.name == name);
+        if clash || extra.len() >= MAX_TAKEN {
+            problems.push(PointProblem {
+                device: id.to_string(),
+                point: name,
+                reason: "unmapped_metric",
+                message: format!(
+                    "metric `{}` not taken: {}",
+                    r.name,
+                    if clash {
+                        "its point name is taken by another point"
+                    } else {
+                        "the device has too many metrics no profile maps"
+                    }
+                ),
+            });
+            continue;
+        }
+        extra.push(taken_point(name, r));
+    }
+    let mut cat = catalog.write().unwrap_or_else(|e| e.into_inner());
+    let added = if extra.is_empty() {
+        cat.add_device(id, &base.name, Default::default(), false)
+    } else {
+        let mut own = (**base).clone();
+        own.points.extend(extra);
+        cat.add_device_with_profile(id, Arc::new(own), Default::default(), false)
+    };
+    let idx = added.map_err(|e| DecodeError::Device {
+        device: id.to_string(),
+        message: e.to_string(),
+    })?;
+    let d = cat.device(idx);
+    info!(
+        device = %id,
+        profile = %base.name,
+        points_of_its_own = d.profile.points.len() - base.points.len(),
+        "new Sparkplug device"
+    );
+    Ok(Some((d.first_point, d.profile.clone())))
+}
+
+/// An `online` reading (1 or 0) for a device whose profile has that point; nothing for unknown devices.
+fn online(catalog: &SharedCatalog, id: &str, online: bool, at: i64, out: &mut Vec<Reading>) {
+    let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, d)) = cat.device_by_id(id) {
+        if let Some(p) = d.point_id(crate::catalog::profile::ONLINE_POINT) {
+            out.push(Reading::good(p, if online { 1.0 } else { 0.0 }, at));
         }
     }
 }
@@ -885,7 +1067,7 @@ fn ms_to_ns(ms: Option<u64>) -> Option<i64> {
 /// wins), then the point's scale, offset and range. `Ok(None)` for a null metric.
 fn point_value(pt: &PointDef, r: &Resolved<'_>) -> Result<Option<f64>, (&'static str, String)> {
     let m = r.metric;
-    let raw = match value(m, r.info.datatype) {
+    let raw = match value(m, r.datatype) {
         None => return Ok(None),
         Some(Ok(v)) => v,
         Some(Err(e)) => match (&m.string_value, &pt.mqtt) {
@@ -893,7 +1075,7 @@ fn point_value(pt: &PointDef, r: &Resolved<'_>) -> Result<Option<f64>, (&'static
             _ => return Err(("bad_value", e)),
         },
     };
-    let raw = match r.info.unit {
+    let raw = match r.unit {
         Some(u) if u != pt.wire_unit => match units::unit_conversion(u, pt.wire_unit) {
             Some((f, o)) => raw * f + o,
             None => raw,
@@ -1055,10 +1237,7 @@ mod tests {
             &payload(4, &[metric(None, Some(98), 10, 1.0)]),
         );
         assert!(rb.is_none(), "rate-limited: one request per node every 5 s");
-        sp.nodes
-            .get_mut(&("g".into(), "n1".into()))
-            .unwrap()
-            .rebirth_sent = None;
+        sp.nodes[0].get_mut("n1").unwrap().rebirth_sent = None;
         // A sequence gap (6 after 4): the data is kept, a rebirth is asked for.
         let (r, rb) = run(
             &mut sp,
@@ -1170,6 +1349,51 @@ mod tests {
         assert_eq!(problems[0].point, "brand_new");
     }
 
+    /// Aliases far apart go to the map, small ones to the Vec; DATA by name (no alias) finds the registration too.
+    #[test]
+    fn sparse_and_dense_aliases_and_data_by_name() {
+        let mut sp = sparkplug();
+        run(&mut sp, "spBv1.0/g/NBIRTH/n1", &payload(0, &[]));
+        let big = 1_000_000_000_000;
+        run(
+            &mut sp,
+            "spBv1.0/g/DBIRTH/n1/d1",
+            &payload(
+                1,
+                &[
+                    metric(Some("Supply Temp"), Some(big), datatype::DOUBLE, 14.5),
+                    metric(Some("Fan"), Some(3), datatype::BOOLEAN, 1.0),
+                ],
+            ),
+        );
+        {
+            let a = &sp.nodes[0]["n1"].aliases;
+            assert_eq!(a.sparse.len(), 1);
+            assert_eq!(a.dense.len(), 4);
+        }
+        let (r, rb) = run(
+            &mut sp,
+            "spBv1.0/g/DDATA/n1/d1",
+            &payload(
+                2,
+                &[
+                    metric(None, Some(big), datatype::DOUBLE, 15.5),
+                    metric(Some("Supply Temp"), None, datatype::DOUBLE, 16.5),
+                    metric(None, Some(3), datatype::BOOLEAN, 0.0),
+                ],
+            ),
+        );
+        assert!(rb.is_none());
+        assert_eq!(
+            r,
+            [
+                ("n1/d1/temp".to_string(), 15.5),
+                ("n1/d1/temp".to_string(), 16.5),
+                ("n1/d1/fan".to_string(), 0.0)
+            ]
+        );
+    }
+
     #[test]
     fn point_names_from_metric_names() {
         assert_eq!(
@@ -1185,7 +1409,8 @@ mod tests {
 
     #[test]
     fn rebirth_payload_decodes_as_a_boolean_metric() {
-        let p = decode_payload(&rebirth_payload(1_700_000_000_000)).unwrap();
+        let bytes = rebirth_payload(1_700_000_000_000);
+        let p = decode_payload(&bytes).unwrap();
         assert_eq!(p.timestamp, Some(1_700_000_000_000));
         assert_eq!(p.metrics.len(), 1);
         assert_eq!(p.metrics[0].name.as_deref(), Some("Node Control/Rebirth"));
