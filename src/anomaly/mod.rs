@@ -17,13 +17,26 @@ pub use forecast::Trend;
 use crate::catalog::PointId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Every monitored point's detector, indexed by dense `PointId`.
+/// Whether a point gets a detector: gauges only, and not the yes/no ones. A counter's level only ever rises
+/// (its shape says nothing; its rate is the point's power or flow, usually a point of its own, and
+/// `counter_stalled` watches the counter itself), a `bool` point is two states, and the synthetic `online`
+/// point is the device's link state. See docs/anomaly.md, "Which points are scored".
+pub fn scores_point(def: &crate::catalog::profile::PointDef) -> bool {
+    use crate::catalog::units::{Kind, Unit};
+    def.kind == Kind::Gauge
+        && def.unit != Unit::Bool
+        && def.name != crate::catalog::profile::ONLINE_POINT
+}
+
+/// Every monitored point's detector, indexed by dense `PointId`. A slot is a pointer (8 bytes), so ids without
+/// a detector (counters, never-seen points) cost next to nothing; the parameters are one copy shared by all.
 #[derive(Debug, Clone)]
 pub struct Detectors {
     kind: Kind,
-    params: Params,
-    points: Vec<Option<Detector>>,
+    params: Arc<Params>,
+    points: Vec<Option<Box<Detector>>>,
     /// Trends of the points a forecast condition watches (see [`track_trend`](Self::track_trend)).
     trends: Vec<Option<Trend>>,
 }
@@ -68,7 +81,7 @@ impl Detectors {
     pub fn new(kind: Kind, params: Params) -> Self {
         Detectors {
             kind,
-            params,
+            params: Arc::new(params),
             points: Vec::new(),
             trends: Vec::new(),
         }
@@ -110,13 +123,23 @@ impl Detectors {
         if let Some(Some(t)) = self.trends.get_mut(i) {
             t.observe(at, value);
         }
-        let d = self.points[i].get_or_insert_with(|| Detector::new(self.kind, self.params));
+        let d = self.points[i]
+            .get_or_insert_with(|| Box::new(Detector::with_shared(self.kind, self.params.clone())));
         Some(d.observe(at, value))
+    }
+
+    /// Feeds only `point`'s trend, if it has one (a point without a detector: see [`scores_point`]).
+    pub fn observe_trend(&mut self, point: PointId, at_ns: i64, value: f64) {
+        if value.is_finite() {
+            if let Some(Some(t)) = self.trends.get_mut(point.0 as usize) {
+                t.observe(at_ns.div_euclid(1_000_000_000), value);
+            }
+        }
     }
 
     /// The detector of `point`, if it has seen a reading.
     pub fn get(&self, point: PointId) -> Option<&Detector> {
-        self.points.get(point.0 as usize).and_then(|d| d.as_ref())
+        self.points.get(point.0 as usize).and_then(|d| d.as_deref())
     }
 
     /// Points with a detector.
@@ -155,30 +178,40 @@ impl Detectors {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut points = extra.detectors.clone();
-        let mut trends = extra.trends.clone();
+        // Borrowed, not cloned, and streamed to the file: saving 10,000 detectors must not double the memory
+        // they hold for a moment (a heap grown once stays grown).
+        let mut points: std::collections::BTreeMap<String, &Detector> = extra
+            .detectors
+            .iter()
+            .map(|(k, d)| (k.clone(), d))
+            .collect();
+        let mut trends: std::collections::BTreeMap<String, &Trend> =
+            extra.trends.iter().map(|(k, t)| (k.clone(), t)).collect();
         trends.extend(
             self.trends
                 .iter()
                 .enumerate()
-                .filter_map(|(i, t)| t.as_ref().map(|t| (name(PointId(i as u32)), t.clone()))),
+                .filter_map(|(i, t)| t.as_ref().map(|t| (name(PointId(i as u32)), t))),
         );
         points.extend(
             self.points
                 .iter()
                 .enumerate()
-                .filter_map(|(i, d)| d.as_ref().map(|d| (name(PointId(i as u32)), d.clone()))),
+                .filter_map(|(i, d)| d.as_deref().map(|d| (name(PointId(i as u32)), d))),
         );
-        let saved = Saved {
+        let saved = SavedRef {
             version: STATE_VERSION,
             kind: self.kind,
-            params: self.params,
+            params: &self.params,
             points,
             trends,
         };
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec(&saved).expect("detector state always serialises");
-        std::fs::write(&tmp, bytes).map_err(io)?;
+        let file = std::fs::File::create(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::new(file);
+        serde_json::to_writer(&mut w, &saved).map_err(|e| io(std::io::Error::other(e)))?;
+        std::io::Write::flush(&mut w).map_err(io)?;
+        drop(w);
         std::fs::rename(&tmp, path).map_err(io)
     }
 
@@ -236,7 +269,7 @@ impl Detectors {
             });
         }
         let saved: Saved = serde_json::from_slice(&bytes).map_err(format)?;
-        if saved.kind != self.kind || saved.params != self.params {
+        if saved.kind != self.kind || saved.params != *self.params {
             return Err(StateError::Params {
                 path: path.to_path_buf(),
             });
@@ -247,13 +280,15 @@ impl Detectors {
         })
     }
 
-    /// Puts a (restored) detector in place for `point`.
-    pub fn insert(&mut self, point: PointId, det: Detector) {
+    /// Puts a (restored) detector in place for `point`; it joins the set's shared parameters when it was made
+    /// with the same ones.
+    pub fn insert(&mut self, point: PointId, mut det: Detector) {
         let i = point.0 as usize;
         if i >= self.points.len() {
             self.points.resize(i + 1, None);
         }
-        self.points[i] = Some(det);
+        det.share_params(&self.params);
+        self.points[i] = Some(Box::new(det));
     }
 
     /// Whether `point` has a detector.
@@ -262,9 +297,19 @@ impl Detectors {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Saved {
+/// [`Saved`] by reference, for writing.
+#[derive(Serialize)]
+struct SavedRef<'a> {
     version: u32,
+    kind: Kind,
+    params: &'a Params,
+    points: std::collections::BTreeMap<String, &'a Detector>,
+    trends: std::collections::BTreeMap<String, &'a Trend>,
+}
+
+/// The state file (its `version` was checked before, by `Head`).
+#[derive(Deserialize)]
+struct Saved {
     kind: Kind,
     params: Params,
     points: std::collections::BTreeMap<String, Detector>,
@@ -336,5 +381,45 @@ mod tests {
             d.restore(&path, |_| None),
             Err(StateError::Params { .. })
         ));
+    }
+
+    /// A state file written before the detector's arrays became inline and its parameters shared (saved by the
+    /// daemon of commit 35113a3 in the memory benchmark) still loads, into a detector that writes it back field
+    /// for field and shares its set's parameters.
+    #[test]
+    fn state_of_the_first_layout_still_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/anomaly/detectors-v1.json");
+        let mut d = Detectors::new(Kind::Combined, Params::default());
+        let n = d
+            .restore(&path, |name| {
+                (name == "dev-0/apparent_power").then_some(PointId(3))
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        let det = d.get(PointId(3)).unwrap();
+        assert_eq!(det.count(), 7);
+        let old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        // (through the text: `to_value` would widen the f32 arrays to f64 digits)
+        let again: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(det).unwrap()).unwrap();
+        assert_eq!(again, old["points"]["dev-0/apparent_power"]);
+        assert!(
+            std::sync::Arc::ptr_eq(&det.params_shared(), &d.params),
+            "the restored detector uses the set's parameters"
+        );
+        let s = d
+            .observe(PointId(3), 1_796_528_087 * 1_000_000_000, 50.0)
+            .unwrap();
+        assert!(!s.ready && s.expected.is_finite());
+        // A file whose arrays have the wrong length is refused with the reason, not indexed out of bounds.
+        let mut bad = old.clone();
+        bad["points"]["dev-0/apparent_power"]["novelty"]["hist"] = serde_json::json!([0.0]);
+        let tmp = tempfile::tempdir().unwrap();
+        let bad_path = tmp.path().join("bad.json");
+        std::fs::write(&bad_path, bad.to_string()).unwrap();
+        let e = d.load_saved(&bad_path).unwrap_err().to_string();
+        assert!(e.contains("novelty `hist` of 1 values, expected 16"), "{e}");
     }
 }

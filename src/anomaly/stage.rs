@@ -28,8 +28,10 @@ pub struct AnomalyStage {
     path: PathBuf,
     save_every: Duration,
     last_save: Instant,
-    /// Point names for saving (the catalog is only lent to `process`).
+    /// Point names for saving (the catalog is only lent to `process`); `None` until the point's first reading.
     names: Vec<Option<String>>,
+    /// Per point: seen and judged not worth a detector ([`super::scores_point`]).
+    unscored: Vec<bool>,
     /// Saved detectors of points that have not reported since the restart.
     pending: super::Pending,
     restored: usize,
@@ -64,6 +66,7 @@ impl AnomalyStage {
             save_every: Duration::from_secs(600),
             last_save: Instant::now(),
             names: Vec::new(),
+            unscored: Vec::new(),
             pending,
             restored: 0,
             dirty: false,
@@ -128,18 +131,26 @@ impl Stage for AnomalyStage {
             let i = r.point.0 as usize;
             if self.names.len() <= i {
                 self.names.resize(i + 1, None);
+                self.unscored.resize(i + 1, false);
             }
             if self.names[i].is_none() {
                 let name = catalog.point_name(r.point);
                 if let Some(t) = self.pending.trends.remove(&name) {
                     self.detectors.insert_trend(r.point, t);
                 }
-                if let Some(det) = self.pending.detectors.remove(&name) {
+                let scored = super::scores_point(catalog.point(r.point).2);
+                let saved = self.pending.detectors.remove(&name);
+                if let Some(det) = saved.filter(|_| scored) {
                     self.detectors.insert(r.point, det);
                     self.restored += 1;
                     tracing::debug!(point = %name, readings = self.detectors.get(r.point).map(|d| d.count()).unwrap_or(0), "anomaly detector restored");
                 }
+                self.unscored[i] = !scored;
                 self.names[i] = Some(name);
+            }
+            if self.unscored[i] {
+                self.detectors.observe_trend(r.point, r.at, r.value);
+                continue;
             }
             if let Some(s) = self.detectors.observe(r.point, r.at, r.value) {
                 if latest.len() <= i {
@@ -161,5 +172,46 @@ impl Stage for AnomalyStage {
 impl Drop for AnomalyStage {
     fn drop(&mut self) {
         self.save();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::profile::parse_profile;
+    use std::collections::BTreeMap;
+
+    /// Only gauges that are not yes/no get a detector (the rule in docs/anomaly.md); the others cost nothing.
+    #[test]
+    fn counters_bool_and_online_points_get_no_detector() {
+        let text = "schema: 1\nname: m\ncategory: electricity\npoints:\n  - { name: power, unit: W, kind: gauge, mqtt: { json: /p } }\n  - { name: energy, unit: kWh, kind: counter, mqtt: { json: /e } }\n  - { name: relay, unit: bool, kind: gauge, mqtt: { json: /r } }\n  - { name: online, unit: bool, kind: gauge, mqtt: { json: /o } }\n  - { name: rssi, unit: dBm, kind: gauge, mqtt: { json: /s } }\n";
+        let p = parse_profile(std::path::Path::new("m.yaml"), text).unwrap();
+        let mut c = Catalog::new("s", BTreeMap::from([("m".to_string(), Arc::new(p))]));
+        c.add_device("a", "m", BTreeMap::new(), true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut stage = AnomalyStage::open(dir.path(), &c);
+        for i in 0..50i64 {
+            let at = (1_700_000_000 + i * 60) * 1_000_000_000;
+            let rs: Vec<Reading> = (0..5)
+                .map(|k| Reading::good(PointId(k), 10.0 + i as f64 + k as f64, at))
+                .collect();
+            stage.process(&c, &rs);
+        }
+        let scored: Vec<u32> = (0..5)
+            .filter(|&k| stage.detectors().contains(PointId(k)))
+            .collect();
+        assert_eq!(scored, [0, 4], "power and rssi only");
+        let latest = stage.latest();
+        assert!(latest.get(PointId(0)).is_some() && latest.get(PointId(1)).is_none());
+        // Saved state holds the scored points only, by name.
+        stage.save();
+        let saved = stage
+            .detectors()
+            .load_saved(&Detectors::state_path(dir.path()))
+            .unwrap();
+        assert_eq!(
+            saved.detectors.keys().collect::<Vec<_>>(),
+            ["a/power", "a/rssi"]
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Live state for the API: per point the latest value, quality and time, and the last 24 h as 288 five-minute
-//! means (f32); per device when it was last heard of and whether it is online. Fed by a pipeline stage, read by
-//! the API; no InfluxDB needed.
+//! means; per device when it was last heard of and whether it is online. Fed by a pipeline stage, read by the
+//! API; no InfluxDB needed.
 //!
-//! Memory is bounded: 288 × 4 bytes of history plus ~40 bytes of state per point that ever reported, i.e.
-//! about 12 MB at 10,000 points (measured figure in BENCHMARKS.md). A bucket holds the running mean of the
+//! Memory is bounded: 288 × 2 bytes of history (f16 distances from a per-point anchor, see [`History`]; f32
+//! for a point whose day spans more than 131,008 units) plus ~70 bytes of state per point that ever reported,
+//! i.e. about 6.5 MB at 10,000 points (measured figure in BENCHMARKS.md). A bucket holds the running mean of the
 //! readings of its five minutes. The 24 h window ends at the point's newest bucket (reading time, so a replay
 //! or a simulated clock shows its own last day).
 //!
@@ -37,6 +38,11 @@ struct PointLive {
     /// This point is its device's `online` point.
     online_point: bool,
     seen: bool,
+    /// Whether the history block is f32 (`History::wide`) rather than f16 distances from `anchor`.
+    wide: bool,
+    /// The newest bucket's running mean.
+    cur: f64,
+    anchor: f64,
 }
 
 impl Default for PointLive {
@@ -50,6 +56,9 @@ impl Default for PointLive {
             block: NO_BLOCK,
             online_point: false,
             seen: false,
+            wide: false,
+            cur: f64::NAN,
+            anchor: 0.0,
         }
     }
 }
@@ -66,8 +75,144 @@ struct DeviceLive {
 #[derive(Debug, Default)]
 struct Inner {
     points: Vec<PointLive>,
-    hist: Vec<f32>,
+    hist: History,
     devices: Vec<DeviceLive>,
+}
+
+#[inline]
+fn slot(bucket: i64) -> usize {
+    bucket.rem_euclid(BUCKETS as i64) as usize
+}
+
+/// Blocks (one point's BUCKETS slots) per storage chunk: storage grows a chunk at a time, never by copying
+/// what is there (a doubling Vec would copy, and leave the old copies in the heap).
+const CHUNK_BLOCKS: usize = 32;
+const F16_NAN: u16 = 0x7e00;
+
+/// Every point's history, compactly: a bucket mean is stored as an f16 of its distance from the point's anchor
+/// (its first value; the middle of its day after a re-anchoring): 2 bytes a bucket, within 2^-11 (0.05 %) of that
+/// distance; exact for the newest bucket (kept in [`PointLive::cur`]). A point whose day of values does not fit
+/// around one anchor (a span over 131,008 units) moves to f32 slots, like every point before.
+#[derive(Debug, Default)]
+struct History {
+    narrow: Vec<Box<[u16]>>,
+    narrow_blocks: u32,
+    /// Narrow blocks given up by points that went wide, for reuse.
+    free: Vec<u32>,
+    wide: Vec<Box<[f32]>>,
+    wide_blocks: u32,
+}
+
+impl History {
+    fn new_block(&mut self) -> u32 {
+        if let Some(b) = self.free.pop() {
+            self.narrow_mut(b).fill(F16_NAN);
+            return b;
+        }
+        let b = self.narrow_blocks;
+        if b as usize % CHUNK_BLOCKS == 0 {
+            self.narrow
+                .push(vec![F16_NAN; CHUNK_BLOCKS * BUCKETS].into_boxed_slice());
+        }
+        self.narrow_blocks += 1;
+        b
+    }
+
+    fn narrow(&self, b: u32) -> &[u16] {
+        let (c, o) = (b as usize / CHUNK_BLOCKS, b as usize % CHUNK_BLOCKS);
+        &self.narrow[c][o * BUCKETS..(o + 1) * BUCKETS]
+    }
+
+    fn narrow_mut(&mut self, b: u32) -> &mut [u16] {
+        let (c, o) = (b as usize / CHUNK_BLOCKS, b as usize % CHUNK_BLOCKS);
+        &mut self.narrow[c][o * BUCKETS..(o + 1) * BUCKETS]
+    }
+
+    fn wide_mut(&mut self, b: u32) -> &mut [f32] {
+        let (c, o) = (b as usize / CHUNK_BLOCKS, b as usize % CHUNK_BLOCKS);
+        &mut self.wide[c][o * BUCKETS..(o + 1) * BUCKETS]
+    }
+
+    /// The value of a slot (NaN when empty).
+    fn get(&self, p: &PointLive, i: usize) -> f64 {
+        if p.wide {
+            let (c, o) = (
+                p.block as usize / CHUNK_BLOCKS,
+                p.block as usize % CHUNK_BLOCKS,
+            );
+            self.wide[c][o * BUCKETS + i] as f64
+        } else {
+            decode(self.narrow(p.block)[i], p.anchor)
+        }
+    }
+
+    /// Stores a slot (NaN empties it). A value too far from the anchor re-anchors the block at the middle of its
+    /// values when they then all fit (a span up to 131,008 units), else moves the point to f32 slots.
+    fn put(&mut self, p: &mut PointLive, i: usize, v: f64) {
+        if !p.wide {
+            if let Some(h) = encode(v, p.anchor) {
+                self.narrow_mut(p.block)[i] = h;
+                return;
+            }
+            let mut vals = [f64::NAN; BUCKETS];
+            for (k, x) in vals.iter_mut().enumerate() {
+                *x = decode(self.narrow(p.block)[k], p.anchor);
+            }
+            vals[i] = v;
+            let (lo, hi) = vals
+                .iter()
+                .filter(|x| !x.is_nan())
+                .fold((v, v), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let mid = lo + (hi - lo) / 2.0;
+            let codes: Option<Vec<u16>> = vals.iter().map(|&x| encode(x, mid)).collect();
+            if let Some(codes) = codes {
+                p.anchor = mid;
+                self.narrow_mut(p.block).copy_from_slice(&codes);
+                return;
+            }
+            let old = p.block;
+            self.free.push(old);
+            let b = self.wide_blocks;
+            if b as usize % CHUNK_BLOCKS == 0 {
+                self.wide
+                    .push(vec![f32::NAN; CHUNK_BLOCKS * BUCKETS].into_boxed_slice());
+            }
+            self.wide_blocks += 1;
+            p.block = b;
+            p.wide = true;
+            for (k, x) in vals.iter().enumerate() {
+                self.wide_mut(b)[k] = *x as f32;
+            }
+            return;
+        }
+        self.wide_mut(p.block)[i] = v as f32;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.narrow.iter().map(|c| c.len() * 2).sum::<usize>()
+            + self.wide.iter().map(|c| c.len() * 4).sum::<usize>()
+            + self.free.capacity() * 4
+    }
+}
+
+/// `v` as an f16 distance from `anchor`; `None` when it does not fit (NaN encodes as the empty slot).
+#[inline]
+fn encode(v: f64, anchor: f64) -> Option<u16> {
+    if v.is_nan() {
+        return Some(F16_NAN);
+    }
+    let h = half::f16::from_f64(v - anchor);
+    h.is_finite().then_some(h.to_bits())
+}
+
+#[inline]
+fn decode(h: u16, anchor: f64) -> f64 {
+    let d = half::f16::from_bits(h);
+    if d.is_nan() {
+        f64::NAN
+    } else {
+        anchor + d.to_f64()
+    }
 }
 
 /// A point's live view, for `GET /api/v1/devices/{id}`.
@@ -165,12 +310,11 @@ impl LiveState {
                 continue;
             }
             let b = r.at.div_euclid(BUCKET_NS);
+            let hist = &mut inner.hist;
             if p.block == NO_BLOCK {
-                p.block = (inner.hist.len() / BUCKETS) as u32;
-                inner.hist.resize(inner.hist.len() + BUCKETS, f32::NAN);
+                p.block = hist.new_block();
+                p.anchor = r.value;
             }
-            let base = p.block as usize * BUCKETS;
-            let slots = &mut inner.hist[base..base + BUCKETS];
             if b > p.bucket {
                 // Clear the slots skipped since the newest bucket (at most a whole day's worth).
                 let from = if p.bucket == i64::MIN || b - p.bucket >= BUCKETS as i64 {
@@ -179,27 +323,30 @@ impl LiveState {
                     p.bucket + 1
                 };
                 for k in from..=b {
-                    slots[k.rem_euclid(BUCKETS as i64) as usize] = f32::NAN;
+                    hist.put(p, slot(k), f64::NAN);
                 }
                 p.bucket = b;
                 p.n = 0;
             }
             if b == p.bucket {
-                let s = &mut slots[b.rem_euclid(BUCKETS as i64) as usize];
+                // The newest bucket's mean is kept exactly (f64) and written through to its slot.
                 p.n += 1;
-                if s.is_nan() {
-                    *s = r.value as f32;
+                if p.n == 1 {
+                    p.cur = r.value;
                 } else {
-                    *s += ((r.value as f32) - *s) / p.n as f32;
+                    p.cur += (r.value - p.cur) / p.n as f64;
                 }
+                let cur = p.cur;
+                hist.put(p, slot(b), cur);
             } else if b > p.bucket - BUCKETS as i64 {
                 // A late reading for an older bucket of the window: fold it in with equal weight to the mean.
-                let s = &mut slots[b.rem_euclid(BUCKETS as i64) as usize];
-                *s = if s.is_nan() {
-                    r.value as f32
+                let s = hist.get(p, slot(b));
+                let v = if s.is_nan() {
+                    r.value
                 } else {
-                    (*s + r.value as f32) / 2.0
+                    (s + r.value) / 2.0
                 };
+                hist.put(p, slot(b), v);
             }
         }
     }
@@ -225,13 +372,13 @@ impl LiveState {
         };
         let mut history = Vec::new();
         if p.block != NO_BLOCK && p.bucket != i64::MIN {
-            let base = p.block as usize * BUCKETS;
-            for b in (p.bucket - BUCKETS as i64 + 1)..=p.bucket {
-                let v = g.hist[base + b.rem_euclid(BUCKETS as i64) as usize];
+            for b in (p.bucket - BUCKETS as i64 + 1)..p.bucket {
+                let v = g.hist.get(p, slot(b));
                 if !v.is_nan() {
-                    history.push((b * (BUCKET_NS / 1_000_000), v as f64));
+                    history.push((b * (BUCKET_NS / 1_000_000), v));
                 }
             }
+            history.push((p.bucket * (BUCKET_NS / 1_000_000), p.cur));
         }
         PointView {
             value: p.value.is_finite().then_some(p.value),
@@ -292,7 +439,7 @@ impl LiveState {
     /// Bytes held for history and state (for the benchmark's cross-check).
     pub fn heap_bytes(&self) -> usize {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        g.hist.capacity() * 4
+        g.hist.heap_bytes()
             + g.points.capacity() * std::mem::size_of::<PointLive>()
             + g.devices.capacity() * std::mem::size_of::<DeviceLive>()
     }
@@ -405,5 +552,79 @@ mod tests {
             live.device(crate::catalog::DeviceIdx(0), t0 + 11 * MIN),
             (false, Some(t0 / 1_000_000))
         );
+    }
+
+    /// A day of a slowly varying gauge: every older bucket within 0.05 % of its distance from the anchor (the
+    /// first value), the newest one exact; the old f32 slots are the reference.
+    #[test]
+    fn compact_history_keeps_chart_precision() {
+        let c = catalog();
+        let live = LiveState::new(Duration::from_secs(900));
+        let t0 = 5_000 * BUCKET_NS;
+        let mut want = Vec::new();
+        for k in 0..BUCKETS as i64 {
+            let v = 21.5 + 4.0 * (k as f64 / 20.0).sin() + 0.001 * k as f64;
+            live.record(&c, &[Reading::good(PointId(0), v, t0 + k * BUCKET_NS)]);
+            want.push(((t0 + k * BUCKET_NS) / 1_000_000, v));
+        }
+        let h = live.point(PointId(0)).history;
+        assert_eq!(h.len(), BUCKETS);
+        for ((t, v), (wt, wv)) in h.iter().zip(&want) {
+            assert_eq!(t, wt);
+            let tol = (wv - 21.5).abs() * 2f64.powi(-11) + 1e-6;
+            assert!((v - wv).abs() <= tol, "{v} vs {wv} at {t}");
+        }
+        assert_eq!(
+            h.last().unwrap().1,
+            want.last().unwrap().1,
+            "newest bucket exact"
+        );
+        // Half the bytes of f32 slots (one chunk of CHUNK_BLOCKS blocks so far).
+        assert_eq!(
+            live.inner.read().unwrap().hist.heap_bytes(),
+            CHUNK_BLOCKS * BUCKETS * 2
+        );
+    }
+
+    /// An energy counter in Wh at a large value, rising, then reset to 0 (a meter swap): the distance to the
+    /// anchor outgrows f16, so the block re-anchors, then moves to f32 slots; every bucket stays as close as the
+    /// f32 slots of before kept it (half a step of f32 at 1.2e9 is 64).
+    #[test]
+    fn a_large_counter_and_its_reset_stay_right() {
+        let c = catalog();
+        let live = LiveState::new(Duration::from_secs(900));
+        let t0 = 7_000 * BUCKET_NS;
+        let mut want = Vec::new();
+        for k in 0..250i64 {
+            // 400 Wh per five minutes: 100,000 Wh over the window, past the 65,504 an f16 holds.
+            let v = 1_234_567_891.0 + 400.0 * k as f64 + 0.25;
+            live.record(&c, &[Reading::good(PointId(0), v, t0 + k * BUCKET_NS)]);
+            want.push(v);
+        }
+        let check = |want: &[f64], tol: f64| {
+            let h = live.point(PointId(0)).history;
+            assert_eq!(h.len(), want.len());
+            for ((_, v), w) in h.iter().zip(want) {
+                assert!((v - w).abs() <= tol, "{v} vs {w}");
+            }
+            assert_eq!(h.last().unwrap().1, *want.last().unwrap(), "newest exact");
+        };
+        check(&want, 64.0);
+        {
+            let g = live.inner.read().unwrap();
+            assert!(!g.points[0].wide, "re-anchored, still f16");
+            assert!(g.points[0].anchor > 1_234_567_891.0 + 40_000.0);
+        }
+        // The reset: 0 is 1.2e9 away from every earlier bucket: f32 slots from now on, every value kept.
+        live.record(&c, &[Reading::good(PointId(0), 0.5, t0 + 250 * BUCKET_NS)]);
+        want.push(0.5);
+        // (the f16 rounding of the moved buckets, up to 32, plus the f32 one)
+        check(&want, 96.0);
+        live.record(&c, &[Reading::good(PointId(0), 3.5, t0 + 251 * BUCKET_NS)]);
+        let h = live.point(PointId(0)).history;
+        assert_eq!((h[250].1, h[251].1), (0.5, 3.5));
+        let g = live.inner.read().unwrap();
+        assert!(g.points[0].wide);
+        assert_eq!(g.hist.free, [0], "the f16 block is free for the next point");
     }
 }

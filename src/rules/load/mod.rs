@@ -517,6 +517,23 @@ fn check_point_def(
             );
         }
     }
+    if let Some(Condition::Signal {
+        kind: SignalKind::Anomaly,
+        ..
+    }) = when.map(|t| t.cond)
+    {
+        if !crate::anomaly::scores_point(pd) {
+            e.push(
+                line_of(&r.when),
+                k("when.anomaly"),
+                format!(
+                    "point `{}` of profile `{}` ({}, {}) has no anomaly detector: only gauges that are not `bool` \
+                     or `online` are scored (docs/anomaly.md); watch a counter's rate point, or use counter_stalled",
+                    pd.name, pr.name, pd.kind, pd.unit
+                ),
+            );
+        }
+    }
     if let Some(Condition::CounterStalled { .. }) = when.map(|t| t.cond) {
         if pd.kind != Kind::Counter {
             e.push(
@@ -820,6 +837,30 @@ rules:
                 after_ns: 7_200_000_000_000
             }
         );
+    }
+
+    /// Counters, `bool` points and `online` get no anomaly detector (crate::anomaly::scores_point): a rule
+    /// asking for their score would never hold, so it is refused with the reason.
+    #[test]
+    fn anomaly_conditions_need_a_scored_point() {
+        let text = "schema: 1
+rules:
+  - name: energy-odd
+    applies_to: { profile: test-ahu }
+    point: energy
+    when: { anomaly: { score_above: 0.9 } }
+    severity: minor
+";
+        let (_, errs) = parse(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].message.contains(
+                "point `energy` of profile `test-ahu` (counter, kWh) has no anomaly detector"
+            ),
+            "{errs:?}"
+        );
+        let (_, errs) = parse(&text.replace("point: energy", "point: fan_power"));
+        assert!(errs.is_empty(), "{errs:?}");
     }
 
     #[test]
