@@ -1,4 +1,4 @@
-"""What the benchmark scripts share (mqtt_drain.py, memory.py, nodered.py): free ports, waiting for a port, the
+"""What the benchmark scripts share (mqtt_ingest.py, mqtt_drain.py, memory.py, nodered.py): free ports, waiting for a port, the
 release binary, a private mosquitto, VictoriaMetrics and influxd 1.x on free loopback ports, /metrics scrapes and
 /proc readings of a process. Import it from a script in this folder (`import benchlib`): Python puts the script's
 own folder on the path.

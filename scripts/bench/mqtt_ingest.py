@@ -11,45 +11,14 @@ Ratio = reference time / Caretaker time (1.0 = keeps up with the broker's own cl
 (the two measured back to back) and over the best of each; on a shared machine the per-round median is the
 steadier figure.
 
-usage: scripts/bench/mqtt_ingest.py [N] [ROUNDS]     (builds the release binary first)
+usage: scripts/bench/mqtt_ingest.py [N] [ROUNDS]     (builds the release binary first; env CARETAKER_EXE skips it)
 """
-import os, socket, subprocess, sys, tempfile, time, urllib.request
+import subprocess, sys, tempfile, time
+
+from benchlib import REPO, caretaker_exe, free_port, metric, wait_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def metric(port, name):
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def payload(i):
@@ -68,8 +37,7 @@ def publish(port, lines, topic="tele/plug-1/SENSOR"):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    exe = os.path.join(TARGET, "release", "caretaker")
+    exe = caretaker_exe()
     work = tempfile.mkdtemp(prefix="ct-bench-")
     mport = free_port()
     with open(f"{work}/mosquitto.conf", "w") as f:
