@@ -15,7 +15,7 @@ usage: scripts/bench/mqtt_ingest.py [N] [ROUNDS]     (builds the release binary 
 """
 import subprocess, sys, tempfile, time
 
-from benchlib import REPO, caretaker_exe, free_port, metric, wait_port
+from benchlib import REPO, caretaker_exe, free_port, metric, start_mosquitto, wait_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
@@ -39,12 +39,7 @@ def publish(port, lines, topic="tele/plug-1/SENSOR"):
 def main():
     exe = caretaker_exe()
     work = tempfile.mkdtemp(prefix="ct-bench-")
-    mport = free_port()
-    with open(f"{work}/mosquitto.conf", "w") as f:
-        f.write(f"listener {mport} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n")
-    mosq = subprocess.Popen(["/usr/sbin/mosquitto", "-c", f"{work}/mosquitto.conf"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(mport)
+    mosq, mport = start_mosquitto(work, unlimited_queue=True)
     hport = free_port()
     with open(f"{work}/site.toml", "w") as f:
         f.write(f"""[site]
