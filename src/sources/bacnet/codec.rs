@@ -730,6 +730,16 @@ pub fn decode_frame(buf: &[u8]) -> R<Frame<'_>> {
 }
 
 /// Decodes an APDU.
+/// A BACnet Error's error-class and error-code (two enumerations), as an Error PDU and an RPM access result
+/// carry them.
+fn read_error(r: &mut Reader<'_>) -> R<(u32, u32)> {
+    let mut one = |what| match read_value(r)? {
+        Value::Enumerated(e) => Ok(e),
+        _ => Err(DecodeError::Invalid(what)),
+    };
+    Ok((one("error class")?, one("error code")?))
+}
+
 pub fn decode_apdu(buf: &[u8]) -> R<Apdu<'_>> {
     let mut r = Reader::new(buf);
     let b0 = r.u8("APDU type")?;
@@ -798,14 +808,7 @@ pub fn decode_apdu(buf: &[u8]) -> R<Apdu<'_>> {
             if wrapped {
                 r.tag()?;
             }
-            let class = match read_value(&mut r)? {
-                Value::Enumerated(e) => e,
-                _ => return Err(DecodeError::Invalid("error class")),
-            };
-            let code = match read_value(&mut r)? {
-                Value::Enumerated(e) => e,
-                _ => return Err(DecodeError::Invalid("error code")),
-            };
+            let (class, code) = read_error(&mut r)?;
             Apdu::Error {
                 invoke_id,
                 service,
@@ -1029,14 +1032,7 @@ pub fn decode_read_property_multiple_ack(body: &[u8]) -> R<Vec<PropertyResult>> 
                 Ok(read_values_until_close(&mut r, 4)?)
             } else if r.next_is(5, Some(TagLen::Open)) {
                 r.tag()?;
-                let class = match read_value(&mut r)? {
-                    Value::Enumerated(e) => e,
-                    _ => return Err(DecodeError::Invalid("error class")),
-                };
-                let code = match read_value(&mut r)? {
-                    Value::Enumerated(e) => e,
-                    _ => return Err(DecodeError::Invalid("error code")),
-                };
+                let (class, code) = read_error(&mut r)?;
                 r.expect_close(5)?;
                 Err((class, code))
             } else {
