@@ -458,17 +458,7 @@ bacnet = {{ address = "{vav}", device_instance = 1301, poll = "500ms", offline_a
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(last, json!(false), "vav-2 offline\n{}", daemon.log_text());
-    let health: Value = serde_json::from_str(
-        &support::http_client()
-            .get(format!("http://127.0.0.1:{http_port}/health"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let health = support::health(http_port).await;
     assert_eq!(
         health["bacnet"],
         json!({"devices": 2, "offline": ["vav-2"]}),

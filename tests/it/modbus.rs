@@ -674,17 +674,7 @@ modbus = {{ url = "tcp://127.0.0.1:{dead}", poll = "200ms", offline_after = 2 }}
             .await,
         1.0
     );
-    let health: Value = serde_json::from_str(
-        &support::http_client()
-            .get(format!("http://127.0.0.1:{http_port}/health"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let health = support::health(http_port).await;
     assert_eq!(
         health["modbus"],
         json!({"devices": 2, "offline": ["dead-meter"]}),

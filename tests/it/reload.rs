@@ -73,24 +73,13 @@ fn sighup(d: &Daemon) {
     assert!(ok, "kill -HUP failed");
 }
 
-async fn health(d: &Daemon) -> serde_json::Value {
-    let Ok(r) = http_client()
-        .get(format!("http://127.0.0.1:{}/health", d.http_port))
-        .send()
-        .await
-    else {
-        return serde_json::Value::Null;
-    };
-    serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default()
-}
-
 /// Waits until `/health` reports `n` reloads tried (applied + refused) and returns its `config_reload`.
 async fn reloaded(d: &Daemon, n: u64) -> serde_json::Value {
     let last = std::sync::Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let ok = wait_until(Duration::from_secs(20), || {
         let last = last.clone();
         async move {
-            let h = health(d).await;
+            let h = health(d.http_port).await;
             let r = h["config_reload"].clone();
             let done = r["applied"].as_u64().unwrap_or(0) + r["refused"].as_u64().unwrap_or(0) >= n;
             *last.lock().unwrap() = r;

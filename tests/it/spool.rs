@@ -113,17 +113,6 @@ fn spool_disk_bytes(state: &Path) -> u64 {
         .sum()
 }
 
-async fn health(http: u16) -> serde_json::Value {
-    let Ok(r) = http_client()
-        .get(format!("http://127.0.0.1:{http}/health"))
-        .send()
-        .await
-    else {
-        return serde_json::Value::Null;
-    };
-    serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_influx_outage_sigkill_and_broker_restart_lose_nothing() {
     let mut mosq = Mosquitto::start();

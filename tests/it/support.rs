@@ -473,6 +473,18 @@ impl Daemon {
     }
 }
 
+/// The daemon's `/health` on `http_port` as JSON; `Null` while it cannot be read (not up yet, stopped).
+pub async fn health(http_port: u16) -> serde_json::Value {
+    let Ok(r) = http_client()
+        .get(format!("http://127.0.0.1:{http_port}/health"))
+        .send()
+        .await
+    else {
+        return serde_json::Value::Null;
+    };
+    serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default()
+}
+
 /// Sums the samples of `name` whose labels include every `k="v"` given in `name_with_labels`.
 pub fn metric_value(text: &str, name_with_labels: &str) -> f64 {
     let (name, want) = match name_with_labels.split_once('{') {

@@ -495,14 +495,7 @@ async fn a_wrong_ca_fails_with_an_error_naming_the_target() {
             &format!(r#"{{"ts": {T0}, "temperature": 21}}"#),
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let h: serde_json::Value = match http_client()
-            .get(format!("http://127.0.0.1:{http}/health"))
-            .send()
-            .await
-        {
-            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
-            Err(_) => return false,
-        };
+        let h = health(http).await;
         let e = h["influxdb"]["last_error"]
             .as_str()
             .unwrap_or("")

@@ -71,17 +71,7 @@ listen = "127.0.0.1:{http}"
         log_text()
     );
     // /health lists the watched tasks, all healthy.
-    let h: serde_json::Value = serde_json::from_str(
-        &http_client()
-            .get(format!("http://127.0.0.1:{http}/health"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let h = health(http).await;
     for task in ["pipeline", "mqtt"] {
         assert!(h["tasks"][task].is_object(), "{h}");
         assert!(h["tasks"][task]["ended"].is_null(), "{h}");

@@ -426,15 +426,7 @@ async fn one_device_id_in_two_buildings_is_a_reported_conflict() {
         "{rows:?}"
     );
     assert!(!tag_values(&s.influx, "building").await.contains("bldB"));
-    let health = http_client()
-        .get(format!("http://127.0.0.1:{}/health", s.daemon.http_port))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    let health = health(s.daemon.http_port).await;
     let c = &health["conflicts"];
     assert_eq!(c.as_array().map(Vec::len), Some(1), "{health}");
     assert_eq!(c[0]["device"], "room-1");
