@@ -48,19 +48,19 @@ pub fn form_body(target: &V1Target<'_>, query: &str) -> String {
     body
 }
 
+/// The HTTP client of a read: the target's TLS files, or the system's roots (`TlsFiles` empty) without any.
+fn client(tls: Option<&crate::tls::TlsFiles>) -> anyhow::Result<reqwest::Client> {
+    let none = crate::tls::TlsFiles::default();
+    Ok(tls.unwrap_or(&none).http_client_builder()?.build()?)
+}
+
 /// Every numeric or boolean field of every series with a `device` tag in `[from_ns, to_ns)`.
 pub async fn points_by_device(
     target: &V1Target<'_>,
     from_ns: i64,
     to_ns: i64,
 ) -> anyhow::Result<Vec<Point>> {
-    let client = match target.tls {
-        Some(t) => t.http_client_builder()?.build()?,
-        None => {
-            crate::tls::install_default_provider();
-            reqwest::Client::new()
-        }
-    };
+    let client = client(target.tls)?;
     let q = format!(
         "SELECT * FROM /.*/ WHERE time >= {from_ns} AND time < {to_ns} GROUP BY \"device\""
     );
@@ -105,13 +105,7 @@ pub async fn points_by_device_v2(
     from_ns: i64,
     to_ns: i64,
 ) -> anyhow::Result<Vec<Point>> {
-    let client = match target.tls {
-        Some(t) => t.http_client_builder()?.build()?,
-        None => {
-            crate::tls::install_default_provider();
-            reqwest::Client::new()
-        }
-    };
+    let client = client(target.tls)?;
     let body = serde_json::json!({
         "query": flux_query(target.bucket, from_ns, to_ns),
         "type": "flux",
