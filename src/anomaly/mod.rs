@@ -385,7 +385,7 @@ mod tests {
 
     /// A state file written before the detector's arrays became inline and its parameters shared (saved by the
     /// daemon of commit 35113a3 in the memory benchmark) still loads, into a detector that writes it back field
-    /// for field and shares its set's parameters.
+    /// for field (the fixed-point novelty arrays within half a step) and shares its set's parameters.
     #[test]
     fn state_of_the_first_layout_still_loads() {
         let path =
@@ -402,9 +402,28 @@ mod tests {
         let old: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         // (through the text: `to_value` would widen the f32 arrays to f64 digits)
-        let again: serde_json::Value =
+        let mut again: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(det).unwrap()).unwrap();
-        assert_eq!(again, old["points"]["dev-0/apparent_power"]);
+        let mut want = old["points"]["dev-0/apparent_power"].clone();
+        // The novelty window and prototypes are now held in 1/4096 fixed point: within half a step of the f32
+        // values the old daemon wrote; every other field is written back as it was read.
+        for key in ["hist", "protos"] {
+            let now = again["novelty"][key].take();
+            let was = want["novelty"][key].take();
+            let (now, was) = (now.as_array().unwrap(), was.as_array().unwrap());
+            assert_eq!(now.len(), was.len(), "{key}");
+            if key == "hist" {
+                assert!(
+                    was.iter().any(|v| v.as_f64() != Some(0.0)),
+                    "the fixture has a window"
+                );
+            }
+            for (a, b) in now.iter().zip(was) {
+                let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+                assert!((a - b).abs() <= 0.5 / 4096.0 + 1e-9, "{key}: {a} vs {b}");
+            }
+        }
+        assert_eq!(again, want);
         assert!(
             std::sync::Arc::ptr_eq(&det.params_shared(), &d.params),
             "the restored detector uses the set's parameters"
