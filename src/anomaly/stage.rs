@@ -3,7 +3,7 @@
 //! and when the pipeline stops), so a restart does not relearn for days.
 
 use super::{Detectors, Kind, Params, Score};
-use crate::catalog::{Catalog, PointId};
+use crate::catalog::{Catalog, PointId, SharedCatalog};
 use crate::pipeline::Stage;
 use crate::reading::{Quality, Reading};
 use std::path::PathBuf;
@@ -28,22 +28,30 @@ pub struct AnomalyStage {
     path: PathBuf,
     save_every: Duration,
     last_save: Instant,
-    /// Point names for saving (the catalog is only lent to `process`); `None` until the point's first reading.
-    names: Vec<Option<String>>,
-    /// Per point: seen and judged not worth a detector ([`super::scores_point`]).
-    unscored: Vec<bool>,
+    /// For the point names when saving (on a timer and at drop, outside `process`): point ids stay valid for the
+    /// catalog's life (a reload retires devices, it never reuses their ids), so no copy of the names is kept.
+    catalog: SharedCatalog,
+    /// Per point: not seen yet, or seen and scored, or seen and judged not worth a detector
+    /// ([`super::scores_point`]). One byte a point.
+    seen: Vec<Seen>,
     /// Saved detectors of points that have not reported since the restart.
     pending: super::Pending,
     restored: usize,
     dirty: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    No,
+    Scored,
+    Unscored,
+}
+
 impl AnomalyStage {
     /// Creates the stage and restores saved state for the catalog's points. Unreadable state is logged and
     /// ignored: the detectors then learn afresh.
-    pub fn open(state_dir: &std::path::Path, catalog: &Catalog) -> Self {
+    pub fn open(state_dir: &std::path::Path, catalog: &SharedCatalog) -> Self {
         let path = Detectors::state_path(state_dir);
-        let _ = catalog;
         let detectors = Detectors::new(Kind::Combined, Params::default());
         // Restored lazily, by point name, when each point first reports: devices discovered from MQTT topics
         // only get their ids at run time.
@@ -65,8 +73,8 @@ impl AnomalyStage {
             path,
             save_every: Duration::from_secs(600),
             last_save: Instant::now(),
-            names: Vec::new(),
-            unscored: Vec::new(),
+            catalog: catalog.clone(),
+            seen: Vec::new(),
             pending,
             restored: 0,
             dirty: false,
@@ -97,18 +105,19 @@ impl AnomalyStage {
         if !self.dirty {
             return;
         }
-        let names = &self.names;
+        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
         let r = self.detectors.save_with(
             &self.path,
             |p| {
-                names
-                    .get(p.0 as usize)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_else(|| format!("#{}", p.0))
+                if (p.0 as usize) < cat.point_count() {
+                    cat.point_name(p)
+                } else {
+                    format!("#{}", p.0)
+                }
             },
             &self.pending,
         );
+        drop(cat);
         match r {
             Ok(()) => self.dirty = false,
             Err(e) => warn!(error = %e, "anomaly detector state not saved"),
@@ -129,26 +138,26 @@ impl Stage for AnomalyStage {
                 continue;
             }
             let i = r.point.0 as usize;
-            if self.names.len() <= i {
-                self.names.resize(i + 1, None);
-                self.unscored.resize(i + 1, false);
+            if self.seen.len() <= i {
+                self.seen.resize(i + 1, Seen::No);
             }
-            if self.names[i].is_none() {
-                let name = catalog.point_name(r.point);
-                if let Some(t) = self.pending.trends.remove(&name) {
-                    self.detectors.insert_trend(r.point, t);
-                }
+            if self.seen[i] == Seen::No {
                 let scored = super::scores_point(catalog.point(r.point).2);
-                let saved = self.pending.detectors.remove(&name);
-                if let Some(det) = saved.filter(|_| scored) {
-                    self.detectors.insert(r.point, det);
-                    self.restored += 1;
-                    tracing::debug!(point = %name, readings = self.detectors.get(r.point).map(|d| d.count()).unwrap_or(0), "anomaly detector restored");
+                if !self.pending.is_empty() {
+                    let name = catalog.point_name(r.point);
+                    if let Some(t) = self.pending.trends.remove(&name) {
+                        self.detectors.insert_trend(r.point, t);
+                    }
+                    let saved = self.pending.detectors.remove(&name);
+                    if let Some(det) = saved.filter(|_| scored) {
+                        self.detectors.insert(r.point, det);
+                        self.restored += 1;
+                        tracing::debug!(point = %name, readings = self.detectors.get(r.point).map(|d| d.count()).unwrap_or(0), "anomaly detector restored");
+                    }
                 }
-                self.unscored[i] = !scored;
-                self.names[i] = Some(name);
+                self.seen[i] = if scored { Seen::Scored } else { Seen::Unscored };
             }
-            if self.unscored[i] {
+            if self.seen[i] == Seen::Unscored {
                 self.detectors.observe_trend(r.point, r.at, r.value);
                 continue;
             }
@@ -189,7 +198,8 @@ mod tests {
         let mut c = Catalog::new("s", BTreeMap::from([("m".to_string(), Arc::new(p))]));
         c.add_device("a", "m", BTreeMap::new(), true).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut stage = AnomalyStage::open(dir.path(), &c);
+        let shared = c.clone().shared();
+        let mut stage = AnomalyStage::open(dir.path(), &shared);
         for i in 0..50i64 {
             let at = (1_700_000_000 + i * 60) * 1_000_000_000;
             let rs: Vec<Reading> = (0..5)

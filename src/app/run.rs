@@ -263,10 +263,7 @@ fn stages(
     live: Option<&Arc<crate::api::live::LiveState>>,
 ) -> anyhow::Result<Staged> {
     // Anomaly detection: restores detector state from [state].dir and saves it when the pipeline stops.
-    let anomaly = {
-        let cat = catalog.read().unwrap_or_else(|e| e.into_inner());
-        crate::anomaly::stage::AnomalyStage::open(&config.state_dir, &cat)
-    };
+    let anomaly = crate::anomaly::stage::AnomalyStage::open(&config.state_dir, catalog);
     // Signals for the rules (anomaly scores, forecasts, equipment models, energy baselines).
     let (signal_stage, hub) = crate::rules::signals::build(rules, Some(anomaly.latest()));
     // Trends and equipment models are kept under [state].dir like the anomaly detectors.

@@ -104,6 +104,9 @@ impl EnergyStage {
     ) -> anyhow::Result<EnergyStage> {
         let path = super::store::path_in(state_dir);
         let store = Store::open(&path, cfg.period, timezone, site)?;
+        // The writer lives as long as the daemon: 512 KiB of page cache instead of SQLite's 2 MiB (issue 15's
+        // memory budget; BENCHMARKS.md "Memory at 10,000 points").
+        store.limit_cache(512)?;
         let mut states = HashMap::new();
         for s in store.series()? {
             if let Some(st) = store.load_state(s.id)? {

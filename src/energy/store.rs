@@ -124,6 +124,15 @@ impl Store {
         Ok(Store { conn, period })
     }
 
+    /// Bounds SQLite's page cache of this connection to `kib` KiB (SQLite's default is 2 MiB a connection, and a
+    /// long-lived connection fills it as the file grows). The daemon's writer touches each series' current day
+    /// once every few seconds; pages it does not keep are re-read from the OS page cache.
+    pub fn limit_cache(&self, kib: u32) -> anyhow::Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{kib};"))?;
+        Ok(())
+    }
+
     /// Opens an existing store read-only-ish (no config at hand): period and time zone come from the file.
     pub fn open_existing(path: &Path) -> anyhow::Result<(Store, String, String)> {
         if !path.is_file() {
@@ -493,6 +502,20 @@ fn decode_into(b: &[u8], vals: &mut [f64], flags: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daemon_writer_keeps_a_bounded_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(&path_in(dir.path()), 900, "UTC", "s").unwrap();
+        let pages = |st: &Store| -> i64 {
+            st.conn
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(pages(&st), -2000, "SQLite's default");
+        st.limit_cache(512).unwrap();
+        assert_eq!(pages(&st), -512);
+    }
 
     #[test]
     fn a_store_from_before_roles_opens_and_keeps_counting_as_consumption() {
