@@ -6,19 +6,26 @@ detection, the signals the rules ask for, the live stage behind `[http]`, energy
 writer (VictoriaMetrics, v2 API, spool in the path). D = points / 10 devices publish every 10 s over a real
 mosquitto at QoS 0, spread evenly over the 10 s: even devices are `tasmota-energy-plug` (7 points), odd ones
 `tasmota-energy-2ch` (13 points, per-channel arrays), so 10 points per device on average.
-After a warm-up (every device seen a few times) the daemon's RSS (VmRSS), peak (VmHWM) and CPU % (utime + stime
-over wall time, 100 % = one core) are sampled over a window. Prints one row per level and writes the rows as JSON
-(for scripts/bench/plot_memory.py).
+After a warm-up the daemon's RSS (VmRSS, split into anonymous memory and file pages, i.e. mostly the binary's
+code), peak (VmHWM) and CPU % (utime + stime over wall time, 100 % = one core) are sampled over a window; "code
+run" is how much of the binary's code the daemon executed during the window (pages whose accessed bit was set,
+after clearing them through /proc/PID/clear_refs at the window's start). Prints one row per level and writes the
+rows as JSON (for scripts/bench/plot_memory.py).
 
-usage: scripts/bench/memory.py [LEVELS=1000,10000,100000] [WARMUP_S=40] [WINDOW_S=30] [OUT_JSON]
-env: CARETAKER_EXE (skip the build), CARETAKER_ENV (extra env for the daemon, e.g. "MALLOC_ARENA_MAX=2")
+The warm-up is 180 s by default: every device has reported many times, the energy stage has flushed (its
+reorder window holds readings for a minute first) and SQLite's caches have filled. A 40 s warm-up read ~3 MB
+low at 10 k points.
+
+usage: scripts/bench/memory.py [LEVELS=1000,10000,100000] [WARMUP_S=180] [WINDOW_S=30] [OUT_JSON]
+env: CARETAKER_EXE (skip the build), CARETAKER_ENV (extra env for the daemon, e.g. "MALLOC_ARENA_MAX=2"),
+     MEM_TRACE=S (print RSS and anonymous MB every S seconds from the start, to see a long run settle)
 """
 import json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
 
 from benchlib import REPO, Victoria, caretaker_exe, free_port, metric, start_mosquitto, wait_port
 
 LEVELS = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,100000").split(",")]
-WARMUP = float(sys.argv[2]) if len(sys.argv) > 2 else 40
+WARMUP = float(sys.argv[2]) if len(sys.argv) > 2 else 180
 WINDOW = float(sys.argv[3]) if len(sys.argv) > 3 else 30
 OUT = sys.argv[4] if len(sys.argv) > 4 else None
 PERIOD = 10.0
@@ -31,6 +38,32 @@ def status_kb(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def code_touched_kb(pid, exe):
+    """KiB of the executable's code mappings whose pages were accessed since the last clear_refs."""
+    total, inside = 0, False
+    real = os.path.realpath(exe)
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                inside = len(head) >= 6 and "x" in head[1] and os.path.realpath(head[-1]) == real
+            elif inside and head[0] == "Referenced:":
+                total += int(head[1])
+    return total
+
+
+def sleep_tracing(pid, seconds, t_start):
+    """Sleeps, printing RSS and anonymous MB every MEM_TRACE seconds (if set)."""
+    every = float(os.environ.get("MEM_TRACE", "0") or 0)
+    end = time.time() + seconds
+    while time.time() < end:
+        step = min(end - time.time(), every if every > 0 else seconds)
+        time.sleep(max(step, 0))
+        if every > 0:
+            print(f"  t={time.time() - t_start:5.0f} s  RSS {status_kb(pid, 'VmRSS') / 1024:.1f} MB  "
+                  f"anon {status_kb(pid, 'RssAnon') / 1024:.1f} MB", flush=True)
 
 
 def cpu_seconds(pid):
@@ -166,11 +199,13 @@ rates = [{{ price = 0.30 }}]
         time.sleep(1.0)
         th = threading.Thread(target=publish_loop, args=(mport, devices, stop), daemon=True)
         th.start()
-        time.sleep(WARMUP)
+        sleep_tracing(daemon.pid, WARMUP, time.time())
         if daemon.poll() is not None:
             raise SystemExit(f"caretaker exited; see {work}/caretaker.log")
         c0, t0 = cpu_seconds(daemon.pid), time.time()
         r0 = metric(hport, "caretaker_readings_received_total")
+        with open(f"/proc/{daemon.pid}/clear_refs", "w") as f:
+            f.write("1")
         rss = []
         while time.time() - t0 < WINDOW:
             time.sleep(1.0)
@@ -178,6 +213,8 @@ rates = [{{ price = 0.30 }}]
         cpu = (cpu_seconds(daemon.pid) - c0) / (time.time() - t0) * 100
         rate = (metric(hport, "caretaker_readings_received_total") - r0) / (time.time() - t0)
         row = {"points": points, "devices": devices, "rss_mb": rss[-1] / 1024, "rss_max_mb": max(rss) / 1024,
+               "anon_mb": status_kb(daemon.pid, "RssAnon") / 1024, "file_mb": status_kb(daemon.pid, "RssFile") / 1024,
+               "code_run_mb": code_touched_kb(daemon.pid, exe) / 1024,
                "hwm_mb": status_kb(daemon.pid, "VmHWM") / 1024, "cpu_pct": cpu,
                "threads": status_kb(daemon.pid, "Threads"), "readings_per_s": rate}
         return row
@@ -200,12 +237,14 @@ def main():
     rows = []
     try:
         print(f"warm-up {WARMUP:.0f} s, window {WINDOW:.0f} s, load average {os.getloadavg()[0]:.2f}", flush=True)
-        print("| live points | devices | readings/s received | RSS MB (end of window) | RSS max MB | peak (VmHWM) MB | CPU % |")
-        print("|---|---|---|---|---|---|---|", flush=True)
+        print("| live points | devices | readings/s received | RSS MB (end of window) | anon MB | file MB | code run MB "
+              "| RSS max MB | peak (VmHWM) MB | CPU % |")
+        print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for p in LEVELS:
             r = run_level(exe, p, vport)
             rows.append(r)
-            print(f"| {p:,} | {r['devices']:,} | {r['readings_per_s']:,.0f} | {r['rss_mb']:.1f} | {r['rss_max_mb']:.1f} | "
+            print(f"| {p:,} | {r['devices']:,} | {r['readings_per_s']:,.0f} | {r['rss_mb']:.1f} | {r['anon_mb']:.1f} | "
+                  f"{r['file_mb']:.1f} | {r['code_run_mb']:.1f} | {r['rss_max_mb']:.1f} | "
                   f"{r['hwm_mb']:.1f} | {r['cpu_pct']:.1f} |", flush=True)
     finally:
         vm.stop()
