@@ -22,22 +22,14 @@ env: CARETAKER_EXE (skip the build), CARETAKER_ENV (extra env for the daemon, e.
 """
 import json, os, shutil, socket, struct, subprocess, sys, tempfile, threading, time
 
-from benchlib import REPO, Victoria, caretaker_exe, free_port, metric, start_mosquitto, wait_port
+from benchlib import (REPO, Victoria, caretaker_exe, cpu_seconds, free_port, metric, start_mosquitto, status_kb,
+                      wait_port)
 
 LEVELS = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,100000").split(",")]
 WARMUP = float(sys.argv[2]) if len(sys.argv) > 2 else 180
 WINDOW = float(sys.argv[3]) if len(sys.argv) > 3 else 30
 OUT = sys.argv[4] if len(sys.argv) > 4 else None
 PERIOD = 10.0
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def status_kb(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def code_touched_kb(pid, exe):
@@ -64,12 +56,6 @@ def sleep_tracing(pid, seconds, t_start):
         if every > 0:
             print(f"  t={time.time() - t_start:5.0f} s  RSS {status_kb(pid, 'VmRSS') / 1024:.1f} MB  "
                   f"anon {status_kb(pid, 'RssAnon') / 1024:.1f} MB", flush=True)
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
 
 
 def remaining_length(n):

@@ -234,6 +234,13 @@ fn from_fixed(v: i16) -> f32 {
     v as f32 * (1.0 / FIXED)
 }
 
+/// Stores `src` into `dst` in fixed point (as many values as the shorter holds).
+fn store_fixed(dst: &mut [i16], src: &[f32]) {
+    for (slot, &v) in dst.iter_mut().zip(src) {
+        *slot = to_fixed(v);
+    }
+}
+
 /// Density view: a small memory of recent-shape prototypes (online vector quantisation, like a bounded fuzzy
 /// ART). A window of the normalised series that is far from every prototype is novel; the nearest prototype
 /// learns the window, and a novel window replaces the least recently matched prototype.
@@ -328,9 +335,7 @@ impl Novelty {
     }
 
     fn set_proto(&mut self, i: usize, e: &[f32; DIM]) {
-        for (slot, &v) in self.protos[i * DIM..(i + 1) * DIM].iter_mut().zip(e) {
-            *slot = to_fixed(v);
-        }
+        store_fixed(&mut self.protos[i * DIM..(i + 1) * DIM], e);
     }
 
     /// Returns the novelty of the current window (its distance to the nearest prototype over the typical one).
@@ -543,13 +548,9 @@ impl TryFrom<DetectorRepr> for Detector {
         novelty.mean = nv.mean;
         novelty.dev = nv.dev;
         novelty.smooth = nv.smooth;
-        for (slot, &v) in novelty.hist.iter_mut().zip(&nv.hist) {
-            *slot = to_fixed(v);
-        }
+        store_fixed(&mut novelty.hist, &nv.hist);
         novelty.pos = nv.pos % HIST as u32;
-        for (slot, &v) in novelty.protos.iter_mut().zip(&nv.protos) {
-            *slot = to_fixed(v);
-        }
+        store_fixed(&mut novelty.protos, &nv.protos);
         novelty.used = nv.used.min(PROTOS as u32);
         novelty.clock = nv.clock;
         novelty.set_ranks(&nv.last_used);

@@ -800,6 +800,17 @@ fn fault_spec(
 mod tests {
     use super::*;
 
+    /// The errors of parsing `text` as `site.toml`, and all of them as one text (a line each).
+    fn parse_errors(text: &str) -> (Vec<Diagnostic>, String) {
+        let errs = SiteSpec::parse(Path::new("site.toml"), text).unwrap_err();
+        let all = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (errs, all)
+    }
+
     #[test]
     fn the_shipped_demo_site_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/demo/site.toml");
@@ -824,12 +835,7 @@ mod tests {
     #[test]
     fn errors_name_the_line_and_key_and_all_are_listed() {
         let text = "[simulation]\nspeed = 60\n\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n\n[[devices]]\nid = \"r1\"\nmodel = \"rooom\"\nprofile = \"generic-room-sensor\"\ntopic = \"a/r1\"\n\n[[devices]]\nid = \"a1\"\nmodel = \"ahu\"\nprofile = \"generic-ahu\"\nmodbus = { port = 15020 }\nfaults = [{ kind = \"filter_clog\", after = \"1h\" }, { kind = \"stuck\" }]\n";
-        let errs = SiteSpec::parse(Path::new("site.toml"), text).unwrap_err();
-        let all = errs
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let (errs, all) = parse_errors(text);
         assert!(
             all.contains(
                 "site.toml:9: devices[0].model: unknown model `rooom` (did you mean `room`?)"
@@ -848,12 +854,7 @@ mod tests {
     #[test]
     fn bacnet_devices_need_a_port_of_their_own_and_one_transport() {
         let text = "[simulation]\nspeed = 60\n\n[[devices]]\nid = \"b1\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47820, device_instance = 3001 }\n\n[[devices]]\nid = \"b2\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47820, device_instance = 5000000 }\n\n[[devices]]\nid = \"b3\"\nmodel = \"ahu\"\nprofile = \"generic-bacnet-ahu\"\nbacnet = { port = 47821, device_instance = 1 }\nmodbus = { port = 15020 }\n";
-        let errs = SiteSpec::parse(Path::new("site.toml"), text).unwrap_err();
-        let all = errs
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let (errs, all) = parse_errors(text);
         assert!(
             all.contains("devices[1].bacnet.port: port 47820 is already devices[0]'s"),
             "{all}"
